@@ -1,0 +1,1 @@
+"""The hub role: web app, agent gateway, ingest and API."""

@@ -1,0 +1,147 @@
+"""The agent <-> hub wire protocol: versioned JSON messages, their schemas and size limits.
+
+Every message is a JSON object ``{"v": 1, "type": ..., ...}``. The hub opens
+with ``challenge``; the agent answers ``hello`` signed with its node key; the
+hub replies ``welcome`` (or ``error`` and closes). Then the agent sends
+``report`` messages, each acknowledged by an ``ack`` once it is persisted, and
+``heartbeat`` when it has nothing else to say.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import voluptuous as vol
+
+from .const import MAX_MESSAGE_BYTES, PROTOCOL_VERSION
+from .integration import humanize_invalid
+
+TYPE_CHALLENGE = "challenge"
+TYPE_HELLO = "hello"
+TYPE_WELCOME = "welcome"
+TYPE_REPORT = "report"
+TYPE_ACK = "ack"
+TYPE_HEARTBEAT = "heartbeat"
+TYPE_ERROR = "error"
+
+# Error codes sent to the peer in an ``error`` message.
+ERR_BAD_JSON = "bad_json"
+ERR_BAD_MESSAGE = "bad_message"
+ERR_TOO_LARGE = "too_large"
+ERR_UNKNOWN_TYPE = "unknown_type"
+ERR_VERSION = "unsupported_version"
+ERR_AUTH = "auth_failed"
+ERR_WRONG_NODE = "wrong_node"
+ERR_INTERNAL = "internal"
+
+MAX_METRICS_PER_REPORT = 5000
+MAX_NAME = 200
+NODE_ID_RE = r"^[A-Za-z0-9_.-]{1,64}$"
+
+
+class ProtocolError(Exception):
+    """A message that breaks the protocol; ``code`` goes back to the peer."""
+
+    def __init__(self, code: str, message: str, *, fatal: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.fatal = fatal
+
+
+def _finite_number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise vol.Invalid("expected a finite number")
+    return float(value)
+
+
+_TIMESTAMP = vol.All(vol.Coerce(float), vol.Range(min=0, max=2**33))
+_STATUS = vol.Schema(
+    {
+        vol.Required("domain"): str,
+        vol.Required("state"): str,
+        vol.Optional("reason", default=""): str,
+    },
+    extra=vol.ALLOW_EXTRA,
+)
+
+HELLO_SCHEMA = vol.Schema(
+    {
+        vol.Required("v"): int,
+        vol.Required("type"): TYPE_HELLO,
+        vol.Required("node_id"): vol.Match(NODE_ID_RE),
+        vol.Required("signature"): vol.All(str, vol.Length(max=200)),
+        vol.Required("agent_version"): vol.All(str, vol.Length(max=50)),
+        vol.Required("epoch"): vol.All(str, vol.Length(min=1, max=64)),
+        vol.Optional("hostname", default=""): vol.All(str, vol.Length(max=255)),
+        vol.Optional("facts", default=dict): dict,
+        vol.Optional("integrations", default=list): [_STATUS],
+        vol.Optional("fields", default=dict): {str: {str: str}},
+        vol.Optional("capabilities", default=list): [vol.All(str, vol.Length(max=MAX_NAME))],
+    }
+)
+
+REPORT_SCHEMA = vol.Schema(
+    {
+        vol.Required("v"): int,
+        vol.Required("type"): TYPE_REPORT,
+        vol.Required("node_id"): vol.Match(NODE_ID_RE),
+        vol.Required("seq"): vol.All(int, vol.Range(min=1)),
+        vol.Required("collected_at"): _TIMESTAMP,
+        vol.Optional("interval"): vol.All(vol.Coerce(float), vol.Range(min=0.1, max=86400)),
+        vol.Optional("spool_dropped", default=0): vol.All(int, vol.Range(min=0)),
+        vol.Optional("integrations", default=list): [_STATUS],
+        vol.Optional("data", default=dict): {vol.Match(r"^[a-z][a-z0-9_]{0,63}$"): object},
+        vol.Optional("metrics", default=dict): vol.All(
+            {vol.All(str, vol.Length(min=1, max=MAX_NAME)): _finite_number},
+            vol.Length(max=MAX_METRICS_PER_REPORT),
+        ),
+    }
+)
+
+HEARTBEAT_SCHEMA = vol.Schema({vol.Required("v"): int, vol.Required("type"): TYPE_HEARTBEAT, vol.Optional("sent_at"): _TIMESTAMP})
+
+# What the agent may send after the handshake.
+AGENT_MESSAGES = {TYPE_REPORT: REPORT_SCHEMA, TYPE_HEARTBEAT: HEARTBEAT_SCHEMA}
+
+
+def encode(type_: str, **fields: Any) -> str:
+    return json.dumps({"v": PROTOCOL_VERSION, "type": type_, **fields}, separators=(",", ":"))
+
+
+def error(code: str, message: str) -> str:
+    return encode(TYPE_ERROR, code=code, message=message)
+
+
+def parse(text: str | bytes, schemas: dict[str, vol.Schema], *, max_bytes: int = MAX_MESSAGE_BYTES) -> dict[str, Any]:
+    """Decode and validate one message; raise ProtocolError saying what was wrong."""
+    if len(text) > max_bytes:
+        raise ProtocolError(ERR_TOO_LARGE, f"message of {len(text)} bytes exceeds the {max_bytes}-byte limit", fatal=True)
+    try:
+        raw = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ProtocolError(ERR_BAD_JSON, f"message is not valid JSON: {err}") from None
+    if not isinstance(raw, dict):
+        raise ProtocolError(ERR_BAD_MESSAGE, "message must be a JSON object")
+    version = raw.get("v")
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(
+            ERR_VERSION,
+            f"protocol version {version!r} is not supported; this hub speaks {PROTOCOL_VERSION} — upgrade the agent or hub so they match",
+            fatal=True,
+        )
+    type_ = raw.get("type")
+    schema = schemas.get(type_) if isinstance(type_, str) else None
+    if schema is None:
+        allowed = ", ".join(sorted(schemas))
+        raise ProtocolError(ERR_UNKNOWN_TYPE, f"unknown message type {type_!r}; expected one of: {allowed}")
+    try:
+        return schema(raw)
+    except vol.Invalid as err:
+        raise ProtocolError(ERR_BAD_MESSAGE, f"invalid {type_} message: {humanize_invalid(err)}") from None
+
+
+def auth_payload(hub_id: str, node_id: str, nonce: str) -> bytes:
+    """The bytes an agent signs to prove its key; binding the hub id stops relaying to another hub."""
+    return f"roost-auth-v{PROTOCOL_VERSION}\n{hub_id}\n{node_id}\n{nonce}".encode()

@@ -1,0 +1,1 @@
+"""Roost's built-in integrations, one folder each."""
