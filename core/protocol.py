@@ -102,6 +102,29 @@ REPORT_SCHEMA = vol.Schema(
 
 HEARTBEAT_SCHEMA = vol.Schema({vol.Required("v"): int, vol.Required("type"): TYPE_HEARTBEAT, vol.Optional("sent_at"): _TIMESTAMP})
 
+CHALLENGE_SCHEMA = vol.Schema(
+    {vol.Required("v"): int, vol.Required("type"): TYPE_CHALLENGE, vol.Required("nonce"): vol.All(str, vol.Length(min=16, max=128)), vol.Required("hub_id"): vol.All(str, vol.Length(min=1, max=64))},
+    extra=vol.ALLOW_EXTRA,
+)
+WELCOME_SCHEMA = vol.Schema(
+    {
+        vol.Required("v"): int,
+        vol.Required("type"): TYPE_WELCOME,
+        vol.Required("node_id"): vol.Match(NODE_ID_RE),
+        vol.Required("epoch"): str,
+        vol.Required("last_seq"): vol.All(int, vol.Range(min=0)),
+    },
+    extra=vol.ALLOW_EXTRA,
+)
+ACK_SCHEMA = vol.Schema({vol.Required("v"): int, vol.Required("type"): TYPE_ACK, vol.Required("seq"): vol.All(int, vol.Range(min=1))}, extra=vol.ALLOW_EXTRA)
+ERROR_SCHEMA = vol.Schema(
+    {vol.Required("v"): int, vol.Required("type"): TYPE_ERROR, vol.Required("code"): str, vol.Required("message"): str},
+    extra=vol.ALLOW_EXTRA,
+)
+
+# What the hub may send; the agent is as strict with the hub as the hub is with it.
+HUB_MESSAGES = {TYPE_CHALLENGE: CHALLENGE_SCHEMA, TYPE_WELCOME: WELCOME_SCHEMA, TYPE_ACK: ACK_SCHEMA, TYPE_ERROR: ERROR_SCHEMA}
+
 # What the agent may send after the handshake.
 AGENT_MESSAGES = {TYPE_REPORT: REPORT_SCHEMA, TYPE_HEARTBEAT: HEARTBEAT_SCHEMA}
 

@@ -6,20 +6,15 @@ import abc
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..config import Retention
+
+__all__ = ["Retention", "Store", "NodeRecord", "JoinToken", "Report", "NodeState"]
+
 RES_RAW = "raw"
 RES_MINUTE = "minute"
 RES_HOUR = "hour"
 RESOLUTIONS = (RES_RAW, RES_MINUTE, RES_HOUR)
 BUCKET_SECONDS = {RES_MINUTE: 60, RES_HOUR: 3600}
-
-
-@dataclass(frozen=True)
-class Retention:
-    """How long each resolution of metric history is kept, in seconds."""
-
-    raw: float = 48 * 3600
-    minute: float = 14 * 86400
-    hour: float = 400 * 86400
 
 
 @dataclass

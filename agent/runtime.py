@@ -1,0 +1,161 @@
+"""The agent runtime: load integrations, collect on an interval into the spool, and let an uplink drain it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import platform
+import socket
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+from roost.core import protocol
+from roost.core.config import AgentSettings
+from roost.core.const import ROLE_AGENT, __version__
+from roost.core.identity import Identity
+from roost.core.plugins import IntegrationManager
+
+from .spool import Spool, SpooledReport
+
+_LOGGER = logging.getLogger(__name__)
+
+KEY_FILE = "node_key.pem"
+SPOOL_FILE = "spool.db"
+STATE_FILE = "agent.json"
+
+
+class Uplink(Protocol):
+    async def run(self, rt: AgentRuntime) -> None:
+        """Deliver spooled reports until cancelled."""
+
+
+def base_facts() -> dict[str, Any]:
+    """What any host can say about itself without an integration."""
+    uname = platform.uname()
+    return {"hostname": socket.gethostname(), "system": uname.system, "kernel": uname.release, "arch": uname.machine}
+
+
+def load_state(data_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((data_dir / STATE_FILE).read_text())
+    except FileNotFoundError:
+        return {}
+
+
+def save_state(data_dir: Path, state: dict[str, Any]) -> None:
+    path = data_dir / STATE_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2))
+    tmp.replace(path)
+
+
+class AgentRuntime:
+    """One node's agent: identity, integrations, spool and collection loop."""
+
+    def __init__(
+        self,
+        *,
+        data_dir: Path,
+        settings: AgentSettings,
+        integrations_config: dict[str, dict[str, Any]],
+        node_id: str = "",
+        identity: Identity | None = None,
+        entry_points: bool = True,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.settings = settings
+        self.node_id = node_id
+        self.identity = identity or Identity.load_or_create(self.data_dir / KEY_FILE)
+        self.spool = Spool(self.data_dir / SPOOL_FILE, settings.spool_max_reports)
+        self.manager = IntegrationManager(
+            role=ROLE_AGENT,
+            config=integrations_config,
+            data_dir=self.data_dir,
+            custom_dirs=[self.data_dir / "custom_integrations", *settings.custom_integrations],
+            entry_points=entry_points,
+        )
+        self.facts = base_facts()
+        self.first_cycle = asyncio.Event()
+        self.spooled = asyncio.Event()
+        self.cycles = 0
+
+    async def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        await self.spool.open()
+        self.manager.load()
+        await self.manager.setup_all()
+        for status in self.manager.statuses():
+            _LOGGER.info("integration %s: %s%s", status["domain"], status["state"], f" ({status['reason']})" if status["reason"] else "")
+
+    async def stop(self) -> None:
+        await self.manager.shutdown_all()
+        await self.spool.close()
+
+    async def run(self, uplink: Uplink, stop: asyncio.Event) -> None:
+        """Collect and deliver until stop is set."""
+        tasks = [asyncio.create_task(self.collect_loop(stop)), asyncio.create_task(uplink.run(self))]
+        stop_task = asyncio.create_task(stop.wait())
+        try:
+            done, _ = await asyncio.wait({*tasks, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is not stop_task:
+                    task.result()
+        finally:
+            for task in (*tasks, stop_task):
+                task.cancel()
+            await asyncio.gather(*tasks, stop_task, return_exceptions=True)
+
+    async def collect_loop(self, stop: asyncio.Event) -> None:
+        interval = self.settings.interval
+        next_at = time.monotonic()
+        while not stop.is_set():
+            await self.collect_once()
+            # Keep to a fixed schedule; a slow cycle skips ahead rather than piling up.
+            next_at += interval
+            now = time.monotonic()
+            if next_at < now:
+                next_at = now + interval - ((now - next_at) % interval)
+            try:
+                await asyncio.wait_for(stop.wait(), next_at - now)
+            except asyncio.TimeoutError:
+                pass
+
+    async def collect_once(self) -> int:
+        """One cycle: collect from every integration, spool the report, wake the uplink."""
+        collected_at = time.time()
+        out = await self.manager.collect_all()
+        for state in out["data"].values():
+            if isinstance(state, dict) and isinstance(state.get("facts"), dict):
+                self.facts.update(state["facts"])
+        body = {
+            "collected_at": collected_at,
+            "interval": self.settings.interval,
+            "integrations": self.manager.statuses(),
+            "data": out["data"],
+            "metrics": out["metrics"],
+        }
+        seq = await self.spool.append(collected_at, body)
+        self.cycles += 1
+        self.first_cycle.set()
+        self.spooled.set()
+        return seq
+
+    def hello(self) -> dict[str, Any]:
+        """What the agent tells the hub about itself on every connect (signature added by the uplink)."""
+        return {
+            "node_id": self.node_id,
+            "agent_version": __version__,
+            "epoch": self.spool.epoch,
+            "hostname": self.facts.get("hostname", ""),
+            "facts": self.facts,
+            "integrations": self.manager.statuses(),
+            "fields": self.manager.fields(),
+            "capabilities": self.manager.capabilities(),
+        }
+
+    def report_message(self, row: SpooledReport) -> str:
+        return protocol.encode(
+            protocol.TYPE_REPORT, node_id=self.node_id, seq=row.seq, spool_dropped=self.spool.dropped, **row.body
+        )

@@ -1,0 +1,199 @@
+"""The agent's link to its hub: enrolment over HTTP, then one outbound WebSocket carrying spooled reports in order."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+
+from roost.core import protocol
+from roost.core.const import ENROLL_PATH, MAX_MESSAGE_BYTES, WS_PATH
+
+if TYPE_CHECKING:
+    from roost.core.identity import Identity
+
+    from .runtime import AgentRuntime
+
+_LOGGER = logging.getLogger(__name__)
+
+SEND_WINDOW = 64  # reports in flight before waiting for acks
+HANDSHAKE_TIMEOUT = 10.0
+
+
+class EnrollError(Exception):
+    """The hub refused or could not be asked to enrol this agent."""
+
+
+class AuthRejected(Exception):
+    """The hub refused this node's credentials (unknown or revoked)."""
+
+
+class Backoff:
+    """Exponential backoff with full jitter, so a restarted hub is not hit by every agent at once."""
+
+    def __init__(self, base: float = 1.0, cap: float = 60.0) -> None:
+        self.base = base
+        self.cap = cap
+        self.attempt = 0
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+    def next(self) -> float:
+        self.attempt += 1
+        ceiling = min(self.cap, self.base * 2 ** min(self.attempt, 16))
+        return random.uniform(self.base / 2, ceiling)
+
+
+def ws_url(hub_url: str) -> str:
+    if hub_url.startswith("https://"):
+        return "wss://" + hub_url[len("https://") :] + WS_PATH
+    if hub_url.startswith("http://"):
+        return "ws://" + hub_url[len("http://") :] + WS_PATH
+    raise ValueError(f"hub URL must start with http:// or https://, got {hub_url!r}")
+
+
+async def enroll(hub_url: str, token: str, identity: Identity, *, hostname: str, name: str, facts: dict[str, Any]) -> dict[str, Any]:
+    """Trade a join token for a node id bound to this agent's public key."""
+    body = {"token": token, "public_key": identity.public_key, "hostname": hostname, "name": name, "facts": facts}
+    timeout = aiohttp.ClientTimeout(total=30)
+    try:
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            async with session.post(hub_url + ENROLL_PATH, json=body) as resp:
+                try:
+                    payload = await resp.json(content_type=None)
+                except ValueError:
+                    payload = {}
+                if resp.status != 200:
+                    reason = payload.get("error") if isinstance(payload, dict) else None
+                    raise EnrollError(f"hub refused enrolment (HTTP {resp.status}): {reason or resp.reason}")
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as err:
+        raise EnrollError(f"cannot reach the hub at {hub_url}: {err or type(err).__name__} — check the URL and that the hub is running") from None
+    if not isinstance(payload, dict) or not isinstance(payload.get("node_id"), str):
+        raise EnrollError("hub answered enrolment without a node id; is that URL a Roost hub?")
+    return payload
+
+
+class WebSocketUplink:
+    """Keeps one WebSocket to the hub open, reconnecting with jittered backoff, and drains the spool through it."""
+
+    def __init__(self, hub_url: str, *, backoff: Backoff | None = None) -> None:
+        self.hub_url = hub_url
+        self.url = ws_url(hub_url)
+        self.backoff = backoff or Backoff()
+        self.connected = asyncio.Event()
+        self._failing = False
+
+    async def run(self, rt: AgentRuntime) -> None:
+        await rt.first_cycle.wait()
+        timeout = aiohttp.ClientTimeout(total=None, connect=HANDSHAKE_TIMEOUT, sock_connect=HANDSHAKE_TIMEOUT)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            while True:
+                try:
+                    await self._connection(session, rt)
+                    reason = "connection closed by the hub"
+                except AuthRejected as err:
+                    reason = f"hub rejected this node: {err}"
+                except protocol.ProtocolError as err:
+                    reason = f"protocol error ({err.code}): {err}"
+                except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as err:
+                    reason = f"cannot reach the hub at {self.hub_url}: {err or type(err).__name__}"
+                finally:
+                    self.connected.clear()
+                delay = self.backoff.next()
+                # A repeating connection error is logged once at error level, then at debug.
+                if not self._failing:
+                    _LOGGER.error("%s; spooling reports and retrying", reason)
+                    self._failing = True
+                else:
+                    _LOGGER.debug("%s; retrying in %.1f s", reason, delay)
+                await asyncio.sleep(delay)
+
+    async def _receive(self, ws: aiohttp.ClientWebSocketResponse, schemas: dict[str, Any]) -> dict[str, Any]:
+        msg = await ws.receive(timeout=HANDSHAKE_TIMEOUT)
+        if msg.type != aiohttp.WSMsgType.TEXT:
+            raise aiohttp.ClientConnectionError(f"hub closed the connection ({msg.type.name} {msg.data or ''})".strip())
+        data = protocol.parse(msg.data, schemas)
+        if data["type"] == protocol.TYPE_ERROR:
+            if data["code"] == protocol.ERR_AUTH:
+                raise AuthRejected(data["message"])
+            raise protocol.ProtocolError(data["code"], data["message"])
+        return data
+
+    async def _connection(self, session: aiohttp.ClientSession, rt: AgentRuntime) -> None:
+        async with session.ws_connect(self.url, heartbeat=30, max_msg_size=MAX_MESSAGE_BYTES * 2) as ws:
+            challenge = await self._receive(ws, {protocol.TYPE_CHALLENGE: protocol.CHALLENGE_SCHEMA, protocol.TYPE_ERROR: protocol.ERROR_SCHEMA})
+            hello = rt.hello()
+            hello["signature"] = rt.identity.sign(protocol.auth_payload(challenge["hub_id"], rt.node_id, challenge["nonce"]))
+            await ws.send_str(protocol.encode(protocol.TYPE_HELLO, **hello))
+            welcome = await self._receive(ws, {protocol.TYPE_WELCOME: protocol.WELCOME_SCHEMA, protocol.TYPE_ERROR: protocol.ERROR_SCHEMA})
+            if welcome["node_id"] != rt.node_id:
+                raise protocol.ProtocolError(protocol.ERR_WRONG_NODE, "hub welcomed a different node id")
+            acked = welcome["last_seq"] if welcome["epoch"] == rt.spool.epoch else 0
+            if acked:
+                await rt.spool.delete_upto(acked)
+            if self._failing:
+                _LOGGER.info("connected to the hub at %s again; sending %d spooled reports", self.hub_url, len(rt.spool))
+            else:
+                _LOGGER.info("connected to the hub at %s", self.hub_url)
+            self._failing = False
+            self.backoff.reset()
+            self.connected.set()
+            await self._pump(ws, rt, acked)
+
+    async def _pump(self, ws: aiohttp.ClientWebSocketResponse, rt: AgentRuntime, acked: int) -> None:
+        state = {"acked": acked}
+        ack_event = asyncio.Event()
+
+        async def receiver() -> None:
+            async for msg in ws:
+                if msg.type != aiohttp.WSMsgType.TEXT:
+                    break
+                try:
+                    data = protocol.parse(msg.data, {protocol.TYPE_ACK: protocol.ACK_SCHEMA, protocol.TYPE_ERROR: protocol.ERROR_SCHEMA})
+                except protocol.ProtocolError as err:
+                    _LOGGER.warning("ignoring a bad message from the hub: %s", err)
+                    continue
+                if data["type"] == protocol.TYPE_ACK:
+                    if data["seq"] > state["acked"]:
+                        state["acked"] = data["seq"]
+                        await rt.spool.delete_upto(data["seq"])
+                        ack_event.set()
+                else:
+                    _LOGGER.error("hub reported an error (%s): %s", data["code"], data["message"])
+
+        async def sender() -> None:
+            sent = state["acked"]
+            while True:
+                room = SEND_WINDOW - (sent - state["acked"])
+                if room <= 0:
+                    ack_event.clear()
+                    await ack_event.wait()
+                    continue
+                rows = await rt.spool.after(sent, room)
+                if not rows:
+                    rt.spooled.clear()
+                    rows = await rt.spool.after(sent, room)
+                if not rows:
+                    try:
+                        await asyncio.wait_for(rt.spooled.wait(), rt.settings.heartbeat)
+                    except asyncio.TimeoutError:
+                        await ws.send_str(protocol.encode(protocol.TYPE_HEARTBEAT))
+                    continue
+                for row in rows:
+                    await ws.send_str(rt.report_message(row))
+                    sent = row.seq
+
+        recv_task = asyncio.create_task(receiver())
+        send_task = asyncio.create_task(sender())
+        try:
+            done, _ = await asyncio.wait({recv_task, send_task}, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()  # surface the error that ended the connection
+        finally:
+            for task in (recv_task, send_task):
+                task.cancel()
+            await asyncio.gather(recv_task, send_task, return_exceptions=True)

@@ -1,0 +1,285 @@
+"""TOML configuration for the hub and the agent: one optional file per role, validated before anything starts."""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import voluptuous as vol
+
+from .const import (
+    DEFAULT_COLLECT_INTERVAL,
+    DEFAULT_HEARTBEAT_INTERVAL,
+    DEFAULT_HUB_BIND,
+    DEFAULT_HUB_PORT,
+    DEFAULT_OFFLINE_AFTER,
+    DEFAULT_SPOOL_MAX_REPORTS,
+    DEFAULT_STALE_AFTER,
+)
+
+ENV_DATA_DIR = "ROOST_DATA_DIR"
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
+LOG_LEVELS = ["debug", "info", "warning", "error"]
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; the message names the key and what is allowed."""
+
+
+def parse_duration(value: Any) -> float:
+    """'30s', '5m', '1h', '7d', '1.5h' or a number of seconds -> seconds."""
+    if isinstance(value, bool):
+        raise vol.Invalid("expected a duration such as 30s, 5m, 1h or 7d")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION_RE.match(value)):
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    else:
+        raise vol.Invalid("expected a duration such as 30s, 5m, 1h or 7d")
+    if seconds < 0:
+        raise vol.Invalid("duration must not be negative")
+    return seconds
+
+
+def duration(min_s: float = 0.0, max_s: float = 10 * 365 * 86400) -> vol.All:
+    def check(value: Any) -> float:
+        seconds = parse_duration(value)
+        if not min_s <= seconds <= max_s:
+            raise vol.Invalid(f"must be between {_fmt(min_s)} and {_fmt(max_s)}")
+        return seconds
+
+    return vol.All(check)
+
+
+def _fmt(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
+
+_PORT = vol.All(int, vol.Range(min=1, max=65535, msg="must be a port number between 1 and 65535"))
+_PATHS = [vol.All(str, vol.Length(min=1))]
+_LOGGING = vol.Schema(
+    {vol.Optional("level", default="info"): vol.All(str, vol.Lower, vol.In(LOG_LEVELS, msg=f"must be one of {', '.join(LOG_LEVELS)}"))}
+)
+_INTEGRATIONS = vol.Schema({vol.Match(r"^[a-z][a-z0-9_]{0,63}$", msg="integration names are lower_snake_case"): dict})
+
+_AGENT_TABLE = {
+    vol.Optional("interval", default=DEFAULT_COLLECT_INTERVAL): duration(0.2, 3600),
+    vol.Optional("heartbeat", default=DEFAULT_HEARTBEAT_INTERVAL): duration(1, 600),
+    vol.Optional("spool_max_reports", default=DEFAULT_SPOOL_MAX_REPORTS): vol.All(int, vol.Range(min=10, max=10_000_000)),
+    vol.Optional("custom_integrations", default=list): _PATHS,
+    vol.Optional("name", default=""): vol.All(str, vol.Length(max=100)),
+}
+
+HUB_SCHEMA = vol.Schema(
+    {
+        vol.Optional("hub", default=dict): vol.Schema(
+            {
+                vol.Optional("bind", default=DEFAULT_HUB_BIND): vol.All(str, vol.Length(min=1)),
+                vol.Optional("port", default=DEFAULT_HUB_PORT): _PORT,
+                vol.Optional("data_dir"): vol.All(str, vol.Length(min=1)),
+                vol.Optional("public_url", default=""): vol.All(str, vol.Match(r"^(https?://\S+)?$", msg="must be an http:// or https:// URL")),
+                vol.Optional("stale_after", default=DEFAULT_STALE_AFTER): duration(1, 86400),
+                vol.Optional("offline_after", default=DEFAULT_OFFLINE_AFTER): duration(1, 7 * 86400),
+                vol.Optional("custom_integrations", default=list): _PATHS,
+            }
+        ),
+        vol.Optional("store", default=dict): vol.Schema(
+            {
+                vol.Optional("path", default="roost.db"): vol.All(str, vol.Length(min=1)),
+                vol.Optional("retention_raw", default="48h"): duration(86400, 30 * 86400),
+                vol.Optional("retention_minute", default="14d"): duration(7 * 86400, 365 * 86400),
+                vol.Optional("retention_hour", default="400d"): duration(365 * 86400, 20 * 365 * 86400),
+            }
+        ),
+        # The hub's in-process agent for its own host.
+        vol.Optional("agent", default=dict): vol.Schema(
+            {vol.Optional("enabled", default=True): bool, **_AGENT_TABLE}
+        ),
+        vol.Optional("integrations", default=dict): _INTEGRATIONS,
+        vol.Optional("logging", default=dict): _LOGGING,
+    }
+)
+
+AGENT_SCHEMA = vol.Schema(
+    {
+        vol.Optional("agent", default=dict): vol.Schema(
+            {
+                vol.Optional("hub", default=""): vol.All(str, vol.Match(r"^(https?://[^\s/]+(/\S*)?)?$", msg="must be the hub's URL, e.g. http://hub.lan:8765")),
+                vol.Optional("data_dir"): vol.All(str, vol.Length(min=1)),
+                **_AGENT_TABLE,
+            }
+        ),
+        vol.Optional("integrations", default=dict): _INTEGRATIONS,
+        vol.Optional("logging", default=dict): _LOGGING,
+    }
+)
+
+
+def _describe_error(err: vol.Invalid, raw: dict[str, Any], source: str) -> str:
+    errors = err.errors if isinstance(err, vol.MultipleInvalid) else [err]
+    lines = []
+    for one in errors:
+        key = ".".join(str(p) for p in one.path) or "(top level)"
+        value: Any = raw
+        for part in one.path:
+            value = value.get(part) if isinstance(value, dict) else None
+        got = f" (got {value!r})" if value is not None and not isinstance(value, dict) else ""
+        msg = one.msg
+        if msg.startswith("extra keys not allowed"):
+            msg = "unknown key; check the spelling against the configuration reference in README.md"
+        lines.append(f"{source}: {key}: {msg}{got}")
+    return "\n".join(lines)
+
+
+def _read_toml(path: Path | None) -> tuple[dict[str, Any], str]:
+    if path is None:
+        return {}, "defaults"
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist; create it or leave out --config to use defaults") from None
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
+    try:
+        return tomllib.loads(text), str(path)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML: {err}") from None
+
+
+def _validate(schema: vol.Schema, raw: dict[str, Any], source: str) -> dict[str, Any]:
+    try:
+        return schema(raw)
+    except vol.Invalid as err:
+        raise ConfigError(_describe_error(err, raw, source)) from None
+
+
+def default_data_dir(role: str) -> Path:
+    env = os.environ.get(ENV_DATA_DIR)
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / ("roost" if role == "hub" else "roost-agent")
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long each resolution of metric history is kept, in seconds."""
+
+    raw: float = 48 * 3600
+    minute: float = 14 * 86400
+    hour: float = 400 * 86400
+
+
+@dataclass
+class AgentSettings:
+    interval: float = DEFAULT_COLLECT_INTERVAL
+    heartbeat: float = DEFAULT_HEARTBEAT_INTERVAL
+    spool_max_reports: int = DEFAULT_SPOOL_MAX_REPORTS
+    custom_integrations: list[Path] = field(default_factory=list)
+    name: str = ""
+
+
+@dataclass
+class HubConfig:
+    data_dir: Path
+    bind: str = DEFAULT_HUB_BIND
+    port: int = DEFAULT_HUB_PORT
+    public_url: str = ""
+    stale_after: float = DEFAULT_STALE_AFTER
+    offline_after: float = DEFAULT_OFFLINE_AFTER
+    custom_integrations: list[Path] = field(default_factory=list)
+    store_path: Path = Path("roost.db")
+    retention: Retention = field(default_factory=Retention)
+    local_agent_enabled: bool = True
+    local_agent: AgentSettings = field(default_factory=AgentSettings)
+    integrations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    log_level: str = "info"
+
+    def url(self) -> str:
+        """The URL agents should use to reach this hub."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = self.bind
+        if host in ("0.0.0.0", "::", ""):
+            import socket
+
+            host = socket.getfqdn() or socket.gethostname()
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+
+@dataclass
+class AgentConfig:
+    data_dir: Path
+    hub: str = ""
+    settings: AgentSettings = field(default_factory=AgentSettings)
+    integrations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    log_level: str = "info"
+
+
+def _agent_settings(table: dict[str, Any]) -> AgentSettings:
+    return AgentSettings(
+        interval=table["interval"],
+        heartbeat=table["heartbeat"],
+        spool_max_reports=table["spool_max_reports"],
+        custom_integrations=[Path(p).expanduser() for p in table["custom_integrations"]],
+        name=table["name"],
+    )
+
+
+def load_hub_config(path: Path | None = None, *, overrides: dict[str, Any] | None = None) -> HubConfig:
+    """Read, merge command-line overrides ({'hub': {'port': 9000}}), validate."""
+    raw, source = _read_toml(path)
+    for section, values in (overrides or {}).items():
+        raw.setdefault(section, {})
+        if not isinstance(raw[section], dict):
+            raise ConfigError(f"{source}: {section}: must be a table")
+        raw[section].update({k: v for k, v in values.items() if v is not None})
+    data = _validate(HUB_SCHEMA, raw, source)
+    hub = data["hub"]
+    if hub["offline_after"] <= hub["stale_after"]:
+        raise ConfigError(f"{source}: hub.offline_after: must be longer than hub.stale_after ({_fmt(hub['stale_after'])})")
+    data_dir = Path(hub["data_dir"]).expanduser() if "data_dir" in hub else default_data_dir("hub")
+    store = data["store"]
+    store_path = Path(store["path"]).expanduser()
+    return HubConfig(
+        data_dir=data_dir,
+        bind=hub["bind"],
+        port=hub["port"],
+        public_url=hub["public_url"],
+        stale_after=hub["stale_after"],
+        offline_after=hub["offline_after"],
+        custom_integrations=[Path(p).expanduser() for p in hub["custom_integrations"]],
+        store_path=store_path if store_path.is_absolute() else data_dir / store_path,
+        retention=Retention(raw=store["retention_raw"], minute=store["retention_minute"], hour=store["retention_hour"]),
+        local_agent_enabled=data["agent"]["enabled"],
+        local_agent=_agent_settings(data["agent"]),
+        integrations=data["integrations"],
+        log_level=data["logging"]["level"],
+    )
+
+
+def load_agent_config(path: Path | None = None, *, overrides: dict[str, Any] | None = None) -> AgentConfig:
+    raw, source = _read_toml(path)
+    for section, values in (overrides or {}).items():
+        raw.setdefault(section, {})
+        raw[section].update({k: v for k, v in values.items() if v is not None})
+    data = _validate(AGENT_SCHEMA, raw, source)
+    agent = data["agent"]
+    data_dir = Path(agent["data_dir"]).expanduser() if "data_dir" in agent else default_data_dir("agent")
+    return AgentConfig(
+        data_dir=data_dir,
+        hub=agent["hub"].rstrip("/"),
+        settings=_agent_settings(agent),
+        integrations=data["integrations"],
+        log_level=data["logging"]["level"],
+    )

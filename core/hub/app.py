@@ -1,0 +1,404 @@
+"""The hub application: its state object, the app factory and every resource's lifetime."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import Any
+
+from aiohttp import web
+
+from roost.core.config import HubConfig
+from roost.core.const import (
+    NODE_NEW,
+    NODE_OFFLINE,
+    NODE_ONLINE,
+    NODE_STALE,
+    ROLE_HUB,
+    STATE_LOADED,
+    __version__,
+)
+from roost.core.identity import Identity
+from roost.core.plugins import IntegrationManager
+from roost.core.store import JoinToken, NodeRecord, Report, Store
+
+from .events import EventBus
+from .ingest import Ingestor
+
+_LOGGER = logging.getLogger(__name__)
+
+HEADLINE = {
+    "cpu_percent": "linux_host.cpu_percent",
+    "mem_used_percent": "linux_host.mem_used_percent",
+    "disk_used_percent": "linux_host.disk_used_percent",
+    "load_1": "linux_host.load_1",
+    "uptime_s": "linux_host.uptime_s",
+}
+SUMMARY_FACTS = ("os", "kernel", "arch", "cpu_cores_logical", "virtualization", "container")
+LIVENESS_CHECK_SECONDS = 2.0
+PRUNE_EVERY_SECONDS = 3600.0
+TOUCH_FLUSH_SECONDS = 10.0
+EVENT_MIN_GAP_SECONDS = 1.0
+JOIN_TOKEN_PREFIX = "rjt"
+
+
+class JoinTokenError(Exception):
+    """A join token that cannot be used."""
+
+
+def new_node_id() -> str:
+    return "n" + secrets.token_hex(6)
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def split_join_token(token: str) -> tuple[str, str]:
+    parts = token.strip().split("_")
+    if len(parts) != 3 or parts[0] != JOIN_TOKEN_PREFIX or not parts[1] or not parts[2]:
+        raise JoinTokenError("malformed join token; it looks like rjt_<id>_<secret> — copy it again from `roost join-token create`")
+    return parts[1], parts[2]
+
+
+async def create_join_token(store: Store, *, ttl: float, uses: int, note: str = "") -> tuple[str, JoinToken]:
+    """Make a join token; only its hash is stored, so the returned string is the one chance to copy it."""
+    token_id = secrets.token_hex(4)
+    secret = secrets.token_urlsafe(24).replace("_", "-")
+    now = time.time()
+    record = JoinToken(token_id=token_id, created_at=now, expires_at=now + ttl, uses_left=uses, note=note)
+    await store.add_join_token(token_id, hash_secret(secret), record)
+    return f"{JOIN_TOKEN_PREFIX}_{token_id}_{secret}", record
+
+
+class Hub:
+    """Everything the hub knows at run time; lives on the app under HUB_KEY."""
+
+    def __init__(self, config: HubConfig, store: Store) -> None:
+        self.config = config
+        self.store = store
+        self.hub_id = ""
+        self.events = EventBus()
+        self.ingestor = Ingestor(store, self._persisted)
+        self.connections: dict[str, web.WebSocketResponse] = {}
+        self.local_node_id = ""
+        self.manager = IntegrationManager(
+            role=ROLE_HUB,
+            config=config.integrations,
+            data_dir=config.data_dir,
+            custom_dirs=[config.data_dir / "custom_integrations", *config.custom_integrations],
+        )
+        self.started_at = time.time()
+        # Caches kept in step with the store so summaries never touch the disk.
+        self._nodes: dict[str, NodeRecord] = {}
+        self._metrics: dict[str, dict[str, float]] = {}
+        self._metrics_at: dict[str, float] = {}
+        self._last_seen: dict[str, float] = {}
+        self._dirty_seen: dict[str, float] = {}
+        self._status: dict[str, str] = {}
+        self._event_at: dict[str, float] = {}
+
+    # ------------------------------------------------------------- lifecycle
+
+    async def open(self) -> None:
+        self.config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        await self.store.open()
+        self.hub_id = await self.store.get_meta("hub_id") or ""
+        if not self.hub_id:
+            self.hub_id = "h" + secrets.token_hex(8)
+            await self.store.set_meta("hub_id", self.hub_id)
+        for node in await self.store.list_nodes():
+            self._remember(node)
+        self._metrics = await self.store.latest_metrics()
+        now = time.time()
+        for node_id in self._nodes:
+            self._status[node_id] = self.node_status(node_id, now)
+
+    def _remember(self, node: NodeRecord) -> None:
+        self._nodes[node.node_id] = node
+        if node.last_seen:
+            self._last_seen[node.node_id] = max(node.last_seen, self._last_seen.get(node.node_id, 0))
+
+    # ----------------------------------------------------------------- nodes
+
+    def node(self, node_id: str) -> NodeRecord | None:
+        return self._nodes.get(node_id)
+
+    def node_status(self, node_id: str, now: float | None = None) -> str:
+        seen = self._last_seen.get(node_id)
+        if seen is None:
+            return NODE_NEW
+        age = (now or time.time()) - seen
+        if age < self.config.stale_after:
+            return NODE_ONLINE
+        if age < self.config.offline_after:
+            return NODE_STALE
+        return NODE_OFFLINE
+
+    def mark_seen(self, node_id: str, when: float | None = None) -> None:
+        when = when or time.time()
+        if when > self._last_seen.get(node_id, 0):
+            self._last_seen[node_id] = when
+            self._dirty_seen[node_id] = when
+        self._check_status(node_id)
+
+    def _check_status(self, node_id: str, now: float | None = None) -> None:
+        status = self.node_status(node_id, now)
+        if self._status.get(node_id) != status:
+            old = self._status.get(node_id)
+            self._status[node_id] = status
+            if old is not None:
+                _LOGGER.info("node %s is now %s (was %s)", self._label(node_id), status, old)
+            self._publish_node(node_id, force=True)
+
+    def _label(self, node_id: str) -> str:
+        node = self._nodes.get(node_id)
+        return f"{node.name} ({node_id})" if node else node_id
+
+    def summary(self, node_id: str, now: float | None = None) -> dict[str, Any]:
+        node = self._nodes[node_id]
+        metrics = self._metrics.get(node_id, {})
+        headline = {key: metrics[series] for key, series in HEADLINE.items() if series in metrics}
+        problems = sum(1 for i in node.integrations if i.get("state") not in (STATE_LOADED, "disabled", "not_available"))
+        loaded = sum(1 for i in node.integrations if i.get("state") == STATE_LOADED)
+        return {
+            "id": node.node_id,
+            "name": node.name,
+            "hostname": node.hostname,
+            "status": "revoked" if node.revoked else self.node_status(node_id, now),
+            "last_seen": self._last_seen.get(node_id),
+            "local": node.local,
+            "agent_version": node.agent_version,
+            "facts": {k: node.facts[k] for k in SUMMARY_FACTS if k in node.facts},
+            "headline": headline,
+            "integrations_summary": {"loaded": loaded, "problems": problems},
+            "spool_dropped": node.spool_dropped,
+        }
+
+    async def nodes_summary(self) -> dict[str, Any]:
+        now = time.time()
+        nodes = [self.summary(node_id, now) for node_id in self._nodes]
+        nodes.sort(key=lambda n: (not n["local"], n["name"].lower()))
+        return {"nodes": nodes}
+
+    async def node_detail(self, node_id: str) -> dict[str, Any] | None:
+        node = self._nodes.get(node_id)
+        if node is None:
+            return None
+        state = await self.store.latest_state(node_id)
+        detail = self.summary(node_id)
+        detail.update(
+            facts=node.facts,
+            integrations=node.integrations,
+            capabilities=node.capabilities,
+            fields=node.fields,
+            created_at=node.created_at,
+            interval=node.interval,
+        )
+        return {"node": detail, "state": state.data, "collected_at": state.collected_at, "metrics": state.metrics}
+
+    async def integrations_overview(self) -> dict[str, Any]:
+        return {
+            "hub": self.manager.statuses(),
+            "nodes": {nid: {"name": n.name, "integrations": n.integrations} for nid, n in self._nodes.items()},
+        }
+
+    async def add_node(self, *, public_key: str, hostname: str, name: str, facts: dict[str, Any], local: bool = False) -> NodeRecord:
+        node = NodeRecord(
+            node_id=new_node_id(),
+            name=name or hostname or "node",
+            hostname=hostname,
+            public_key=public_key,
+            created_at=time.time(),
+            local=local,
+            facts=facts,
+        )
+        await self.store.add_node(node)
+        self._remember(node)
+        self._status[node.node_id] = self.node_status(node.node_id)
+        self._publish_node(node.node_id, force=True)
+        return node
+
+    async def enroll(self, *, token: str, public_key: str, hostname: str, name: str, facts: dict[str, Any]) -> NodeRecord:
+        token_id, secret = split_join_token(token)
+        used = await self.store.use_join_token(token_id, hash_secret(secret), time.time())
+        if used is None:
+            raise JoinTokenError("join token is unknown, expired, revoked or used up — create a new one with `roost join-token create`")
+        existing = await self.store.get_node_by_key(public_key)
+        if existing is not None:
+            if existing.revoked:
+                raise JoinTokenError("this agent's key belongs to a revoked node; give the agent a new key (delete its node_key.pem)")
+            return existing
+        node = await self.add_node(public_key=public_key, hostname=hostname, name=name, facts=facts)
+        _LOGGER.info("node %s enrolled with join token %s", self._label(node.node_id), token_id)
+        return node
+
+    async def hello(self, node_id: str, hello: dict[str, Any]) -> NodeRecord:
+        node = await self.store.update_node_hello(
+            node_id,
+            hostname=hello["hostname"],
+            facts=hello["facts"],
+            integrations=hello["integrations"],
+            fields=hello["fields"],
+            capabilities=hello["capabilities"],
+            agent_version=hello["agent_version"],
+            epoch=hello["epoch"],
+            seen_at=time.time(),
+        )
+        self._remember(node)
+        self.ingestor.reset_node(node_id)
+        self.mark_seen(node_id)
+        self._publish_node(node_id, force=True)
+        return node
+
+    # ---------------------------------------------------------------- ingest
+
+    def _persisted(self, reports: list[Report], results: list[bool]) -> None:
+        now = time.time()
+        for report, fresh in zip(reports, results):
+            node = self._nodes.get(report.node_id)
+            if node is None:
+                continue
+            if report.received_at > self._last_seen.get(report.node_id, 0):
+                self._last_seen[report.node_id] = report.received_at
+            if not fresh:
+                continue
+            if report.seq > node.last_seq or report.epoch != node.epoch:
+                updated = replace(node, last_seq=report.seq, epoch=report.epoch, spool_dropped=max(node.spool_dropped, report.spool_dropped))
+                if report.collected_at >= self._metrics_at.get(report.node_id, 0.0):
+                    updated.integrations = report.integrations
+                    updated.interval = report.interval
+                    self._metrics[report.node_id] = report.metrics
+                    self._metrics_at[report.node_id] = report.collected_at
+                self._nodes[report.node_id] = updated
+        for node_id in {r.node_id for r in reports}:
+            self._check_status(node_id, now)
+            self._publish_node(node_id)
+
+    def _publish_node(self, node_id: str, *, force: bool = False) -> None:
+        if not self.events.has_subscribers or node_id not in self._nodes:
+            return
+        now = time.monotonic()
+        if not force and now - self._event_at.get(node_id, 0) < EVENT_MIN_GAP_SECONDS:
+            return
+        self._event_at[node_id] = now
+        self.events.publish("node", self.summary(node_id))
+
+    # ---------------------------------------------------------- maintenance
+
+    async def maintenance(self) -> None:
+        """Watch liveness, write heartbeats to the store, prune history: forever, in the background."""
+        last_prune = 0.0
+        last_touch = time.monotonic()
+        while True:
+            await asyncio.sleep(LIVENESS_CHECK_SECONDS)
+            now = time.time()
+            for node_id in list(self._nodes):
+                self._check_status(node_id, now)
+            if time.monotonic() - last_touch >= TOUCH_FLUSH_SECONDS and self._dirty_seen:
+                dirty, self._dirty_seen = self._dirty_seen, {}
+                try:
+                    await self.store.touch_nodes(dirty)
+                except Exception:
+                    _LOGGER.exception("cannot record heartbeats")
+                last_touch = time.monotonic()
+            if now - last_prune >= PRUNE_EVERY_SECONDS:
+                try:
+                    deleted = await self.store.prune(now, self.config.retention)
+                    if any(deleted.values()):
+                        _LOGGER.info("pruned history: %s", deleted)
+                except Exception:
+                    _LOGGER.exception("cannot prune history")
+                last_prune = now
+
+    async def revoke_node(self, node_id: str) -> bool:
+        if not await self.store.set_node_revoked(node_id, True):
+            return False
+        node = self._nodes.get(node_id)
+        if node is not None:
+            self._nodes[node_id] = replace(node, revoked=True)
+        ws = self.connections.pop(node_id, None)
+        if ws is not None:
+            await ws.close(code=4003, message=b"node revoked")
+        self._publish_node(node_id, force=True)
+        return True
+
+
+HUB_KEY = web.AppKey("roost_hub", Hub)
+
+
+async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
+    hub = app[HUB_KEY]
+    await hub.open()
+    _LOGGER.info("hub %s: store at %s", hub.hub_id, hub.config.store_path)
+    yield
+    if hub._dirty_seen:
+        await hub.store.touch_nodes(hub._dirty_seen)
+    await hub.store.close()
+
+
+async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
+    hub = app[HUB_KEY]
+    hub.ingestor.start()
+    yield
+    for ws in list(hub.connections.values()):
+        await ws.close(code=1001, message=b"hub shutting down")
+    await hub.ingestor.stop()
+
+
+async def _integrations_ctx(app: web.Application) -> AsyncIterator[None]:
+    hub = app[HUB_KEY]
+    hub.manager.load()
+    await hub.manager.setup_all()
+    yield
+    await hub.manager.shutdown_all()
+
+
+async def _maintenance_ctx(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(app[HUB_KEY].maintenance(), name="roost-maintenance")
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def _on_shutdown(app: web.Application) -> None:
+    """End long-lived connections first, so the server stops without waiting them out."""
+    hub = app[HUB_KEY]
+    hub.events.close()
+    for ws in list(hub.connections.values()):
+        await ws.close(code=1001, message=b"hub shutting down")
+
+
+def create_app(config: HubConfig, *, store: Store | None = None) -> web.Application:
+    """Build the hub's aiohttp application; nothing starts until the app does."""
+    from roost.core.store.sqlite import SQLiteStore
+
+    from . import api, gateway
+    from .local_agent import local_agent_ctx
+
+    app = web.Application(client_max_size=1024 * 1024)
+    app[HUB_KEY] = Hub(config, store or SQLiteStore(config.store_path))
+    app.cleanup_ctx.append(_store_ctx)
+    app.cleanup_ctx.append(_ingest_ctx)
+    app.cleanup_ctx.append(_integrations_ctx)
+    app.cleanup_ctx.append(_maintenance_ctx)
+    if config.local_agent_enabled:
+        app.cleanup_ctx.append(local_agent_ctx)
+    app.on_shutdown.append(_on_shutdown)
+    api.setup(app)
+    gateway.setup(app)
+    try:
+        from roost.frontend import setup as setup_frontend
+    except ImportError:  # the dashboard is optional for API-only use
+        _LOGGER.warning("dashboard not available: roost.frontend has no setup()")
+    else:
+        setup_frontend(app)
+    return app
+
+
+__all__ = ["HUB_KEY", "Hub", "create_app", "create_join_token", "__version__"]

@@ -1,0 +1,216 @@
+"""The agent gateway: enrolment and the one WebSocket per agent, strict about every message it accepts."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from typing import Any
+
+import voluptuous as vol
+from aiohttp import WSMsgType, web
+
+from roost.core import protocol
+from roost.core.const import ENROLL_PATH, MAX_MESSAGE_BYTES, WS_PATH
+from roost.core.identity import load_public_key, verify
+from roost.core.integration import humanize_invalid
+from roost.core.store import Report
+
+from .app import HUB_KEY, Hub, JoinTokenError
+
+_LOGGER = logging.getLogger(__name__)
+
+HANDSHAKE_TIMEOUT = 10.0
+MAX_BAD_MESSAGES = 10
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+CLOSE_REPLACED = 4000
+CLOSE_INTERNAL = 1011
+
+
+def _public_key(value: Any) -> str:
+    try:
+        load_public_key(value)
+    except (ValueError, TypeError):
+        raise vol.Invalid("must be a base64 raw Ed25519 public key (32 bytes)") from None
+    return value
+
+
+ENROLL_SCHEMA = vol.Schema(
+    {
+        vol.Required("token"): vol.All(str, vol.Length(min=1, max=200)),
+        vol.Required("public_key"): vol.All(str, vol.Length(max=100), _public_key),
+        vol.Optional("hostname", default=""): vol.All(str, vol.Length(max=255)),
+        vol.Optional("name", default=""): vol.All(str, vol.Length(max=100)),
+        vol.Optional("facts", default=dict): dict,
+    }
+)
+
+
+def json_error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+async def enroll(request: web.Request) -> web.Response:
+    hub = request.app[HUB_KEY]
+    if request.content_length is not None and request.content_length > 64 * 1024:
+        return json_error(413, "enrolment request is larger than 64 KiB")
+    try:
+        body = await request.json()
+    except ValueError:
+        return json_error(400, "body must be JSON")
+    try:
+        data = ENROLL_SCHEMA(body)
+    except vol.Invalid as err:
+        return json_error(400, f"invalid enrolment request: {humanize_invalid(err)}")
+    try:
+        node = await hub.enroll(
+            token=data["token"], public_key=data["public_key"], hostname=data["hostname"], name=data["name"], facts=data["facts"]
+        )
+    except JoinTokenError as err:
+        _LOGGER.warning("refused enrolment from %s: %s", request.remote, err)
+        return json_error(403, str(err))
+    return web.json_response({"node_id": node.node_id, "hub_id": hub.hub_id, "name": node.name})
+
+
+class AgentConnection:
+    """One authenticated agent socket: reads in order, persists through the ingestor, acks in order."""
+
+    def __init__(self, hub: Hub, ws: web.WebSocketResponse, peer: str) -> None:
+        self.hub = hub
+        self.ws = ws
+        self.peer = peer
+        self.node_id = ""
+        self.epoch = ""
+        self.bad = 0
+        self._acks: asyncio.Queue[tuple[int, asyncio.Future[bool]] | None] = asyncio.Queue()
+
+    async def send_error(self, code: str, message: str, *, close: int | None = None) -> None:
+        _LOGGER.warning("agent %s (%s): %s: %s", self.node_id or "unauthenticated", self.peer, code, message)
+        if not self.ws.closed:
+            await self.ws.send_str(protocol.error(code, message))
+            if close is not None:
+                await self.ws.close(code=close, message=message[:120].encode())
+
+    async def handshake(self) -> bool:
+        nonce = secrets.token_urlsafe(24)
+        await self.ws.send_str(protocol.encode(protocol.TYPE_CHALLENGE, nonce=nonce, hub_id=self.hub.hub_id))
+        try:
+            msg = await self.ws.receive(timeout=HANDSHAKE_TIMEOUT)
+        except asyncio.TimeoutError:
+            await self.send_error(protocol.ERR_AUTH, "no hello within 10 s", close=CLOSE_POLICY)
+            return False
+        if msg.type != WSMsgType.TEXT:
+            await self.send_error(protocol.ERR_BAD_MESSAGE, "expected a hello text message", close=CLOSE_POLICY)
+            return False
+        try:
+            hello = protocol.parse(msg.data, {protocol.TYPE_HELLO: protocol.HELLO_SCHEMA})
+        except protocol.ProtocolError as err:
+            await self.send_error(err.code, str(err), close=CLOSE_TOO_BIG if err.code == protocol.ERR_TOO_LARGE else CLOSE_POLICY)
+            return False
+        node = self.hub.node(hello["node_id"])
+        payload = protocol.auth_payload(self.hub.hub_id, hello["node_id"], nonce)
+        # One answer for unknown, revoked and bad signature: nothing to probe.
+        if node is None or node.revoked or node.local or not verify(node.public_key, hello["signature"], payload):
+            await self.send_error(protocol.ERR_AUTH, "unknown node, revoked node or bad signature — enrol again with a new join token", close=CLOSE_POLICY)
+            return False
+        self.node_id = node.node_id
+        previous = self.hub.connections.get(self.node_id)
+        self.hub.connections[self.node_id] = self.ws
+        if previous is not None and not previous.closed:
+            await previous.close(code=CLOSE_REPLACED, message=b"replaced by a newer connection of this node")
+        node = await self.hub.hello(self.node_id, hello)
+        self.epoch = hello["epoch"]
+        last_seq = node.last_seq if node.epoch == self.epoch else 0
+        await self.ws.send_str(protocol.encode(protocol.TYPE_WELCOME, node_id=self.node_id, epoch=node.epoch, last_seq=last_seq))
+        _LOGGER.info("agent %s connected from %s (last report %d)", self.node_id, self.peer, last_seq)
+        return True
+
+    async def acker(self) -> None:
+        while (item := await self._acks.get()) is not None:
+            seq, future = item
+            try:
+                await future
+            except Exception as err:
+                await self.send_error(protocol.ERR_INTERNAL, f"report {seq} was not stored ({err}); reconnect and resend", close=CLOSE_INTERNAL)
+                return
+            if self.ws.closed:
+                return
+            await self.ws.send_str(protocol.encode(protocol.TYPE_ACK, seq=seq))
+
+    async def serve(self) -> None:
+        acker = asyncio.create_task(self.acker())
+        try:
+            async for msg in self.ws:
+                if msg.type == WSMsgType.TEXT:
+                    await self.handle(msg.data)
+                elif msg.type == WSMsgType.BINARY:
+                    await self.bad_message(protocol.ProtocolError(protocol.ERR_BAD_MESSAGE, "binary frames are not part of the protocol; send JSON text"))
+                elif msg.type == WSMsgType.ERROR:
+                    _LOGGER.warning("agent %s: connection error: %s", self.node_id, self.ws.exception())
+                if self.ws.closed:
+                    break
+        finally:
+            self._acks.put_nowait(None)
+            await asyncio.gather(acker, return_exceptions=True)
+
+    async def bad_message(self, err: protocol.ProtocolError) -> None:
+        self.bad += 1
+        if err.fatal:
+            await self.send_error(err.code, str(err), close=CLOSE_TOO_BIG if err.code == protocol.ERR_TOO_LARGE else CLOSE_POLICY)
+        elif self.bad >= MAX_BAD_MESSAGES:
+            await self.send_error(err.code, f"{err} (too many bad messages; closing)", close=CLOSE_POLICY)
+        else:
+            await self.send_error(err.code, str(err))
+
+    async def handle(self, text: str) -> None:
+        try:
+            message = protocol.parse(text, protocol.AGENT_MESSAGES)
+        except protocol.ProtocolError as err:
+            await self.bad_message(err)
+            return
+        now = time.time()
+        if message["type"] == protocol.TYPE_HEARTBEAT:
+            self.hub.mark_seen(self.node_id, now)
+            return
+        if message["node_id"] != self.node_id:
+            await self.send_error(protocol.ERR_WRONG_NODE, f"report is for node {message['node_id']!r} but this connection is {self.node_id!r}", close=CLOSE_POLICY)
+            return
+        report = Report(
+            node_id=self.node_id,
+            seq=message["seq"],
+            epoch=self.epoch,
+            collected_at=message["collected_at"],
+            received_at=now,
+            data=message["data"],
+            metrics=message["metrics"],
+            integrations=message["integrations"],
+            interval=message.get("interval"),
+            spool_dropped=message["spool_dropped"],
+        )
+        future = await self.hub.ingestor.submit(report)
+        self._acks.put_nowait((report.seq, future))
+
+
+async def agent_socket(request: web.Request) -> web.StreamResponse:
+    hub = request.app[HUB_KEY]
+    # aiohttp closes with 1009 past max_msg_size; below it, parse() sends a JSON error first.
+    ws = web.WebSocketResponse(heartbeat=30, max_msg_size=MAX_MESSAGE_BYTES * 2)
+    await ws.prepare(request)
+    conn = AgentConnection(hub, ws, request.remote or "?")
+    try:
+        if await conn.handshake():
+            await conn.serve()
+    finally:
+        if conn.node_id and hub.connections.get(conn.node_id) is ws:
+            del hub.connections[conn.node_id]
+            _LOGGER.info("agent %s disconnected", conn.node_id)
+        if not ws.closed:
+            await ws.close()
+    return ws
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_post(ENROLL_PATH, enroll)
+    app.router.add_get(WS_PATH, agent_socket)

@@ -1,0 +1,89 @@
+"""The hub's in-process agent for its own host: the same runtime as `roost agent`, delivering through the ingest pipeline."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from roost.agent.runtime import AgentRuntime
+from roost.core import protocol
+from roost.core.store import Report
+
+from .app import HUB_KEY, Hub
+
+_LOGGER = logging.getLogger(__name__)
+
+LOCAL_DIR = "local_agent"
+BATCH = 200
+
+
+class LocalUplink:
+    """Hands spooled reports straight to the ingest pipeline, through the same validation as the socket."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    async def run(self, rt: AgentRuntime) -> None:
+        await rt.first_cycle.wait()
+        hello = rt.hello()
+        node = await self.hub.hello(rt.node_id, {**hello, "facts": rt.facts})
+        acked = node.last_seq if node.epoch == rt.spool.epoch else 0
+        if acked:
+            await rt.spool.delete_upto(acked)
+        while True:
+            rows = await rt.spool.after(acked, BATCH)
+            if not rows:
+                rt.spooled.clear()
+                rows = await rt.spool.after(acked, BATCH)
+            if not rows:
+                await rt.spooled.wait()
+                continue
+            for row in rows:
+                message = protocol.parse(rt.report_message(row), protocol.AGENT_MESSAGES)
+                report = Report(
+                    node_id=rt.node_id,
+                    seq=row.seq,
+                    epoch=rt.spool.epoch,
+                    collected_at=message["collected_at"],
+                    received_at=time.time(),
+                    data=message["data"],
+                    metrics=message["metrics"],
+                    integrations=message["integrations"],
+                    interval=message.get("interval"),
+                    spool_dropped=message["spool_dropped"],
+                )
+                await (await self.hub.ingestor.submit(report))
+                acked = row.seq
+            await rt.spool.delete_upto(acked)
+
+
+async def local_agent_ctx(app: web.Application) -> AsyncIterator[None]:
+    hub = app[HUB_KEY]
+    settings = hub.config.local_agent
+    rt = AgentRuntime(
+        data_dir=hub.config.data_dir / LOCAL_DIR,
+        settings=settings,
+        integrations_config=hub.config.integrations,
+    )
+    node = await hub.store.get_node_by_key(rt.identity.public_key)
+    if node is None:
+        import socket
+
+        hostname = socket.gethostname()
+        node = await hub.add_node(public_key=rt.identity.public_key, hostname=hostname, name=settings.name or hostname, facts=rt.facts, local=True)
+        _LOGGER.info("registered this host as local node %s", node.node_id)
+    hub.local_node_id = rt.node_id = node.node_id
+    await rt.start()
+    stop = asyncio.Event()
+    task = asyncio.create_task(rt.run(LocalUplink(hub), stop), name="roost-local-agent")
+    yield
+    stop.set()
+    try:
+        await asyncio.wait_for(task, 10)
+    except (asyncio.TimeoutError, Exception):
+        _LOGGER.exception("local agent did not stop cleanly")
+    await rt.stop()
