@@ -1,0 +1,1 @@
+"""Fixtures shared by Roost's whole test suite."""
