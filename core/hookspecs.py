@@ -15,8 +15,12 @@ Rules that hold for every hook:
   the arguments it needs.
 * A hook may be a plain function or ``async def``. The core awaits what is
   awaitable. A plain function may block (psutil, a subprocess, an HTTP client):
-  the core runs plain functions of ``roost_setup`` and ``roost_collect`` in a
-  worker thread so they never stall the event loop.
+  the core runs plain functions of ``roost_setup``, ``roost_collect`` and
+  ``roost_shutdown`` in a worker thread so they never stall the event loop. An
+  ``async def`` hook runs on the event loop and must not block.
+* An implementation must be marked with ``@hookimpl``; one whose name is not
+  a hook below, or that asks for an argument the hook does not offer, puts the
+  integration in ``setup_error`` before any of its hooks is called.
 * Roost calls each integration's implementation on its own, never as a chain:
   an exception raised by one integration marks that integration failed (with
   the reason shown in the dashboard and API) and every other integration keeps
@@ -67,9 +71,10 @@ def roost_collect(ctx: IntegrationContext) -> Mapping[str, Any] | None | Awaitab
 
     Called on every collection cycle (``agent.interval``, 10 s by default) for
     each integration whose setup succeeded. A call that takes longer than the
-    integration's ``timeout`` (8 s by default) is abandoned and the cycle
-    reports ``collect_error``; while an abandoned call is still running, the
-    integration is not called again.
+    integration's ``timeout`` (8 s by default, ``integrations.<domain>.timeout``)
+    is abandoned (an ``async`` one is cancelled) and the cycle reports
+    ``collect_error``; while an abandoned call is still running, the
+    integration is not called again. Integrations are collected concurrently.
 
     :param ctx: the integration's context (see ``roost_setup``).
 
@@ -82,8 +87,11 @@ def roost_collect(ctx: IntegrationContext) -> Mapping[str, Any] | None | Awaitab
       ``cpu_percent``); a per-instance series carries its label in brackets:
       ``disk_used_percent[/srv]``. The core prefixes each name with the domain.
 
-    Leave out a value the platform cannot give; never fake one. Raising marks
-    the integration ``collect_error`` for this cycle with the message.
+    Leave out a value the platform cannot give; never fake one. Raising, or
+    returning a state that is not JSON (NaN included), marks the integration
+    ``collect_error`` for this cycle with the message; the next good cycle
+    makes it ``loaded`` again. A metric whose value is not a finite number is
+    dropped with a warning; the others are kept.
     """
 
 
@@ -91,16 +99,19 @@ def roost_collect(ctx: IntegrationContext) -> Mapping[str, Any] | None | Awaitab
 def roost_metric_fields(ctx: IntegrationContext) -> Mapping[str, Mapping[str, str]] | None:
     """Describe the integration's metrics so the dashboard and API can label them.
 
-    Called once after setup; the agent sends the result to the hub with its
+    Called once, right after a successful ``roost_setup``, on the event loop
+    (it must not block); the agent sends the result to the hub with its
     hello. Keys are metric names as returned by ``roost_collect`` without the
     bracketed label; values are mappings with ``unit`` (``percent``, ``bytes``,
-    ``bytes_per_second``, ``seconds``, ``celsius``, ``rpm``, ``count`` or
-    ``""``), ``description`` (one sentence) and optionally ``label`` (short
-    display name).
+    ``bytes_per_second``, ``seconds``, ``milliseconds``, ``celsius``,
+    ``rpm``, ``count`` or ``""``), ``description`` (one sentence) and
+    optionally ``label`` (short display name).
 
     :param ctx: the integration's context.
 
     Return the mapping, or ``None`` when the integration reports no metrics.
+    Exceptions are logged; the integration keeps running without field
+    descriptions.
     """
 
 
@@ -108,13 +119,16 @@ def roost_metric_fields(ctx: IntegrationContext) -> Mapping[str, Mapping[str, st
 def roost_capabilities(ctx: IntegrationContext) -> list[str] | None:
     """Name the capabilities this integration offers on this host.
 
-    Called once after setup. The agent tells the hub which capabilities it can
+    Called once, right after a successful ``roost_setup``, on the event loop
+    (it must not block). The agent tells the hub which capabilities it can
     offer (for example ``host.metrics.read``, ``docker.read``); the hub grants
     them per node and the agent's own ceiling limits what runs.
 
     :param ctx: the integration's context.
 
-    Return a list of dotted capability names, or ``None``.
+    Return a list of dotted capability names, or ``None`` for none. Only
+    integrations that set up offer their capabilities; an exception is logged
+    and counts as none.
     """
 
 
@@ -123,7 +137,10 @@ def roost_shutdown(ctx: IntegrationContext) -> None | Awaitable[None]:
     """Release what the integration holds (connections, files, threads).
 
     Called once when the process stops, in reverse dependency order, for each
-    integration whose setup succeeded. Exceptions are logged and ignored.
+    integration whose setup succeeded, with a 10 s limit.
 
     :param ctx: the integration's context.
+
+    Return nothing; a return value is ignored. Exceptions are logged and
+    ignored: the other integrations still shut down.
     """

@@ -14,9 +14,11 @@ from typing import Any
 import voluptuous as vol
 
 from .const import (
+    DEFAULT_COLLECT_TIMEOUT,
     INTEGRATION_STATES,
     ROLE_AGENT,
     ROLE_HUB,
+    STATE_COLLECT_ERROR,
     STATE_LOADED,
 )
 
@@ -25,6 +27,9 @@ DOMAIN_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 SOURCE_BUILTIN = "builtin"
 SOURCE_CUSTOM = "custom"
 SOURCE_ENTRY_POINT = "entry_point"
+
+# Found and imported, not set up yet; never shown once loading has finished.
+STATE_DISCOVERED = "discovered"
 
 
 class IntegrationError(Exception):
@@ -146,10 +151,10 @@ class Integration:
     path: str
     module: ModuleType | None = None
     context: IntegrationContext | None = None
-    state: str = "discovered"
+    state: str = STATE_DISCOVERED
     reason: str = ""
     since: float = field(default_factory=time.time)
-    timeout: float = 8.0
+    timeout: float = DEFAULT_COLLECT_TIMEOUT
     fields: dict[str, dict[str, str]] = field(default_factory=dict)
     capabilities: list[str] = field(default_factory=list)
     retry_at: float | None = None
@@ -160,7 +165,7 @@ class Integration:
         return self.manifest.domain
 
     def set_state(self, state: str, reason: str = "") -> None:
-        assert state in INTEGRATION_STATES or state == "discovered", state
+        assert state in INTEGRATION_STATES or state == STATE_DISCOVERED, state
         if state != self.state or reason != self.reason:
             self.since = time.time()
         self.state = state
@@ -168,7 +173,8 @@ class Integration:
 
     @property
     def active(self) -> bool:
-        return self.state == STATE_LOADED or self.state == "collect_error"
+        """Set up and being collected (a failed collection does not end that)."""
+        return self.state in (STATE_LOADED, STATE_COLLECT_ERROR)
 
     def as_status(self) -> dict[str, Any]:
         """The JSON shape sent to the hub and served by the API."""
@@ -183,4 +189,5 @@ class Integration:
         }
         if self.retry_at is not None:
             status["retry_at"] = round(self.retry_at, 3)
+            status["retries"] = self.retries
         return status

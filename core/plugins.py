@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import difflib
 import importlib
 import importlib.metadata
 import importlib.util
@@ -12,8 +13,9 @@ import json
 import logging
 import math
 import sys
+import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -39,6 +41,7 @@ from .integration import (
     SOURCE_BUILTIN,
     SOURCE_CUSTOM,
     SOURCE_ENTRY_POINT,
+    STATE_DISCOVERED,
     Integration,
     IntegrationContext,
     Manifest,
@@ -55,8 +58,16 @@ CUSTOM_PACKAGE = "roost_custom_integrations"
 # integration's own CONFIG_SCHEMA sees the table.
 CONF_ENABLED = "enabled"
 CONF_TIMEOUT = "timeout"
+# Read at call time, so tests (and a future config option) can change them.
 RETRY_BASE_SECONDS = 5.0
 RETRY_MAX_SECONDS = 300.0
+MIN_SETUP_TIMEOUT = 30.0
+SHUTDOWN_TIMEOUT = 10.0
+MAX_TIMEOUT = 600.0
+
+# The hooks whose plain-function implementations may block, so run in a thread.
+THREADED_HOOKS = frozenset({"roost_setup", "roost_collect", "roost_shutdown"})
+HOOK_NAMES = frozenset(name for name in dir(hookspecs) if name.startswith(f"{HOOK_NAMESPACE}_"))
 
 
 def _placeholder_manifest(domain: str) -> Manifest:
@@ -72,37 +83,55 @@ def builtin_dir() -> Path:
 def discover(custom_dirs: Iterable[Path] = (), *, entry_points: bool = True) -> dict[str, Integration]:
     """Read every manifest we can find, without importing any integration code.
 
-    Later sources override earlier ones with a warning: a custom integration
-    can replace a built-in of the same domain, as in Home Assistant.
+    Later sources override earlier ones with a warning (built-in, then custom
+    dirs in order, then entry points): a custom integration can replace a
+    built-in of the same domain, as in Home Assistant.
     """
     found: dict[str, Integration] = {}
 
     def add(integ: Integration) -> None:
-        if integ.domain in found and found[integ.domain].state != STATE_SETUP_ERROR:
+        previous = found.get(integ.domain)
+        if previous is not None:
             _LOGGER.warning(
-                "integration %s from %s overrides the one from %s",
+                "integration %s from %s (%s) overrides the one from %s (%s)",
                 integ.domain,
                 integ.path,
-                found[integ.domain].path,
+                integ.source,
+                previous.path,
+                previous.source,
             )
         found[integ.domain] = integ
 
-    for folder in sorted(builtin_dir().iterdir()):
+    for folder in _subfolders(builtin_dir()):
         if (folder / "manifest.json").is_file():
             add(_from_folder(folder, SOURCE_BUILTIN))
 
     for custom in custom_dirs:
         custom = Path(custom)
         if not custom.is_dir():
+            _LOGGER.debug("custom integrations folder %s does not exist", custom)
             continue
-        for folder in sorted(custom.iterdir()):
-            if folder.is_dir() and not folder.name.startswith((".", "_")):
-                add(_from_folder(folder, SOURCE_CUSTOM))
+        for folder in _subfolders(custom):
+            add(_from_folder(folder, SOURCE_CUSTOM))
 
     if entry_points:
-        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            eps = list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+        except Exception:  # a broken installed distribution must not stop the process
+            _LOGGER.exception("cannot list entry points in group %r", ENTRY_POINT_GROUP)
+            eps = []
+        for ep in eps:
             add(_from_entry_point(ep))
     return found
+
+
+def _subfolders(parent: Path) -> list[Path]:
+    try:
+        children = sorted(parent.iterdir())
+    except OSError as err:
+        _LOGGER.error("cannot list integrations in %s: %s", parent, err.strerror or err)
+        return []
+    return [c for c in children if c.is_dir() and not c.name.startswith((".", "_"))]
 
 
 def _broken(domain: str, source: str, path: str, reason: str) -> Integration:
@@ -125,16 +154,20 @@ def _from_folder(folder: Path, source: str) -> Integration:
 
 def _from_entry_point(ep: importlib.metadata.EntryPoint) -> Integration:
     domain = ep.name
+    if not DOMAIN_RE.match(domain):
+        return _broken(domain, SOURCE_ENTRY_POINT, ep.value, "entry point name is not a valid domain (lower_snake_case)")
     try:
+        # find_spec imports parent packages of a dotted name, so it sits inside the try.
         spec = importlib.util.find_spec(ep.module)
-        if spec is None or not spec.submodule_search_locations:
-            raise ManifestError(f"{ep.module} is not a package with a manifest.json")
+        if spec is None:
+            raise ManifestError(f"module {ep.module!r} is not installed")
+        if not spec.submodule_search_locations:
+            raise ManifestError(f"{ep.module} is a module, not a package folder with a manifest.json")
         folder = Path(next(iter(spec.submodule_search_locations)))
         manifest = Manifest.from_path(folder / "manifest.json", expected_domain=domain)
     except Exception as err:  # one bad distribution must not stop discovery
-        return _broken(domain, SOURCE_ENTRY_POINT, ep.value, f"bad entry point: {err}")
-    integ = Integration(manifest, SOURCE_ENTRY_POINT, ep.module)
-    return integ
+        return _broken(domain, SOURCE_ENTRY_POINT, ep.value, f"bad entry point {ep.value!r}: {err}")
+    return Integration(manifest, SOURCE_ENTRY_POINT, ep.module)
 
 
 def _missing_requirements(requirements: Iterable[str]) -> list[str]:
@@ -144,6 +177,8 @@ def _missing_requirements(requirements: Iterable[str]) -> list[str]:
             req = Requirement(text)
         except InvalidRequirement:
             missing.append(f"{text!r} (not a valid requirement)")
+            continue
+        if req.marker is not None and not req.marker.evaluate():
             continue
         try:
             version = importlib.metadata.version(req.name)
@@ -165,6 +200,10 @@ def _import_custom(domain: str, folder: Path) -> ModuleType:
     init = folder / "__init__.py"
     if not init.is_file():
         raise ImportError(f"{folder} has no __init__.py")
+    # A same-named integration imported earlier (another manager, another
+    # folder) must not lend this one its submodules.
+    for stale in [m for m in sys.modules if m == name or m.startswith(name + ".")]:
+        del sys.modules[stale]
     spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=[str(folder)])
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -186,8 +225,10 @@ def _order(integrations: Mapping[str, Integration]) -> list[Integration]:
         if state.get(domain) == "done" or domain not in integrations:
             return
         if state.get(domain) == "visiting":
-            cycle = " -> ".join((*chain, domain))
-            integrations[domain].set_state(STATE_SETUP_ERROR, f"dependency cycle: {cycle}")
+            integ = integrations[domain]
+            if integ.state == STATE_DISCOVERED:
+                cycle = " -> ".join((*chain[chain.index(domain) :], domain))
+                integ.set_state(STATE_SETUP_ERROR, f"dependency cycle: {cycle}")
             return
         state[domain] = "visiting"
         for dep in integrations[domain].manifest.dependencies:
@@ -200,7 +241,36 @@ def _order(integrations: Mapping[str, Integration]) -> list[Integration]:
     return ordered
 
 
-def _clean_metrics(domain: str, raw: Any, log: logging.Logger) -> dict[str, float]:
+def _required_args(func: Callable[..., Any]) -> list[str]:
+    try:
+        params = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    return [
+        p.name
+        for p in params
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.default is p.empty
+    ]
+
+
+def _format_seconds(seconds: float) -> str:
+    return f"{seconds:.3g} s"
+
+
+class _Dropped:
+    """Remembers which problems of one integration were already logged at warning level."""
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+
+    def first(self, key: str) -> bool:
+        if key in self.seen:
+            return False
+        self.seen.add(key)
+        return True
+
+
+def _clean_metrics(domain: str, raw: Any, log: logging.Logger, once: _Dropped | None = None) -> dict[str, float]:
     if raw is None:
         return {}
     if not isinstance(raw, Mapping):
@@ -208,13 +278,46 @@ def _clean_metrics(domain: str, raw: Any, log: logging.Logger) -> dict[str, floa
     out: dict[str, float] = {}
     for name, value in raw.items():
         if not isinstance(name, str) or not name or len(name) > 200:
-            log.debug("dropping metric with bad name %r", name)
+            why = f"dropping metric with bad name {name!r} (a non-empty string of at most 200 characters)"
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            why = f"dropping metric {name} with value {value!r}: metrics must be finite numbers"
+        else:
+            out[f"{domain}.{name}"] = float(value)
             continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            log.debug("dropping metric %s with non-numeric value %r", name, value)
-            continue
-        out[f"{domain}.{name}"] = float(value)
+        # A value that is wrong once is usually wrong every cycle: say it once.
+        if once is None or once.first(f"metric:{name!r}"):
+            log.warning(why)
+        else:
+            log.debug(why)
     return out
+
+
+def _snapshot_state(state: Any) -> Any:
+    """A JSON round trip: rejects what the uplink could not send and detaches it from the integration."""
+    try:
+        return json.loads(json.dumps(state, allow_nan=False))
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"state is not JSON-serialisable: {err}") from None
+
+
+def _run_in_thread(func: Callable[..., Any], kwargs: dict[str, Any], name: str) -> concurrent.futures.Future[Any]:
+    """Run ``func`` in a daemon thread: a hook that never returns must not keep the process from exiting."""
+    future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+    def runner() -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            result = func(**kwargs)
+        except Exception as err:
+            future.set_exception(err)
+        except BaseException as err:  # SystemExit from a plugin ends only its call
+            future.set_exception(RuntimeError(f"{type(err).__name__}: {err}"))
+        else:
+            future.set_result(result)
+
+    threading.Thread(target=runner, name=name, daemon=True).start()
+    return future
 
 
 class IntegrationManager:
@@ -224,14 +327,15 @@ class IntegrationManager:
         self,
         *,
         role: str,
-        config: Mapping[str, Mapping[str, Any]],
+        config: Mapping[str, Any],
         data_dir: Path,
         custom_dirs: Iterable[Path] = (),
         entry_points: bool = True,
         only: Iterable[str] | None = None,
     ) -> None:
         self.role = role
-        self.config = {k: dict(v) for k, v in config.items()}
+        # Kept raw: a malformed table is that integration's error, found when it loads.
+        self.config: dict[str, Any] = dict(config)
         self.data_dir = Path(data_dir)
         self.custom_dirs = [Path(p) for p in custom_dirs]
         self.entry_points = entry_points
@@ -240,61 +344,99 @@ class IntegrationManager:
         self.pm = pluggy.PluginManager(HOOK_NAMESPACE)
         self.pm.add_hookspecs(hookspecs)
         self._impls: dict[tuple[str, str], pluggy.HookImpl] = {}
-        self._inflight: dict[tuple[str, str], concurrent.futures.Future[Any]] = {}
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        # The call of a hook that timed out but still runs; the hook is not called again until it ends.
+        self._inflight: dict[tuple[str, str], concurrent.futures.Future[Any] | asyncio.Future[Any]] = {}
+        self._other_role: set[str] = set()
+        self._warned: dict[str, _Dropped] = {}
+        self._loaded = False
+        self._shut_down = False
 
     # ----------------------------------------------------------------- loading
 
     def load(self) -> None:
-        """Discover, filter by role and config, import and register each integration."""
+        """Discover, filter by role and config, import and register each integration.
+
+        Never raises because of an integration: each one that cannot load gets
+        a state and a reason instead.
+        """
+        if self._loaded:
+            return
+        self._loaded = True
         discovered = discover(self.custom_dirs, entry_points=self.entry_points)
         for domain in self.config:
             if domain not in discovered:
                 _LOGGER.warning("config has a table for integration %r but no such integration is installed", domain)
+        wanted = self._with_dependencies(self.only, discovered) if self.only is not None else None
         for domain, integ in discovered.items():
-            if self.only is not None and domain not in self.only:
+            if wanted is not None and domain not in wanted:
                 continue
-            if integ.state == STATE_SETUP_ERROR:  # broken manifest
+            if integ.state == STATE_SETUP_ERROR:  # broken manifest: shown whatever the role
                 self.integrations[domain] = integ
                 continue
             if self.role not in integ.manifest.roles:
+                self._other_role.add(domain)
                 continue
             self.integrations[domain] = integ
         for integ in _order(self.integrations):
-            if integ.state == "discovered":
+            if integ.state == STATE_DISCOVERED:
                 self._load_one(integ)
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=max(4, len(self.integrations) + 2), thread_name_prefix="roost-integration"
-        )
+
+    @staticmethod
+    def _with_dependencies(only: set[str], discovered: Mapping[str, Integration]) -> set[str]:
+        wanted: set[str] = set()
+        todo = list(only)
+        while todo:
+            domain = todo.pop()
+            if domain in wanted:
+                continue
+            wanted.add(domain)
+            if domain in discovered:
+                todo.extend(discovered[domain].manifest.dependencies)
+        return wanted
 
     def _load_one(self, integ: Integration) -> None:
         domain = integ.domain
-        table = dict(self.config.get(domain, {}))
+        raw_table = self.config.get(domain, {})
+        if raw_table is None:
+            raw_table = {}
+        if not isinstance(raw_table, Mapping):
+            self._fail_load(integ, f"integrations.{domain} must be a table, got {type(raw_table).__name__}")
+            return
+        table = dict(raw_table)
         enabled = table.pop(CONF_ENABLED, True)
         timeout = table.pop(CONF_TIMEOUT, DEFAULT_COLLECT_TIMEOUT)
         if enabled is False:
-            integ.set_state(STATE_DISABLED, "disabled in config (integrations.%s.enabled = false)" % domain)
+            integ.set_state(STATE_DISABLED, f"disabled in config (integrations.{domain}.enabled = false)")
+            _LOGGER.info("integration %s is disabled in config", domain)
             return
         if not isinstance(enabled, bool):
-            integ.set_state(STATE_SETUP_ERROR, f"integrations.{domain}.enabled: expected true or false")
+            self._fail_load(integ, f"integrations.{domain}.enabled: expected true or false, got {enabled!r}")
             return
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 600:
-            integ.set_state(STATE_SETUP_ERROR, f"integrations.{domain}.timeout: expected seconds between 0 and 600")
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= MAX_TIMEOUT:
+            self._fail_load(
+                integ, f"integrations.{domain}.timeout: expected seconds between 0 and {MAX_TIMEOUT:g}, got {timeout!r}"
+            )
             return
         integ.timeout = float(timeout)
         for dep in integ.manifest.dependencies:
             dep_integ = self.integrations.get(dep)
-            if dep_integ is None or dep_integ.state not in ("discovered", STATE_LOADED):
-                why = "is not installed" if dep_integ is None else f"is {dep_integ.state}"
-                integ.set_state(STATE_SETUP_ERROR, f"depends on integration {dep!r}, which {why}")
+            if dep_integ is None or dep_integ.state != STATE_DISCOVERED:
+                if dep_integ is not None:
+                    why = f"is {dep_integ.state}" + (f" ({dep_integ.reason})" if dep_integ.reason else "")
+                elif dep in self._other_role:
+                    why = f"does not run in the {self.role} role"
+                else:
+                    why = "is not installed"
+                self._fail_load(integ, f"depends on integration {dep!r}, which {why}")
                 return
         missing = _missing_requirements(integ.manifest.requirements)
         if missing:
             integ.set_state(
                 STATE_NOT_AVAILABLE,
-                "missing requirement(s): %s — install with pip install %s"
+                "missing requirement(s): %s — install with: pip install %s"
                 % (", ".join(missing), " ".join(repr(r) for r in integ.manifest.requirements)),
             )
+            _LOGGER.warning("integration %s not available: %s", domain, integ.reason)
             return
         try:
             if integ.source == SOURCE_BUILTIN:
@@ -303,42 +445,107 @@ class IntegrationManager:
                 module = _import_custom(domain, Path(integ.path))
             else:
                 module = importlib.import_module(integ.path)
-        except Exception as err:  # an import error in one integration must not spread
+        except (Exception, SystemExit) as err:  # an import error in one integration must not spread
             _LOGGER.exception("integration %s failed to import", domain)
             integ.set_state(STATE_SETUP_ERROR, f"import failed: {type(err).__name__}: {err}")
             return
-        schema = getattr(module, "CONFIG_SCHEMA", None)
-        try:
-            config = schema(table) if schema is not None else table
-        except vol.Invalid as err:
-            reason = f"bad config in [integrations.{domain}]: {humanize_invalid(err)}"
-            _LOGGER.error("integration %s: %s", domain, reason)
-            integ.set_state(STATE_SETUP_ERROR, reason)
+        config = self._validate_config(integ, module, table)
+        if config is None:
             return
-        try:
-            self.pm.register(module, name=domain)
-            self.pm.check_pending()
-        except pluggy.PluginValidationError as err:
-            if self.pm.is_registered(module):
-                self.pm.unregister(module)
-            integ.set_state(
-                STATE_SETUP_ERROR, f"invalid hook implementation: {err} (see roost.core.hookspecs)"
-            )
+        problem = self._register(integ, module)
+        if problem:
+            self._fail_load(integ, f"invalid hook implementation: {problem} (see roost.core.hookspecs)")
             return
-        for caller in self.pm.hook.__dict__.values():
-            if isinstance(caller, pluggy.HookCaller):
-                for impl in caller.get_hookimpls():
-                    if impl.plugin_name == domain:
-                        self._impls[(domain, caller.name)] = impl
         integ.module = module
         integ.context = IntegrationContext(
             domain=domain,
             role=self.role,
-            config=dict(config) if isinstance(config, Mapping) else {},
+            config=config,
             data_dir=self.data_dir,
             logger=logging.getLogger(f"roost.integration.{domain}"),
         )
-        integ.state = "discovered"
+        _LOGGER.debug("integration %s imported from %s", domain, integ.path)
+
+    def _fail_load(self, integ: Integration, reason: str) -> None:
+        _LOGGER.error("integration %s: %s", integ.domain, reason)
+        integ.set_state(STATE_SETUP_ERROR, reason)
+
+    def _validate_config(self, integ: Integration, module: ModuleType, table: dict[str, Any]) -> dict[str, Any] | None:
+        domain = integ.domain
+        schema = getattr(module, "CONFIG_SCHEMA", None)
+        if schema is None:
+            if table:
+                _LOGGER.warning(
+                    "integration %s has no CONFIG_SCHEMA; its config keys %s are passed through unchecked",
+                    domain,
+                    ", ".join(sorted(map(str, table))),
+                )
+            return table
+        if not callable(schema):
+            self._fail_load(integ, f"CONFIG_SCHEMA must be a voluptuous Schema, got {type(schema).__name__}")
+            return None
+        try:
+            config = schema(table)
+        except vol.Invalid as err:
+            self._fail_load(integ, f"bad config in [integrations.{domain}]: {humanize_invalid(err, table)}")
+            return None
+        except Exception as err:  # a validator that crashes is the integration's bug, not the core's
+            _LOGGER.exception("integration %s: CONFIG_SCHEMA raised", domain)
+            integ.set_state(STATE_SETUP_ERROR, f"CONFIG_SCHEMA raised {type(err).__name__}: {err}")
+            return None
+        if not isinstance(config, Mapping):
+            self._fail_load(integ, f"CONFIG_SCHEMA must return a mapping, got {type(config).__name__}")
+            return None
+        return dict(config)
+
+    def _register(self, integ: Integration, module: ModuleType) -> str:
+        """Check the module's hook implementations against the hookspecs and register it; return a problem or ''."""
+        domain = integ.domain
+        problems = []
+        for attr in sorted(dir(module)):
+            if not attr.startswith(f"{HOOK_NAMESPACE}_"):
+                continue
+            func = getattr(module, attr, None)
+            opts = self.pm.parse_hookimpl_opts(module, attr)
+            if opts is None:
+                if attr in HOOK_NAMES and callable(func):
+                    _LOGGER.warning(
+                        "integration %s defines %s without @hookimpl, so Roost never calls it; "
+                        "decorate it with roost.core.hookimpl",
+                        domain,
+                        attr,
+                    )
+                continue
+            hook_name = opts.get("specname") or attr
+            if hook_name not in HOOK_NAMES:
+                close = difflib.get_close_matches(hook_name, HOOK_NAMES, n=1)
+                hint = f"; did you mean {close[0]}?" if close else ""
+                problems.append(f"unknown hook {hook_name!r}{hint}")
+                continue
+            if opts.get("hookwrapper") or opts.get("wrapper"):
+                problems.append(f"{hook_name}: hook wrappers are not supported")
+                continue
+            allowed = _required_args(getattr(hookspecs, hook_name))
+            extra = [a for a in _required_args(func) if a not in allowed]
+            if extra:
+                problems.append(
+                    f"{hook_name}: unknown argument(s) {', '.join(map(repr, extra))}; "
+                    f"the hook offers {', '.join(allowed) or 'no arguments'}"
+                )
+        if problems:
+            return "; ".join(problems)
+        try:
+            self.pm.register(module, name=domain)
+            self.pm.check_pending()
+        except (pluggy.PluginValidationError, ValueError) as err:
+            if self.pm.is_registered(module):
+                self.pm.unregister(module)
+            return str(err).replace("\n", " ")
+        for caller in self.pm.get_hookcallers(module) or []:
+            for impl in caller.get_hookimpls():
+                if impl.plugin is module:
+                    self._impls[(domain, caller.name)] = impl
+        return ""
 
     # ----------------------------------------------------------------- calling
 
@@ -348,51 +555,88 @@ class IntegrationManager:
     async def call(self, integ: Integration, hook: str, *, timeout: float | None = None, thread: bool = False) -> Any:
         """Call one integration's implementation of a hook, awaiting what is awaitable.
 
-        Raises what the hook raised, or TimeoutError. A plain-function hook run
-        in a thread that times out keeps its thread; until it returns, later
-        calls of the same hook raise TimeoutError at once.
+        Returns ``None`` when the integration does not implement the hook.
+        Raises what the hook raised, or ``TimeoutError``. A call that times out
+        is abandoned, not waited for: an ``async`` hook is cancelled, a plain
+        function run in a thread (``thread=True``) keeps its thread. Until an
+        abandoned call has really ended, later calls of the same hook of the
+        same integration raise ``TimeoutError`` at once instead of piling up.
         """
         impl = self._impls.get((integ.domain, hook))
         if impl is None:
             return None
+        key = (integ.domain, hook)
+        pending = self._inflight.get(key)
+        if pending is not None:
+            if not pending.done():
+                raise TimeoutError(f"the previous {hook} call has not returned yet")
+            del self._inflight[key]
         kwargs = {name: integ.context for name in impl.argnames}
         func = impl.function
-        key = (integ.domain, hook)
+        deadline = None if timeout is None else time.monotonic() + timeout
         if inspect.iscoroutinefunction(func):
-            coro = func(**kwargs)
-            return await (asyncio.wait_for(coro, timeout) if timeout else coro)
-        if not thread:
+            return await self._await(key, func(**kwargs), deadline)
+        if thread:
+            future = _run_in_thread(func, kwargs, f"roost-{integ.domain}-{hook}")
+            wrapped = asyncio.wrap_future(future)
+            try:
+                done, _ = await asyncio.wait({wrapped}, timeout=timeout)
+            except asyncio.CancelledError:
+                wrapped.cancel()
+                raise
+            if not done:
+                self._inflight[key] = future
+                wrapped.cancel()  # the thread runs on; nobody waits for it
+                raise TimeoutError(f"{hook} did not return within {_format_seconds(timeout or 0)}")
+            result = wrapped.result()
+        else:
             result = func(**kwargs)
-            if inspect.isawaitable(result):
-                result = await (asyncio.wait_for(result, timeout) if timeout else result)
-            return result
-        pending = self._inflight.get(key)
-        if pending is not None and not pending.done():
-            raise TimeoutError(f"previous {hook} call is still running")
-        assert self._executor is not None
-        future = self._executor.submit(func, **kwargs)
-        self._inflight[key] = future
-        wrapped = asyncio.wrap_future(future)
-        result = await asyncio.wait_for(asyncio.shield(wrapped), timeout) if timeout else await wrapped
         if inspect.isawaitable(result):
-            result = await (asyncio.wait_for(result, timeout) if timeout else result)
+            result = await self._await(key, result, deadline)
         return result
+
+    async def _await(self, key: tuple[str, str], awaitable: Any, deadline: float | None) -> Any:
+        task = asyncio.ensure_future(awaitable)
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            done, _ = await asyncio.wait({task}, timeout=timeout)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        if not done:
+            # Cancel, but do not wait: a hook that swallows the cancellation
+            # would otherwise hang the caller. _inflight keeps it from being
+            # called again while it lingers.
+            task.cancel()
+            self._inflight[key] = task
+            raise TimeoutError(f"{key[1]} did not return within {_format_seconds(timeout or 0)}")
+        if task.cancelled():
+            raise RuntimeError(f"{key[1]} was cancelled from inside the integration")
+        return task.result()
 
     async def setup_all(self) -> None:
         """Run roost_setup for every loaded integration, in dependency order."""
         for integ in _order(self.integrations):
-            if integ.state == "discovered" or integ.state == STATE_SETUP_RETRY:
+            if integ.state == STATE_DISCOVERED:
                 await self._setup_one(integ)
 
     async def _setup_one(self, integ: Integration) -> None:
         for dep in integ.manifest.dependencies:
             dep_integ = self.integrations.get(dep)
+            if dep_integ is not None and dep_integ.state == STATE_SETUP_RETRY and dep_integ.retry_at is not None:
+                # Wait for the dependency rather than giving up on it; retry_due
+                # visits dependencies first, so this one goes right after it.
+                integ.retry_at = dep_integ.retry_at
+                integ.set_state(STATE_SETUP_RETRY, f"waiting for integration {dep!r} to set up")
+                return
             if dep_integ is None or not dep_integ.active:
-                integ.set_state(STATE_SETUP_ERROR, f"depends on integration {dep!r}, which did not set up")
+                state = "missing" if dep_integ is None else dep_integ.state
+                self._fail_setup(integ, f"depends on integration {dep!r}, which did not set up ({state})")
                 return
         try:
-            await self.call(integ, "roost_setup", timeout=max(integ.timeout, 30.0), thread=True)
+            await self.call(integ, "roost_setup", timeout=max(integ.timeout, MIN_SETUP_TIMEOUT), thread=True)
         except NotAvailable as err:
+            integ.retry_at = None
             integ.set_state(STATE_NOT_AVAILABLE, str(err) or "not available on this host")
             _LOGGER.info("integration %s not available: %s", integ.domain, integ.reason)
             return
@@ -400,35 +644,57 @@ class IntegrationManager:
             integ.retries += 1
             delay = min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2 ** (integ.retries - 1))
             integ.retry_at = time.time() + delay
-            integ.set_state(STATE_SETUP_RETRY, f"{err or 'not ready'} — retrying in {delay:.0f} s")
-            _LOGGER.warning("integration %s not ready (%s); retry %d in %.0f s", integ.domain, err, integ.retries, delay)
+            integ.set_state(STATE_SETUP_RETRY, f"{err or 'not ready'} — retry {integ.retries} in {_format_seconds(delay)}")
+            # Warn on the first failure only; a long wait for a service is not news every time.
+            log = _LOGGER.warning if integ.retries == 1 else _LOGGER.debug
+            log("integration %s not ready (%s); retry %d in %s", integ.domain, err, integ.retries, _format_seconds(delay))
             return
-        except (TimeoutError, asyncio.TimeoutError):
-            integ.set_state(STATE_SETUP_ERROR, "setup did not finish in time")
-            _LOGGER.error("integration %s: setup timed out", integ.domain)
+        except TimeoutError as err:
+            self._fail_setup(integ, f"setup timed out: {err}")
             return
         except Exception as err:
             _LOGGER.exception("integration %s: setup failed", integ.domain)
+            integ.retry_at = None
             integ.set_state(STATE_SETUP_ERROR, f"setup failed: {type(err).__name__}: {err}")
             return
         integ.retry_at = None
         integ.set_state(STATE_LOADED)
         await self._describe(integ)
-        _LOGGER.debug("integration %s loaded", integ.domain)
+        _LOGGER.debug("integration %s set up", integ.domain)
+
+    def _fail_setup(self, integ: Integration, reason: str) -> None:
+        integ.retry_at = None
+        self._fail_load(integ, reason)
 
     async def _describe(self, integ: Integration) -> None:
-        for hook, attr in (("roost_metric_fields", "fields"), ("roost_capabilities", "capabilities")):
-            if not self.has_hook(integ, hook):
-                continue
-            try:
-                value = await self.call(integ, hook, timeout=integ.timeout)
-            except Exception:
-                _LOGGER.exception("integration %s: %s failed", integ.domain, hook)
-                continue
-            if attr == "fields" and isinstance(value, Mapping):
-                integ.fields = {str(k): {str(a): str(b) for a, b in v.items()} for k, v in value.items() if isinstance(v, Mapping)}
-            elif attr == "capabilities" and isinstance(value, (list, tuple)):
-                integ.capabilities = sorted({str(c) for c in value})
+        """Ask a freshly set-up integration for its metric fields and capabilities."""
+        fields = await self._call_logged(integ, "roost_metric_fields")
+        if isinstance(fields, Mapping):
+            integ.fields = {
+                str(name): {str(k): str(v) for k, v in meta.items()}
+                for name, meta in fields.items()
+                if isinstance(meta, Mapping)
+            }
+        elif fields is not None:
+            _LOGGER.warning(
+                "integration %s: roost_metric_fields must return a mapping, got %s", integ.domain, type(fields).__name__
+            )
+        capabilities = await self._call_logged(integ, "roost_capabilities")
+        if isinstance(capabilities, (list, tuple, set, frozenset)):
+            integ.capabilities = sorted({str(c) for c in capabilities})
+        elif capabilities is not None:
+            _LOGGER.warning(
+                "integration %s: roost_capabilities must return a list of names, got %s",
+                integ.domain,
+                type(capabilities).__name__,
+            )
+
+    async def _call_logged(self, integ: Integration, hook: str) -> Any:
+        try:
+            return await self.call(integ, hook, timeout=integ.timeout)
+        except Exception:
+            _LOGGER.exception("integration %s: %s failed", integ.domain, hook)
+            return None
 
     async def retry_due(self) -> None:
         """Retry the setups whose backoff has passed."""
@@ -445,10 +711,16 @@ class IntegrationManager:
         """
         await self.retry_due()
         active = [i for i in self.integrations.values() if i.active and self.has_hook(i, "roost_collect")]
-        results = await asyncio.gather(*(self._collect_one(i) for i in active))
+        results = await asyncio.gather(*(self._collect_one(i) for i in active), return_exceptions=True)
         data: dict[str, Any] = {}
         metrics: dict[str, float] = {}
         for integ, result in zip(active, results):
+            if isinstance(result, BaseException):
+                if isinstance(result, asyncio.CancelledError):
+                    raise result
+                # _collect_one catches everything; this is a kernel bug, kept to one integration.
+                self._collect_failed(integ, f"collect failed: {type(result).__name__}: {result}", exc=result)
+                continue
             if result is None:
                 continue
             state, integ_metrics = result
@@ -462,16 +734,21 @@ class IntegrationManager:
         try:
             result = await self.call(integ, "roost_collect", timeout=integ.timeout, thread=True)
             if result is None:
-                integ.set_state(STATE_LOADED)
-                return None
-            if not isinstance(result, Mapping):
+                state, metrics = None, {}
+            elif not isinstance(result, Mapping):
                 raise TypeError(f"roost_collect must return a mapping or None, got {type(result).__name__}")
-            state = result.get("state")
-            json.dumps(state)  # fail here, in the integration's name, not in the uplink
-            metrics = _clean_metrics(integ.domain, result.get("metrics"), integ.context.logger)
-        except (TimeoutError, asyncio.TimeoutError) as err:
-            reason = str(err) if str(err) else f"collect timed out after {integ.timeout:g} s"
-            self._collect_failed(integ, reason)
+            else:
+                unknown = sorted(str(k) for k in result if k not in ("state", "metrics"))
+                if unknown and self._once(integ).first("keys:" + ",".join(unknown)):
+                    _LOGGER.warning(
+                        "integration %s: roost_collect returned unknown key(s) %s; only 'state' and 'metrics' are used",
+                        integ.domain,
+                        ", ".join(unknown),
+                    )
+                state = _snapshot_state(result.get("state"))
+                metrics = _clean_metrics(integ.domain, result.get("metrics"), integ.context.logger, self._once(integ))
+        except TimeoutError as err:
+            self._collect_failed(integ, f"collect timed out: {err}")
             return None
         except Exception as err:
             self._collect_failed(integ, f"collect failed: {type(err).__name__}: {err}", exc=err)
@@ -480,6 +757,9 @@ class IntegrationManager:
             _LOGGER.info("integration %s: collect recovered", integ.domain)
         integ.set_state(STATE_LOADED)
         return state, metrics
+
+    def _once(self, integ: Integration) -> _Dropped:
+        return self._warned.setdefault(integ.domain, _Dropped())
 
     def _collect_failed(self, integ: Integration, reason: str, exc: BaseException | None = None) -> None:
         # Log a repeating failure once at error level, then at debug until it recovers.
@@ -490,15 +770,17 @@ class IntegrationManager:
         integ.set_state(STATE_COLLECT_ERROR, reason)
 
     async def shutdown_all(self) -> None:
+        """Run roost_shutdown for every integration that set up, in reverse dependency order."""
+        if self._shut_down:
+            return
+        self._shut_down = True
         for integ in reversed(_order(self.integrations)):
             if not integ.active:
                 continue
             try:
-                await self.call(integ, "roost_shutdown", timeout=10.0, thread=True)
+                await self.call(integ, "roost_shutdown", timeout=SHUTDOWN_TIMEOUT, thread=True)
             except Exception:
                 _LOGGER.exception("integration %s: shutdown failed", integ.domain)
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
 
     # ------------------------------------------------------------------ status
 
