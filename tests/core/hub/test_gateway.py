@@ -1,0 +1,265 @@
+"""The agent gateway: enrolment, challenge-response, ordered acks, and every kind of bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+from roost.core.const import ENROLL_PATH, MAX_MESSAGE_BYTES
+from roost.core.hub.app import HUB_KEY, create_join_token
+from roost.core.identity import Identity
+
+
+async def test_enroll_then_report_is_persisted_and_acked(client, fake_agent):
+    agent = fake_agent()
+    body = await agent.enroll()
+    assert body["hub_id"] == client.app[HUB_KEY].hub_id
+    welcome = await agent.connect()
+    assert welcome["type"] == "welcome" and welcome["node_id"] == agent.node_id and welcome["last_seq"] == 0
+    await agent.send(agent.report())
+    ack = await agent.expect("ack")
+    assert ack["seq"] == 1
+    detail = await (await client.get(f"/api/v1/nodes/{agent.node_id}")).json()
+    assert detail["node"]["status"] == "online"
+    assert detail["metrics"]["linux_host.cpu_percent"] == 12.5
+    assert detail["state"]["linux_host"]["cpu"]["percent"] == 12.5
+    assert detail["node"]["facts"]["os"] == "Testix"
+    assert detail["node"]["capabilities"] == ["host.metrics.read"]
+
+
+async def test_acks_come_in_order_and_resent_reports_are_not_stored_twice(client, fake_agent):
+    agent = fake_agent()
+    await agent.enroll()
+    await agent.connect()
+    base = time.time() - 100
+    for i in range(1, 21):
+        await agent.send(agent.report(seq=i, collected_at=base + i))
+    acks = [(await agent.expect("ack"))["seq"] for _ in range(20)]
+    assert acks == list(range(1, 21))
+    # The agent lost the last acks and resends 15..20 after reconnecting.
+    await agent.ws.close()
+    welcome = await agent.connect()
+    assert welcome["last_seq"] == 20
+    for i in range(15, 21):
+        await agent.send(agent.report(seq=i, collected_at=base + i))
+        assert (await agent.expect("ack"))["seq"] == i
+    hist = await (await client.get(f"/api/v1/nodes/{agent.node_id}/metrics", params={"series": "linux_host.cpu_percent", "start": base, "end": base + 100, "resolution": "raw"})).json()
+    assert len(hist["series"]["linux_host.cpu_percent"]) == 20
+
+
+async def test_new_spool_epoch_starts_sequence_again(client, fake_agent):
+    agent = fake_agent()
+    await agent.enroll()
+    await agent.connect()
+    await agent.send(agent.report(seq=5))
+    await agent.expect("ack")
+    await agent.ws.close()
+    agent.epoch = "e2"  # the agent's spool file was recreated
+    welcome = await agent.connect()
+    assert welcome["last_seq"] == 0
+    await agent.send(agent.report(seq=1, metrics={"linux_host.cpu_percent": 77.0}))
+    await agent.expect("ack")
+    detail = await (await client.get(f"/api/v1/nodes/{agent.node_id}")).json()
+    assert detail["metrics"]["linux_host.cpu_percent"] == 77.0
+
+
+async def test_enroll_refuses_reused_expired_revoked_and_malformed_tokens(client):
+    hub = client.app[HUB_KEY]
+    key = Identity.generate().public_key
+    token, _ = await create_join_token(hub.store, ttl=3600, uses=1)
+    assert (await client.post(ENROLL_PATH, json={"token": token, "public_key": key})).status == 200
+    second = await client.post(ENROLL_PATH, json={"token": token, "public_key": Identity.generate().public_key})
+    assert second.status == 403 and "used up" in (await second.json())["error"]
+
+    expired, record = await create_join_token(hub.store, ttl=3600, uses=5)
+    # Fast-forward: the token's expiry is checked against the hub's clock.
+    await hub.store.use_join_token(record.token_id, "x", time.time())  # a wrong secret spends nothing
+    hub_now = time.time
+    try:
+        time.time = lambda: hub_now() + 7200  # type: ignore[assignment]
+        late = await client.post(ENROLL_PATH, json={"token": expired, "public_key": Identity.generate().public_key})
+    finally:
+        time.time = hub_now  # type: ignore[assignment]
+    assert late.status == 403
+
+    revoked, record = await create_join_token(hub.store, ttl=3600, uses=5)
+    await hub.store.revoke_join_token(record.token_id)
+    assert (await client.post(ENROLL_PATH, json={"token": revoked, "public_key": Identity.generate().public_key})).status == 403
+
+    wrong_secret = revoked.rsplit("_", 1)[0] + "_nope"
+    assert (await client.post(ENROLL_PATH, json={"token": wrong_secret, "public_key": key})).status == 403
+    bad = await client.post(ENROLL_PATH, json={"token": "garbage", "public_key": Identity.generate().public_key})
+    assert bad.status == 403 and "malformed" in (await bad.json())["error"]
+
+
+async def test_enroll_validates_its_input(client):
+    resp = await client.post(ENROLL_PATH, data=b"not json", headers={"Content-Type": "application/json"})
+    assert resp.status == 400 and "JSON" in (await resp.json())["error"]
+    resp = await client.post(ENROLL_PATH, json={"token": "rjt_a_b", "public_key": "AAAA"})
+    assert resp.status == 400 and "public_key" in (await resp.json())["error"]
+    resp = await client.post(ENROLL_PATH, json={"public_key": Identity.generate().public_key})
+    assert resp.status == 400 and "token" in (await resp.json())["error"]
+    resp = await client.post(ENROLL_PATH, data=b"x" * (70 * 1024), headers={"Content-Type": "application/json"})
+    assert resp.status == 413
+
+
+async def test_handshake_refuses_bad_signature_unknown_node_and_wrong_version(client, fake_agent):
+    agent = fake_agent()
+    await agent.enroll()
+    answer = await agent.connect(sign_as=Identity.generate())
+    assert answer["type"] == "error" and answer["code"] == "auth_failed"
+    assert await agent.expect_closed() == 1008
+
+    answer = await agent.connect(node_id="n000000000000")
+    assert answer["code"] == "auth_failed"
+
+    answer = await agent.connect(version=2)
+    assert answer["code"] == "unsupported_version" and "upgrade" in answer["message"]
+
+
+async def test_a_signature_for_another_hub_does_not_work_here(client, fake_agent):
+    agent = fake_agent()
+    await agent.enroll()
+    agent.ws = await client.ws_connect("/api/v1/agent/ws")
+    challenge = await agent.ws.receive_json()
+    from roost.core import protocol
+
+    sig = agent.identity.sign(protocol.auth_payload("h-other-hub", agent.node_id, challenge["nonce"]))
+    await agent.send({"v": 1, "type": "hello", "node_id": agent.node_id, "signature": sig, "agent_version": "t", "epoch": "e"})
+    assert (await agent.expect("error"))["code"] == "auth_failed"
+
+
+async def test_bad_messages_get_clear_errors_and_the_connection_survives(client, fake_agent):
+    agent = fake_agent()
+    await agent.enroll()
+    await agent.connect()
+    await agent.send("{not json")
+    err = await agent.expect("error")
+    assert err["code"] == "bad_json"
+    await agent.send({"v": 1, "type": "reboot"})
+    err = await agent.expect("error")
+    assert err["code"] == "unknown_type" and "report" in err["message"]
+    await agent.send(agent.report(metrics={"linux_host.cpu_percent": "high"}))
+    err = await agent.expect("error")
+    assert err["code"] == "bad_message" and "metrics" in err["message"]
+    await agent.send(json.dumps([1, 2]))
+    assert (await agent.expect("error"))["code"] == "bad_message"
+    await agent.ws.send_bytes(b"\x00\x01")
+    assert (await agent.expect("error"))["code"] == "bad_message"
+    # Still served:
+    await agent.send(agent.report())
+    assert (await agent.expect("ack"))["seq"] == 1
+
+
+async def test_too_many_bad_messages_close_the_connection(client, fake_agent):
+    agent = fake_agent()
+    await agent.enroll()
+    await agent.connect()
+    for _ in range(10):
+        await agent.send("nope")
+    assert await agent.expect_closed() == 1008
+
+
+async def test_report_for_another_node_is_refused_and_closed(client, fake_agent):
+    mallory, victim = fake_agent(), fake_agent()
+    await mallory.enroll()
+    await victim.enroll()
+    await mallory.connect()
+    report = mallory.report()
+    report["node_id"] = victim.node_id
+    await mallory.send(report)
+    err = await mallory.expect("error")
+    assert err["code"] == "wrong_node"
+    assert await mallory.expect_closed() == 1008
+    detail = await (await client.get(f"/api/v1/nodes/{victim.node_id}")).json()
+    assert detail["metrics"] == {}
+
+
+async def test_wrong_protocol_version_after_handshake_closes(client, fake_agent):
+    agent = fake_agent()
+    await agent.enroll()
+    await agent.connect()
+    await agent.send(agent.report(v=9))
+    assert (await agent.expect("error"))["code"] == "unsupported_version"
+    assert await agent.expect_closed() == 1008
+
+
+async def test_oversized_messages_are_refused_and_others_keep_being_served(client, fake_agent):
+    big, good = fake_agent(), fake_agent()
+    await big.enroll()
+    await good.enroll()
+    await big.connect()
+    await good.connect()
+    padding = "x" * (MAX_MESSAGE_BYTES + 10)
+    await big.send(big.report(data={"linux_host": {"pad": padding}}))
+    err = await big.expect("error")
+    assert err["code"] == "too_large" and str(MAX_MESSAGE_BYTES) in err["message"]
+    assert await big.expect_closed() == 1009
+
+    huge = fake_agent()
+    await huge.enroll()
+    await huge.connect()
+    await huge.send("x" * (MAX_MESSAGE_BYTES * 2 + 10))
+    assert await huge.expect_closed() == 1009
+
+    await good.send(good.report())
+    assert (await good.expect("ack"))["seq"] == 1
+
+
+async def test_a_newer_connection_replaces_the_older(client, fake_agent):
+    agent = fake_agent()
+    await agent.enroll()
+    await agent.connect()
+    old = agent.ws
+    await agent.connect()
+    msg = await old.receive(timeout=5)
+    assert old.closed and old.close_code == 4000, msg
+    await agent.send(agent.report())
+    assert (await agent.expect("ack"))["seq"] == 1
+
+
+async def test_revoking_a_node_closes_its_socket_and_refuses_reconnects(client, fake_agent):
+    agent = fake_agent()
+    await agent.enroll()
+    await agent.connect()
+    hub = client.app[HUB_KEY]
+    assert await hub.revoke_node(agent.node_id)
+    assert await agent.expect_closed(timeout=1) == 4003
+    answer = await agent.connect()
+    assert answer["code"] == "auth_failed"
+
+
+async def test_hello_must_come_in_time(client, fake_agent, monkeypatch):
+    from roost.core.hub import gateway
+
+    monkeypatch.setattr(gateway, "HANDSHAKE_TIMEOUT", 0.2)
+    agent = fake_agent()
+    agent.ws = await client.ws_connect("/api/v1/agent/ws")
+    await agent.expect("challenge")
+    err = await agent.expect("error")
+    assert err["code"] == "auth_failed" and "hello" in err["message"]
+
+
+async def test_liveness_goes_stale_then_offline_and_heartbeats_count(make_hub, agent_for):
+    client = await make_hub(stale_after="1s", offline_after="2s")
+    agent = agent_for(client)
+    await agent.enroll()
+
+    async def status() -> str:
+        return (await (await client.get(f"/api/v1/nodes/{agent.node_id}")).json())["node"]["status"]
+
+    assert await status() == "new"
+    await agent.connect()
+    await agent.send(agent.report())
+    await agent.expect("ack")
+    assert await status() == "online"
+    await asyncio.sleep(1.2)
+    assert await status() == "stale"
+    await agent.send({"v": 1, "type": "heartbeat"})
+    await asyncio.sleep(0.1)
+    assert await status() == "online"
+    await asyncio.sleep(2.2)
+    assert await status() == "offline"
+    nodes = (await (await client.get("/api/v1/nodes")).json())["nodes"]
+    assert [n["status"] for n in nodes if n["id"] == agent.node_id] == ["offline"]
