@@ -1,0 +1,416 @@
+/* Roost dashboard: human units, live updates (Server-Sent Events with a polling fallback) and in-place refreshes.
+ *
+ * Every value coming from the hub is written with textContent or as an
+ * attribute; fragments re-fetched from the hub are HTML the server rendered
+ * with jinja2 autoescaping, the same HTML a page reload would give.
+ */
+(function () {
+  "use strict";
+
+  // ---------------------------------------------------------------- formats
+  // Mirrors roost/frontend/formatting.py one for one (a browser test checks).
+
+  var DASH = "\u2014";
+  var BYTE_UNITS = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+  var STATUS_LABELS = { online: "Online", stale: "Stale", offline: "Offline", "new": "New", revoked: "Revoked" };
+
+  function num(value) {
+    if (value === null || value === undefined || typeof value === "boolean") return null;
+    if (typeof value === "string" && value.trim() === "") return null;
+    var n = typeof value === "number" ? value : Number(value);
+    return Number.isFinite(n) ? n : null;
+  }
+
+  function fixed(n, decimals) {
+    var text = n.toFixed(decimals);
+    return text.charAt(0) === "-" && Number(text) === 0 ? text.slice(1) : text;
+  }
+
+  function bytes(value) {
+    var n = num(value);
+    if (n === null) return DASH;
+    var sign = n <= -0.5 ? "-" : "";
+    n = Math.abs(n);
+    var unit = 0;
+    while (n >= 1024 && unit < BYTE_UNITS.length - 1) { n /= 1024; unit += 1; }
+    if (unit === 0) return sign + fixed(n, 0) + " B";
+    if (Number(fixed(n, n >= 100 ? 0 : 1)) >= 1024 && unit < BYTE_UNITS.length - 1) { n /= 1024; unit += 1; }
+    return sign + fixed(n, n >= 100 ? 0 : 1) + " " + BYTE_UNITS[unit];
+  }
+
+  function rate(value) {
+    var text = bytes(value);
+    return text === DASH ? DASH : text + "/s";
+  }
+
+  function percent(value) {
+    var n = num(value);
+    if (n === null) return DASH;
+    return fixed(n, Math.abs(n) < 10 ? 1 : 0) + "%";
+  }
+
+  function number(value, decimals) {
+    var n = num(value);
+    if (n === null) return DASH;
+    return fixed(n, decimals === undefined ? 2 : decimals);
+  }
+
+  function integer(value) {
+    var n = num(value);
+    if (n === null) return DASH;
+    var text = fixed(n, 0);
+    var negative = text.charAt(0) === "-";
+    var digits = negative ? text.slice(1) : text;
+    return (negative ? "-" : "") + digits.replace(/\B(?=(\d{3})+(?!\d))/g, ",");
+  }
+
+  function duration(value) {
+    var n = num(value);
+    if (n === null || n < 0) return DASH;
+    var seconds = Math.trunc(n);
+    if (seconds < 60) return seconds + " s";
+    var minutes = Math.floor(seconds / 60);
+    if (minutes < 60) return minutes + " min";
+    var hours = Math.floor(minutes / 60);
+    minutes = minutes % 60;
+    if (hours < 24) return minutes ? hours + " h " + minutes + " min" : hours + " h";
+    var days = Math.floor(hours / 24);
+    hours = hours % 24;
+    return hours ? days + " d " + hours + " h" : days + " d";
+  }
+
+  function ago(value, now) {
+    var ts = num(value);
+    if (ts === null) return "never";
+    var age = (now === undefined ? Date.now() / 1000 : now) - ts;
+    if (age < 2) return "just now";
+    return duration(age) + " ago";
+  }
+
+  function pad(n) { return n < 10 ? "0" + n : String(n); }
+
+  function datetime(value) {
+    var ts = num(value);
+    if (ts === null) return DASH;
+    var d = new Date(ts * 1000);
+    return d.getFullYear() + "-" + pad(d.getMonth() + 1) + "-" + pad(d.getDate()) + " " + pad(d.getHours()) + ":" + pad(d.getMinutes());
+  }
+
+  function dash(value) {
+    if (value === null || value === undefined || value === "") return DASH;
+    if (Array.isArray(value) && value.length === 0) return DASH;
+    return String(value);
+  }
+
+  function statusLabel(status) {
+    if (!status) return "Unknown";
+    if (Object.prototype.hasOwnProperty.call(STATUS_LABELS, status)) return STATUS_LABELS[status];
+    var text = String(status).replace(/_/g, " ");
+    return text.charAt(0).toUpperCase() + text.slice(1);
+  }
+
+  function problems(value) {
+    var n = num(value) || 0;
+    return n + (n === 1 ? " problem" : " problems");
+  }
+
+  var format = {
+    bytes: bytes, rate: rate, percent: percent, number: number, integer: integer,
+    duration: duration, ago: ago, datetime: datetime, dash: dash,
+    status: statusLabel, problems: problems
+  };
+
+  // ------------------------------------------------------------ DOM helpers
+
+  function getPath(obj, path) {
+    var parts = path.split(".");
+    var value = obj;
+    for (var i = 0; i < parts.length; i++) {
+      if (value === null || typeof value !== "object") return undefined;
+      value = value[parts[i]];
+    }
+    return value;
+  }
+
+  function refreshTimes(root) {
+    var now = Date.now() / 1000;
+    (root || document).querySelectorAll("time[data-format]").forEach(function (el) {
+      var ts = el.getAttribute("data-ts");
+      if (el.dataset.format === "ago") {
+        var text = ago(ts === null ? null : ts, now);
+        if (el.textContent !== text) el.textContent = text;
+      } else if (el.dataset.format === "datetime" && ts !== null && !el.dataset.local) {
+        el.textContent = datetime(ts);
+        el.dataset.local = "1";
+      }
+      if (ts !== null && !el.title) el.title = new Date(Number(ts) * 1000).toLocaleString();
+    });
+  }
+
+  function setTime(el, value) {
+    var ts = num(value);
+    if (ts === null) {
+      el.removeAttribute("data-ts");
+      el.removeAttribute("datetime");
+      el.removeAttribute("title");
+    } else {
+      el.setAttribute("data-ts", String(ts));
+      el.setAttribute("datetime", new Date(ts * 1000).toISOString());
+      el.title = new Date(ts * 1000).toLocaleString();
+    }
+    el.textContent = ago(ts);
+  }
+
+  /* Write a node summary into every [data-field] element under root. */
+  function applyNode(root, node) {
+    if (node.status) root.setAttribute("data-status", node.status);
+    if (node.last_seen !== undefined) root.setAttribute("data-last-seen", node.last_seen === null ? "" : String(node.last_seen));
+    root.querySelectorAll("[data-field]").forEach(function (el) {
+      var value = getPath(node, el.dataset.field);
+      var fmt = el.dataset.format;
+      if (el.tagName === "METER") {
+        var n = num(value);
+        el.value = n === null ? 0 : Math.max(0, Math.min(100, n));
+        el.toggleAttribute("data-missing", n === null);
+        el.textContent = percent(n);
+        return;
+      }
+      if (fmt === "ago") { setTime(el, value); return; }
+      var formatter = format[fmt] || dash;
+      el.textContent = formatter(value);
+      if (fmt === "status") el.setAttribute("data-status", value || "unknown");
+      el.setAttribute("data-value", value === null || value === undefined ? "" : String(value));
+    });
+  }
+
+  function nodeElements(nodeId) {
+    return document.querySelectorAll("[data-node-id=\"" + CSS.escape(String(nodeId)) + "\"]");
+  }
+
+  // -------------------------------------------------------------- fragments
+
+  var fragments = {};
+
+  /* Re-fetch a server-rendered part of this page (?fragment=NAME), at most once per minGap ms. */
+  function refreshFragment(name, minGap) {
+    var f = fragments[name] || (fragments[name] = { last: 0, timer: null, busy: false, again: false });
+    var gap = minGap === undefined ? 3000 : minGap;
+    if (f.busy) { f.again = true; return; }
+    if (f.timer) return;
+    var wait = Math.max(0, f.last + gap - Date.now());
+    f.timer = setTimeout(function () {
+      f.timer = null;
+      f.busy = true;
+      f.last = Date.now();
+      loadFragment(name).catch(function () { /* the next event tries again */ }).then(function () {
+        f.busy = false;
+        if (f.again) { f.again = false; refreshFragment(name, gap); }
+      });
+    }, wait);
+  }
+
+  function loadFragment(name) {
+    var target = document.querySelector("[data-fragment=\"" + CSS.escape(name) + "\"]");
+    if (!target) return Promise.resolve();
+    var url = new URL(window.location.href);
+    url.searchParams.set("fragment", name);
+    url.hash = "";
+    return fetch(url.toString(), { headers: { Accept: "text/html" }, cache: "no-store", credentials: "same-origin" })
+      .then(function (res) {
+        if (!res.ok) throw new Error("HTTP " + res.status);
+        return res.text();
+      })
+      .then(function (html) {
+        // Autoescaped server HTML, parsed inertly (scripts in it would not run).
+        var doc = new DOMParser().parseFromString(html, "text/html");
+        var keep = rememberView(target);
+        target.replaceChildren.apply(target, Array.prototype.slice.call(doc.body.childNodes));
+        restoreView(target, keep);
+        refreshTimes(target);
+        document.dispatchEvent(new CustomEvent("roost:fragment", { detail: { name: name } }));
+      });
+  }
+
+  // Keep what the reader opened or scrolled across a refresh.
+  function rememberView(root) {
+    var open = [];
+    root.querySelectorAll("details[open] > summary").forEach(function (s) { open.push(s.textContent); });
+    var scrolls = [];
+    root.querySelectorAll(".table-wrap").forEach(function (el, i) {
+      if (el.scrollTop || el.scrollLeft) scrolls.push([i, el.scrollTop, el.scrollLeft]);
+    });
+    return { open: open, scrolls: scrolls };
+  }
+
+  function restoreView(root, keep) {
+    root.querySelectorAll("details > summary").forEach(function (s) {
+      if (keep.open.indexOf(s.textContent) !== -1) s.parentElement.open = true;
+    });
+    var wraps = root.querySelectorAll(".table-wrap");
+    keep.scrolls.forEach(function (s) {
+      var el = wraps[s[0]];
+      if (el) { el.scrollTop = s[1]; el.scrollLeft = s[2]; }
+    });
+  }
+
+  // ------------------------------------------------------------- live feed
+
+  var EVENTS_URL = "/api/v1/events";
+  var NODES_URL = "/api/v1/nodes";
+  var POLL_MS = 10000;
+  var SILENCE_MS = 45000; // the hub pings every 15 s; three missed pings mean a dead stream
+
+  var handlers = [];
+  var source = null;
+  var lastMessage = 0;
+  var pollTimer = null;
+  var reconnectTimer = null;
+  var backoff = 1000;
+  var liveState = "";
+
+  function setLive(state, text) {
+    var el = document.getElementById("live-status");
+    liveState = state;
+    if (!el) return;
+    el.setAttribute("data-live", state);
+    el.textContent = text;
+  }
+
+  function onNode(fn) { handlers.push(fn); }
+
+  function emitNode(node) {
+    if (!node || typeof node !== "object" || node.id === undefined) return;
+    nodeElements(node.id).forEach(function (el) { applyNode(el, node); });
+    handlers.forEach(function (fn) {
+      try { fn(node); } catch (err) { console.warn("roost: live update handler failed", err); }
+    });
+  }
+
+  function pollOnce() {
+    return fetch(NODES_URL, { cache: "no-store", credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (res) {
+        if (!res.ok) throw new Error("HTTP " + res.status);
+        return res.json();
+      })
+      .then(function (body) {
+        (body.nodes || []).forEach(emitNode);
+        if (liveState !== "live") setLive("polling", "Polling");
+      })
+      .catch(function () {
+        if (liveState !== "live") setLive("down", "Hub unreachable");
+      });
+  }
+
+  function startPolling() {
+    if (pollTimer) return;
+    pollOnce();
+    pollTimer = setInterval(pollOnce, POLL_MS);
+  }
+
+  function stopPolling() {
+    if (pollTimer) { clearInterval(pollTimer); pollTimer = null; }
+  }
+
+  function scheduleReconnect() {
+    if (reconnectTimer) return;
+    var delay = backoff * (0.75 + Math.random() * 0.5);
+    backoff = Math.min(backoff * 2, 60000);
+    reconnectTimer = setTimeout(function () { reconnectTimer = null; connect(); }, delay);
+  }
+
+  function connect() {
+    if (!window.EventSource) { startPolling(); return; }
+    var hadError = false;
+    var es = new EventSource(EVENTS_URL);
+    source = es;
+    lastMessage = Date.now();
+    es.addEventListener("open", function () {
+      backoff = 1000;
+      lastMessage = Date.now();
+      setLive("live", "Live");
+      stopPolling();
+      if (hadError) pollOnce(); // catch up on what happened while the stream was down
+    });
+    es.addEventListener("node", function (event) {
+      lastMessage = Date.now();
+      var node;
+      try { node = JSON.parse(event.data); } catch (err) { return; }
+      emitNode(node);
+    });
+    es.addEventListener("ping", function () { lastMessage = Date.now(); });
+    es.addEventListener("message", function () { lastMessage = Date.now(); });
+    es.addEventListener("error", function () {
+      hadError = true;
+      if (source !== es) return;
+      startPolling();
+      // CONNECTING means the browser retries on its own; CLOSED means it gave up.
+      if (es.readyState === EventSource.CLOSED) { es.close(); source = null; scheduleReconnect(); }
+    });
+  }
+
+  function watchdog() {
+    if (source && source.readyState === EventSource.OPEN && Date.now() - lastMessage > SILENCE_MS) {
+      source.close();
+      source = null;
+      setLive("polling", "Polling");
+      startPolling();
+      scheduleReconnect();
+    }
+  }
+
+  // ------------------------------------------------------------------ pages
+
+  function updateCounts() {
+    var box = document.getElementById("status-counts");
+    if (!box) return;
+    var counts = {};
+    document.querySelectorAll(".node-card[data-status]").forEach(function (card) {
+      var s = card.getAttribute("data-status");
+      counts[s] = (counts[s] || 0) + 1;
+    });
+    box.querySelectorAll(".count[data-status]").forEach(function (el) {
+      var n = counts[el.getAttribute("data-status")] || 0;
+      el.setAttribute("data-count", String(n));
+      var nEl = el.querySelector(".count-n");
+      if (nEl) nEl.textContent = String(n);
+    });
+  }
+
+  function initOverview() {
+    onNode(function (node) {
+      var card = document.querySelector(".node-card[data-node-id=\"" + CSS.escape(String(node.id)) + "\"]");
+      if (!card) { refreshFragment("nodes", 2000); return; }
+      var link = card.querySelector(".node-name a");
+      var name = node.name || node.hostname || node.id;
+      if (link && name && link.textContent !== name) link.textContent = name;
+      updateCounts();
+    });
+    document.addEventListener("roost:fragment", updateCounts);
+  }
+
+  function initIntegrations() {
+    onNode(function () { refreshFragment("integrations", 5000); });
+  }
+
+  function init() {
+    refreshTimes(document);
+    setInterval(function () { refreshTimes(document); }, 1000);
+    var page = document.body.getAttribute("data-page");
+    if (page === "overview") initOverview();
+    if (page === "integrations") initIntegrations();
+    if (page === "not_found") { setLive("idle", ""); return; }
+    connect();
+    setInterval(watchdog, 5000);
+  }
+
+  window.Roost = {
+    format: format,
+    onNode: onNode,
+    applyNode: applyNode,
+    refreshFragment: refreshFragment,
+    refreshTimes: refreshTimes
+  };
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
+  else init();
+})();

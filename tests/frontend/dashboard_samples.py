@@ -1,0 +1,136 @@
+"""Hub answers shaped like the real API's, for rendering the dashboard without a running hub."""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any
+
+NOW = time.time()
+
+SUMMARY: dict[str, Any] = {
+    "id": "n0a1b2c3d4e5",
+    "name": "atlas",
+    "hostname": "atlas.lan",
+    "status": "online",
+    "last_seen": NOW - 3,
+    "local": True,
+    "agent_version": "0.1.0",
+    "facts": {"os": "Debian GNU/Linux", "kernel": "6.1.0-18-amd64", "arch": "x86_64", "cpu_cores_logical": 8},
+    "headline": {
+        "cpu_percent": 12.5,
+        "mem_used_percent": 63.2,
+        "disk_used_percent": 91.0,
+        "load_1": 0.42,
+        "uptime_s": 93784,
+    },
+    "integrations_summary": {"loaded": 1, "problems": 1},
+    "spool_dropped": 0,
+}
+
+LINUX_HOST_STATE: dict[str, Any] = {
+    "facts": {
+        "hostname": "atlas.lan",
+        "os": "Debian GNU/Linux",
+        "os_version": "12",
+        "kernel": "6.1.0-18-amd64",
+        "arch": "x86_64",
+        "cpu_model": "AMD Ryzen 7 5700G with Radeon Graphics",
+        "cpu_cores_logical": 8,
+        "cpu_cores_physical": 4,
+        "boot_time": NOW - 93784,
+        "virtualization": "none",
+        "container": None,
+        "mem_total_bytes": 33_554_432_000,
+        "macs": {"eth0": "52:54:00:12:34:56"},
+    },
+    "cpu": {"percent": 12.5, "per_core_percent": [10.0, 20.0, 5.0, 15.0], "load": [0.42, 0.35, 0.3], "count": 8},
+    "memory": {
+        "total_bytes": 33_554_432_000,
+        "used_bytes": 21_206_401_024,
+        "available_bytes": 12_348_030_976,
+        "percent": 63.2,
+        "swap_total_bytes": 0,
+        "swap_used_bytes": 0,
+        "swap_percent": 0,
+    },
+    "disks": [
+        {"mount": "/", "device": "/dev/nvme0n1p2", "fstype": "ext4", "total_bytes": 500_000_000_000,
+         "used_bytes": 455_000_000_000, "free_bytes": 45_000_000_000, "percent": 91.0},
+        {"mount": "/srv", "device": "/dev/sda1", "fstype": "xfs", "total_bytes": 4_000_000_000_000,
+         "used_bytes": 1_000_000_000_000, "free_bytes": 3_000_000_000_000, "percent": 25.0},
+    ],
+    "disk_io": {"read_bytes_per_s": 1_048_576, "write_bytes_per_s": 524_288, "devices": []},
+    "network": [
+        {"name": "eth0", "mac": "52:54:00:12:34:56", "is_up": True, "speed_mbps": 1000, "mtu": 1500,
+         "addresses": [{"family": "ipv4", "address": "192.168.1.10", "netmask": "255.255.255.0"}],
+         "rx_bytes": 10_000_000_000, "tx_bytes": 2_000_000_000, "rx_bytes_per_s": 125_000, "tx_bytes_per_s": 2_500,
+         "errors": 0, "drops": 3},
+    ],
+    "uptime_s": 93784,
+    "processes": {
+        "count": 214,
+        "top_cpu": [{"pid": 811, "name": "postgres", "username": "postgres", "cpu_percent": 7.5,
+                     "mem_bytes": 104_857_600, "mem_percent": 0.3, "cmdline": "postgres: checkpointer"}],
+        "top_memory": [{"pid": 1201, "name": "java", "username": "minecraft", "cpu_percent": 2.0,
+                        "mem_bytes": 4_294_967_296, "mem_percent": 12.8, "cmdline": ["java", "-Xmx4G", "-jar", "server.jar"]}],
+    },
+    "services": {
+        "available": True,
+        "reason": "",
+        "units": [
+            {"name": "ssh.service", "load": "loaded", "active": "active", "sub": "running", "description": "OpenBSD Secure Shell server"},
+            {"name": "backup.service", "load": "loaded", "active": "failed", "sub": "failed", "description": "Nightly backup"},
+        ],
+    },
+}
+
+INTEGRATIONS: list[dict[str, Any]] = [
+    {"domain": "linux_host", "name": "Linux host", "version": "0.1.0", "source": "builtin", "state": "loaded",
+     "reason": "", "since": NOW - 600},
+    {"domain": "docker", "name": "Docker", "version": "0.1.0", "source": "builtin", "state": "setup_error",
+     "reason": "docker: cannot reach /var/run/docker.sock (permission denied) — add the roost user to the docker group",
+     "since": NOW - 600},
+]
+
+
+def node_detail(summary: dict[str, Any] | None = None, state: dict[str, Any] | None = None) -> dict[str, Any]:
+    node = copy.deepcopy(summary or SUMMARY)
+    node.update(
+        facts=copy.deepcopy(LINUX_HOST_STATE["facts"]),
+        integrations=copy.deepcopy(INTEGRATIONS),
+        capabilities=["host.metrics.read"],
+        fields={"linux_host.cpu_percent": {"unit": "percent", "description": "CPU use", "label": "CPU"}},
+    )
+    return {
+        "node": node,
+        "state": copy.deepcopy(state if state is not None else {"linux_host": LINUX_HOST_STATE}),
+        "collected_at": NOW - 3,
+        "metrics": {"linux_host.cpu_percent": 12.5},
+    }
+
+
+class FakeHub:
+    """Answers the three calls the dashboard makes, from plain data a test can change."""
+
+    def __init__(self, nodes: list[dict[str, Any]] | None = None, details: dict[str, dict[str, Any]] | None = None,
+                 hub_integrations: list[dict[str, Any]] | None = None) -> None:
+        self.nodes = nodes if nodes is not None else [copy.deepcopy(SUMMARY)]
+        self.details = details if details is not None else {n["id"]: node_detail(n) for n in self.nodes}
+        self.hub_integrations = hub_integrations if hub_integrations is not None else []
+
+    async def nodes_summary(self) -> dict[str, Any]:
+        return {"nodes": copy.deepcopy(self.nodes)}
+
+    async def node_detail(self, node_id: str) -> dict[str, Any] | None:
+        detail = self.details.get(node_id)
+        return copy.deepcopy(detail) if detail is not None else None
+
+    async def integrations_overview(self) -> dict[str, Any]:
+        return {
+            "hub": copy.deepcopy(self.hub_integrations),
+            "nodes": {
+                node_id: {"name": d["node"].get("name"), "integrations": copy.deepcopy(d["node"].get("integrations", []))}
+                for node_id, d in self.details.items()
+            },
+        }
