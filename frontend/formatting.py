@@ -104,6 +104,16 @@ def fmt_count(value: Any) -> str:
     return f"{int(_fixed(number, 0)):,}"
 
 
+def fmt_link_speed(value: Any) -> str:
+    """A network link speed given in Mb/s: 1000 -> '1 Gb/s', 100 -> '100 Mb/s'."""
+    number = _number(value)
+    if number is None or number <= 0:
+        return DASH
+    if number >= 1000:
+        return f"{float(_fixed(number / 1000, 1)):g} Gb/s"
+    return f"{_fixed(number, 0)} Mb/s"
+
+
 def fmt_duration(value: Any) -> str:
     """Seconds as the two largest units: 93784 -> '1 d 2 h'."""
     number = _number(value)
@@ -176,6 +186,7 @@ FILTERS = {
     "number": fmt_number,
     "integer": fmt_count,
     "duration": fmt_duration,
+    "link_speed": fmt_link_speed,
     "ago": fmt_ago,
     "datetime": fmt_datetime,
     "iso": iso_datetime,

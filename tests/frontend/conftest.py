@@ -1,10 +1,13 @@
-"""Hub answers shaped like the real API's, for rendering the dashboard without a running hub."""
+"""Fixtures for the dashboard's tests: hub-shaped sample data and a fake hub for rendering, a real hub process and Chromium for the browser tests."""
 
 from __future__ import annotations
 
 import copy
 import time
+from types import SimpleNamespace
 from typing import Any
+
+import pytest
 
 NOW = time.time()
 
@@ -134,3 +137,11 @@ class FakeHub:
                 for node_id, d in self.details.items()
             },
         }
+
+
+@pytest.fixture
+def samples() -> SimpleNamespace:
+    """The sample data and the fake hub, for tests (helpers are not importable under importlib mode)."""
+    return SimpleNamespace(
+        SUMMARY=SUMMARY, LINUX_HOST_STATE=LINUX_HOST_STATE, INTEGRATIONS=INTEGRATIONS, node_detail=node_detail, FakeHub=FakeHub
+    )
