@@ -174,7 +174,7 @@
           stroke: axisColor,
           grid: { stroke: gridColor, width: 1 },
           ticks: { stroke: gridColor, width: 1 },
-          size: 64,
+          size: group.unit === "bytes_per_second" || group.unit === "bytes" ? 84 : 60,
           values: function (u, vals) { return vals.map(fmt); }
         }
       ],
