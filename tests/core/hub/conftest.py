@@ -118,7 +118,9 @@ class FakeAgent:
     async def expect_closed(self, timeout: float = 5) -> int:
         while True:
             msg = await self.ws.receive(timeout=timeout)
-            if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.CLOSING):
+            if msg.type == WSMsgType.CLOSE:
+                return msg.data
+            if msg.type in (WSMsgType.CLOSED, WSMsgType.CLOSING):
                 return self.ws.close_code
             assert msg.type == WSMsgType.TEXT, msg
 

@@ -1,0 +1,117 @@
+"""The agent runtime and its WebSocket uplink against a real hub app: delivery, outage, backlog in order."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+from aiohttp.test_utils import TestServer
+from support import free_port
+
+from roost.agent.runtime import AgentRuntime
+from roost.agent.uplink import Backoff, WebSocketUplink
+from roost.core.config import AgentSettings, load_hub_config
+from roost.core.hub.app import HUB_KEY, create_app
+
+TICKER = '''
+from roost.core import hookimpl
+
+@hookimpl
+def roost_collect(ctx):
+    ctx.data["n"] = ctx.data.get("n", 0) + 1
+    return {"state": {"n": ctx.data["n"]}, "metrics": {"tick": ctx.data["n"]}}
+'''
+
+
+def make_ticker(root):
+    folder = root / "custom_integrations" / "ticker"
+    folder.mkdir(parents=True)
+    (folder / "manifest.json").write_text(json.dumps({"domain": "ticker", "name": "Ticker", "version": "1.0", "roles": ["agent"]}))
+    (folder / "__init__.py").write_text(TICKER)
+
+
+async def wait_until(predicate, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await predicate():
+            return True
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+async def test_backlog_from_a_hub_outage_arrives_complete_and_in_order(tmp_path):
+    port = free_port()
+    config = load_hub_config(None, overrides={"hub": {"data_dir": str(tmp_path / "hub")}, "agent": {"enabled": False}})
+    server = TestServer(create_app(config), host="127.0.0.1", port=port)
+    await server.start_server()
+    hub = server.app[HUB_KEY]
+
+    agent_dir = tmp_path / "agent"
+    make_ticker(agent_dir)
+    rt = AgentRuntime(
+        data_dir=agent_dir,
+        settings=AgentSettings(interval=0.1, heartbeat=1),
+        integrations_config={"linux_host": {"enabled": False}},
+        entry_points=False,
+    )
+    node = await hub.add_node(public_key=rt.identity.public_key, hostname="t", name="t", facts={})
+    rt.node_id = node.node_id
+    await rt.start()
+    uplink = WebSocketUplink(f"http://127.0.0.1:{port}", backoff=Backoff(0.05, 0.2))
+    stop = asyncio.Event()
+    task = asyncio.create_task(rt.run(uplink, stop))
+    try:
+        await wait_until(lambda: _true(hub.ingestor.persisted >= 3))
+        await server.close()
+        before = rt.cycles
+        await wait_until(lambda: _true(rt.cycles >= before + 8))
+        assert len(rt.spool) >= 8  # collected while the hub was away
+
+        server = TestServer(create_app(config), host="127.0.0.1", port=port)
+        await server.start_server()
+        hub = server.app[HUB_KEY]
+        target = rt.cycles + 3
+        await wait_until(lambda: _true(hub.ingestor.persisted > 0 and len(rt.spool) <= 1 and rt.cycles >= target))
+        hist = await hub.store.history(rt.node_id, ["ticker.tick"], 0, time.time() + 10, "raw")
+        ticks = [p[1] for p in hist["ticker.tick"]]
+        assert ticks == [float(i) for i in range(1, len(ticks) + 1)], ticks  # none missing, none twice, in order
+        assert len(ticks) >= target - 1
+        detail = await hub.node_detail(rt.node_id)
+        assert detail["node"]["status"] == "online"
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+        await rt.stop()
+        await server.close()
+
+
+async def test_agent_with_a_revoked_key_keeps_spooling_and_says_why(tmp_path, caplog):
+    port = free_port()
+    config = load_hub_config(None, overrides={"hub": {"data_dir": str(tmp_path / "hub")}, "agent": {"enabled": False}})
+    server = TestServer(create_app(config), host="127.0.0.1", port=port)
+    await server.start_server()
+    hub = server.app[HUB_KEY]
+    agent_dir = tmp_path / "agent"
+    make_ticker(agent_dir)
+    rt = AgentRuntime(data_dir=agent_dir, settings=AgentSettings(interval=0.1, heartbeat=1), integrations_config={"linux_host": {"enabled": False}}, entry_points=False)
+    node = await hub.add_node(public_key=rt.identity.public_key, hostname="t", name="t", facts={})
+    await hub.revoke_node(node.node_id)
+    rt.node_id = node.node_id
+    await rt.start()
+    stop = asyncio.Event()
+    task = asyncio.create_task(rt.run(WebSocketUplink(f"http://127.0.0.1:{port}", backoff=Backoff(0.05, 0.2)), stop))
+    try:
+        await wait_until(lambda: _true(rt.cycles >= 5))
+        assert hub.ingestor.persisted == 0
+        assert len(rt.spool) >= 5
+        assert any("hub rejected this node" in r.getMessage() for r in caplog.records)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+        await rt.stop()
+        await server.close()
+
+
+async def _true(value: bool) -> bool:
+    return value
