@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import copy
+import json
+import os
+import signal
+import subprocess
+import sys
 import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from support import free_port, need
 
 NOW = time.time()
 
@@ -145,3 +155,157 @@ def samples() -> SimpleNamespace:
     return SimpleNamespace(
         SUMMARY=SUMMARY, LINUX_HOST_STATE=LINUX_HOST_STATE, INTEGRATIONS=INTEGRATIONS, node_detail=node_detail, FakeHub=FakeHub
     )
+
+
+# --------------------------------------------------------------------------
+# A real hub process and a real Chromium, for the browser tests.
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--no-first-run",
+]
+HUB_START_TIMEOUT = 30.0
+FIRST_REPORT_TIMEOUT = 30.0
+
+
+@dataclass
+class LiveHub:
+    """A `roost hub` subprocess on loopback, with its own host as the local node."""
+
+    base_url: str
+    node_id: str
+    log: Path
+
+    def get(self, path: str) -> Any:
+        with urllib.request.urlopen(self.base_url + path, timeout=5) as resp:
+            return json.loads(resp.read())
+
+
+def _roost_command() -> list[str]:
+    script = Path(sys.executable).with_name("roost")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "roost.core.cli"]
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+def _wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen, log: Path) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"the hub exited with {proc.returncode} while waiting for {what}:\n{log.read_text(errors='replace')[-4000:]}")
+        try:
+            last = predicate()
+            if last:
+                return last
+        except OSError as err:  # not listening yet
+            last = err
+        time.sleep(0.2)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r}):\n{log.read_text(errors='replace')[-4000:]}")
+
+
+@pytest.fixture(scope="module")
+def live_hub(tmp_path_factory) -> Iterator[LiveHub]:
+    """Start `roost hub` collecting every second; stop it (TERM, then KILL) afterwards."""
+    tmp = tmp_path_factory.mktemp("hub")
+    config = tmp / "roost.toml"
+    config.write_text('[agent]\ninterval = "1s"\n', encoding="utf-8")
+    port = free_port()
+    log = tmp / "hub.log"
+    cmd = [*_roost_command(), "hub", "--config", str(config), "--data-dir", str(tmp / "data"),
+           "--port", str(port), "--bind", "127.0.0.1"]
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    hub = LiveHub(base_url=f"http://127.0.0.1:{port}", node_id="", log=log)
+    try:
+        _wait_for(lambda: hub.get("/api/v1/health").get("status") == "ok", HUB_START_TIMEOUT, "GET /api/v1/health", proc, log)
+
+        def local_node_reported() -> str | None:
+            for node in hub.get("/api/v1/nodes")["nodes"]:
+                if node.get("local") and node.get("status") == "online" and "cpu_percent" in node.get("headline", {}):
+                    return node["id"]
+            return None
+
+        hub.node_id = _wait_for(local_node_reported, FIRST_REPORT_TIMEOUT, "the local node's first report", proc, log)
+        yield hub
+    finally:
+        _stop(proc)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Headless Chromium from the system package (never a downloaded one)."""
+    need(Path(CHROMIUM).exists(), f"Chromium at {CHROMIUM} (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        need(False, "Python playwright")
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS, timeout=60_000)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@dataclass
+class Tab:
+    """One browser page on the live hub, recording console errors and uncaught exceptions."""
+
+    page: Any
+    base_url: str
+    errors: list[str] = field(default_factory=list)
+
+    def goto(self, path: str) -> Any:
+        return self.page.goto(self.base_url + path)
+
+    def assert_no_errors(self) -> None:
+        assert not self.errors, "browser reported errors:\n" + "\n".join(self.errors)
+
+
+def open_tab(browser: Any, hub: LiveHub, **context_options: Any) -> Tab:
+    context = browser.new_context(**{"viewport": {"width": 1280, "height": 900}, **context_options})
+    context.set_default_timeout(20_000)
+    page = context.new_page()
+    tab = Tab(page=page, base_url=hub.base_url)
+    page.on("console", lambda msg: msg.type == "error" and tab.errors.append(f"console: {msg.text}"))
+    page.on("pageerror", lambda err: tab.errors.append(f"page error: {err}"))
+    return tab
+
+
+@pytest.fixture
+def new_tab(browser, live_hub) -> Iterator[Any]:
+    """Open pages in fresh browser contexts (context options as keywords); all closed afterwards."""
+    tabs: list[Tab] = []
+
+    def make(**context_options: Any) -> Tab:
+        tabs.append(open_tab(browser, live_hub, **context_options))
+        return tabs[-1]
+
+    try:
+        yield make
+    finally:
+        for tab in tabs:
+            tab.page.context.close()
+
+
+@pytest.fixture
+def tab(new_tab) -> Tab:
+    return new_tab()

@@ -21,22 +21,28 @@
   var REFRESH_GAP = { "1h": 10000, "24h": 60000, "7d": 300000, "30d": 600000 };
   var DETAILS_GAP = 5000;
   var PALETTE = ["#3b7be0", "#2ea56f", "#e0912b", "#c4453a", "#8a63d2", "#1ba1b5", "#c2418a", "#7a9a1f"];
-  var SKIP = { "linux_host.uptime_s": true };
+  // Redundant beside the percentages, or not worth a chart.
+  var SKIP = { "linux_host.uptime_s": true, "linux_host.mem_total_bytes": true, "linux_host.mem_used_bytes": true };
 
-  // Known series grouped into charts; anything else gets one chart per base name.
+  // Known series grouped into charts, in this order; anything else gets one chart per base name.
   var GROUPS = [
     { key: "cpu", title: "CPU", unit: "percent", names: ["linux_host.cpu_percent"] },
-    { key: "memory", title: "Memory", unit: "percent", names: ["linux_host.mem_used_percent"] },
-    { key: "load", title: "Load (1 min)", unit: "", names: ["linux_host.load_1"] },
+    { key: "memory", title: "Memory and swap", unit: "percent", names: ["linux_host.mem_used_percent", "linux_host.swap_used_percent"] },
+    { key: "load", title: "Load", unit: "", names: ["linux_host.load_1", "linux_host.load_5", "linux_host.load_15"] },
     { key: "disk", title: "Disk used", unit: "percent", base: "linux_host.disk_used_percent" },
     { key: "network", title: "Network", unit: "bytes_per_second", names: ["linux_host.net_rx_bytes_per_s", "linux_host.net_tx_bytes_per_s"] },
+    { key: "net_rx_if", title: "Receive by interface", unit: "bytes_per_second", base: "linux_host.net_rx_bytes_per_s", labelled: true },
+    { key: "net_tx_if", title: "Send by interface", unit: "bytes_per_second", base: "linux_host.net_tx_bytes_per_s", labelled: true },
     { key: "disk_io", title: "Disk I/O", unit: "bytes_per_second", names: ["linux_host.disk_read_bytes_per_s", "linux_host.disk_write_bytes_per_s"] }
   ];
   var SERIES_LABELS = {
     "linux_host.cpu_percent": "CPU",
     "linux_host.mem_used_percent": "Memory",
-    "linux_host.load_1": "Load",
-    "linux_host.disk_used_percent": "All disks",
+    "linux_host.swap_used_percent": "Swap",
+    "linux_host.load_1": "1 min",
+    "linux_host.load_5": "5 min",
+    "linux_host.load_15": "15 min",
+    "linux_host.disk_used_percent": "Root or fullest",
     "linux_host.net_rx_bytes_per_s": "Receive",
     "linux_host.net_tx_bytes_per_s": "Send",
     "linux_host.disk_read_bytes_per_s": "Read",
@@ -93,9 +99,16 @@
     var groups = [];
     GROUPS.forEach(function (g) {
       var members = wanted.filter(function (n) {
-        return g.base ? baseName(n) === g.base : g.names.indexOf(n) !== -1;
+        if (used[n]) return false;
+        if (!g.base) return g.names.indexOf(n) !== -1;
+        return baseName(n) === g.base && (!g.labelled || n !== g.base);
       });
       if (g.names) members.sort(function (a, b) { return g.names.indexOf(a) - g.names.indexOf(b); });
+      // Per-mount lines say more than the unlabelled "root or fullest" one, which repeats one of them.
+      if (g.base && !g.labelled && members.length > 1) {
+        members = members.filter(function (n) { return n !== g.base; });
+        used[g.base] = true;
+      }
       if (!members.length) return;
       members.forEach(function (n) { used[n] = true; });
       groups.push({ key: g.key, title: g.title, unit: g.unit, names: members });
