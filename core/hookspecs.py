@@ -46,7 +46,9 @@ def roost_setup(ctx: IntegrationContext) -> None | Awaitable[None]:
     """Prepare the integration once, before its first collection.
 
     Called once per process (hub or agent) after the integration's config has
-    been validated against its ``CONFIG_SCHEMA``, in dependency order.
+    been validated against its ``CONFIG_SCHEMA``, in dependency order, and
+    again after each ``NotReady`` backoff. It may take the integration's
+    ``timeout`` or 30 s, whichever is longer.
 
     :param ctx: the integration's context: its validated ``config``, the
         process ``role``, a private ``data`` dict for state kept between calls,

@@ -781,6 +781,10 @@ class IntegrationManager:
                 await self.call(integ, "roost_shutdown", timeout=SHUTDOWN_TIMEOUT, thread=True)
             except Exception:
                 _LOGGER.exception("integration %s: shutdown failed", integ.domain)
+        # Abandoned async calls that still linger would be destroyed pending when the loop closes.
+        for pending in self._inflight.values():
+            if isinstance(pending, asyncio.Future) and not pending.done():
+                pending.cancel()
 
     # ------------------------------------------------------------------ status
 
