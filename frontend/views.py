@@ -41,6 +41,13 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/nodes/{node_id}", node_page, name="node")
     app.router.add_get("/integrations", integrations_page, name="integrations")
     app.router.add_static(STATIC_PREFIX, STATIC_DIR, name="static", append_version=False)
+    app.on_response_prepare.append(_cache_versioned_static)
+
+
+async def _cache_versioned_static(request: web.Request, response: web.StreamResponse) -> None:
+    # A URL carrying the file's content hash never changes meaning, so browsers may keep it.
+    if request.path.startswith(STATIC_PREFIX) and "v" in request.query and response.status == 200:
+        response.headers["Cache-Control"] = "public, max-age=31536000, immutable"
 
 
 def create_environment() -> jinja2.Environment:

@@ -113,6 +113,8 @@ def node_detail(summary: dict[str, Any] | None = None, state: dict[str, Any] | N
         facts=copy.deepcopy(LINUX_HOST_STATE["facts"]),
         integrations=copy.deepcopy(INTEGRATIONS),
         capabilities=["host.metrics.read"],
+        interval=2.5,
+        created_at=NOW - 86_400,
         fields={"linux_host.cpu_percent": {"unit": "percent", "description": "CPU use", "label": "CPU"}},
     )
     return {

@@ -114,6 +114,7 @@ async def test_node_page_shows_facts_disks_network_processes_services(client):
         "Setup error",
         "permission denied",
         "host.metrics.read",
+        "reporting every 2.5 s",
     ):
         assert text in html, text
     # A failed unit is listed before the healthy ones.
@@ -239,8 +240,10 @@ async def test_static_assets_are_served_with_content_hashes(client):
         assert re.search(r"\?v=[0-9a-f]{12}$", url), url
         resp = await client.get(url)
         assert resp.status == 200, url
+        assert resp.headers["Cache-Control"] == "public, max-age=31536000, immutable"
     resp = await client.get("/static/vendor/uplot/LICENSE")
     assert resp.status == 200
+    assert "immutable" not in resp.headers.get("Cache-Control", "")
 
 
 async def test_pages_are_not_cached(client):

@@ -272,6 +272,7 @@
     var el = document.getElementById("live-status");
     liveState = state;
     if (!el) return;
+    el.hidden = state === "idle";
     el.setAttribute("data-live", state);
     el.textContent = text;
   }
@@ -319,6 +320,7 @@
   }
 
   function connect() {
+    if (liveState === "") setLive("connecting", "Connecting\u2026");
     if (!window.EventSource) { startPolling(); return; }
     var hadError = false;
     var es = new EventSource(EVENTS_URL);
