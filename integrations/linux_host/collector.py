@@ -16,7 +16,7 @@ from typing import Any
 
 import psutil
 
-from .cgroups import Mount, detect_container, parse_mountinfo, read_cpu_quota, read_memory_limit, resolve_layout
+from .cgroups import CgroupLayout, Mount, detect_container, parse_mountinfo, read_cpu_quota, read_memory_limit, resolve_layout
 from .const import (
     CAP_HOST_METRICS,
     CAP_NETWORK_INFO,
@@ -159,7 +159,7 @@ class Collector:
         self._facts_at = 0.0
         self.container: str | None = None
         self.systemd = False
-        self._layout = resolve_layout(self.proc_root, self.sys_root)
+        self._layout = CgroupLayout()
         self._logical_cpus = psutil.cpu_count(logical=True) or 1
 
         self._cpu: _Sample | None = None
@@ -203,6 +203,7 @@ class Collector:
     def _refresh_facts(self, now: float) -> None:
         self.facts = collect_facts(self.proc_root, self.sys_root, self.root, use_systemd_detect=self.live)
         self.container = detect_container(self.proc_root, self.root)
+        self._layout = resolve_layout(self.proc_root, self.sys_root)
         self.systemd = systemd_running(self.root / "run")
         # Sensors rarely appear at run time; a host without them skips the hwmon scan until the next refresh.
         self._sensors = True

@@ -111,7 +111,9 @@ async def test_state_shape(start_linux_host):
 
 async def test_values_are_plausible(start_linux_host):
     manager = await start_linux_host()
+    pids_before = len(psutil.pids())
     state, metrics = await collect(manager)
+    pids_after = len(psutil.pids())
     cpu = state["cpu"]
     assert 0 <= cpu["percent"] <= 100
     assert cpu["count"] == psutil.cpu_count()
@@ -135,7 +137,7 @@ async def test_values_are_plausible(start_linux_host):
 
     assert abs(state["uptime_s"] - (time.time() - psutil.boot_time())) < 5
     processes = state["processes"]
-    assert processes["count"] == pytest.approx(len(psutil.pids()), abs=20)
+    assert min(pids_before, pids_after) - 30 <= processes["count"] <= max(pids_before, pids_after) + 30
     assert metrics["process_count"] == processes["count"]
 
 
@@ -258,54 +260,61 @@ async def test_ignore_interfaces_and_mounts(start_linux_host):
 
 
 async def test_top_processes_bounded_and_sorted(start_linux_host):
+    manager = await start_linux_host({"top_processes": 3})
+    await asyncio.sleep(0.2)
+    state, _ = await collect(manager)
+    top_cpu, top_memory = state["processes"]["top_cpu"], state["processes"]["top_memory"]
+    assert 0 < len(top_cpu) <= 3
+    assert len(top_memory) == 3
+    cpus = [p["cpu_percent"] for p in top_cpu]
+    assert cpus == sorted(cpus, reverse=True)
+    mems = [p["mem_bytes"] for p in top_memory]
+    assert mems == sorted(mems, reverse=True)
+    # Nothing bigger than the third entry was left out.
+    biggest = sorted((p.memory_info().rss for p in psutil.process_iter()), reverse=True)
+    assert mems[0] >= biggest[0] * 0.9
+    for proc in top_cpu + top_memory:
+        assert {"pid", "name", "username", "mem_bytes", "mem_percent"} <= set(proc)
+
+
+# This host is shared with other work, so these find our own processes by pid
+# instead of expecting them at the top.
+async def test_busy_and_big_processes_are_measured(start_linux_host):
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     hog = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; x = b'r' * (400 * 1024 * 1024); sys.stdout.write('up\\n'); sys.stdout.flush(); time.sleep(60)"],
+        [
+            sys.executable, "-c",
+            "import time; x = b'r' * (400 * 1024 * 1024); print('up', flush=True); time.sleep(60)",
+            "a" * 500,
+        ],
         stdout=subprocess.PIPE,
     )
     try:
         assert hog.stdout.readline() == b"up\n"
-        manager = await start_linux_host({"top_processes": 3})
-        await asyncio.sleep(0.3)
+        watch = psutil.Process(busy.pid)
+        cpu_a, wall_a = sum(watch.cpu_times()[:2]), time.monotonic()
+        manager = await start_linux_host({"top_processes": 50})
+        await asyncio.sleep(0.6)
         state, _ = await collect(manager)
-        processes = state["processes"]
-        top_cpu, top_memory = processes["top_cpu"], processes["top_memory"]
-        assert 0 < len(top_cpu) <= 3 and 0 < len(top_memory) <= 3
-        cpus = [p["cpu_percent"] for p in top_cpu]
-        assert cpus == sorted(cpus, reverse=True)
-        mems = [p["mem_bytes"] for p in top_memory]
-        assert mems == sorted(mems, reverse=True)
-        assert top_cpu[0]["pid"] == busy.pid
-        assert top_cpu[0]["cpu_percent"] > 30
-        assert top_memory[0]["pid"] == hog.pid
-        assert top_memory[0]["mem_bytes"] >= 400 * 1024 * 1024
+        cpu_b, wall_b = sum(watch.cpu_times()[:2]), time.monotonic()
+        top_cpu = {p["pid"]: p for p in state["processes"]["top_cpu"]}
+        top_memory = {p["pid"]: p for p in state["processes"]["top_memory"]}
+        # The busy loop's own CPU time over (nearly) the same window; the host may be busy with other work.
+        expected = (cpu_b - cpu_a) / (wall_b - wall_a) * 100
+        assert expected > 0
+        assert 0.5 * expected - 2 <= top_cpu[busy.pid]["cpu_percent"] <= 2 * expected + 2
+        assert "while True" in top_cpu[busy.pid]["cmdline"]
+        big = top_memory[hog.pid]
+        assert big["mem_bytes"] >= 400 * 1024 * 1024
         mem_total = state["memory"]["total_bytes"]
-        assert top_memory[0]["mem_percent"] == pytest.approx(top_memory[0]["mem_bytes"] / mem_total * 100, abs=0.01)
-        for proc in top_cpu + top_memory:
-            assert {"pid", "name", "username", "mem_bytes", "mem_percent"} <= set(proc)
-            assert len(proc.get("cmdline", "")) <= 200
-        assert "while True" in top_cpu[0]["cmdline"]
+        assert big["mem_percent"] == pytest.approx(big["mem_bytes"] / mem_total * 100, abs=0.01)
+        assert len(big["cmdline"]) == 200
+        assert big["cmdline"].startswith(sys.executable)
+        assert big["username"] == psutil.Process().username()
     finally:
         busy.kill()
         hog.kill()
         busy.wait()
-        hog.wait()
-
-
-async def test_long_cmdline_is_truncated(start_linux_host):
-    hog = subprocess.Popen(
-        [sys.executable, "-c", "import time; x = b'r' * (300 * 1024 * 1024); print('up', flush=True); time.sleep(60)", "a" * 500],
-        stdout=subprocess.PIPE,
-    )
-    try:
-        assert hog.stdout.readline() == b"up\n"
-        manager = await start_linux_host({"top_processes": 1})
-        state, _ = await collect(manager)
-        top = state["processes"]["top_memory"][0]
-        assert top["pid"] == hog.pid
-        assert len(top["cmdline"]) == 200
-    finally:
-        hog.kill()
         hog.wait()
 
 
