@@ -27,8 +27,7 @@ _DMI_HYPERVISORS = (
     ("innotek", "oracle"),
     ("bochs", "bochs"),
     ("parallels", "parallels"),
-    ("hvm domu", "xen"),
-    ("xen", "xen"),
+    ("hvm domu", "xen"),  # Xen PV guests have no DMI; /sys/hypervisor/type names them
     ("google compute engine", "google"),
     ("amazon ec2", "amazon"),
     ("microsoft corporation", "microsoft"),
