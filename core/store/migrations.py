@@ -1,0 +1,227 @@
+"""Numbered schema migrations of the SQLite store, applied in order at open."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import aiosqlite
+
+_LOGGER = logging.getLogger(__name__)
+
+MigrationStep = str | Callable[[aiosqlite.Connection], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One schema version: the SQL statements (or async callables) that lead to it.
+
+    Steps run one by one inside a single ``BEGIN IMMEDIATE`` transaction together
+    with the ``PRAGMA user_version`` bump, so a migration is applied completely
+    or not at all. Steps are single statements rather than one script because
+    ``sqlite3.executescript`` commits any open transaction first.
+    """
+
+    version: int
+    description: str
+    steps: Sequence[MigrationStep]
+
+
+class SchemaTooNewError(RuntimeError):
+    """The database was written by a newer Roost than the one opening it."""
+
+
+_ROLLUP_TABLE = """
+CREATE TABLE {name} (
+    series_id INTEGER NOT NULL REFERENCES metric_series (series_id) ON DELETE CASCADE,
+    bucket_ts INTEGER NOT NULL,
+    sum REAL NOT NULL,
+    count INTEGER NOT NULL,
+    min REAL NOT NULL,
+    max REAL NOT NULL,
+    PRIMARY KEY (series_id, bucket_ts)
+) WITHOUT ROWID
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "hub metadata, nodes, join tokens, latest state, metric history",
+        (
+            """
+            CREATE TABLE meta (
+                key TEXT PRIMARY KEY,
+                value TEXT NOT NULL
+            ) WITHOUT ROWID
+            """,
+            # last_collected_at is the collected_at of the newest accepted
+            # report; it keeps late backlog from overwriting integrations and
+            # interval with older values.
+            """
+            CREATE TABLE nodes (
+                node_id TEXT PRIMARY KEY,
+                name TEXT NOT NULL,
+                hostname TEXT NOT NULL,
+                public_key TEXT NOT NULL UNIQUE,
+                created_at REAL NOT NULL,
+                last_seen REAL,
+                revoked INTEGER NOT NULL DEFAULT 0,
+                local INTEGER NOT NULL DEFAULT 0,
+                facts TEXT NOT NULL DEFAULT '{}',
+                integrations TEXT NOT NULL DEFAULT '[]',
+                fields TEXT NOT NULL DEFAULT '{}',
+                capabilities TEXT NOT NULL DEFAULT '[]',
+                agent_version TEXT NOT NULL DEFAULT '',
+                epoch TEXT NOT NULL DEFAULT '',
+                last_seq INTEGER NOT NULL DEFAULT 0,
+                interval REAL,
+                spool_dropped INTEGER NOT NULL DEFAULT 0,
+                last_collected_at REAL
+            )
+            """,
+            """
+            CREATE TABLE join_tokens (
+                token_id TEXT PRIMARY KEY,
+                secret_hash TEXT NOT NULL,
+                created_at REAL NOT NULL,
+                expires_at REAL NOT NULL,
+                uses_left INTEGER NOT NULL,
+                revoked INTEGER NOT NULL DEFAULT 0,
+                note TEXT NOT NULL DEFAULT ''
+            )
+            """,
+            """
+            CREATE TABLE node_state (
+                node_id TEXT NOT NULL REFERENCES nodes (node_id) ON DELETE CASCADE,
+                domain TEXT NOT NULL,
+                collected_at REAL NOT NULL,
+                data TEXT NOT NULL,
+                PRIMARY KEY (node_id, domain)
+            )
+            """,
+            """
+            CREATE TABLE node_metrics_latest (
+                node_id TEXT PRIMARY KEY REFERENCES nodes (node_id) ON DELETE CASCADE,
+                collected_at REAL NOT NULL,
+                metrics TEXT NOT NULL
+            )
+            """,
+            # One row per report holding all of its metrics keeps ingest at one
+            # insert per report. AUTOINCREMENT because the rollup watermark
+            # below relies on ids never being reused after a prune.
+            """
+            CREATE TABLE metric_raw (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                node_id TEXT NOT NULL REFERENCES nodes (node_id) ON DELETE CASCADE,
+                ts REAL NOT NULL,
+                "values" TEXT NOT NULL
+            )
+            """,
+            "CREATE INDEX metric_raw_node_ts ON metric_raw (node_id, ts)",
+            # The series catalog: metric_series() reads it, and the rollup
+            # tables key on its small integer id instead of repeating
+            # (node_id, series) text in every row.
+            """
+            CREATE TABLE metric_series (
+                series_id INTEGER PRIMARY KEY,
+                node_id TEXT NOT NULL REFERENCES nodes (node_id) ON DELETE CASCADE,
+                series TEXT NOT NULL,
+                UNIQUE (node_id, series)
+            )
+            """,
+            _ROLLUP_TABLE.format(name="metric_minute"),
+            _ROLLUP_TABLE.format(name="metric_hour"),
+            # Every metric_raw row with id <= raw_watermark is folded into the
+            # rollup tables; rows above it are folded by the next flush.
+            """
+            CREATE TABLE rollup_state (
+                id INTEGER PRIMARY KEY CHECK (id = 1),
+                raw_watermark INTEGER NOT NULL
+            )
+            """,
+            "INSERT INTO rollup_state (id, raw_watermark) VALUES (1, 0)",
+        ),
+    ),
+)
+
+LATEST_VERSION = MIGRATIONS[-1].version
+
+
+async def schema_version(db: aiosqlite.Connection) -> int:
+    """Return the schema version recorded in the database (0 for a new one)."""
+    rows = await db.execute_fetchall("PRAGMA user_version")
+    return int(next(iter(rows))[0])
+
+
+async def prepare_new_database(db: aiosqlite.Connection) -> bool:
+    """Give a brand-new database file incremental auto-vacuum; return True if it was new.
+
+    auto_vacuum can only change before the first table exists and before the
+    file switches to WAL, which is why it is not part of migration 1 (that runs
+    inside a transaction, after the journal mode is set).
+    """
+    rows = await db.execute_fetchall("PRAGMA page_count")
+    if int(next(iter(rows))[0]) != 0:
+        return False
+    await db.execute("PRAGMA auto_vacuum = INCREMENTAL")
+    return True
+
+
+def _check_not_newer(version: int, latest: int, where: str) -> None:
+    if version > latest:
+        raise SchemaTooNewError(
+            f"{where}: the database schema is version {version}, but this Roost "
+            f"only knows versions up to {latest} — it was written by a newer Roost. "
+            "Upgrade Roost, or restore a backup taken before the upgrade."
+        )
+
+
+async def migrate(
+    db: aiosqlite.Connection,
+    *,
+    migrations: Sequence[Migration] = MIGRATIONS,
+    where: str = "store",
+) -> int:
+    """Bring the schema up to the newest migration and return the version reached.
+
+    ``db`` must be in autocommit mode (``isolation_level=None``). Each pending
+    migration runs in its own ``BEGIN IMMEDIATE`` transaction; the version is
+    re-read inside it, so two processes opening the same new file do not both
+    apply a migration. Raises SchemaTooNewError if the database is newer than
+    ``migrations`` and ValueError if ``migrations`` is not numbered 1, 2, 3...
+    """
+    for expected, migration in enumerate(migrations, start=1):
+        if migration.version != expected:
+            raise ValueError(
+                f"migrations must be numbered 1, 2, 3... without gaps; found "
+                f"{migration.version} at position {expected}"
+            )
+    latest = migrations[-1].version if migrations else 0
+    version = await schema_version(db)
+    _check_not_newer(version, latest, where)
+    for migration in migrations[version:]:
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            current = await schema_version(db)
+            _check_not_newer(current, latest, where)
+            if current >= migration.version:
+                # Another process migrated while we waited for the lock.
+                await db.execute("COMMIT")
+                continue
+            for step in migration.steps:
+                if isinstance(step, str):
+                    await db.execute(step)
+                else:
+                    await step(db)
+            # PRAGMA takes no bound parameters; the version is an int we own.
+            await db.execute(f"PRAGMA user_version = {int(migration.version)}")
+            await db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                await db.execute("ROLLBACK")
+            raise
+        _LOGGER.info(
+            "%s: applied schema migration %d (%s)", where, migration.version, migration.description
+        )
+    return await schema_version(db)
