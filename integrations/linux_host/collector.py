@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import fnmatch
 import logging
+import math
 import os
 import socket
 import threading
@@ -115,6 +116,11 @@ def _sum_times(per_core: Sequence[Any]) -> Any:
     fields = per_core[0]._fields
     summed = [sum(getattr(core, f) for core in per_core) for f in fields]
     return type(per_core[0])(*summed)
+
+
+def _finite(value: Any) -> bool:
+    # The state must be JSON, and NaN is not.
+    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def _allowed(getter: Callable[[], Any]) -> Any:
@@ -572,11 +578,13 @@ class Collector:
         readings = []
         for chip, entries in temps.items():
             for index, reading in enumerate(entries, 1):
+                if not _finite(reading.current):  # a sensor that failed to read
+                    continue
                 label = reading.label or f"temp{index}"
                 item: dict[str, Any] = {"chip": chip, "label": label, "current_c": round(reading.current, 1)}
-                if reading.high is not None:
+                if _finite(reading.high):
                     item["high_c"] = round(reading.high, 1)
-                if reading.critical is not None:
+                if _finite(reading.critical):
                     item["critical_c"] = round(reading.critical, 1)
                 readings.append(item)
                 metrics[f"temperature_c[{key(chip, label)}]"] = item["current_c"]
@@ -585,6 +593,8 @@ class Collector:
         fan_items = []
         for chip, entries in fans.items():
             for index, fan in enumerate(entries, 1):
+                if not _finite(fan.current):
+                    continue
                 label = fan.label or f"fan{index}"
                 fan_items.append({"chip": chip, "label": label, "rpm": fan.current})
                 metrics[f"fan_rpm[{key(chip, label)}]"] = fan.current

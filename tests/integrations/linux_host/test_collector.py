@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import namedtuple
 from pathlib import Path
 
 import psutil
@@ -401,3 +402,44 @@ def test_real_mounts_ignore_globs(fixtures):
     mounts = parse_mountinfo((fixtures / "mountinfo_host.txt").read_text())
     kept = real_mounts(mounts, ignore=["/tank*", "/boot/*"], is_dir=lambda path: True)
     assert [m.mount_point for m in kept] == ["/", "/mnt/backup"]
+
+
+# ---------------------------------------------------------------- sensors
+
+Temp = namedtuple("Temp", "label current high critical")
+Fan = namedtuple("Fan", "label current")
+
+
+async def test_sensors_in_state_and_metrics(start_linux_host, monkeypatch):
+    # This host has no hwmon and psutil reads a fixed /sys path, so psutil's
+    # answer is the one thing stubbed here; the shaping under test is real.
+    monkeypatch.setattr(
+        psutil,
+        "sensors_temperatures",
+        lambda: {
+            "coretemp": [Temp("Package id 0", 45.04, 80.0, 100.0), Temp("", float("nan"), None, None), Temp("", 40.0, None, None)],
+            "nvme": [Temp("Composite", 38.85, 84.85, None), Temp("Composite", 41.0, None, None)],
+        },
+    )
+    monkeypatch.setattr(psutil, "sensors_fans", lambda: {"thinkpad": [Fan("", 2100)]})
+    manager = await start_linux_host()
+    state, metrics = await collect(manager)
+    json.dumps(state, allow_nan=False)
+    temps = state["sensors"]["temperatures"]
+    assert temps[0] == {"chip": "coretemp", "label": "Package id 0", "current_c": 45.0, "high_c": 80.0, "critical_c": 100.0}
+    assert {"chip": "coretemp", "label": "temp3", "current_c": 40.0} in temps  # the NaN reading is left out
+    assert len(temps) == 4
+    assert state["sensors"]["fans"] == [{"chip": "thinkpad", "label": "fan1", "rpm": 2100}]
+    assert metrics["temperature_c[coretemp/Package id 0]"] == 45.0
+    assert metrics["temperature_c[nvme/Composite]"] == 38.9
+    assert metrics["temperature_c[nvme/Composite#2]"] == 41.0  # two drives, one driver name
+    assert metrics["fan_rpm[thinkpad/fan1]"] == 2100
+
+
+async def test_no_sensors_leaves_the_key_out(start_linux_host, monkeypatch):
+    monkeypatch.setattr(psutil, "sensors_temperatures", lambda: {})
+    monkeypatch.setattr(psutil, "sensors_fans", lambda: {})
+    manager = await start_linux_host()
+    state, metrics = await collect(manager)
+    assert "sensors" not in state
+    assert not any(k.startswith(("temperature_c", "fan_rpm")) for k in metrics)
