@@ -51,6 +51,7 @@
   var RESOLUTION_TEXT = { raw: "every sample", minute: "per-minute averages", hour: "hourly averages" };
 
   var charts = {}; // group key -> {fig, plotEl, emptyEl, plot, names, points}
+  var timeWindow = null; // [start, end] of the range shown, unix seconds
   var loadSeq = 0;
   var lastLoad = 0;
   var chartTimer = null;
@@ -127,6 +128,22 @@
     return groups;
   }
 
+  /* Add an empty time slot inside every silence much longer than the usual step,
+   * so a line breaks where the node did not report instead of bridging the gap. */
+  function withGapBreaks(xs) {
+    if (xs.length < 3) return xs;
+    var steps = [];
+    for (var i = 1; i < xs.length; i++) steps.push(xs[i] - xs[i - 1]);
+    steps.sort(function (a, b) { return a - b; });
+    var limit = Math.max(steps[Math.floor(steps.length / 2)] * 5, 1);
+    var out = [xs[0]];
+    for (var j = 1; j < xs.length; j++) {
+      if (xs[j] - xs[j - 1] > limit) out.push(xs[j - 1] + limit / 5);
+      out.push(xs[j]);
+    }
+    return out;
+  }
+
   /* Align several [[ts, avg, min, max], ...] lists on one time axis for uPlot. */
   function alignedData(group, series) {
     var stamps = {};
@@ -134,6 +151,7 @@
       (series[n] || []).forEach(function (row) { stamps[row[0]] = true; });
     });
     var xs = Object.keys(stamps).map(Number).sort(function (a, b) { return a - b; });
+    xs = withGapBreaks(xs);
     var index = {};
     xs.forEach(function (x, i) { index[x] = i; });
     var points = 0;
@@ -180,7 +198,10 @@
       width: plotWidth(entry.plotEl),
       height: CHART_HEIGHT,
       series: series,
-      scales: { x: { time: true }, y: { range: yRange } },
+      scales: {
+        x: { time: true, range: function (u, min, max) { return timeWindow || [min, max]; } },
+        y: { range: yRange }
+      },
       axes: [
         { stroke: axisColor, grid: { stroke: gridColor, width: 1 }, ticks: { stroke: gridColor, width: 1 } },
         {
@@ -225,6 +246,8 @@
 
   function draw(groups, body) {
     var series = body.series || {};
+    // Show the whole range asked for, so a young node's history sits at the right edge.
+    timeWindow = typeof body.start === "number" && typeof body.end === "number" ? [body.start, body.end] : null;
     var keep = {};
     groups.forEach(function (group) {
       keep[group.key] = true;
@@ -290,7 +313,8 @@
             "&range=" + encodeURIComponent(forRange) + "&resolution=auto"));
         }
         return Promise.all(requests).then(function (answers) {
-          var merged = { series: {}, resolution: answers.length ? answers[0].resolution : "" };
+          var first = answers[0] || {};
+          var merged = { series: {}, resolution: first.resolution || "", start: first.start, end: first.end };
           answers.forEach(function (a) { Object.assign(merged.series, a.series || {}); });
           return { groups: groups, body: merged };
         });
