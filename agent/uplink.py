@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
+import urllib.error
+import urllib.request
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from roost.core import protocol
 from roost.core.const import ENROLL_PATH, MAX_MESSAGE_BYTES, WS_PATH
@@ -56,22 +60,30 @@ def ws_url(hub_url: str) -> str:
     raise ValueError(f"hub URL must start with http:// or https://, got {hub_url!r}")
 
 
-async def enroll(hub_url: str, token: str, identity: Identity, *, hostname: str, name: str, facts: dict[str, Any]) -> dict[str, Any]:
-    """Trade a join token for a node id bound to this agent's public key."""
-    body = {"token": token, "public_key": identity.public_key, "hostname": hostname, "name": name, "facts": facts}
-    timeout = aiohttp.ClientTimeout(total=30)
+def _post_json(url: str, body: dict[str, Any], timeout: float) -> tuple[int, Any]:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST")
     try:
-        async with aiohttp.ClientSession(timeout=timeout) as session:
-            async with session.post(hub_url + ENROLL_PATH, json=body) as resp:
-                try:
-                    payload = await resp.json(content_type=None)
-                except ValueError:
-                    payload = {}
-                if resp.status != 200:
-                    reason = payload.get("error") if isinstance(payload, dict) else None
-                    raise EnrollError(f"hub refused enrolment (HTTP {resp.status}): {reason or resp.reason}")
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as err:
-        raise EnrollError(f"cannot reach the hub at {hub_url}: {err or type(err).__name__} — check the URL and that the hub is running") from None
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
+            status, raw = resp.status, resp.read()
+    except urllib.error.HTTPError as err:
+        status, raw = err.code, err.read()
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, None
+
+
+async def enroll(hub_url: str, token: str, identity: Identity, *, hostname: str, name: str, facts: dict[str, Any]) -> dict[str, Any]:
+    """Trade a join token for a node id bound to this agent's public key (a one-off, so plain urllib in a thread)."""
+    body = {"token": token, "public_key": identity.public_key, "hostname": hostname, "name": name, "facts": facts}
+    try:
+        status, payload = await asyncio.to_thread(_post_json, hub_url + ENROLL_PATH, body, 30)
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise EnrollError(f"cannot reach the hub at {hub_url}: {reason} — check the URL and that the hub is running") from None
+    if status != 200:
+        reason = payload.get("error") if isinstance(payload, dict) else None
+        raise EnrollError(f"hub refused enrolment (HTTP {status}): {reason or 'no reason given'}")
     if not isinstance(payload, dict) or not isinstance(payload.get("node_id"), str):
         raise EnrollError("hub answered enrolment without a node id; is that URL a Roost hub?")
     return payload
@@ -89,46 +101,53 @@ class WebSocketUplink:
 
     async def run(self, rt: AgentRuntime) -> None:
         await rt.first_cycle.wait()
-        timeout = aiohttp.ClientTimeout(total=None, connect=HANDSHAKE_TIMEOUT, sock_connect=HANDSHAKE_TIMEOUT)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
-            while True:
-                try:
-                    await self._connection(session, rt)
-                    reason = "connection closed by the hub"
-                except AuthRejected as err:
-                    reason = f"hub rejected this node: {err}"
-                except protocol.ProtocolError as err:
-                    reason = f"protocol error ({err.code}): {err}"
-                except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as err:
-                    reason = f"cannot reach the hub at {self.hub_url}: {err or type(err).__name__}"
-                finally:
-                    self.connected.clear()
-                delay = self.backoff.next()
-                # A repeating connection error is logged once at error level, then at debug.
-                if not self._failing:
-                    _LOGGER.error("%s; spooling reports and retrying", reason)
-                    self._failing = True
-                else:
-                    _LOGGER.debug("%s; retrying in %.1f s", reason, delay)
-                await asyncio.sleep(delay)
+        while True:
+            try:
+                await self._connection(rt)
+                reason = "connection closed by the hub"
+            except AuthRejected as err:
+                reason = f"hub rejected this node: {err}"
+            except protocol.ProtocolError as err:
+                reason = f"protocol error ({err.code}): {err}"
+            except ConnectionClosed as err:
+                reason = f"connection to the hub closed ({err.rcvd.code if err.rcvd else 'no close frame'}{': ' + err.rcvd.reason if err.rcvd and err.rcvd.reason else ''})"
+            except (OSError, asyncio.TimeoutError, InvalidHandshake, InvalidURI) as err:
+                reason = f"cannot reach the hub at {self.hub_url}: {err or type(err).__name__}"
+            finally:
+                self.connected.clear()
+            delay = self.backoff.next()
+            # A repeating connection error is logged once at error level, then at debug.
+            if not self._failing:
+                _LOGGER.error("%s; spooling reports and retrying", reason)
+                self._failing = True
+            else:
+                _LOGGER.debug("%s; retrying in %.1f s", reason, delay)
+            await asyncio.sleep(delay)
 
-    async def _receive(self, ws: aiohttp.ClientWebSocketResponse, schemas: dict[str, Any]) -> dict[str, Any]:
-        msg = await ws.receive(timeout=HANDSHAKE_TIMEOUT)
-        if msg.type != aiohttp.WSMsgType.TEXT:
-            raise aiohttp.ClientConnectionError(f"hub closed the connection ({msg.type.name} {msg.data or ''})".strip())
-        data = protocol.parse(msg.data, schemas)
+    async def _receive(self, ws: ClientConnection, schemas: dict[str, Any]) -> dict[str, Any]:
+        raw = await asyncio.wait_for(ws.recv(), HANDSHAKE_TIMEOUT)
+        if not isinstance(raw, str):
+            raise protocol.ProtocolError(protocol.ERR_BAD_MESSAGE, "hub sent a binary frame")
+        data = protocol.parse(raw, schemas)
         if data["type"] == protocol.TYPE_ERROR:
             if data["code"] == protocol.ERR_AUTH:
                 raise AuthRejected(data["message"])
             raise protocol.ProtocolError(data["code"], data["message"])
         return data
 
-    async def _connection(self, session: aiohttp.ClientSession, rt: AgentRuntime) -> None:
-        async with session.ws_connect(self.url, heartbeat=30, max_msg_size=MAX_MESSAGE_BYTES * 2) as ws:
+    async def _connection(self, rt: AgentRuntime) -> None:
+        async with connect(
+            self.url,
+            max_size=MAX_MESSAGE_BYTES * 2,
+            open_timeout=HANDSHAKE_TIMEOUT,
+            ping_interval=30,
+            ping_timeout=30,
+            compression=None,
+        ) as ws:
             challenge = await self._receive(ws, {protocol.TYPE_CHALLENGE: protocol.CHALLENGE_SCHEMA, protocol.TYPE_ERROR: protocol.ERROR_SCHEMA})
             hello = rt.hello()
             hello["signature"] = rt.identity.sign(protocol.auth_payload(challenge["hub_id"], rt.node_id, challenge["nonce"]))
-            await ws.send_str(protocol.encode(protocol.TYPE_HELLO, **hello))
+            await ws.send(protocol.encode(protocol.TYPE_HELLO, **hello))
             welcome = await self._receive(ws, {protocol.TYPE_WELCOME: protocol.WELCOME_SCHEMA, protocol.TYPE_ERROR: protocol.ERROR_SCHEMA})
             if welcome["node_id"] != rt.node_id:
                 raise protocol.ProtocolError(protocol.ERR_WRONG_NODE, "hub welcomed a different node id")
@@ -144,16 +163,17 @@ class WebSocketUplink:
             self.connected.set()
             await self._pump(ws, rt, acked)
 
-    async def _pump(self, ws: aiohttp.ClientWebSocketResponse, rt: AgentRuntime, acked: int) -> None:
+    async def _pump(self, ws: ClientConnection, rt: AgentRuntime, acked: int) -> None:
         state = {"acked": acked}
         ack_event = asyncio.Event()
 
         async def receiver() -> None:
             async for msg in ws:
-                if msg.type != aiohttp.WSMsgType.TEXT:
-                    break
+                if not isinstance(msg, str):
+                    _LOGGER.warning("ignoring a binary frame from the hub")
+                    continue
                 try:
-                    data = protocol.parse(msg.data, {protocol.TYPE_ACK: protocol.ACK_SCHEMA, protocol.TYPE_ERROR: protocol.ERROR_SCHEMA})
+                    data = protocol.parse(msg, {protocol.TYPE_ACK: protocol.ACK_SCHEMA, protocol.TYPE_ERROR: protocol.ERROR_SCHEMA})
                 except protocol.ProtocolError as err:
                     _LOGGER.warning("ignoring a bad message from the hub: %s", err)
                     continue
@@ -181,10 +201,10 @@ class WebSocketUplink:
                     try:
                         await asyncio.wait_for(rt.spooled.wait(), rt.settings.heartbeat)
                     except asyncio.TimeoutError:
-                        await ws.send_str(protocol.encode(protocol.TYPE_HEARTBEAT))
+                        await ws.send(protocol.encode(protocol.TYPE_HEARTBEAT))
                     continue
                 for row in rows:
-                    await ws.send_str(rt.report_message(row))
+                    await ws.send(rt.report_message(row))
                     sent = row.seq
 
         recv_task = asyncio.create_task(receiver())
