@@ -322,7 +322,6 @@
   function connect() {
     if (liveState === "") setLive("connecting", "Connecting\u2026");
     if (!window.EventSource) { startPolling(); return; }
-    var hadError = false;
     var es = new EventSource(EVENTS_URL);
     source = es;
     lastMessage = Date.now();
@@ -331,7 +330,8 @@
       lastMessage = Date.now();
       setLive("live", "Live");
       stopPolling();
-      if (hadError) pollOnce(); // catch up on what happened while the stream was down
+      // Catch up on what changed between rendering the page (or losing the stream) and now.
+      pollOnce();
     });
     es.addEventListener("node", function (event) {
       lastMessage = Date.now();
@@ -342,7 +342,6 @@
     es.addEventListener("ping", function () { lastMessage = Date.now(); });
     es.addEventListener("message", function () { lastMessage = Date.now(); });
     es.addEventListener("error", function () {
-      hadError = true;
       if (source !== es) return;
       startPolling();
       // CONNECTING means the browser retries on its own; CLOSED means it gave up.
