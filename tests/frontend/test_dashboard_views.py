@@ -179,6 +179,7 @@ async def test_integrations_page_lists_hub_and_node_states_with_reasons(client):
     assert 'data-state="loaded"' in html and ">Loaded<" in html
     assert 'data-state="setup_error"' in html and ">Setup error<" in html
     assert "cannot reach /var/run/docker.sock" in html
+    assert "2 integrations" in html and "1 problem<" in html
 
 
 async def test_fragments_render_only_their_part(client):
