@@ -289,6 +289,26 @@ class Hub:
         self._event_at[node_id] = now
         self.events.publish("node", self.summary(node_id))
 
+    # ----------------------------------------------------------------- audit
+
+    async def audit(
+        self,
+        action: str,
+        *,
+        actor: str,
+        target: str = "",
+        outcome: str = "ok",
+        details: dict[str, Any] | None = None,
+        peer: str = "",
+    ) -> None:
+        """Record a security-relevant event in the append-only, hash-chained audit log.
+
+        ``action`` is dotted (``login.failed``, ``pairing.approved``), ``actor``
+        is ``user:<name>``, ``node:<id>``, ``token:<id>`` or ``system``,
+        ``outcome`` is ``ok``, ``refused`` or ``failed``.
+        """
+        _LOGGER.info("audit %s actor=%s target=%s outcome=%s peer=%s %s", action, actor, target, outcome, peer, details or {})
+
     # ---------------------------------------------------------- maintenance
 
     async def maintenance(self) -> None:
