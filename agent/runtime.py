@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from roost.core import protocol
+from roost.core.capabilities import effective
 from roost.core.config import AgentSettings
 from roost.core.const import ROLE_AGENT, __version__
 from roost.core.identity import Identity
@@ -77,6 +78,7 @@ class AgentRuntime:
             entry_points=entry_points,
         )
         self.facts = base_facts()
+        self.grants: list[str] = []
         self.first_cycle = asyncio.Event()
         self.spooled = asyncio.Event()
         self.cycles = 0
@@ -142,6 +144,22 @@ class AgentRuntime:
         self.spooled.set()
         return seq
 
+    @property
+    def effective(self) -> list[str]:
+        """What may run here: the hub's grant intersected with this host's ceiling (enforced here, not on the hub)."""
+        return effective(self.grants, self.settings.ceiling)
+
+    def set_grants(self, grants: list[str]) -> None:
+        if sorted(grants) != self.grants:
+            self.grants = sorted(grants)
+            refused = sorted(set(self.grants) - set(self.effective))
+            _LOGGER.info(
+                "hub grants %s; effective here %s%s",
+                ", ".join(self.grants) or "nothing",
+                ", ".join(self.effective) or "nothing",
+                f" (above this host's ceiling: {', '.join(refused)})" if refused else "",
+            )
+
     def hello(self) -> dict[str, Any]:
         """What the agent tells the hub about itself on every connect (signature added by the uplink)."""
         return {
@@ -153,6 +171,7 @@ class AgentRuntime:
             "integrations": self.manager.statuses(),
             "fields": self.manager.fields(),
             "capabilities": self.manager.capabilities(),
+            "ceiling": self.settings.ceiling.as_dict(),
         }
 
     def report_message(self, row: SpooledReport) -> str:

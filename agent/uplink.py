@@ -23,6 +23,12 @@ if TYPE_CHECKING:
 
 _LOGGER = logging.getLogger(__name__)
 
+HUB_RUNNING_MESSAGES = {
+    protocol.TYPE_ACK: protocol.ACK_SCHEMA,
+    protocol.TYPE_GRANTS: protocol.GRANTS_SCHEMA,
+    protocol.TYPE_KEY_ROTATED: protocol.KEY_ROTATED_SCHEMA,
+    protocol.TYPE_ERROR: protocol.ERROR_SCHEMA,
+}
 SEND_WINDOW = 64  # reports in flight before waiting for acks
 HANDSHAKE_TIMEOUT = 10.0
 
@@ -173,7 +179,7 @@ class WebSocketUplink:
                     _LOGGER.warning("ignoring a binary frame from the hub")
                     continue
                 try:
-                    data = protocol.parse(msg, {protocol.TYPE_ACK: protocol.ACK_SCHEMA, protocol.TYPE_ERROR: protocol.ERROR_SCHEMA})
+                    data = protocol.parse(msg, HUB_RUNNING_MESSAGES)
                 except protocol.ProtocolError as err:
                     _LOGGER.warning("ignoring a bad message from the hub: %s", err)
                     continue
@@ -182,6 +188,10 @@ class WebSocketUplink:
                         state["acked"] = data["seq"]
                         await rt.spool.delete_upto(data["seq"])
                         ack_event.set()
+                elif data["type"] == protocol.TYPE_GRANTS:
+                    rt.set_grants(data["grants"])
+                elif data["type"] == protocol.TYPE_KEY_ROTATED:
+                    _LOGGER.info("hub accepted this node's new key")
                 else:
                     _LOGGER.error("hub reported an error (%s): %s", data["code"], data["message"])
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import voluptuous as vol
 
+from .capabilities import CEILING_SCHEMA, Ceiling
 from .const import (
     DEFAULT_COLLECT_INTERVAL,
     DEFAULT_HEARTBEAT_INTERVAL,
@@ -22,6 +23,9 @@ from .const import (
 )
 
 ENV_DATA_DIR = "ROOST_DATA_DIR"
+# Comma-separated interface addresses for zeroconf when the config names none;
+# "off" turns discovery off. Containers and test runs set it.
+ENV_DISCOVERY_INTERFACES = "ROOST_DISCOVERY_INTERFACES"
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
 LOG_LEVELS = ["debug", "info", "warning", "error"]
@@ -63,6 +67,16 @@ def _fmt(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
+def _ip_address(value: str) -> str:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise vol.Invalid("must be an IP address of this host's interface, e.g. 192.168.1.10") from None
+    return value
+
+
 _PORT = vol.All(int, vol.Range(min=1, max=65535, msg="must be a port number between 1 and 65535"))
 _PATHS = [vol.All(str, vol.Length(min=1))]
 _LOGGING = vol.Schema(
@@ -76,6 +90,11 @@ _AGENT_TABLE = {
     vol.Optional("spool_max_reports", default=DEFAULT_SPOOL_MAX_REPORTS): vol.All(int, vol.Range(min=10, max=10_000_000)),
     vol.Optional("custom_integrations", default=list): _PATHS,
     vol.Optional("name", default=""): vol.All(str, vol.Length(max=100)),
+    # The host owner's limit on what the hub may ever have run here.
+    vol.Optional("ceiling", default=dict): CEILING_SCHEMA,
+    # Announce this agent over zeroconf while it waits to be paired.
+    vol.Optional("discovery", default=True): bool,
+    vol.Optional("discovery_interfaces", default=list): [vol.All(str, _ip_address)],
 }
 
 HUB_SCHEMA = vol.Schema(
@@ -89,6 +108,10 @@ HUB_SCHEMA = vol.Schema(
                 vol.Optional("stale_after", default=DEFAULT_STALE_AFTER): duration(1, 86400),
                 vol.Optional("offline_after", default=DEFAULT_OFFLINE_AFTER): duration(1, 7 * 86400),
                 vol.Optional("custom_integrations", default=list): _PATHS,
+                vol.Optional("discovery", default=True): bool,
+                vol.Optional("discovery_interfaces", default=list): [vol.All(str, _ip_address)],
+                vol.Optional("pairing_max_pending", default=20): vol.All(int, vol.Range(min=1, max=1000)),
+                vol.Optional("pairing_ttl", default="15m"): duration(60, 86400),
             }
         ),
         vol.Optional("store", default=dict): vol.Schema(
@@ -161,6 +184,23 @@ def _validate(schema: vol.Schema, raw: dict[str, Any], source: str) -> dict[str,
         raise ConfigError(_describe_error(err, raw, source)) from None
 
 
+def _discovery(enabled: bool, interfaces: list[str]) -> tuple[bool, list[str]]:
+    env = os.environ.get(ENV_DISCOVERY_INTERFACES, "").strip()
+    if interfaces or not env:
+        return enabled, interfaces
+    if env.lower() in ("off", "none", "0", "false"):
+        return False, []
+    import ipaddress
+
+    chosen = [part.strip() for part in env.split(",") if part.strip()]
+    for part in chosen:
+        try:
+            ipaddress.ip_address(part)
+        except ValueError:
+            raise ConfigError(f"{ENV_DISCOVERY_INTERFACES}: {part!r} is not an IP address (use addresses such as 127.0.0.1, or off)") from None
+    return enabled, chosen
+
+
 def default_data_dir(role: str) -> Path:
     env = os.environ.get(ENV_DATA_DIR)
     if env:
@@ -185,6 +225,9 @@ class AgentSettings:
     spool_max_reports: int = DEFAULT_SPOOL_MAX_REPORTS
     custom_integrations: list[Path] = field(default_factory=list)
     name: str = ""
+    ceiling: Ceiling = field(default_factory=Ceiling)
+    discovery: bool = True
+    discovery_interfaces: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -196,6 +239,10 @@ class HubConfig:
     stale_after: float = DEFAULT_STALE_AFTER
     offline_after: float = DEFAULT_OFFLINE_AFTER
     custom_integrations: list[Path] = field(default_factory=list)
+    discovery: bool = True
+    discovery_interfaces: list[str] = field(default_factory=list)
+    pairing_max_pending: int = 20
+    pairing_ttl: float = 900.0
     store_path: Path = Path("roost.db")
     retention: Retention = field(default_factory=Retention)
     local_agent_enabled: bool = True
@@ -227,12 +274,16 @@ class AgentConfig:
 
 
 def _agent_settings(table: dict[str, Any]) -> AgentSettings:
+    discovery, interfaces = _discovery(table["discovery"], table["discovery_interfaces"])
     return AgentSettings(
         interval=table["interval"],
         heartbeat=table["heartbeat"],
         spool_max_reports=table["spool_max_reports"],
         custom_integrations=[Path(p).expanduser() for p in table["custom_integrations"]],
         name=table["name"],
+        ceiling=Ceiling.from_dict(table["ceiling"]),
+        discovery=discovery,
+        discovery_interfaces=interfaces,
     )
 
 
@@ -251,6 +302,7 @@ def load_hub_config(path: Path | None = None, *, overrides: dict[str, Any] | Non
     data_dir = Path(hub["data_dir"]).expanduser() if "data_dir" in hub else default_data_dir("hub")
     store = data["store"]
     store_path = Path(store["path"]).expanduser()
+    discovery, interfaces = _discovery(hub["discovery"], hub["discovery_interfaces"])
     return HubConfig(
         data_dir=data_dir,
         bind=hub["bind"],
@@ -259,6 +311,10 @@ def load_hub_config(path: Path | None = None, *, overrides: dict[str, Any] | Non
         stale_after=hub["stale_after"],
         offline_after=hub["offline_after"],
         custom_integrations=[Path(p).expanduser() for p in hub["custom_integrations"]],
+        discovery=discovery,
+        discovery_interfaces=interfaces,
+        pairing_max_pending=hub["pairing_max_pending"],
+        pairing_ttl=hub["pairing_ttl"],
         store_path=store_path if store_path.is_absolute() else data_dir / store_path,
         retention=Retention(raw=store["retention_raw"], minute=store["retention_minute"], hour=store["retention_hour"]),
         local_agent_enabled=data["agent"]["enabled"],

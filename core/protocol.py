@@ -25,6 +25,13 @@ TYPE_REPORT = "report"
 TYPE_ACK = "ack"
 TYPE_HEARTBEAT = "heartbeat"
 TYPE_ERROR = "error"
+TYPE_PAIR = "pair"
+TYPE_PAIR_PENDING = "pair_pending"
+TYPE_PAIR_APPROVED = "pair_approved"
+TYPE_PAIR_REJECTED = "pair_rejected"
+TYPE_GRANTS = "grants"
+TYPE_ROTATE_KEY = "rotate_key"
+TYPE_KEY_ROTATED = "key_rotated"
 
 # Error codes sent to the peer in an ``error`` message.
 ERR_BAD_JSON = "bad_json"
@@ -35,6 +42,8 @@ ERR_VERSION = "unsupported_version"
 ERR_AUTH = "auth_failed"
 ERR_WRONG_NODE = "wrong_node"
 ERR_INTERNAL = "internal"
+ERR_RATE_LIMITED = "rate_limited"
+ERR_PAIRING = "pairing_refused"
 
 MAX_METRICS_PER_REPORT = 5000
 MAX_NAME = 200
@@ -66,6 +75,40 @@ _STATUS = vol.Schema(
     extra=vol.ALLOW_EXTRA,
 )
 
+_CEILING = vol.Schema(
+    {
+        vol.Required("mode"): vol.In(["read-only", "execute"]),
+        vol.Required("allow"): vol.All([vol.All(str, vol.Length(max=100))], vol.Length(max=200)),
+        vol.Required("deny"): vol.All([vol.All(str, vol.Length(max=100))], vol.Length(max=200)),
+    }
+)
+_CAPABILITIES = vol.All([vol.All(str, vol.Length(max=MAX_NAME))], vol.Length(max=500))
+_NONCE = vol.All(str, vol.Length(min=16, max=128))
+_B64KEY = vol.All(str, vol.Length(min=40, max=60))
+
+PAIR_SCHEMA = vol.Schema(
+    {
+        vol.Required("v"): int,
+        vol.Required("type"): TYPE_PAIR,
+        vol.Required("public_key"): _B64KEY,
+        vol.Required("signature"): vol.All(str, vol.Length(max=200)),
+        vol.Required("agent_nonce"): _NONCE,
+        vol.Required("agent_version"): vol.All(str, vol.Length(max=50)),
+        vol.Required("hostname"): vol.All(str, vol.Length(min=1, max=255)),
+        vol.Optional("facts", default=dict): vol.All(dict, vol.Length(max=200)),
+        vol.Optional("capabilities", default=list): _CAPABILITIES,
+        vol.Optional("ceiling", default=lambda: {"mode": "read-only", "allow": ["*"], "deny": []}): _CEILING,
+    }
+)
+ROTATE_KEY_SCHEMA = vol.Schema(
+    {
+        vol.Required("v"): int,
+        vol.Required("type"): TYPE_ROTATE_KEY,
+        vol.Required("new_public_key"): _B64KEY,
+        vol.Required("signature"): vol.All(str, vol.Length(max=200)),
+    }
+)
+
 HELLO_SCHEMA = vol.Schema(
     {
         vol.Required("v"): int,
@@ -78,7 +121,8 @@ HELLO_SCHEMA = vol.Schema(
         vol.Optional("facts", default=dict): dict,
         vol.Optional("integrations", default=list): [_STATUS],
         vol.Optional("fields", default=dict): {str: {str: str}},
-        vol.Optional("capabilities", default=list): [vol.All(str, vol.Length(max=MAX_NAME))],
+        vol.Optional("capabilities", default=list): _CAPABILITIES,
+        vol.Optional("ceiling", default=lambda: {"mode": "read-only", "allow": ["*"], "deny": []}): _CEILING,
     }
 )
 
@@ -103,9 +147,26 @@ REPORT_SCHEMA = vol.Schema(
 HEARTBEAT_SCHEMA = vol.Schema({vol.Required("v"): int, vol.Required("type"): TYPE_HEARTBEAT, vol.Optional("sent_at"): _TIMESTAMP})
 
 CHALLENGE_SCHEMA = vol.Schema(
-    {vol.Required("v"): int, vol.Required("type"): TYPE_CHALLENGE, vol.Required("nonce"): vol.All(str, vol.Length(min=16, max=128)), vol.Required("hub_id"): vol.All(str, vol.Length(min=1, max=64))},
+    {
+        vol.Required("v"): int,
+        vol.Required("type"): TYPE_CHALLENGE,
+        vol.Required("nonce"): _NONCE,
+        vol.Required("hub_id"): vol.All(str, vol.Length(min=1, max=64)),
+        vol.Optional("commitment"): vol.All(str, vol.Length(min=64, max=64)),
+    },
     extra=vol.ALLOW_EXTRA,
 )
+PAIR_PENDING_SCHEMA = vol.Schema(
+    {vol.Required("v"): int, vol.Required("type"): TYPE_PAIR_PENDING, vol.Required("request_id"): str, vol.Required("hub_nonce"): _NONCE, vol.Required("expires_at"): _TIMESTAMP},
+    extra=vol.ALLOW_EXTRA,
+)
+PAIR_APPROVED_SCHEMA = vol.Schema(
+    {vol.Required("v"): int, vol.Required("type"): TYPE_PAIR_APPROVED, vol.Required("node_id"): vol.Match(NODE_ID_RE), vol.Required("hub_id"): str, vol.Optional("grants", default=list): _CAPABILITIES},
+    extra=vol.ALLOW_EXTRA,
+)
+PAIR_REJECTED_SCHEMA = vol.Schema({vol.Required("v"): int, vol.Required("type"): TYPE_PAIR_REJECTED, vol.Required("reason"): str}, extra=vol.ALLOW_EXTRA)
+GRANTS_SCHEMA = vol.Schema({vol.Required("v"): int, vol.Required("type"): TYPE_GRANTS, vol.Required("grants"): _CAPABILITIES}, extra=vol.ALLOW_EXTRA)
+KEY_ROTATED_SCHEMA = vol.Schema({vol.Required("v"): int, vol.Required("type"): TYPE_KEY_ROTATED, vol.Required("public_key"): _B64KEY}, extra=vol.ALLOW_EXTRA)
 WELCOME_SCHEMA = vol.Schema(
     {
         vol.Required("v"): int,
@@ -126,7 +187,9 @@ ERROR_SCHEMA = vol.Schema(
 HUB_MESSAGES = {TYPE_CHALLENGE: CHALLENGE_SCHEMA, TYPE_WELCOME: WELCOME_SCHEMA, TYPE_ACK: ACK_SCHEMA, TYPE_ERROR: ERROR_SCHEMA}
 
 # What the agent may send after the handshake.
-AGENT_MESSAGES = {TYPE_REPORT: REPORT_SCHEMA, TYPE_HEARTBEAT: HEARTBEAT_SCHEMA}
+AGENT_MESSAGES = {TYPE_REPORT: REPORT_SCHEMA, TYPE_HEARTBEAT: HEARTBEAT_SCHEMA, TYPE_ROTATE_KEY: ROTATE_KEY_SCHEMA}
+# What the agent may open with.
+AGENT_OPENERS = {TYPE_HELLO: HELLO_SCHEMA, TYPE_PAIR: PAIR_SCHEMA}
 
 
 def encode(type_: str, **fields: Any) -> str:
@@ -163,6 +226,11 @@ def parse(text: str | bytes, schemas: dict[str, vol.Schema], *, max_bytes: int =
         return schema(raw)
     except vol.Invalid as err:
         raise ProtocolError(ERR_BAD_MESSAGE, f"invalid {type_} message: {humanize_invalid(err)}") from None
+
+
+def rotate_payload(hub_id: str, node_id: str, new_public_key: str, nonce: str) -> bytes:
+    """What the NEW key signs to take over a node: bound to this hub, node and connection."""
+    return f"roost-rotate-v{PROTOCOL_VERSION}\n{hub_id}\n{node_id}\n{new_public_key}\n{nonce}".encode()
 
 
 def auth_payload(hub_id: str, node_id: str, nonce: str) -> bytes:

@@ -29,6 +29,7 @@ from roost.core.store import JoinToken, NodeRecord, Report, Store
 
 from .events import EventBus
 from .ingest import Ingestor
+from .pairing import Pairing
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ HEADLINE = {
     "uptime_s": "linux_host.uptime_s",
 }
 SUMMARY_FACTS = ("os", "kernel", "arch", "cpu_cores_logical", "virtualization", "container")
-LIVENESS_CHECK_SECONDS = 2.0
+LIVENESS_CHECK_SECONDS = 1.0
 PRUNE_EVERY_SECONDS = 3600.0
 TOUCH_FLUSH_SECONDS = 10.0
 EVENT_MIN_GAP_SECONDS = 1.0
@@ -94,6 +95,9 @@ class Hub:
             custom_dirs=[config.data_dir / "custom_integrations", *config.custom_integrations],
         )
         self.started_at = time.time()
+        self.pairing = Pairing(self)
+        # Set by the TLS setup: what agents pin and what pairing codes mix in.
+        self.ca_fingerprint = ""
         # Caches kept in step with the store so summaries never touch the disk.
         self._nodes: dict[str, NodeRecord] = {}
         self._metrics: dict[str, dict[str, float]] = {}
@@ -208,9 +212,24 @@ class Hub:
             "nodes": {nid: {"name": n.name, "integrations": n.integrations} for nid, n in self._nodes.items()},
         }
 
-    async def add_node(self, *, public_key: str, hostname: str, name: str, facts: dict[str, Any], local: bool = False) -> NodeRecord:
+    def new_node_id(self) -> str:
+        return new_node_id()
+
+    async def add_node(
+        self,
+        *,
+        public_key: str,
+        hostname: str,
+        name: str,
+        facts: dict[str, Any],
+        local: bool = False,
+        node_id: str | None = None,
+        grants: list[str] | None = None,
+        ceiling: dict[str, Any] | None = None,
+        offered: list[str] | None = None,
+    ) -> NodeRecord:
         node = NodeRecord(
-            node_id=new_node_id(),
+            node_id=node_id or new_node_id(),
             name=name or hostname or "node",
             hostname=hostname,
             public_key=public_key,
@@ -219,6 +238,10 @@ class Hub:
             facts=facts,
         )
         await self.store.add_node(node)
+        now = time.time()
+        await self.store.set_grants(node.node_id, grants or [], now=now)
+        if ceiling is not None or offered is not None:
+            await self.store.set_ceiling(node.node_id, ceiling or {}, offered or [], now=now)
         self._remember(node)
         self._status[node.node_id] = self.node_status(node.node_id)
         self._publish_node(node.node_id, force=True)
@@ -250,6 +273,7 @@ class Hub:
             epoch=hello["epoch"],
             seen_at=time.time(),
         )
+        await self.store.set_ceiling(node_id, hello.get("ceiling") or {}, hello.get("capabilities") or [], now=time.time())
         self._remember(node)
         self.ingestor.reset_node(node_id)
         self.mark_seen(node_id)
@@ -320,6 +344,14 @@ class Hub:
             now = time.time()
             for node_id in list(self._nodes):
                 self._check_status(node_id, now)
+            # Revocations made by the CLI on the same store take effect within a second.
+            try:
+                for node_id in await self.store.revoked_node_ids():
+                    node = self._nodes.get(node_id)
+                    if node is not None and (not node.revoked or node_id in self.connections):
+                        await self._cut_off(node_id)
+            except Exception:
+                _LOGGER.exception("cannot read revocations")
             if time.monotonic() - last_touch >= TOUCH_FLUSH_SECONDS and self._dirty_seen:
                 dirty, self._dirty_seen = self._dirty_seen, {}
                 try:
@@ -336,17 +368,44 @@ class Hub:
                     _LOGGER.exception("cannot prune history")
                 last_prune = now
 
-    async def revoke_node(self, node_id: str) -> bool:
+    async def revoke_node(self, node_id: str, *, actor: str = "system") -> bool:
         if not await self.store.set_node_revoked(node_id, True):
             return False
+        await self.audit("node.revoked", actor=actor, target=f"node:{node_id}")
+        await self._cut_off(node_id)
+        return True
+
+    async def _cut_off(self, node_id: str) -> None:
+        """A revoked node loses its socket at once."""
         node = self._nodes.get(node_id)
-        if node is not None:
+        if node is not None and not node.revoked:
             self._nodes[node_id] = replace(node, revoked=True)
         ws = self.connections.pop(node_id, None)
         if ws is not None:
             await ws.close(code=4003, message=b"node revoked")
         self._publish_node(node_id, force=True)
-        return True
+
+    async def rotate_key(self, node_id: str, public_key: str) -> None:
+        from roost.core.identity import fingerprint
+
+        old = self._nodes[node_id].public_key
+        await self.store.set_node_key(node_id, public_key)
+        self._nodes[node_id] = replace(self._nodes[node_id], public_key=public_key)
+        await self.audit("node.key_rotated", actor=f"node:{node_id}", target=f"node:{node_id}", details={"old": fingerprint(old), "new": fingerprint(public_key)})
+
+    async def set_grants(self, node_id: str, grants: list[str], *, actor: str) -> None:
+        before = (await self.store.get_grants(node_id)).grants
+        await self.store.set_grants(node_id, grants, now=time.time())
+        await self.audit("grants.changed", actor=actor, target=f"node:{node_id}", details={"before": before, "after": sorted(set(grants))})
+        ws = self.connections.get(node_id)
+        if ws is not None and not ws.closed:
+            from roost.core import protocol
+
+            await ws.send_str(protocol.encode(protocol.TYPE_GRANTS, grants=sorted(set(grants))))
+
+    def publish(self, kind: str, data: dict[str, Any]) -> None:
+        if self.events.has_subscribers:
+            self.events.publish(kind, data)
 
 
 HUB_KEY = web.AppKey("roost_hub", Hub)
@@ -398,7 +457,7 @@ def create_app(config: HubConfig, *, store: Store | None = None) -> web.Applicat
     """Build the hub's aiohttp application; nothing starts until the app does."""
     from roost.core.store.sqlite import SQLiteStore
 
-    from . import api, gateway
+    from . import api, gateway, pairing
     from .local_agent import local_agent_ctx
 
     app = web.Application(client_max_size=1024 * 1024)
@@ -412,6 +471,7 @@ def create_app(config: HubConfig, *, store: Store | None = None) -> web.Applicat
     app.on_shutdown.append(_on_shutdown)
     api.setup(app)
     gateway.setup(app)
+    pairing.setup(app)
     try:
         from roost.frontend import setup as setup_frontend
     except ImportError:  # the dashboard is optional for API-only use

@@ -15,6 +15,7 @@ from roost.core import protocol
 from roost.core.const import ENROLL_PATH, MAX_MESSAGE_BYTES, WS_PATH
 from roost.core.identity import load_public_key, verify
 from roost.core.integration import humanize_invalid
+from roost.core.pairing import commitment, new_nonce
 from roost.core.store import Report
 
 from .app import HUB_KEY, Hub, JoinTokenError
@@ -84,6 +85,7 @@ class AgentConnection:
         self.node_id = ""
         self.epoch = ""
         self.bad = 0
+        self.nonce = ""
         self._acks: asyncio.Queue[tuple[int, asyncio.Future[bool]] | None] = asyncio.Queue()
 
     async def send_error(self, code: str, message: str, *, close: int | None = None) -> None:
@@ -95,7 +97,11 @@ class AgentConnection:
 
     async def handshake(self) -> bool:
         nonce = secrets.token_urlsafe(24)
-        await self.ws.send_str(protocol.encode(protocol.TYPE_CHALLENGE, nonce=nonce, hub_id=self.hub.hub_id))
+        # Committed now, revealed only if the agent asks to pair (see roost.core.pairing).
+        hub_nonce = new_nonce()
+        await self.ws.send_str(
+            protocol.encode(protocol.TYPE_CHALLENGE, nonce=nonce, hub_id=self.hub.hub_id, commitment=commitment(hub_nonce))
+        )
         try:
             msg = await self.ws.receive(timeout=HANDSHAKE_TIMEOUT)
         except asyncio.TimeoutError:
@@ -105,14 +111,24 @@ class AgentConnection:
             await self.send_error(protocol.ERR_BAD_MESSAGE, "expected a hello text message", close=CLOSE_POLICY)
             return False
         try:
-            hello = protocol.parse(msg.data, {protocol.TYPE_HELLO: protocol.HELLO_SCHEMA})
+            hello = protocol.parse(msg.data, protocol.AGENT_OPENERS)
         except protocol.ProtocolError as err:
             await self.send_error(err.code, str(err), close=CLOSE_TOO_BIG if err.code == protocol.ERR_TOO_LARGE else CLOSE_POLICY)
+            return False
+        if hello["type"] == protocol.TYPE_PAIR:
+            await self.hub.pairing.serve(self, hello, nonce, hub_nonce)
             return False
         node = self.hub.node(hello["node_id"])
         payload = protocol.auth_payload(self.hub.hub_id, hello["node_id"], nonce)
         # One answer for unknown, revoked and bad signature: nothing to probe.
         if node is None or node.revoked or node.local or not verify(node.public_key, hello["signature"], payload):
+            await self.hub.audit(
+                "agent.auth_failed",
+                actor=f"node:{hello['node_id']}",
+                outcome="refused",
+                peer=self.peer,
+                details={"why": "unknown node" if node is None else "revoked" if node.revoked else "bad signature"},
+            )
             await self.send_error(protocol.ERR_AUTH, "unknown node, revoked node or bad signature — enrol again with a new join token", close=CLOSE_POLICY)
             return False
         self.node_id = node.node_id
@@ -123,7 +139,10 @@ class AgentConnection:
         node = await self.hub.hello(self.node_id, hello)
         self.epoch = hello["epoch"]
         last_seq = node.last_seq if node.epoch == self.epoch else 0
+        self.nonce = nonce
         await self.ws.send_str(protocol.encode(protocol.TYPE_WELCOME, node_id=self.node_id, epoch=node.epoch, last_seq=last_seq))
+        grants = await self.hub.store.get_grants(self.node_id)
+        await self.ws.send_str(protocol.encode(protocol.TYPE_GRANTS, grants=grants.grants))
         _LOGGER.info("agent %s connected from %s (last report %d)", self.node_id, self.peer, last_seq)
         return True
 
@@ -174,6 +193,9 @@ class AgentConnection:
         if message["type"] == protocol.TYPE_HEARTBEAT:
             self.hub.mark_seen(self.node_id, now)
             return
+        if message["type"] == protocol.TYPE_ROTATE_KEY:
+            await self.rotate_key(message)
+            return
         if message["node_id"] != self.node_id:
             await self.send_error(protocol.ERR_WRONG_NODE, f"report is for node {message['node_id']!r} but this connection is {self.node_id!r}", close=CLOSE_POLICY)
             return
@@ -191,6 +213,26 @@ class AgentConnection:
         )
         future = await self.hub.ingestor.submit(report)
         self._acks.put_nowait((report.seq, future))
+
+
+    async def rotate_key(self, message: dict[str, Any]) -> None:
+        """The node proves the new key on this authenticated connection; the old key stops working at once."""
+        new_key = message["new_public_key"]
+        payload = protocol.rotate_payload(self.hub.hub_id, self.node_id, new_key, self.nonce)
+        try:
+            load_public_key(new_key)
+            valid = verify(new_key, message["signature"], payload)
+        except ValueError:
+            valid = False
+        if not valid:
+            await self.send_error(protocol.ERR_AUTH, "key rotation not signed by the new key for this connection")
+            return
+        try:
+            await self.hub.rotate_key(self.node_id, new_key)
+        except ValueError as err:
+            await self.send_error(protocol.ERR_BAD_MESSAGE, f"cannot rotate key: {err}")
+            return
+        await self.ws.send_str(protocol.encode(protocol.TYPE_KEY_ROTATED, public_key=new_key))
 
 
 async def agent_socket(request: web.Request) -> web.StreamResponse:

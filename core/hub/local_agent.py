@@ -11,6 +11,7 @@ from aiohttp import web
 
 from roost.agent.runtime import AgentRuntime
 from roost.core import protocol
+from roost.core.capabilities import default_grants
 from roost.core.store import Report
 
 from .app import HUB_KEY, Hub
@@ -78,6 +79,9 @@ async def local_agent_ctx(app: web.Application) -> AsyncIterator[None]:
         _LOGGER.info("registered this host as local node %s", node.node_id)
     hub.local_node_id = rt.node_id = node.node_id
     await rt.start()
+    if not (await hub.store.get_grants(node.node_id)).updated_at:
+        # The hub's own host starts with the read-only part of what it offers.
+        await hub.store.set_grants(node.node_id, default_grants(rt.manager.capabilities()), now=time.time())
     stop = asyncio.Event()
     task = asyncio.create_task(rt.run(LocalUplink(hub), stop), name="roost-local-agent")
     yield

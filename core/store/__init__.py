@@ -7,8 +7,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import Retention
+from .pairing import NodeGrants, PairingLimitError, PairingRequest, PairingStore
+from .users import ApiTokenRecord, LastAdminError, SessionRecord, UserExistsError, UserRecord, UserStore
 
-__all__ = ["Retention", "Store", "NodeRecord", "JoinToken", "Report", "NodeState"]
+__all__ = ["Retention", "Store", "NodeRecord", "JoinToken", "Report", "NodeState", "NodeGrants", "PairingLimitError", "PairingRequest",
+           "UserRecord", "SessionRecord", "ApiTokenRecord", "UserExistsError", "LastAdminError"]
 
 RES_RAW = "raw"
 RES_MINUTE = "minute"
@@ -72,7 +75,7 @@ class NodeState:
     metrics: dict[str, float]
 
 
-class Store(abc.ABC):
+class Store(PairingStore, UserStore, abc.ABC):
     """Hub state. Implementations: roost.core.store.sqlite (default)."""
 
     @abc.abstractmethod

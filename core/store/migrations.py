@@ -143,6 +143,90 @@ MIGRATIONS: tuple[Migration, ...] = (
             "INSERT INTO rollup_state (id, raw_watermark) VALUES (1, 0)",
         ),
     ),
+    Migration(
+        2,
+        "users, sessions, api tokens",
+        (
+            # Names compare without case: "Admin" and "admin" are one user.
+            """
+            CREATE TABLE users (
+                user_id TEXT PRIMARY KEY,
+                name TEXT NOT NULL UNIQUE COLLATE NOCASE,
+                role TEXT NOT NULL CHECK (role IN ('viewer', 'operator', 'admin')),
+                password_hash TEXT NOT NULL,
+                created_at REAL NOT NULL,
+                password_changed_at REAL NOT NULL,
+                disabled INTEGER NOT NULL DEFAULT 0
+            )
+            """,
+            # session_id is the SHA-256 of the cookie; the cookie is never stored.
+            """
+            CREATE TABLE sessions (
+                session_id TEXT PRIMARY KEY,
+                user_id TEXT NOT NULL REFERENCES users (user_id) ON DELETE CASCADE,
+                created_at REAL NOT NULL,
+                last_seen REAL NOT NULL,
+                expires_at REAL NOT NULL,
+                csrf_token TEXT NOT NULL,
+                peer TEXT NOT NULL DEFAULT '',
+                user_agent TEXT NOT NULL DEFAULT ''
+            ) WITHOUT ROWID
+            """,
+            "CREATE INDEX sessions_user ON sessions (user_id)",
+            """
+            CREATE TABLE api_tokens (
+                token_id TEXT PRIMARY KEY,
+                user_id TEXT NOT NULL REFERENCES users (user_id) ON DELETE CASCADE,
+                name TEXT NOT NULL DEFAULT '',
+                scope TEXT NOT NULL CHECK (scope IN ('read', 'operate', 'admin')),
+                secret_hash TEXT NOT NULL,
+                created_at REAL NOT NULL,
+                expires_at REAL,
+                last_used REAL,
+                revoked INTEGER NOT NULL DEFAULT 0
+            )
+            """,
+            "CREATE INDEX api_tokens_user ON api_tokens (user_id)",
+        ),
+    ),
+    # 3 is reserved for the audit chain; its owner replaces the empty step list.
+    Migration(3, "audit chain", ()),
+    Migration(
+        4,
+        "pairing requests, grants and ceilings",
+        (
+            """
+            CREATE TABLE pairing_requests (
+                request_id TEXT PRIMARY KEY,
+                public_key TEXT NOT NULL,
+                hostname TEXT NOT NULL,
+                code TEXT NOT NULL,
+                created_at REAL NOT NULL,
+                expires_at REAL NOT NULL,
+                facts TEXT NOT NULL DEFAULT '{}',
+                offered TEXT NOT NULL DEFAULT '[]',
+                ceiling TEXT NOT NULL DEFAULT '{}',
+                peer TEXT NOT NULL DEFAULT '',
+                key_changed_node TEXT,
+                status TEXT NOT NULL DEFAULT 'pending',
+                node_id TEXT,
+                decided_by TEXT NOT NULL DEFAULT '',
+                decided_at REAL
+            )
+            """,
+            "CREATE INDEX pairing_requests_status ON pairing_requests (status, expires_at)",
+            "CREATE INDEX pairing_requests_key ON pairing_requests (public_key)",
+            """
+            CREATE TABLE node_grants (
+                node_id TEXT PRIMARY KEY REFERENCES nodes (node_id) ON DELETE CASCADE,
+                grants TEXT NOT NULL DEFAULT '[]',
+                ceiling TEXT NOT NULL DEFAULT '{}',
+                offered TEXT NOT NULL DEFAULT '[]',
+                updated_at REAL
+            ) WITHOUT ROWID
+            """,
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

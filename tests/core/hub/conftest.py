@@ -52,6 +52,7 @@ class FakeAgent:
     epoch: str = "e1"
     ws: Any = None
     seq: int = 0
+    grants: list = field(default_factory=list)
 
     @property
     def hub(self):
@@ -85,7 +86,10 @@ class FakeAgent:
             "capabilities": ["host.metrics.read"],
         }
         await self.ws.send_str(json.dumps(hello))
-        return await self.ws.receive_json(timeout=5)
+        answer = await self.ws.receive_json(timeout=5)
+        if answer["type"] == "welcome":
+            self.grants = (await self.expect("grants"))["grants"]
+        return answer
 
     def report(self, *, seq: int | None = None, collected_at: float | None = None, **over: Any) -> dict[str, Any]:
         if seq is None:

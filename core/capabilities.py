@@ -1,0 +1,99 @@
+"""Capabilities: dotted names the hub grants per node, limited on the agent by its owner's ceiling."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import voluptuous as vol
+
+MODE_READ_ONLY = "read-only"
+MODE_EXECUTE = "execute"
+CAPABILITY_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
+_PATTERN_RE = re.compile(r"^[a-z0-9_.*?\[\]-]+$")
+# A capability is read-only when one of its segments says so
+# (host.metrics.read, proxmox.readonly, filesystem.read.scoped).
+READ_SEGMENTS = frozenset({"read", "readonly"})
+
+# Capabilities Roost itself knows, with what each allows.
+KNOWN: dict[str, str] = {
+    "host.metrics.read": "read CPU, memory, disk, network and process metrics",
+    "network.info.read": "read network interfaces and addresses",
+    "services.read": "read systemd service states",
+    "network.probe": "probe TCP reachability of configured targets",
+    "logs.read": "read logs from configured sources",
+    "filesystem.read.scoped": "list and read files under configured roots",
+    "docker.read": "read containers, images and volumes",
+    "docker.manage": "start, stop and restart containers",
+    "proxmox.readonly": "read the Proxmox cluster, guests and backups",
+    "proxmox.manage": "run Proxmox guest lifecycle actions",
+    "process.execute.limited": "run commands named in the agent's allowlist",
+    "services.manage": "start, stop and restart systemd services",
+    "network.wol.send": "send Wake-on-LAN packets",
+}
+
+
+def is_capability(name: Any) -> bool:
+    return isinstance(name, str) and len(name) <= 100 and bool(CAPABILITY_RE.match(name))
+
+
+def is_read_only(name: str) -> bool:
+    return any(part in READ_SEGMENTS for part in name.split("."))
+
+
+def _pattern(value: Any) -> str:
+    if not isinstance(value, str) or not value or len(value) > 100 or not _PATTERN_RE.match(value):
+        raise vol.Invalid("expected a capability name or glob such as docker.* or host.metrics.read")
+    return value
+
+
+CEILING_SCHEMA = vol.Schema(
+    {
+        vol.Optional("mode", default=MODE_READ_ONLY): vol.In([MODE_READ_ONLY, MODE_EXECUTE], msg="must be read-only or execute"),
+        vol.Optional("allow", default=lambda: ["*"]): [_pattern],
+        vol.Optional("deny", default=list): [_pattern],
+    }
+)
+
+
+@dataclass(frozen=True)
+class Ceiling:
+    """What the host owner allows on this agent, whatever the hub grants."""
+
+    mode: str = MODE_READ_ONLY
+    allow: tuple[str, ...] = ("*",)
+    deny: tuple[str, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Ceiling:
+        clean = CEILING_SCHEMA(dict(data or {}))
+        return cls(mode=clean["mode"], allow=tuple(clean["allow"]), deny=tuple(clean["deny"]))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"mode": self.mode, "allow": list(self.allow), "deny": list(self.deny)}
+
+    def permits(self, capability: str) -> bool:
+        if not is_capability(capability):
+            return False
+        if any(fnmatch.fnmatchcase(capability, p) for p in self.deny):
+            return False
+        if not any(fnmatch.fnmatchcase(capability, p) for p in self.allow):
+            return False
+        return self.mode == MODE_EXECUTE or is_read_only(capability)
+
+
+def effective(grants: Iterable[str], ceiling: Ceiling) -> list[str]:
+    """What may run: the grant intersected with the ceiling."""
+    return sorted({c for c in grants if ceiling.permits(c)})
+
+
+def default_grants(offered: Iterable[str]) -> list[str]:
+    """What an approval grants unless the admin chooses otherwise: the read-only part of what is offered."""
+    return sorted({c for c in offered if is_capability(c) and is_read_only(c)})
+
+
+def describe(name: str) -> str:
+    return KNOWN.get(name, "")
