@@ -47,6 +47,7 @@ from . import (
     Retention,
     Store,
 )
+from .sqlite_users import SQLiteUserStore
 from .migrations import migrate, prepare_new_database
 
 _LOGGER = logging.getLogger(__name__)
@@ -238,7 +239,7 @@ class _NodeBatch:
             self.interval = report.interval
 
 
-class SQLiteStore(Store):
+class SQLiteStore(SQLiteUserStore, Store):
     """Hub state in one SQLite file.
 
     One connection per store; an asyncio lock keeps the transactions of
