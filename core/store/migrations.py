@@ -190,7 +190,42 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
     ),
     # 3 is reserved for the audit chain; its owner replaces the empty step list.
-    Migration(3, "audit chain", ()),
+    Migration(
+        3,
+        "audit chain",
+        (
+            # seq is the rowid: entries are read in chain order by primary key.
+            # details is canonical JSON (roost.core.audit.canonical_json).
+            """
+            CREATE TABLE audit_log (
+                seq INTEGER PRIMARY KEY,
+                ts REAL NOT NULL,
+                action TEXT NOT NULL,
+                actor TEXT NOT NULL,
+                target TEXT NOT NULL DEFAULT '',
+                outcome TEXT NOT NULL,
+                peer TEXT NOT NULL DEFAULT '',
+                details TEXT NOT NULL DEFAULT '{}',
+                prev_hash TEXT NOT NULL,
+                hash TEXT NOT NULL
+            )
+            """,
+            "CREATE INDEX audit_log_ts ON audit_log (ts)",
+            "CREATE INDEX audit_log_action ON audit_log (action)",
+            "CREATE INDEX audit_log_actor ON audit_log (actor)",
+            "CREATE INDEX audit_log_target ON audit_log (target)",
+            # Append-only for every code path; someone who can write the file
+            # can drop these, which is what the hash chain is for.
+            """
+            CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+            BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END
+            """,
+            """
+            CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+            BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END
+            """,
+        ),
+    ),
     Migration(
         4,
         "pairing requests, grants and ceilings",

@@ -2,22 +2,23 @@
 
 Metric history has three resolutions. ``metric_raw`` holds one row per
 accepted report with all of its metrics as JSON; it is the durable log. The
-minute and hour rollups (sum, count, min, max per series and bucket) are folded
-from it: ingest aggregates accepted reports in memory and merges the
-aggregates into the rollup tables at most ``rollup_flush_seconds`` later (0
-merges in every ingest call). ``rollup_state.raw_watermark`` records the last
-raw row already merged, in the same transaction as the merge, so nothing is
+minute and hour rollups (sum, count, min, max per series and bucket) are
+derived from it: ingest keeps the accepted metrics in memory, grouped by node
+and minute, and at most ``rollup_flush_seconds`` later (0: in every ingest
+call) aggregates them in Python and merges the result into the rollup tables
+with one upsert per (series, bucket). ``rollup_state.raw_watermark`` records
+the last raw row merged, in the same transaction as the merge, so nothing is
 counted twice or lost:
 
 - reads of minute/hour history fold the raw rows above the watermark on the
   fly, so a chart is never behind;
-- after a crash, or when another process merged first, the in-memory
-  aggregates are thrown away and rebuilt from the raw rows above the
+- after a crash, a failed transaction, or when another process merged first,
+  the in-memory metrics are dropped and rebuilt from the raw rows above the
   watermark at the next merge.
 
-Deferring the merge is what keeps ingest fast: each (series, bucket) row is
-written about once per flush instead of once per report (see
-scripts/bench_store.py).
+Deferring the merge is what keeps ingest fast: a (series, bucket) row is
+written about once per merge instead of once per report, and the aggregation
+runs over whole columns of values (see scripts/bench_store.py).
 """
 
 from __future__ import annotations
@@ -27,7 +28,10 @@ import hmac
 import json
 import logging
 import math
+import sqlite3
+import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from operator import itemgetter
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -47,7 +51,9 @@ from . import (
     Retention,
     Store,
 )
+from .sqlite_pairing import SQLitePairingStore
 from .sqlite_users import SQLiteUserStore
+from .sqlite_audit import SQLiteAuditStore
 from .migrations import migrate, prepare_new_database
 
 _LOGGER = logging.getLogger(__name__)
@@ -55,13 +61,20 @@ _LOGGER = logging.getLogger(__name__)
 DEFAULT_BUSY_TIMEOUT = 10.0
 DEFAULT_CACHE_KIB = 32 * 1024
 DEFAULT_ROLLUP_FLUSH_SECONDS = 60.0
-DEFAULT_MAX_PENDING_BUCKETS = 250_000
+# ~2 KB of memory per pending report with 30 metrics.
+DEFAULT_MAX_PENDING_REPORTS = 20_000
+# Checkpoint the WAL every 64 MiB instead of SQLite's 4 MiB: the latest-state
+# rows are rewritten with every report, and a longer WAL lets a checkpoint
+# copy each hot page once instead of once per ingest batch.
+DEFAULT_WAL_AUTOCHECKPOINT_PAGES = 16384
 DEFAULT_JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 # Used-up, revoked or expired join tokens stay listed this long, then go.
 JOIN_TOKEN_KEEP_SECONDS = 86400.0
 # prune() gives free pages back to the file system only beyond this share of
-# the file; below it they are reused by the next inserts anyway.
+# the pages in use; below it they are reused by the next inserts anyway.
 FREE_PAGES_KEPT_RATIO = 0.10
+# Aggregating more pending reports than this happens off the event loop.
+_AGGREGATE_IN_THREAD_REPORTS = 2000
 # Bound on ? variables in one IN (...) list.
 _MAX_IN_VARS = 500
 
@@ -69,7 +82,9 @@ _MINUTE = BUCKET_SECONDS[RES_MINUTE]
 _HOUR = BUCKET_SECONDS[RES_HOUR]
 _ROLLUP_TABLES = {RES_MINUTE: "metric_minute", RES_HOUR: "metric_hour"}
 
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+# Everything encoded here came from JSON (or dataclasses of it), so there is no
+# reference cycle to look for.
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
 _decode = json.loads
 
 _NODE_COLUMNS = (
@@ -115,8 +130,11 @@ _SQL_MERGE_ROLLUP = """
         max = max(max, excluded.max)
 """
 
-# {(series_id, bucket_ts): [sum, count, min, max]}
-_Buckets = dict[tuple[int, int], list[float]]
+# Reports not merged into the rollups yet, grouped by node and minute:
+# {(node_id, minute_ts): [metrics of each report collected in that minute]}
+_Pending = dict[tuple[str, int], list[Mapping[str, float]]]
+# (series_id, bucket_ts, sum, count, min, max)
+_RollupRow = tuple[int, int, float, int, float, float]
 
 
 def _finite_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -137,36 +155,62 @@ def _finite_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
     }
 
 
-def _fold(
-    minute: _Buckets, hour: _Buckets, ids: Mapping[str, int], metrics: Mapping[str, float], ts: float
-) -> None:
-    """Add one report's metrics to the minute and hour aggregates."""
-    minute_ts = int(ts // _MINUTE) * _MINUTE
-    hour_ts = int(ts // _HOUR) * _HOUR
-    for name, value in metrics.items():
-        series_id = ids[name]
-        key = (series_id, minute_ts)
-        acc = minute.get(key)
-        if acc is None:
-            minute[key] = [value, 1, value, value]
+def _aggregate(
+    ids: Mapping[str, int], reports: list[Mapping[str, float]]
+) -> list[tuple[int, float, int, float, float]]:
+    """(series_id, sum, count, min, max) per series over the reports of one node and minute."""
+    first = reports[0]
+    if len(reports) == 1:
+        return [(ids[name], value, 1, value, value) for name, value in first.items()]
+    names = tuple(first)
+    if len(names) > 1 and all(len(report) == len(names) for report in reports):
+        # The usual case, every report with the same series: transpose in C.
+        try:
+            columns = zip(*map(itemgetter(*names), reports))
+        except KeyError:
+            pass
         else:
-            acc[0] += value
-            acc[1] += 1
-            if value < acc[2]:
-                acc[2] = value
-            elif value > acc[3]:
-                acc[3] = value
-        key = (series_id, hour_ts)
-        acc = hour.get(key)
-        if acc is None:
-            hour[key] = [value, 1, value, value]
-        else:
-            acc[0] += value
-            acc[1] += 1
-            if value < acc[2]:
-                acc[2] = value
-            elif value > acc[3]:
-                acc[3] = value
+            return [
+                (ids[name], sum(column), len(column), min(column), max(column))
+                for name, column in zip(names, columns)
+            ]
+    by_series: dict[str, list[float]] = {}
+    for report in reports:
+        for name, value in report.items():
+            values = by_series.get(name)
+            if values is None:
+                by_series[name] = [value]
+            else:
+                values.append(value)
+    return [
+        (ids[name], sum(values), len(values), min(values), max(values)) for name, values in by_series.items()
+    ]
+
+
+def _rollup_rows(
+    pending: _Pending, series: Mapping[str, Mapping[str, int]]
+) -> tuple[list[_RollupRow], list[_RollupRow]]:
+    """Minute and hour rollup rows for the pending reports; ``series`` maps node and name to series_id."""
+    minute_rows: list[_RollupRow] = []
+    append = minute_rows.append
+    hours: dict[tuple[int, int], list[Any]] = {}
+    for (node_id, minute_ts), reports in pending.items():
+        hour_ts = minute_ts - minute_ts % _HOUR
+        for series_id, total, count, low, high in _aggregate(series[node_id], reports):
+            append((series_id, minute_ts, total, count, low, high))
+            key = (series_id, hour_ts)
+            acc = hours.get(key)
+            if acc is None:
+                hours[key] = [total, count, low, high]
+            else:
+                acc[0] += total
+                acc[1] += count
+                if low < acc[2]:
+                    acc[2] = low
+                if high > acc[3]:
+                    acc[3] = high
+    hour_rows = [(key[0], key[1], acc[0], acc[1], acc[2], acc[3]) for key, acc in hours.items()]
+    return minute_rows, hour_rows
 
 
 def _chunks(items: Sequence[Any], size: int = _MAX_IN_VARS) -> Iterable[Sequence[Any]]:
@@ -239,7 +283,7 @@ class _NodeBatch:
             self.interval = report.interval
 
 
-class SQLiteStore(SQLiteUserStore, Store):
+class SQLiteStore(SQLitePairingStore, SQLiteUserStore, SQLiteAuditStore, Store):
     """Hub state in one SQLite file.
 
     One connection per store; an asyncio lock keeps the transactions of
@@ -254,16 +298,16 @@ class SQLiteStore(SQLiteUserStore, Store):
         *,
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
         rollup_flush_seconds: float = DEFAULT_ROLLUP_FLUSH_SECONDS,
-        max_pending_buckets: int = DEFAULT_MAX_PENDING_BUCKETS,
+        max_pending_reports: int = DEFAULT_MAX_PENDING_REPORTS,
         cache_kib: int = DEFAULT_CACHE_KIB,
     ) -> None:
         """``rollup_flush_seconds`` is how long (in reports' received_at time)
         rollup aggregates may stay in memory before they are merged into the
-        rollup tables; ``max_pending_buckets`` forces a merge earlier."""
+        rollup tables; ``max_pending_reports`` forces a merge earlier."""
         self._path = Path(path)
         self._busy_timeout = busy_timeout
         self._flush_seconds = rollup_flush_seconds
-        self._max_pending = max_pending_buckets
+        self._max_pending = max_pending_reports
         self._cache_kib = cache_kib
         self._db: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
@@ -272,11 +316,12 @@ class SQLiteStore(SQLiteUserStore, Store):
         self._series: dict[str, dict[str, int]] = {}
         self._series_max_id = 0
         self._series_stale = True
-        # Rollup aggregates of raw rows (self._watermark, newest] not yet merged.
-        self._minute: _Buckets = {}
-        self._hour: _Buckets = {}
+        # The metrics of raw rows (self._watermark, newest], not merged yet.
+        self._pending: _Pending = {}
+        self._pending_reports = 0
         self._pending_valid = False
         self._watermark: int | None = None
+        self._folded_until: int | None = None
         self._pending_since: float | None = None
 
     @property
@@ -292,8 +337,8 @@ class SQLiteStore(SQLiteUserStore, Store):
         try:
             await db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
             await prepare_new_database(db)
-            mode = next(iter(await db.execute_fetchall("PRAGMA journal_mode = WAL")))[0]
-            if str(mode).lower() != "wal":
+            mode = await self._enable_wal(db)
+            if mode.lower() != "wal":
                 _LOGGER.warning(
                     "%s: SQLite refused WAL mode (journal_mode is %s); the file system may not "
                     "support it — keep the hub database on a local disk",
@@ -304,6 +349,7 @@ class SQLiteStore(SQLiteUserStore, Store):
             await db.execute("PRAGMA foreign_keys = ON")
             await db.execute(f"PRAGMA cache_size = -{int(self._cache_kib)}")
             await db.execute("PRAGMA temp_store = MEMORY")
+            await db.execute(f"PRAGMA wal_autocheckpoint = {DEFAULT_WAL_AUTOCHECKPOINT_PAGES}")
             await db.execute(f"PRAGMA journal_size_limit = {DEFAULT_JOURNAL_SIZE_LIMIT}")
             await migrate(db, where=str(self._path))
             auto_vacuum = next(iter(await db.execute_fetchall("PRAGMA auto_vacuum")))[0]
@@ -314,19 +360,38 @@ class SQLiteStore(SQLiteUserStore, Store):
             raise
         self._db = db
         self._series_stale = True
-        self._minute, self._hour = {}, {}
+        self._pending, self._pending_reports = {}, 0
         self._pending_since = None
         # A clean shutdown leaves nothing above the watermark; otherwise the
         # first merge rebuilds the aggregates from the raw rows.
         self._pending_valid = watermark == newest
-        self._watermark = watermark if self._pending_valid else None
+        self._watermark, self._folded_until = watermark, newest
+
+    async def _enable_wal(self, db: aiosqlite.Connection) -> str:
+        """Switch to WAL and return the journal mode now in force.
+
+        The switch needs an exclusive lock and SQLite answers "database is
+        locked" at once instead of calling the busy handler, so when several
+        processes open a new file together the losers retry for up to
+        busy_timeout.
+        """
+        deadline = time.monotonic() + self._busy_timeout
+        delay = 0.01
+        while True:
+            try:
+                return str(next(iter(await db.execute_fetchall("PRAGMA journal_mode = WAL")))[0])
+            except sqlite3.OperationalError as err:
+                if "locked" not in str(err) or time.monotonic() >= deadline:
+                    raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.2)
 
     async def close(self) -> None:
         db = self._db
         if db is None:
             return
         try:
-            if self._minute or self._hour:
+            if self._pending:
                 await self.flush_rollups()
             async with self._lock:
                 await db.execute("PRAGMA optimize")
@@ -375,9 +440,9 @@ class SQLiteStore(SQLiteUserStore, Store):
             raise
 
     def _invalidate_pending(self) -> None:
-        self._minute, self._hour = {}, {}
+        self._pending, self._pending_reports = {}, 0
         self._pending_valid = False
-        self._watermark = None
+        self._watermark = self._folded_until = None
         self._pending_since = None
         self._series_stale = True
 
@@ -580,7 +645,7 @@ class SQLiteStore(SQLiteUserStore, Store):
         accepted: list[bool] = []
         unknown: set[str] = set()
         raw_rows: list[tuple[str, float, str]] = []
-        to_fold: list[tuple[str, dict[str, float], float]] = []
+        pending = self._pending
         missing: dict[str, set[str]] = {}
         nodes: dict[str, _NodeBatch] = {}
         newest_metrics: dict[str, tuple[float, str]] = {}
@@ -608,7 +673,13 @@ class SQLiteStore(SQLiteUserStore, Store):
             values = _encode(metrics)
             raw_rows.append((node_id, collected_at, values))
             if metrics:
-                to_fold.append((node_id, metrics, collected_at))
+                key = (node_id, int(collected_at // _MINUTE) * _MINUTE)
+                group = pending.get(key)
+                if group is None:
+                    pending[key] = [metrics]
+                else:
+                    group.append(metrics)
+                self._pending_reports += 1
                 known = series_cache.get(node_id)
                 new = metrics.keys() - known.keys() if known is not None else set(metrics)
                 if new:
@@ -642,13 +713,14 @@ class SQLiteStore(SQLiteUserStore, Store):
 
         if missing:
             await self._ensure_series(db, missing)
-        # _ensure_series may have replaced the cache.
-        series_cache = self._series
-        minute, hour = self._minute, self._hour
-        for node_id, metrics, collected_at in to_fold:
-            _fold(minute, hour, series_cache[node_id], metrics, collected_at)
 
         await db.executemany(_SQL_INSERT_RAW, raw_rows)
+        newest = await self._newest_raw_id(db)
+        if self._folded_until is None or newest - len(raw_rows) != self._folded_until:
+            # Raw rows from elsewhere arrived since our last look; the next
+            # merge rebuilds the aggregates from the raw table.
+            self._pending_valid = False
+        self._folded_until = newest
         await db.executemany(
             _SQL_UPSERT_LATEST_METRICS,
             [(node_id, collected_at, values) for node_id, (collected_at, values) in newest_metrics.items()],
@@ -683,7 +755,7 @@ class SQLiteStore(SQLiteUserStore, Store):
         assert self._pending_since is not None
         if (
             last_received - self._pending_since >= self._flush_seconds
-            or len(minute) + len(hour) >= self._max_pending
+            or self._pending_reports >= self._max_pending
         ):
             await self._flush(db)
         return accepted
@@ -730,6 +802,10 @@ class SQLiteStore(SQLiteUserStore, Store):
                 await self._load_series(db)
                 return
 
+    async def _newest_raw_id(self, db: aiosqlite.Connection) -> int:
+        rows = await db.execute_fetchall("SELECT seq FROM sqlite_sequence WHERE name = 'metric_raw'")
+        return int(next(iter(rows))[0])
+
     async def _rollup_marks(self, db: aiosqlite.Connection) -> tuple[int, int]:
         """(raw_watermark, id of the newest raw row ever inserted)."""
         rows = await db.execute_fetchall(
@@ -743,22 +819,26 @@ class SQLiteStore(SQLiteUserStore, Store):
     async def _flush(self, db: aiosqlite.Connection) -> None:
         """Merge the aggregates into the rollup tables; runs inside a write transaction."""
         watermark, newest = await self._rollup_marks(db)
-        if not self._pending_valid or watermark != self._watermark:
+        # The aggregates in memory are usable only if they cover exactly the
+        # raw rows (watermark, newest]: nobody else merged or ingested since.
+        if not self._pending_valid or watermark != self._watermark or newest != self._folded_until:
             if self._pending_valid:
                 _LOGGER.debug("%s: another process merged rollups; rebuilding from raw rows", self._path)
-            self._minute, self._hour = {}, {}
+            self._pending, self._pending_reports = {}, 0
             await self._load_series(db)
             await self._fold_raw_after(db, watermark)
-        for table, buckets in (("metric_minute", self._minute), ("metric_hour", self._hour)):
-            if buckets:
-                await db.executemany(
-                    _SQL_MERGE_ROLLUP.format(table=table),
-                    [(key[0], key[1], acc[0], acc[1], acc[2], acc[3]) for key, acc in buckets.items()],
-                )
+        if self._pending:
+            if self._pending_reports >= _AGGREGATE_IN_THREAD_REPORTS:
+                # Keep the event loop responsive while a big merge is computed.
+                minute_rows, hour_rows = await asyncio.to_thread(_rollup_rows, self._pending, self._series)
+            else:
+                minute_rows, hour_rows = _rollup_rows(self._pending, self._series)
+            await db.executemany(_SQL_MERGE_ROLLUP.format(table="metric_minute"), minute_rows)
+            await db.executemany(_SQL_MERGE_ROLLUP.format(table="metric_hour"), hour_rows)
         if newest != watermark:
             await db.execute("UPDATE rollup_state SET raw_watermark = ? WHERE id = 1", (newest,))
-        self._minute, self._hour = {}, {}
-        self._watermark = newest
+        self._pending, self._pending_reports = {}, 0
+        self._watermark = self._folded_until = newest
         self._pending_valid = True
         self._pending_since = None
 
@@ -777,7 +857,9 @@ class SQLiteStore(SQLiteUserStore, Store):
         if missing:
             await self._ensure_series(db, missing)
         for node_id, metrics, ts in parsed:
-            _fold(self._minute, self._hour, self._series[node_id], metrics, ts)
+            if metrics:
+                self._pending.setdefault((node_id, int(ts // _MINUTE) * _MINUTE), []).append(metrics)
+                self._pending_reports += 1
         _LOGGER.info("%s: folded %d raw report(s) into the metric rollups", self._path, len(rows))
 
     async def latest_state(self, node_id: str) -> NodeState:
@@ -952,14 +1034,15 @@ class SQLiteStore(SQLiteUserStore, Store):
         return {RES_RAW: raw.rowcount, RES_MINUTE: minute.rowcount, RES_HOUR: hour.rowcount}
 
     async def _release_free_pages(self) -> None:
-        """Give free pages beyond FREE_PAGES_KEPT_RATIO of the file back to the file system."""
+        """Give free pages beyond FREE_PAGES_KEPT_RATIO of the used ones back to the file system."""
         if not self._incremental_vacuum:
             return
         db = self._conn()
         async with self._lock:
             free = next(iter(await db.execute_fetchall("PRAGMA freelist_count")))[0]
             pages = next(iter(await db.execute_fetchall("PRAGMA page_count")))[0]
-            excess = free - int(pages * FREE_PAGES_KEPT_RATIO)
+            excess = free - int((pages - free) * FREE_PAGES_KEPT_RATIO)
             if excess > 0:
-                # incremental_vacuum frees one page per result row: read them all.
-                await db.execute_fetchall(f"PRAGMA incremental_vacuum({int(excess)})")
+                # Through execute() the sqlite3 module steps this pragma once,
+                # which frees a single page; executescript runs it to the end.
+                await db.executescript(f"PRAGMA incremental_vacuum({int(excess)});")
