@@ -9,9 +9,11 @@ from typing import Any
 from ..config import Retention
 from .pairing import NodeGrants, PairingLimitError, PairingRequest, PairingStore
 from .users import ApiTokenRecord, LastAdminError, SessionRecord, UserExistsError, UserRecord, UserStore
+from .audit import AuditFilter, AuditStore
 
 __all__ = ["Retention", "Store", "NodeRecord", "JoinToken", "Report", "NodeState", "NodeGrants", "PairingLimitError", "PairingRequest",
-           "UserRecord", "SessionRecord", "ApiTokenRecord", "UserExistsError", "LastAdminError"]
+           "UserRecord", "SessionRecord", "ApiTokenRecord", "UserExistsError", "LastAdminError",
+           "AuditFilter"]
 
 RES_RAW = "raw"
 RES_MINUTE = "minute"
@@ -75,7 +77,7 @@ class NodeState:
     metrics: dict[str, float]
 
 
-class Store(PairingStore, UserStore, abc.ABC):
+class Store(PairingStore, UserStore, AuditStore, abc.ABC):
     """Hub state. Implementations: roost.core.store.sqlite (default)."""
 
     @abc.abstractmethod

@@ -1,0 +1,145 @@
+"""SQLite implementation of the audit chain (a mixin of SQLiteStore); the table is migration 3.
+
+Triggers refuse UPDATE and DELETE on ``audit_log``, so no code path of the
+hub can change history by mistake. They are no defence against someone who
+can write the file (they can drop the triggers); the hash chain and a head
+kept elsewhere are (see roost.core.audit and docs/audit.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from ..audit import EMPTY_HEAD, AuditEntry, AuditHead, canonical_json, chain, entry_from_row, head_after, make_record
+from .audit import DEFAULT_AUDIT_PAGE, MAX_AUDIT_PAGE, AuditFilter
+
+_LOGGER = logging.getLogger(__name__)
+
+HEAD_KEY = "audit_head"
+ITER_PAGE = 500
+
+_COLUMNS = "seq, ts, action, actor, target, outcome, peer, details, prev_hash, hash"
+
+
+def _where(filters: AuditFilter | None, before_seq: int | None) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if filters is not None:
+        prefix = filters.action.strip().rstrip(".")
+        if prefix:
+            # '/' sorts right after '.', so this range is "prefix." followed by anything.
+            clauses.append("(action = ? OR (action >= ? AND action < ?))")
+            params += [prefix, prefix + ".", prefix + "/"]
+        for column in ("actor", "target", "outcome"):
+            value = getattr(filters, column)
+            if value:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if filters.since is not None:
+            clauses.append("ts >= ?")
+            params.append(float(filters.since))
+        if filters.until is not None:
+            clauses.append("ts < ?")
+            params.append(float(filters.until))
+    if before_seq is not None:
+        clauses.append("seq < ?")
+        params.append(int(before_seq))
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def _parse_head(text: Any) -> AuditHead | None:
+    try:
+        return AuditHead.from_json(text)
+    except (ValueError, KeyError, TypeError):
+        # An unreadable head reads as a missing one: verify reports it, appends go on.
+        return None
+
+
+class SQLiteAuditStore:
+    """Relies on SQLiteStore's _transaction and _fetchall."""
+
+    _audit_tail_warned = False
+
+    async def append_audit(
+        self,
+        action: str,
+        *,
+        actor: str,
+        target: str = "",
+        outcome: str = "ok",
+        details: Mapping[str, Any] | None = None,
+        peer: str = "",
+        now: float | None = None,
+    ) -> AuditEntry:
+        record = make_record(action, actor=actor, target=target, outcome=outcome, details=details, peer=peer)
+        async with self._transaction() as db:  # type: ignore[attr-defined]
+            rows = await db.execute_fetchall("SELECT value FROM meta WHERE key = ?", (HEAD_KEY,))
+            last = await db.execute_fetchall("SELECT seq, hash, ts FROM audit_log ORDER BY seq DESC LIMIT 1")
+            head = _parse_head(rows[0][0]) if rows else None
+            tail = next(iter(last), None)
+            if head is None:
+                # No head yet. With entries present it was removed: carry on from
+                # the last entry rather than fork a second chain at seq 1.
+                head = AuditHead(count=tail[0], hash=tail[1], ts=tail[2]) if tail else EMPTY_HEAD
+                if tail:
+                    self._audit_tail_mismatch(f"the head is missing; continuing after entry {tail[0]}")
+            elif tail is None or tail[0] != head.count or tail[1] != head.hash:
+                # Chaining from the head, not the tail, keeps a cut-off tail visible as a gap.
+                self._audit_tail_mismatch(
+                    f"the last entry is {tail[0] if tail else 'none'} but the head records {head.count}"
+                )
+            entry = chain(record, head=head, now=time.time() if now is None else now)
+            await db.execute(
+                f"INSERT INTO audit_log ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    entry.seq,
+                    entry.ts,
+                    entry.action,
+                    entry.actor,
+                    entry.target,
+                    entry.outcome,
+                    entry.peer,
+                    canonical_json(entry.details),
+                    entry.prev_hash,
+                    entry.hash,
+                ),
+            )
+            await db.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (HEAD_KEY, head_after(entry).to_json()),
+            )
+        return entry
+
+    def _audit_tail_mismatch(self, what: str) -> None:
+        if not self._audit_tail_warned:
+            self._audit_tail_warned = True
+            _LOGGER.error("audit log: %s — it was changed outside Roost; run `roost audit verify`", what)
+
+    async def list_audit(
+        self, filters: AuditFilter | None = None, *, limit: int = DEFAULT_AUDIT_PAGE, before_seq: int | None = None
+    ) -> list[AuditEntry]:
+        where, params = _where(filters, before_seq)
+        limit = max(1, min(int(limit), MAX_AUDIT_PAGE))
+        rows = await self._fetchall(  # type: ignore[attr-defined]
+            f"SELECT {_COLUMNS} FROM audit_log{where} ORDER BY seq DESC LIMIT ?", (*params, limit)
+        )
+        return [entry_from_row(row) for row in rows]
+
+    async def iter_audit(self, *, after_seq: int = 0) -> AsyncIterator[AuditEntry]:
+        last = after_seq
+        while True:
+            rows = await self._fetchall(  # type: ignore[attr-defined]
+                f"SELECT {_COLUMNS} FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?", (last, ITER_PAGE)
+            )
+            for row in rows:
+                yield entry_from_row(row)
+            if len(rows) < ITER_PAGE:
+                return
+            last = rows[-1][0]
+
+    async def audit_head(self) -> AuditHead | None:
+        rows = await self._fetchall("SELECT value FROM meta WHERE key = ?", (HEAD_KEY,))  # type: ignore[attr-defined]
+        return _parse_head(rows[0][0]) if rows else None
