@@ -1,0 +1,344 @@
+#!/usr/bin/env python3
+"""Benchmark: a real Roost agent's steady-state memory and CPU per collection cycle.
+
+Starts a real hub (local agent off) and a real `roost agent` reporting to it
+every second, lets the agent warm up, then measures the agent process's CPU
+time over a window of cycles and its memory. The baseline is a "bare psutil
+cycle" run in this process during the same window: the psutil calls the
+linux_host collector makes, without Roost around them (no plugin kernel, no
+shaping, no JSON, no spool, no WebSocket). A second baseline is the RSS of a
+Python process that only imported psutil.
+
+Prints `name: value` lines; it measures, it never asserts. Targets (see
+docs/benchmarks.md): agent RSS <= 35 MiB, agent_cycle_cpu_ratio <= 1.2.
+
+    .venv/bin/python scripts/bench_agent.py            # ~90 s
+    .venv/bin/python scripts/bench_agent.py --quick    # ~30 s (CI smoke)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+MIB = 1024 * 1024
+HOST = "127.0.0.1"
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def out(name: str, value: Any) -> None:
+    if isinstance(value, float):
+        value = f"{value:.2f}" if abs(value) < 1000 else f"{value:.0f}"
+    print(f"{name}: {value}", flush=True)
+
+
+def roost(*args: str) -> list[str]:
+    return [sys.executable, "-m", "roost.core.cli", *args]
+
+
+def http_json(url: str, timeout: float = 2.0) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - loopback only
+        return json.loads(resp.read())
+
+
+def wait_for(what: str, check, deadline_s: float, procs: list[tuple[str, subprocess.Popen, Path]]) -> Any:
+    """Poll check() until it returns something truthy; bounded by deadline_s; fail fast if a process died."""
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        for name, proc, log in procs:
+            if proc.poll() is not None:
+                raise SystemExit(f"bench_agent: {name} exited with {proc.returncode} while waiting for {what}:\n{tail(log)}")
+        try:
+            value = check()
+        except Exception:
+            value = None
+        if value:
+            return value
+        time.sleep(0.2)
+    raise SystemExit(f"bench_agent: timed out after {deadline_s:g} s waiting for {what}")
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def stop(proc: subprocess.Popen | None, timeout: float = 10.0) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+def memory(pid: int) -> tuple[float, float | None]:
+    """(RSS, USS) in MiB; USS is None where the kernel will not say."""
+    proc = psutil.Process(pid)
+    try:
+        full = proc.memory_full_info()
+        return full.rss / MIB, full.uss / MIB
+    except (psutil.AccessDenied, AttributeError):
+        return proc.memory_info().rss / MIB, None
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent busy, system-wide."""
+    t = psutil.cpu_times()
+    return sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and of its reaped children (systemctl and the like)."""
+    t = psutil.Process(pid).cpu_times()
+    return t.user + t.system + getattr(t, "children_user", 0.0) + getattr(t, "children_system", 0.0)
+
+
+# ------------------------------------------------------- bare psutil cycle
+
+
+class BarePsutilCycle:
+    """The psutil work of integrations/linux_host/collector.py, and nothing else.
+
+    Mirrors what the collector does per cycle, with the same caching: per-core
+    CPU times, load average, virtual memory and swap, the mount table plus
+    statvfs per real mount, per-disk I/O counters, per-NIC I/O counters
+    (interface stats and addresses every 60 s, as the collector refreshes
+    them), sensors until they turn out to be absent, and every process's CPU
+    percent and RSS through reused Process objects, then name, user and
+    command line of the top ten by CPU and by memory. Not mirrored: facts
+    (hourly) and `systemctl list-units` (every 60 s, only where systemd runs).
+    """
+
+    IF_REFRESH_S = 60.0
+    TOP = 10
+    PSEUDO = {"proc", "sysfs", "tmpfs", "devtmpfs", "devpts", "cgroup", "cgroup2", "overlay", "squashfs", "mqueue", "nsfs"}
+
+    def __init__(self) -> None:
+        self.procs: dict[int, psutil.Process] = {}
+        self.usernames: dict[int, str | None] = {}
+        self.sensors = True
+        self.if_at = -self.IF_REFRESH_S
+        self.sink: list[Any] = []
+
+    def run(self) -> None:
+        keep = self.sink
+        keep.clear()
+        keep.append(psutil.cpu_times(percpu=True))
+        keep.append(os.getloadavg())
+        keep.append(psutil.virtual_memory())
+        keep.append(psutil.swap_memory())
+        for part in psutil.disk_partitions(all=False):
+            if part.fstype in self.PSEUDO and part.mountpoint != "/":
+                continue
+            try:
+                keep.append(psutil.disk_usage(part.mountpoint))
+            except OSError:
+                pass
+        keep.append(psutil.disk_io_counters(perdisk=True))
+        keep.append(psutil.net_io_counters(pernic=True))
+        now = time.monotonic()
+        if now - self.if_at >= self.IF_REFRESH_S:
+            keep.append(psutil.net_if_stats())
+            keep.append(psutil.net_if_addrs())
+            self.if_at = now
+        if self.sensors:
+            temps = psutil.sensors_temperatures() if hasattr(psutil, "sensors_temperatures") else {}
+            fans = psutil.sensors_fans() if hasattr(psutil, "sensors_fans") else {}
+            self.sensors = bool(temps or fans)
+            keep.append((temps, fans))
+        rows = []
+        seen: dict[int, psutil.Process] = {}
+        for pid in psutil.pids():
+            proc = self.procs.get(pid)
+            try:
+                if proc is None:
+                    proc = psutil.Process(pid)
+                with proc.oneshot():
+                    cpu = proc.cpu_percent(None)
+                    rss = proc.memory_info().rss
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+            seen[pid] = proc
+            rows.append((cpu, rss, proc))
+        self.procs = seen
+        top = sorted(rows, key=lambda r: (r[0], r[1]), reverse=True)[: self.TOP]
+        top += sorted(rows, key=lambda r: r[1], reverse=True)[: self.TOP]
+        for _, _, proc in top:
+            try:
+                with proc.oneshot():
+                    keep.append(proc.name())
+                    if proc.pid not in self.usernames:
+                        self.usernames[proc.pid] = proc.username()
+                    keep.append(proc.cmdline())
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                pass
+
+
+# ----------------------------------------------------------------- the bench
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="short run (~30 s) for CI smoke")
+    parser.add_argument("--interval", type=float, default=1.0, help="agent collection interval in seconds (default 1)")
+    parser.add_argument("--warmup", type=int, default=None, help="cycles before measuring (default 10; 5 with --quick)")
+    parser.add_argument("--cycles", type=int, default=None, help="cycles measured (default 60; 12 with --quick)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary data dirs and logs")
+    args = parser.parse_args()
+    warmup = args.warmup if args.warmup is not None else (5 if args.quick else 10)
+    cycles = args.cycles if args.cycles is not None else (12 if args.quick else 60)
+    interval = max(0.2, args.interval)
+
+    tmp = Path(tempfile.mkdtemp(prefix="roost-bench-agent-"))
+    hub_dir, agent_dir = tmp / "hub", tmp / "agent"
+    (tmp / "hub.toml").write_text('[agent]\nenabled = false\n\n[logging]\nlevel = "warning"\n')
+    (tmp / "agent.toml").write_text(f'[agent]\ninterval = "{int(interval * 1000)}ms"\n\n[logging]\nlevel = "warning"\n')
+    port = free_port()
+    hub_url = f"http://{HOST}:{port}"
+    hub = agent = bare = None
+    hub_log, agent_log = tmp / "hub.log", tmp / "agent.log"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("ROOST_DATA_DIR", None)
+    try:
+        print(f"# bench_agent on {platform.node()}: {psutil.cpu_count()} CPUs, Python {platform.python_version()}, psutil {psutil.__version__}, {len(psutil.pids())} processes", flush=True)
+        with hub_log.open("wb") as log:
+            hub = subprocess.Popen(
+                roost("hub", "--data-dir", str(hub_dir), "--port", str(port), "--config", str(tmp / "hub.toml")),
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            )
+        procs = [("hub", hub, hub_log)]
+        wait_for("the hub", lambda: http_json(hub_url + "/api/v1/health") is not None, 30, procs)
+        made = subprocess.run(
+            roost("join-token", "create", "--data-dir", str(hub_dir), "--config", str(tmp / "hub.toml"), "--uses", "1"),
+            capture_output=True, text=True, timeout=30, env=env, check=False,
+        )
+        if made.returncode != 0 or not made.stdout.strip():
+            raise SystemExit(f"bench_agent: join-token create failed ({made.returncode}): {made.stderr}")
+        token = made.stdout.strip().splitlines()[0]
+
+        # The idle-Python baseline runs while the agent starts; it takes 3 s either way.
+        bare = subprocess.Popen([sys.executable, "-c", "import psutil, time; time.sleep(3)"], stdin=subprocess.DEVNULL)
+        with agent_log.open("wb") as log:
+            agent = subprocess.Popen(
+                roost("agent", "--data-dir", str(agent_dir), "--hub", hub_url, "--join", token, "--config", str(tmp / "agent.toml")),
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            )
+        procs.append(("agent", agent, agent_log))
+        time.sleep(1.5)
+        bare_rss, _ = memory(bare.pid)
+        bare.wait(10)
+
+        state_file = agent_dir / "agent.json"
+        node_id = wait_for("enrolment", lambda: json.loads(state_file.read_text()).get("node_id"), 30, procs)
+
+        def hub_last_seen() -> float | None:
+            return http_json(f"{hub_url}/api/v1/nodes/{node_id}")["node"].get("last_seen")
+
+        wait_for("the first report", hub_last_seen, 30, procs)
+        time.sleep(warmup * interval)
+
+        # Measure: the agent over `cycles` intervals; the bare cycle in this process, once per interval, meanwhile.
+        baseline = BarePsutilCycle()
+        baseline.run()  # prime cpu_percent and the Process cache, as the collector's start() does
+        agent_pid = agent.pid
+        wall0 = time.time()
+        agent_cpu0 = cpu_seconds(agent_pid)
+        busy0, me0 = machine_busy_seconds(), psutil.Process().cpu_times()
+        t0 = time.monotonic()
+        bare_cpu = 0.0
+        bare_runs = 0
+        rss_max = 0.0
+        # Run half an interval out of phase, so the two cycles rarely compete for the same core.
+        next_at = t0 + interval / 2
+        end_at = t0 + cycles * interval
+        while next_at < end_at:
+            time.sleep(max(0.0, next_at - time.monotonic()))
+            c0 = time.thread_time()
+            baseline.run()
+            bare_cpu += time.thread_time() - c0
+            bare_runs += 1
+            rss_max = max(rss_max, memory(agent_pid)[0])
+            next_at += interval
+            if agent.poll() is not None:
+                raise SystemExit(f"bench_agent: agent exited with {agent.returncode}:\n{tail(agent_log)}")
+        time.sleep(max(0.0, end_at - time.monotonic()))
+        elapsed = time.monotonic() - t0
+        agent_cpu = cpu_seconds(agent_pid) - agent_cpu0
+        me1 = psutil.Process().cpu_times()
+        others = machine_busy_seconds() - busy0 - agent_cpu - (me1.user + me1.system - me0.user - me0.system)
+        wall1 = time.time()
+        agent_rss, agent_uss = memory(agent_pid)
+        agent_threads = psutil.Process(agent_pid).num_threads()
+
+        # Cross-check the cycle count with what the hub stored in the window.
+        seen = None
+        try:
+            hist = http_json(
+                f"{hub_url}/api/v1/nodes/{node_id}/metrics?series=linux_host.uptime_s&start={wall0:.3f}&end={wall1:.3f}&resolution=raw"
+            )
+            series = hist.get("series", hist) if isinstance(hist, dict) else {}
+            points = series.get("linux_host.uptime_s") if isinstance(series, dict) else None
+            seen = len(points) if isinstance(points, list) else None
+        except Exception:
+            seen = None
+
+        n = elapsed / interval
+        agent_ms = agent_cpu / n * 1000
+        bare_ms = bare_cpu / bare_runs * 1000
+        out("agent_interval_s", interval)
+        out("agent_cycles_measured", round(n))
+        if seen is not None:
+            out("agent_cycles_stored_by_hub", seen)
+        out("agent_cycle_cpu_ms", agent_ms)
+        out("bare_psutil_cycle_cpu_ms", bare_ms)
+        out("agent_cycle_cpu_ratio", agent_ms / bare_ms if bare_ms else float("nan"))
+        out("agent_cpu_percent_at_interval", agent_cpu / elapsed * 100)
+        out("agent_rss_mib", agent_rss)
+        out("agent_rss_mib_max", max(rss_max, agent_rss))
+        if agent_uss is not None:
+            out("agent_uss_mib", agent_uss)
+        out("agent_threads", agent_threads)
+        out("bare_python_rss_mib", bare_rss)
+        # The hub and anything else running here (a browser test next door); CPU time per cycle hardly depends on it.
+        out("other_processes_cpu_percent", max(0.0, others) / elapsed * 100)
+        print("# targets: agent_rss_mib <= 35; agent_cycle_cpu_ratio <= 1.2 (against bare_psutil_cycle_cpu_ms, same run)", flush=True)
+        return 0
+    finally:
+        stop(agent)
+        stop(hub)
+        stop(bare)
+        if args.keep:
+            print(f"# kept {tmp}", flush=True)
+        else:
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
