@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import random
+import ssl
 import urllib.error
 import urllib.request
 from typing import TYPE_CHECKING, Any
@@ -66,10 +67,10 @@ def ws_url(hub_url: str) -> str:
     raise ValueError(f"hub URL must start with http:// or https://, got {hub_url!r}")
 
 
-def _post_json(url: str, body: dict[str, Any], timeout: float) -> tuple[int, Any]:
+def _post_json(url: str, body: dict[str, Any], timeout: float, context: ssl.SSLContext | None) -> tuple[int, Any]:
     request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST")
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as resp:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as resp:
             status, raw = resp.status, resp.read()
     except urllib.error.HTTPError as err:
         status, raw = err.code, err.read()
@@ -79,11 +80,13 @@ def _post_json(url: str, body: dict[str, Any], timeout: float) -> tuple[int, Any
         return status, None
 
 
-async def enroll(hub_url: str, token: str, identity: Identity, *, hostname: str, name: str, facts: dict[str, Any]) -> dict[str, Any]:
+async def enroll(
+    hub_url: str, token: str, identity: Identity, *, hostname: str, name: str, facts: dict[str, Any], ssl_context: ssl.SSLContext | None = None
+) -> dict[str, Any]:
     """Trade a join token for a node id bound to this agent's public key (a one-off, so plain urllib in a thread)."""
     body = {"token": token, "public_key": identity.public_key, "hostname": hostname, "name": name, "facts": facts}
     try:
-        status, payload = await asyncio.to_thread(_post_json, hub_url + ENROLL_PATH, body, 30)
+        status, payload = await asyncio.to_thread(_post_json, hub_url + ENROLL_PATH, body, 30, ssl_context)
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", err)
         raise EnrollError(f"cannot reach the hub at {hub_url}: {reason} — check the URL and that the hub is running") from None
@@ -98,8 +101,9 @@ async def enroll(hub_url: str, token: str, identity: Identity, *, hostname: str,
 class WebSocketUplink:
     """Keeps one WebSocket to the hub open, reconnecting with jittered backoff, and drains the spool through it."""
 
-    def __init__(self, hub_url: str, *, backoff: Backoff | None = None) -> None:
+    def __init__(self, hub_url: str, *, ssl_context: ssl.SSLContext | None = None, backoff: Backoff | None = None) -> None:
         self.hub_url = hub_url
+        self.ssl_context = ssl_context
         self.url = ws_url(hub_url)
         self.backoff = backoff or Backoff()
         self.connected = asyncio.Event()
@@ -144,6 +148,7 @@ class WebSocketUplink:
     async def _connection(self, rt: AgentRuntime) -> None:
         async with connect(
             self.url,
+            ssl=self.ssl_context,
             max_size=MAX_MESSAGE_BYTES * 2,
             open_timeout=HANDSHAKE_TIMEOUT,
             ping_interval=30,

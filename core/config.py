@@ -112,6 +112,12 @@ HUB_SCHEMA = vol.Schema(
                 vol.Optional("discovery_interfaces", default=list): [vol.All(str, _ip_address)],
                 vol.Optional("pairing_max_pending", default=20): vol.All(int, vol.Range(min=1, max=1000)),
                 vol.Optional("pairing_ttl", default="15m"): duration(60, 86400),
+                # "auto": HTTPS unless bound to loopback only.
+                vol.Optional("tls", default="auto"): vol.Any(bool, vol.All(str, vol.In(["auto"], msg="must be true, false or \"auto\""))),
+                vol.Optional("tls_cert"): vol.All(str, vol.Length(min=1)),
+                vol.Optional("tls_key"): vol.All(str, vol.Length(min=1)),
+                vol.Optional("tls_ca"): vol.All(str, vol.Length(min=1)),
+                vol.Optional("require_client_cert", default=False): bool,
             }
         ),
         vol.Optional("store", default=dict): vol.Schema(
@@ -201,6 +207,21 @@ def _discovery(enabled: bool, interfaces: list[str]) -> tuple[bool, list[str]]:
     return enabled, chosen
 
 
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _opt_path(value: str | None) -> Path | None:
+    return Path(value).expanduser() if value else None
+
+
 def default_data_dir(role: str) -> Path:
     env = os.environ.get(ENV_DATA_DIR)
     if env:
@@ -243,6 +264,11 @@ class HubConfig:
     discovery_interfaces: list[str] = field(default_factory=list)
     pairing_max_pending: int = 20
     pairing_ttl: float = 900.0
+    tls: bool = True
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
+    require_client_cert: bool = False
     store_path: Path = Path("roost.db")
     retention: Retention = field(default_factory=Retention)
     local_agent_enabled: bool = True
@@ -261,7 +287,7 @@ class HubConfig:
             host = socket.getfqdn() or socket.gethostname()
         if ":" in host and not host.startswith("["):
             host = f"[{host}]"
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
 
 
 @dataclass
@@ -303,6 +329,17 @@ def load_hub_config(path: Path | None = None, *, overrides: dict[str, Any] | Non
     store = data["store"]
     store_path = Path(store["path"]).expanduser()
     discovery, interfaces = _discovery(hub["discovery"], hub["discovery_interfaces"])
+    loopback = _is_loopback(hub["bind"])
+    tls = (not loopback) if hub["tls"] == "auto" else hub["tls"]
+    if not tls and not loopback and not hub.get("trusted_proxies"):
+        raise ConfigError(
+            f"{source}: hub.tls: plain HTTP is only allowed when the hub is bound to loopback or sits behind "
+            "a reverse proxy listed in hub.trusted_proxies; set hub.tls = true (the default) or bind to 127.0.0.1"
+        )
+    if bool(hub.get("tls_cert")) != bool(hub.get("tls_key")):
+        raise ConfigError(f"{source}: hub.tls_cert and hub.tls_key go together; set both or neither")
+    if hub["require_client_cert"] and not tls:
+        raise ConfigError(f"{source}: hub.require_client_cert needs hub.tls = true")
     return HubConfig(
         data_dir=data_dir,
         bind=hub["bind"],
@@ -315,6 +352,11 @@ def load_hub_config(path: Path | None = None, *, overrides: dict[str, Any] | Non
         discovery_interfaces=interfaces,
         pairing_max_pending=hub["pairing_max_pending"],
         pairing_ttl=hub["pairing_ttl"],
+        tls=tls,
+        tls_cert=_opt_path(hub.get("tls_cert")),
+        tls_key=_opt_path(hub.get("tls_key")),
+        tls_ca=_opt_path(hub.get("tls_ca")),
+        require_client_cert=hub["require_client_cert"],
         store_path=store_path if store_path.is_absolute() else data_dir / store_path,
         retention=Retention(raw=store["retention_raw"], minute=store["retention_minute"], hour=store["retention_hour"]),
         local_agent_enabled=data["agent"]["enabled"],

@@ -13,6 +13,14 @@ from typing import Any
 
 from aiohttp import web
 
+from roost.core.audit import (
+    ACTION_JOIN_TOKEN_CREATED,
+    ACTION_NODE_ENROLLED,
+    ACTION_NODE_ENROLMENT_REFUSED,
+    AuditWriteError,
+    escape,
+    format_entry,
+)
 from roost.core.config import HubConfig
 from roost.core.const import (
     NODE_NEW,
@@ -24,8 +32,11 @@ from roost.core.const import (
     __version__,
 )
 from roost.core.identity import Identity
+from roost.core.jointoken import JOIN_TOKEN_PREFIX, JoinTokenError, split_join_token
 from roost.core.plugins import IntegrationManager
 from roost.core.store import JoinToken, NodeRecord, Report, Store
+
+from roost.core.tls import HubTLS
 
 from .events import EventBus
 from .ingest import Ingestor
@@ -45,11 +56,6 @@ LIVENESS_CHECK_SECONDS = 1.0
 PRUNE_EVERY_SECONDS = 3600.0
 TOUCH_FLUSH_SECONDS = 10.0
 EVENT_MIN_GAP_SECONDS = 1.0
-JOIN_TOKEN_PREFIX = "rjt"
-
-
-class JoinTokenError(Exception):
-    """A join token that cannot be used."""
 
 
 def new_node_id() -> str:
@@ -60,21 +66,40 @@ def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def split_join_token(token: str) -> tuple[str, str]:
-    parts = token.strip().split("_")
-    if len(parts) != 3 or parts[0] != JOIN_TOKEN_PREFIX or not parts[1] or not parts[2]:
-        raise JoinTokenError("malformed join token; it looks like rjt_<id>_<secret> — copy it again from `roost join-token create`")
-    return parts[1], parts[2]
+async def create_join_token(
+    store: Store, *, ttl: float, uses: int, note: str = "", ca_fingerprint: str = "", actor: str = "system"
+) -> tuple[str, JoinToken]:
+    """Make a join token; only its hash is stored, so the returned string is the one chance to copy it.
 
-
-async def create_join_token(store: Store, *, ttl: float, uses: int, note: str = "") -> tuple[str, JoinToken]:
-    """Make a join token; only its hash is stored, so the returned string is the one chance to copy it."""
+    The token ends with the hub CA's fingerprint so the agent can pin the hub
+    before it sends the secret part. The audit log records who made it (never
+    the secret); if it cannot, this raises and the token is never shown.
+    """
     token_id = secrets.token_hex(4)
     secret = secrets.token_urlsafe(24).replace("_", "-")
     now = time.time()
     record = JoinToken(token_id=token_id, created_at=now, expires_at=now + ttl, uses_left=uses, note=note)
     await store.add_join_token(token_id, hash_secret(secret), record)
-    return f"{JOIN_TOKEN_PREFIX}_{token_id}_{secret}", record
+    try:
+        await store.append_audit(
+            ACTION_JOIN_TOKEN_CREATED,
+            actor=actor,
+            target=f"token:{token_id}",
+            details={"uses": uses, "expires_at": record.expires_at, "note": note},
+        )
+    except Exception:
+        _LOGGER.error("audit log: cannot record the creation of join token %s; revoking it", token_id, exc_info=True)
+        try:
+            await store.revoke_join_token(token_id)
+        except Exception:
+            _LOGGER.error("cannot revoke join token %s either; revoke it with `roost join-token revoke %s`", token_id, token_id)
+        raise
+    token = f"{JOIN_TOKEN_PREFIX}_{token_id}_{secret}"
+    if ca_fingerprint:
+        from roost.core.tls import compact_fingerprint
+
+        token += "." + compact_fingerprint(ca_fingerprint)
+    return token, record
 
 
 class Hub:
@@ -97,6 +122,7 @@ class Hub:
         self.started_at = time.time()
         self.pairing = Pairing(self)
         # Set by the TLS setup: what agents pin and what pairing codes mix in.
+        self.tls: HubTLS | None = None
         self.ca_fingerprint = ""
         # Caches kept in step with the store so summaries never touch the disk.
         self._nodes: dict[str, NodeRecord] = {}
@@ -247,17 +273,51 @@ class Hub:
         self._publish_node(node.node_id, force=True)
         return node
 
-    async def enroll(self, *, token: str, public_key: str, hostname: str, name: str, facts: dict[str, Any]) -> NodeRecord:
-        token_id, secret = split_join_token(token)
+    async def enroll(
+        self, *, token: str, public_key: str, hostname: str, name: str, facts: dict[str, Any], peer: str = ""
+    ) -> NodeRecord:
+        """Trade a join token for a node; every outcome is audited (refusals with the peer that asked)."""
+
+        async def refuse(actor: str, why: str, message: str, target: str = "") -> JoinTokenError:
+            await self.audit(
+                ACTION_NODE_ENROLMENT_REFUSED,
+                actor=actor,
+                target=target,
+                outcome="refused",
+                peer=peer,
+                details={"why": why, "hostname": hostname},
+            )
+            return JoinTokenError(message)
+
+        try:
+            token_id, secret = split_join_token(token)
+        except JoinTokenError as err:
+            raise await refuse("anonymous", "malformed join token", str(err)) from None
+        actor = f"token:{token_id}"
         used = await self.store.use_join_token(token_id, hash_secret(secret), time.time())
         if used is None:
-            raise JoinTokenError("join token is unknown, expired, revoked or used up — create a new one with `roost join-token create`")
+            raise await refuse(
+                actor,
+                "join token unknown, expired, revoked or used up",
+                "join token is unknown, expired, revoked or used up — create a new one with `roost join-token create`",
+            )
         existing = await self.store.get_node_by_key(public_key)
         if existing is not None:
             if existing.revoked:
-                raise JoinTokenError("this agent's key belongs to a revoked node; give the agent a new key (delete its node_key.pem)")
+                raise await refuse(
+                    actor,
+                    "key of a revoked node",
+                    "this agent's key belongs to a revoked node; give the agent a new key (delete its node_key.pem)",
+                    target=f"node:{existing.node_id}",
+                )
+            await self.audit(
+                ACTION_NODE_ENROLLED, actor=actor, target=f"node:{existing.node_id}", peer=peer, details={"hostname": hostname, "again": True}
+            )
             return existing
         node = await self.add_node(public_key=public_key, hostname=hostname, name=name, facts=facts)
+        await self.audit(
+            ACTION_NODE_ENROLLED, actor=actor, target=f"node:{node.node_id}", peer=peer, details={"name": node.name, "hostname": hostname}
+        )
         _LOGGER.info("node %s enrolled with join token %s", self._label(node.node_id), token_id)
         return node
 
@@ -330,8 +390,24 @@ class Hub:
         ``action`` is dotted (``login.failed``, ``pairing.approved``), ``actor``
         is ``user:<name>``, ``node:<id>``, ``token:<id>`` or ``system``,
         ``outcome`` is ``ok``, ``refused`` or ``failed``.
+
+        Raises AuditWriteError when the entry cannot be written, so the
+        action that wanted it fails closed instead of going unrecorded.
+        Never put secrets (passwords, token secrets) in ``details``.
         """
-        _LOGGER.info("audit %s actor=%s target=%s outcome=%s peer=%s %s", action, actor, target, outcome, peer, details or {})
+        try:
+            entry = await self.store.append_audit(action, actor=actor, target=target, outcome=outcome, details=details, peer=peer)
+        except Exception as err:
+            _LOGGER.error(
+                "audit log: cannot record %s (actor %s, target %s): %s",
+                action,
+                escape(str(actor)),
+                escape(str(target)),
+                err,
+                exc_info=True,
+            )
+            raise AuditWriteError(f"the audit log cannot record {action!r}: {err}") from err
+        _LOGGER.info("audit %s", format_entry(entry))
 
     # ---------------------------------------------------------- maintenance
 
@@ -453,25 +529,67 @@ async def _on_shutdown(app: web.Application) -> None:
         await ws.close(code=1001, message=b"hub shutting down")
 
 
-def create_app(config: HubConfig, *, store: Store | None = None) -> web.Application:
+def hub_tls(config: HubConfig, hub_id: str = "") -> HubTLS:
+    """The hub's CA and server certificate: made on first start, reused and renewed after."""
+    import socket
+
+    from roost.core.tls import ensure_hub_tls
+
+    names = sorted({socket.gethostname(), socket.getfqdn(), "localhost"} - {""})
+    addresses = [config.bind] if config.bind not in ("0.0.0.0", "::", "") and not config.bind.isalpha() else []
+    if config.bind in ("0.0.0.0", "::"):
+        import psutil
+
+        addresses = sorted({a.address.split("%")[0] for addrs in psutil.net_if_addrs().values() for a in addrs if a.family in (socket.AF_INET, socket.AF_INET6)})
+    return ensure_hub_tls(
+        config.data_dir / "tls",
+        hostnames=names,
+        addresses=addresses,
+        cert_file=config.tls_cert,
+        key_file=config.tls_key,
+        ca_file=config.tls_ca,
+        hub_id=hub_id,
+    )
+
+
+async def _tls_ctx(app: web.Application) -> AsyncIterator[None]:
+    hub = app[HUB_KEY]
+    if hub.tls is None:
+        hub.tls = await asyncio.to_thread(hub_tls, hub.config, hub.hub_id)
+    hub.ca_fingerprint = hub.tls.ca_fingerprint
+    yield
+
+
+async def ca_pem(request: web.Request) -> web.Response:
+    """The hub's CA, for agents to pin (after checking its fingerprint) and for users to trust."""
+    from roost.core.tls import CA_PEM_CONTENT_TYPE
+
+    return web.Response(body=request.app[HUB_KEY].tls.ca_document, content_type=CA_PEM_CONTENT_TYPE)
+
+
+def create_app(config: HubConfig, *, store: Store | None = None, tls: HubTLS | None = None) -> web.Application:
     """Build the hub's aiohttp application; nothing starts until the app does."""
     from roost.core.store.sqlite import SQLiteStore
 
-    from . import api, gateway, pairing
+    from . import api, audit, gateway, pairing
     from .local_agent import local_agent_ctx
 
     app = web.Application(client_max_size=1024 * 1024)
     app[HUB_KEY] = Hub(config, store or SQLiteStore(config.store_path))
+    app[HUB_KEY].tls = tls
     app.cleanup_ctx.append(_store_ctx)
+    app.cleanup_ctx.append(_tls_ctx)
     app.cleanup_ctx.append(_ingest_ctx)
     app.cleanup_ctx.append(_integrations_ctx)
     app.cleanup_ctx.append(_maintenance_ctx)
     if config.local_agent_enabled:
         app.cleanup_ctx.append(local_agent_ctx)
     app.on_shutdown.append(_on_shutdown)
+    app.router.add_get("/api/v1/ca.pem", ca_pem)
     api.setup(app)
     gateway.setup(app)
     pairing.setup(app)
+    audit.setup(app)
     try:
         from roost.frontend import setup as setup_frontend
     except ImportError:  # the dashboard is optional for API-only use

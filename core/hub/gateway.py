@@ -67,7 +67,12 @@ async def enroll(request: web.Request) -> web.Response:
         return json_error(400, f"invalid enrolment request: {humanize_invalid(err)}")
     try:
         node = await hub.enroll(
-            token=data["token"], public_key=data["public_key"], hostname=data["hostname"], name=data["name"], facts=data["facts"]
+            token=data["token"],
+            public_key=data["public_key"],
+            hostname=data["hostname"],
+            name=data["name"],
+            facts=data["facts"],
+            peer=request.remote or "",
         )
     except JoinTokenError as err:
         _LOGGER.warning("refused enrolment from %s: %s", request.remote, err)

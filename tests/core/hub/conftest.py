@@ -2,30 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import WSMsgType
+from support_hub import FakeAgent, hub_config
 
-from roost.core import protocol
-from roost.core.config import load_hub_config
-from roost.core.const import ENROLL_PATH, WS_PATH
-from roost.core.hub.app import HUB_KEY, create_app, create_join_token
-from roost.core.identity import Identity
-
-
-def hub_config(tmp_path: Path, **hub: Any):
-    return load_hub_config(
-        None,
-        overrides={
-            "hub": {"data_dir": str(tmp_path / "hub"), **hub},
-            "agent": {"enabled": False},
-        },
-    )
+from roost.core.hub.app import create_app
 
 
 @pytest.fixture
@@ -40,93 +22,6 @@ def make_hub(aiohttp_client, tmp_path):
 @pytest.fixture
 async def client(make_hub):
     return await make_hub()
-
-
-@dataclass
-class FakeAgent:
-    """Speaks the agent side of the protocol by hand, so tests can also break it on purpose."""
-
-    client: Any
-    identity: Identity = field(default_factory=Identity.generate)
-    node_id: str = ""
-    epoch: str = "e1"
-    ws: Any = None
-    seq: int = 0
-    grants: list = field(default_factory=list)
-
-    @property
-    def hub(self):
-        return self.client.app[HUB_KEY]
-
-    async def enroll(self, **extra: Any) -> dict[str, Any]:
-        token, _ = await create_join_token(self.hub.store, ttl=3600, uses=1)
-        resp = await self.client.post(ENROLL_PATH, json={"token": token, "public_key": self.identity.public_key, "hostname": "box", **extra})
-        assert resp.status == 200, await resp.text()
-        body = await resp.json()
-        self.node_id = body["node_id"]
-        return body
-
-    async def connect(self, *, sign_as: Identity | None = None, node_id: str | None = None, version: int = 1) -> dict[str, Any]:
-        self.ws = await self.client.ws_connect(WS_PATH)
-        challenge = await self.ws.receive_json(timeout=5)
-        assert challenge["type"] == "challenge"
-        nid = node_id or self.node_id
-        signer = sign_as or self.identity
-        hello = {
-            "v": version,
-            "type": "hello",
-            "node_id": nid,
-            "signature": signer.sign(protocol.auth_payload(challenge["hub_id"], nid, challenge["nonce"])),
-            "agent_version": "test",
-            "epoch": self.epoch,
-            "hostname": "box",
-            "facts": {"os": "Testix"},
-            "integrations": [{"domain": "linux_host", "state": "loaded", "reason": ""}],
-            "fields": {"linux_host.cpu_percent": {"unit": "percent", "description": "CPU"}},
-            "capabilities": ["host.metrics.read"],
-        }
-        await self.ws.send_str(json.dumps(hello))
-        answer = await self.ws.receive_json(timeout=5)
-        if answer["type"] == "welcome":
-            self.grants = (await self.expect("grants"))["grants"]
-        return answer
-
-    def report(self, *, seq: int | None = None, collected_at: float | None = None, **over: Any) -> dict[str, Any]:
-        if seq is None:
-            self.seq += 1
-            seq = self.seq
-        body = {
-            "v": 1,
-            "type": "report",
-            "node_id": self.node_id,
-            "seq": seq,
-            "collected_at": collected_at or time.time(),
-            "interval": 10,
-            "integrations": [{"domain": "linux_host", "state": "loaded", "reason": ""}],
-            "data": {"linux_host": {"cpu": {"percent": 12.5}}},
-            "metrics": {"linux_host.cpu_percent": 12.5, "linux_host.mem_used_percent": 40.0},
-        }
-        body.update(over)
-        return body
-
-    async def send(self, message: dict[str, Any] | str) -> None:
-        await self.ws.send_str(message if isinstance(message, str) else json.dumps(message))
-
-    async def expect(self, type_: str, timeout: float = 5) -> dict[str, Any]:
-        msg = await self.ws.receive(timeout=timeout)
-        assert msg.type == WSMsgType.TEXT, f"expected a {type_} message, got {msg.type} {msg.data!r} {msg.extra!r}"
-        data = json.loads(msg.data)
-        assert data["type"] == type_, data
-        return data
-
-    async def expect_closed(self, timeout: float = 5) -> int:
-        while True:
-            msg = await self.ws.receive(timeout=timeout)
-            if msg.type == WSMsgType.CLOSE:
-                return msg.data
-            if msg.type in (WSMsgType.CLOSED, WSMsgType.CLOSING):
-                return self.ws.close_code
-            assert msg.type == WSMsgType.TEXT, msg
 
 
 @pytest.fixture

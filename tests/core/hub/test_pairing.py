@@ -1,0 +1,319 @@
+"""Pairing with approval, as an attacker would test it: codes, commitments, floods, key changes, grants, rotation."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+from aiohttp.test_utils import TestServer
+from support import free_port
+
+from roost.agent.pairing import PairingFailed, pair
+from roost.core import protocol
+from roost.core.capabilities import Ceiling
+from roost.core.hub.app import HUB_KEY, create_app
+from roost.core.identity import Identity
+from roost.core.pairing import check_commitment, new_nonce, pair_payload, short_code
+
+from support_hub import FakeAgent, hub_config
+
+OFFERED = ["host.metrics.read", "network.info.read", "docker.read", "docker.manage", "process.execute.limited"]
+
+
+class Pairer:
+    """An unpaired agent speaking the pairing half of the protocol by hand."""
+
+    def __init__(self, client, identity: Identity | None = None, hostname: str = "newbox") -> None:
+        self.client = client
+        self.identity = identity or Identity.generate()
+        self.hostname = hostname
+        self.ws = None
+        self.challenge: dict = {}
+        self.agent_nonce = new_nonce()
+
+    async def request(self, **over) -> dict:
+        self.ws = await self.client.ws_connect("/api/v1/agent/ws")
+        self.challenge = await self.ws.receive_json(timeout=5)
+        message = {
+            "v": 1,
+            "type": "pair",
+            "public_key": self.identity.public_key,
+            "signature": self.identity.sign(pair_payload(self.challenge["hub_id"], self.identity.public_key, self.challenge["nonce"], self.agent_nonce)),
+            "agent_nonce": self.agent_nonce,
+            "agent_version": "test",
+            "hostname": self.hostname,
+            "facts": {"os": "Testix"},
+            "capabilities": OFFERED,
+            "ceiling": {"mode": "read-only", "allow": ["*"], "deny": []},
+        }
+        message.update(over)
+        await self.ws.send_str(json.dumps(message))
+        return await self.ws.receive_json(timeout=5)
+
+    def code(self, pending: dict, ca_fingerprint: str) -> str:
+        assert check_commitment(self.challenge["commitment"], pending["hub_nonce"])
+        return short_code(agent_public_key=self.identity.public_key, ca_fingerprint=ca_fingerprint, agent_nonce=self.agent_nonce, hub_nonce=pending["hub_nonce"])
+
+
+async def pending_list(client) -> list[dict]:
+    resp = await client.get("/api/v1/pairing")
+    assert resp.status == 200, await resp.text()
+    return (await resp.json())["pending"]
+
+
+async def test_codes_match_and_approval_grants_only_what_was_chosen(client):
+    hub = client.app[HUB_KEY]
+    agent = Pairer(client)
+    pending = await agent.request()
+    assert pending["type"] == "pair_pending"
+    agent_code = agent.code(pending, hub.ca_fingerprint)
+    [shown] = await pending_list(client)
+    assert shown["code"] == agent_code and shown["hostname"] == "newbox"
+    assert shown["default_grants"] == ["docker.read", "host.metrics.read", "network.info.read"]  # the read-only part
+    assert hub.ca_fingerprint and len(hub.ca_fingerprint) == 64
+    # Nothing exists, nothing is granted, before approval.
+    assert await hub.store.get_node_by_key(agent.identity.public_key) is None
+
+    resp = await client.post(f"/api/v1/pairing/{shown['id']}/approve", json={"grants": ["host.metrics.read", "docker.read"]})
+    assert resp.status == 200, await resp.text()
+    node_id = (await resp.json())["node_id"]
+    approved = await agent.ws.receive_json(timeout=5)
+    assert approved == {"v": 1, "type": "pair_approved", "node_id": node_id, "hub_id": hub.hub_id, "grants": ["docker.read", "host.metrics.read"]}
+
+    paired = FakeAgent(client, identity=agent.identity, node_id=node_id)
+    assert (await paired.connect())["type"] == "welcome"
+    assert paired.grants == ["docker.read", "host.metrics.read"]
+    view = await (await client.get(f"/api/v1/nodes/{node_id}/grants")).json()
+    assert view["grants"] == ["docker.read", "host.metrics.read"]
+    assert view["effective"] == ["docker.read", "host.metrics.read"]
+    assert await pending_list(client) == []
+
+
+async def test_a_pending_agent_cannot_report_or_act(client):
+    hub = client.app[HUB_KEY]
+    agent = Pairer(client)
+    await agent.request()
+    await agent.ws.send_str(json.dumps({"v": 1, "type": "report", "node_id": "nabc", "seq": 1, "collected_at": time.time()}))
+    err = await agent.ws.receive_json(timeout=5)
+    assert err["code"] == "auth_failed" and "not paired" in err["message"]
+    assert hub.ingestor.persisted == 0
+    assert [n for n in hub._nodes.values() if n.public_key == agent.identity.public_key] == []
+
+
+async def test_a_man_in_the_middle_shows_a_different_code(client):
+    """The agent behind a relay sees the relay's CA; the hub sees the relay's key: the codes differ."""
+    hub = client.app[HUB_KEY]
+    relay = Pairer(client, hostname="newbox")  # what the hub sees: the relay's own key
+    pending = await relay.request()
+    hub_code = (await pending_list(client))[0]["code"]
+    assert hub_code == relay.code(pending, hub.ca_fingerprint)
+    victim = Identity.generate()
+    victim_code = short_code(agent_public_key=victim.public_key, ca_fingerprint="ab" * 32, agent_nonce=new_nonce(), hub_nonce=pending["hub_nonce"])
+    assert victim_code != hub_code
+
+
+async def test_agent_refuses_a_hub_that_breaks_its_commitment(aiohttp_client):
+    from aiohttp import web
+
+    async def lying_hub(request):
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_str(protocol.encode("challenge", nonce=new_nonce(), hub_id="hfake", commitment="0" * 64))
+        await ws.receive()
+        await ws.send_str(protocol.encode("pair_pending", request_id="p1", hub_nonce=new_nonce(), expires_at=time.time() + 60))
+        await ws.receive()
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/api/v1/agent/ws", lying_hub)
+    client = await aiohttp_client(app)
+    shown = []
+    with pytest.raises(PairingFailed, match="commitment"):
+        await pair(
+            str(client.make_url("")).rstrip("/"),
+            Identity.generate(),
+            hostname="box",
+            facts={},
+            capabilities=[],
+            ceiling=Ceiling(),
+            ca_fingerprint="",
+            ssl_context=None,
+            show_code=lambda *a: shown.append(a),
+        )
+    assert shown == []  # no code was ever shown for the person to approve
+
+
+async def test_reject_ends_the_request_and_grants_nothing(client):
+    hub = client.app[HUB_KEY]
+    agent = Pairer(client)
+    await agent.request()
+    [shown] = await pending_list(client)
+    resp = await client.post(f"/api/v1/pairing/{shown['id']}/reject", json={})
+    assert resp.status == 200
+    answer = await agent.ws.receive_json(timeout=5)
+    assert answer["type"] == "pair_rejected"
+    assert await hub.store.get_node_by_key(agent.identity.public_key) is None
+    again = await client.post(f"/api/v1/pairing/{shown['id']}/approve", json={})
+    assert again.status == 409  # a decided request cannot be approved afterwards
+
+
+async def test_a_known_hostname_with_a_new_key_lands_pending_flagged(client):
+    hub = client.app[HUB_KEY]
+    first = Pairer(client, hostname="nas")
+    await first.request()
+    [req] = await pending_list(client)
+    node_id = (await (await client.post(f"/api/v1/pairing/{req['id']}/approve", json={})).json())["node_id"]
+    impostor = Pairer(client, hostname="nas")
+    pending = await impostor.request()
+    assert pending["type"] == "pair_pending"
+    [flagged] = await pending_list(client)
+    assert flagged["key_changed_node"] == node_id
+    node = await hub.store.get_node(node_id)
+    assert node.public_key == first.identity.public_key  # the approved node is untouched
+
+
+async def test_pairing_requests_are_bounded_one_per_key(make_hub):
+    client = await make_hub(pairing_max_pending=3)
+    same = Identity.generate()
+    for _ in range(3):
+        assert (await Pairer(client, identity=same).request())["type"] == "pair_pending"
+    assert len(await pending_list(client)) == 1  # one per key: the newest replaces the older
+    for _ in range(2):
+        assert (await Pairer(client).request())["type"] == "pair_pending"
+    flood = await Pairer(client).request()
+    assert flood["type"] == "error" and flood["code"] == "rate_limited"
+    assert len(await pending_list(client)) == 3
+
+
+async def test_malformed_and_oversized_pairing_requests(client):
+    bad_sig = Pairer(client)
+    answer = await bad_sig.request(signature=Identity.generate().sign(b"something else"))
+    assert answer["code"] == "auth_failed"
+    missing = await Pairer(client).request(hostname="")
+    assert missing["code"] == "bad_message" and "hostname" in missing["message"]
+    too_many = await Pairer(client).request(capabilities=[f"x.y{i}" for i in range(600)])
+    assert too_many["code"] == "bad_message"
+    huge = await Pairer(client).request(facts={"blob": "x" * (1024 * 1024)})
+    assert huge["code"] == "too_large"
+    assert await pending_list(client) == []
+
+
+async def test_a_request_expires(make_hub):
+    client = await make_hub(pairing_ttl=60)
+    hub = client.app[HUB_KEY]
+    agent = Pairer(client)
+    await agent.request()
+    [req] = await pending_list(client)
+    real = time.time
+    try:
+        time.time = lambda: real() + 61  # type: ignore[assignment]
+        answer = await agent.ws.receive_json(timeout=5)
+        assert answer["type"] == "error" and "expired" in answer["message"]
+        resp = await client.post(f"/api/v1/pairing/{req['id']}/approve", json={})
+        assert resp.status == 409
+    finally:
+        time.time = real  # type: ignore[assignment]
+    assert await hub.store.get_node_by_key(agent.identity.public_key) is None
+
+
+async def test_a_decision_written_by_the_cli_reaches_the_waiting_agent(client):
+    hub = client.app[HUB_KEY]
+    agent = Pairer(client)
+    await agent.request()
+    [req] = await pending_list(client)
+    # The CLI decides through the store, not through this hub process.
+    await hub.store.decide_pairing_request(req["id"], status="rejected", node_id=None, decided_by="user:cli", now=time.time())
+    answer = await agent.ws.receive_json(timeout=3)
+    assert answer["type"] == "pair_rejected"
+
+
+async def test_an_approved_key_pairing_again_is_told_its_node(client):
+    agent = Pairer(client)
+    await agent.request()
+    [req] = await pending_list(client)
+    node_id = (await (await client.post(f"/api/v1/pairing/{req['id']}/approve", json={})).json())["node_id"]
+    await agent.ws.receive_json(timeout=5)
+    again = await Pairer(client, identity=agent.identity).request()
+    assert again["type"] == "pair_approved" and again["node_id"] == node_id
+
+
+async def test_a_revoked_key_cannot_pair_again(client):
+    hub = client.app[HUB_KEY]
+    agent = Pairer(client)
+    await agent.request()
+    [req] = await pending_list(client)
+    node_id = (await (await client.post(f"/api/v1/pairing/{req['id']}/approve", json={})).json())["node_id"]
+    assert (await client.post(f"/api/v1/nodes/{node_id}/revoke")).status == 200
+    again = await Pairer(client, identity=agent.identity).request()
+    assert again["code"] == "auth_failed"
+    assert hub.node(node_id).revoked
+
+
+async def test_grant_changes_reach_the_connected_agent(client, fake_agent):
+    agent = fake_agent()
+    await agent.enroll()
+    await agent.connect()
+    assert agent.grants == []
+    resp = await client.put(f"/api/v1/nodes/{agent.node_id}/grants", json={"grants": ["docker.read", "host.metrics.read"]})
+    assert resp.status == 200
+    pushed = await agent.expect("grants")
+    assert pushed["grants"] == ["docker.read", "host.metrics.read"]
+    bad = await client.put(f"/api/v1/nodes/{agent.node_id}/grants", json={"grants": ["rm -rf /"]})
+    assert bad.status == 400 and "capability" in (await bad.json())["error"]
+    missing = await client.put("/api/v1/nodes/nnope/grants", json={"grants": []})
+    assert missing.status == 404
+
+
+async def test_key_rotation_moves_the_node_to_the_new_key(client, fake_agent):
+    hub = client.app[HUB_KEY]
+    agent = fake_agent()
+    await agent.enroll()
+    await agent.connect()
+    new = Identity.generate()
+    assert agent.node_id in hub.connections
+    # A rotation signed by the wrong key is refused.
+    await agent.send({"v": 1, "type": "rotate_key", "new_public_key": new.public_key, "signature": Identity.generate().sign(b"x")})
+    assert (await agent.expect("error"))["code"] == "auth_failed"
+    # The new key signs over this connection's challenge nonce.
+    sig = new.sign(protocol.rotate_payload(hub.hub_id, agent.node_id, new.public_key, agent.challenge["nonce"]))
+    await agent.send({"v": 1, "type": "rotate_key", "new_public_key": new.public_key, "signature": sig})
+    assert (await agent.expect("key_rotated"))["public_key"] == new.public_key
+    await agent.ws.close()
+    assert (await agent.connect())["code"] == "auth_failed"  # the old key no longer works
+    assert (await agent.connect(sign_as=new))["type"] == "welcome"
+
+
+async def test_the_real_agent_pairs_through_the_real_hub(tmp_path):
+    port = free_port()
+    server = TestServer(create_app(hub_config(tmp_path)), host="127.0.0.1", port=port)
+    await server.start_server()
+    hub = server.app[HUB_KEY]
+    identity = Identity.generate()
+    codes: list[str] = []
+    try:
+        task = asyncio.create_task(
+            pair(
+                f"http://127.0.0.1:{port}",
+                identity,
+                hostname="pi",
+                facts={"os": "Raspbian"},
+                capabilities=OFFERED,
+                ceiling=Ceiling(),
+                ca_fingerprint=hub.ca_fingerprint,
+                ssl_context=None,
+                show_code=lambda code, rid, exp: codes.append(code),
+            )
+        )
+        for _ in range(100):
+            pending = await hub.pairing.pending()
+            if pending and codes:
+                break
+            await asyncio.sleep(0.05)
+        assert pending[0]["code"] == codes[0]
+        node_id = await hub.pairing.approve(pending[0]["id"], actor="user:test")
+        paired = await asyncio.wait_for(task, 5)
+        assert paired.node_id == node_id and paired.grants == ["docker.read", "host.metrics.read", "network.info.read"]
+    finally:
+        await server.close()
