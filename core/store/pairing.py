@@ -81,3 +81,10 @@ class PairingStore(abc.ABC):
 
     @abc.abstractmethod
     async def revoked_node_ids(self) -> set[str]: ...
+
+    @abc.abstractmethod
+    async def set_token_preset(self, token_id: str, grants: list[str]) -> None:
+        """The capabilities a join token grants to the nodes that enrol with it."""
+
+    @abc.abstractmethod
+    async def get_token_preset(self, token_id: str) -> list[str] | None: ...

@@ -102,9 +102,10 @@ class SQLitePairingStore:
     async def set_ceiling(self, node_id: str, ceiling: dict[str, Any], offered: list[str], *, now: float) -> None:
         async with self._transaction() as db:  # type: ignore[attr-defined]
             await db.execute(
-                "INSERT INTO node_grants (node_id, ceiling, offered, updated_at) VALUES (?, ?, ?, ?) "
+                # updated_at tracks grant changes only: NULL means never granted.
+                "INSERT INTO node_grants (node_id, ceiling, offered) VALUES (?, ?, ?) "
                 "ON CONFLICT (node_id) DO UPDATE SET ceiling = excluded.ceiling, offered = excluded.offered",
-                (node_id, json.dumps(ceiling, sort_keys=True), json.dumps(sorted(set(offered))), now),
+                (node_id, json.dumps(ceiling, sort_keys=True), json.dumps(sorted(set(offered)))),
             )
 
     async def set_node_key(self, node_id: str, public_key: str) -> None:
@@ -119,3 +120,13 @@ class SQLitePairingStore:
     async def revoked_node_ids(self) -> set[str]:
         rows = await self._fetchall("SELECT node_id FROM nodes WHERE revoked = 1")  # type: ignore[attr-defined]
         return {r[0] for r in rows}
+
+    async def set_token_preset(self, token_id: str, grants: list[str]) -> None:
+        async with self._transaction() as db:  # type: ignore[attr-defined]
+            await db.execute(
+                "INSERT OR REPLACE INTO join_token_presets (token_id, grants) VALUES (?, ?)", (token_id, json.dumps(sorted(set(grants))))
+            )
+
+    async def get_token_preset(self, token_id: str) -> list[str] | None:
+        rows = await self._fetchall("SELECT grants FROM join_token_presets WHERE token_id = ?", (token_id,))  # type: ignore[attr-defined]
+        return json.loads(rows[0][0]) if rows else None
