@@ -260,6 +260,14 @@ MIGRATIONS: tuple[Migration, ...] = (
                 updated_at REAL
             ) WITHOUT ROWID
             """,
+            # Capabilities a join token grants at enrolment; none means the
+            # read-only part of what the agent offers in its first hello.
+            """
+            CREATE TABLE join_token_presets (
+                token_id TEXT PRIMARY KEY,
+                grants TEXT NOT NULL
+            ) WITHOUT ROWID
+            """,
         ),
     ),
 )
