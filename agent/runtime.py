@@ -12,12 +12,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from roost.core import protocol
+from roost.core.audit import ACTION_AGENT_CONNECTED, ACTION_AGENT_REJECTED, ACTION_AGENT_STARTED, ACTION_AGENT_STOPPED, escape
 from roost.core.capabilities import effective
 from roost.core.config import AgentSettings
 from roost.core.const import ROLE_AGENT, __version__
 from roost.core.identity import Identity
 from roost.core.plugins import IntegrationManager
 
+from .audit import AUDIT_FILE, AgentAudit
 from .spool import Spool, SpooledReport
 
 _LOGGER = logging.getLogger(__name__)
@@ -70,6 +72,8 @@ class AgentRuntime:
         self.node_id = node_id
         self.identity = identity or Identity.load_or_create(self.data_dir / KEY_FILE)
         self.spool = Spool(self.data_dir / SPOOL_FILE, settings.spool_max_reports)
+        self.audit = AgentAudit(self.data_dir / AUDIT_FILE)
+        self._rejected_because = ""
         self.manager = IntegrationManager(
             role=ROLE_AGENT,
             config=integrations_config,
@@ -86,6 +90,7 @@ class AgentRuntime:
     async def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         await self.spool.open()
+        await self.note_event(ACTION_AGENT_STARTED, details={"version": __version__, "node_id": self.node_id})
         self.manager.load()
         await self.manager.setup_all()
         for status in self.manager.statuses():
@@ -94,6 +99,42 @@ class AgentRuntime:
     async def stop(self) -> None:
         await self.manager.shutdown_all()
         await self.spool.close()
+        await self.note_event(ACTION_AGENT_STOPPED)
+        await self.audit.close()
+
+    # ----------------------------------------------------------------- audit
+
+    async def audit_event(self, action: str, **entry: Any) -> None:
+        """Record an event in this host's audit log; raises if it cannot, so an action that needs it fails closed."""
+        try:
+            await self.audit.record(action, **entry)
+        except Exception:
+            _LOGGER.error("agent audit log %s: cannot record %s", self.audit.path, action, exc_info=True)
+            raise
+
+    async def note_event(self, action: str, **entry: Any) -> None:
+        """Record a lifecycle event; if the log cannot take it, say so loudly but keep collecting and reporting.
+
+        Stopping the agent would make nothing safer here; actions use
+        audit_event and do fail closed.
+        """
+        try:
+            await self.audit_event(action, **entry)
+        except Exception:
+            pass  # logged at error level by audit_event
+
+    async def on_connected(self, hub_url: str) -> None:
+        """The uplink authenticated to the hub."""
+        self._rejected_because = ""
+        await self.note_event(ACTION_AGENT_CONNECTED, target=f"node:{self.node_id}", peer=hub_url)
+
+    async def on_rejected(self, hub_url: str, reason: str) -> None:
+        """The hub refused this node's credentials; recorded once per streak, not on every retry."""
+        if reason == self._rejected_because:
+            return
+        self._rejected_because = reason
+        _LOGGER.debug("hub %s rejected this node: %s", hub_url, escape(reason))
+        await self.note_event(ACTION_AGENT_REJECTED, target=f"node:{self.node_id}", outcome="refused", peer=hub_url, details={"reason": reason})
 
     async def run(self, uplink: Uplink, stop: asyncio.Event) -> None:
         """Collect and deliver until stop is set."""

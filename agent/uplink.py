@@ -117,6 +117,7 @@ class WebSocketUplink:
                 reason = "connection closed by the hub"
             except AuthRejected as err:
                 reason = f"hub rejected this node: {err}"
+                await rt.on_rejected(self.hub_url, str(err))
             except protocol.ProtocolError as err:
                 reason = f"protocol error ({err.code}): {err}"
             except ConnectionClosed as err:
@@ -172,6 +173,7 @@ class WebSocketUplink:
             self._failing = False
             self.backoff.reset()
             self.connected.set()
+            await rt.on_connected(self.hub_url)
             await self._pump(ws, rt, acked)
 
     async def _pump(self, ws: ClientConnection, rt: AgentRuntime, acked: int) -> None:

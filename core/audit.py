@@ -28,7 +28,7 @@ import math
 import re
 import unicodedata
 from collections import OrderedDict
-from collections.abc import AsyncIterable, Iterable, Mapping
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -309,6 +309,33 @@ def chain(record: AuditRecord, *, head: AuditHead, now: float) -> AuditEntry:
 
 def head_after(entry: AuditEntry) -> AuditHead:
     return AuditHead(count=entry.seq, hash=entry.hash, ts=entry.ts)
+
+
+def resume_head(recorded: str | None, tail: Sequence[Any] | None) -> tuple[AuditHead, str]:
+    """The head the next append chains from, given the stored head (JSON) and the last row (seq, hash, ts).
+
+    Appends chain from the recorded head, not from the last row, so that a
+    cut-off tail stays visible as a gap instead of being papered over. Only
+    when the head itself is gone (or unreadable) does the last row stand in,
+    rather than forking a second chain at seq 1. The second value says what
+    looks tampered with ('' when nothing does).
+    """
+    head = parse_head(recorded) if recorded is not None else None
+    if head is None:
+        if tail:
+            return AuditHead(count=int(tail[0]), hash=str(tail[1]), ts=float(tail[2])), f"its head is missing; continuing after entry {tail[0]}"
+        return EMPTY_HEAD, ""
+    if tail is None or tail[0] != head.count or tail[1] != head.hash:
+        return head, f"the last entry is {tail[0] if tail else 'none'} but the head records {head.count}"
+    return head, ""
+
+
+def parse_head(text: Any) -> AuditHead | None:
+    """A stored head, or None when it is unreadable (verify reports that; appends go on)."""
+    try:
+        return AuditHead.from_json(text)
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def entry_from_row(row: Mapping[str, Any] | Any) -> AuditEntry:
@@ -630,11 +657,28 @@ def verify(entries: Iterable[AuditEntry], head: AuditHead | None = None, *, anch
     return verifier.finish(head)
 
 
-async def averify(
-    entries: AsyncIterable[AuditEntry], head: AuditHead | None = None, *, anchors: Iterable[AuditHead] = ()
+async def verify_live(
+    entries_after: Callable[[int], AsyncIterable[AuditEntry]],
+    read_head: Callable[[], Awaitable[AuditHead | None]],
+    *,
+    anchors: Iterable[AuditHead] = (),
 ) -> VerifyResult:
+    """Verify a chain that may be growing while it is read.
+
+    The head is read after the entries; entries appended meanwhile are read
+    in another round, so a busy log does not look truncated, and every entry
+    read is covered by the head compared with it.
+    """
     verifier = Verifier(anchors)
-    async for entry in entries:
-        if not verifier.feed(entry):
-            break
-    return verifier.finish(head)
+    last = 0
+    while True:
+        progressed = False
+        async for entry in entries_after(last):
+            progressed = True
+            if isinstance(entry.seq, int) and entry.seq > last:
+                last = entry.seq
+            if not verifier.feed(entry):
+                return verifier.finish(await read_head())
+        head = await read_head()
+        if head is None or head.count <= last or not progressed:
+            return verifier.finish(head)

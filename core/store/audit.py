@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..audit import AuditEntry, AuditHead, Verifier, VerifyResult
+from ..audit import AuditEntry, AuditHead, VerifyResult, verify_live
 
 DEFAULT_AUDIT_PAGE = 100
 MAX_AUDIT_PAGE = 1000
@@ -70,21 +70,5 @@ class AuditStore(abc.ABC):
         """The recorded head (count and last hash), or None before the first entry."""
 
     async def verify_audit(self, *, anchors: Iterable[AuditHead] = ()) -> VerifyResult:
-        """Verify the whole chain against its head, while the hub may be appending.
-
-        The head is read after the entries; anything appended meanwhile is
-        read in another round, so a busy hub does not look truncated.
-        """
-        verifier = Verifier(anchors)
-        last = 0
-        while True:
-            progressed = False
-            async for entry in self.iter_audit(after_seq=last):
-                progressed = True
-                if isinstance(entry.seq, int) and entry.seq > last:
-                    last = entry.seq
-                if not verifier.feed(entry):
-                    return verifier.finish(await self.audit_head())
-            head = await self.audit_head()
-            if head is None or head.count <= last or not progressed:
-                return verifier.finish(head)
+        """Verify the whole chain against its head, while the hub may be appending."""
+        return await verify_live(lambda after: self.iter_audit(after_seq=after), self.audit_head, anchors=anchors)

@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from ..audit import EMPTY_HEAD, AuditEntry, AuditHead, canonical_json, chain, entry_from_row, head_after, make_record
+from ..audit import AuditEntry, AuditHead, canonical_json, chain, entry_from_row, head_after, make_record, parse_head, resume_head
 from .audit import DEFAULT_AUDIT_PAGE, MAX_AUDIT_PAGE, AuditFilter
 
 _LOGGER = logging.getLogger(__name__)
@@ -50,14 +50,6 @@ def _where(filters: AuditFilter | None, before_seq: int | None) -> tuple[str, li
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
-def _parse_head(text: Any) -> AuditHead | None:
-    try:
-        return AuditHead.from_json(text)
-    except (ValueError, KeyError, TypeError):
-        # An unreadable head reads as a missing one: verify reports it, appends go on.
-        return None
-
-
 class SQLiteAuditStore:
     """Relies on SQLiteStore's _transaction and _fetchall."""
 
@@ -77,20 +69,11 @@ class SQLiteAuditStore:
         record = make_record(action, actor=actor, target=target, outcome=outcome, details=details, peer=peer)
         async with self._transaction() as db:  # type: ignore[attr-defined]
             rows = await db.execute_fetchall("SELECT value FROM meta WHERE key = ?", (HEAD_KEY,))
-            last = await db.execute_fetchall("SELECT seq, hash, ts FROM audit_log ORDER BY seq DESC LIMIT 1")
-            head = _parse_head(rows[0][0]) if rows else None
-            tail = next(iter(last), None)
-            if head is None:
-                # No head yet. With entries present it was removed: carry on from
-                # the last entry rather than fork a second chain at seq 1.
-                head = AuditHead(count=tail[0], hash=tail[1], ts=tail[2]) if tail else EMPTY_HEAD
-                if tail:
-                    self._audit_tail_mismatch(f"the head is missing; continuing after entry {tail[0]}")
-            elif tail is None or tail[0] != head.count or tail[1] != head.hash:
-                # Chaining from the head, not the tail, keeps a cut-off tail visible as a gap.
-                self._audit_tail_mismatch(
-                    f"the last entry is {tail[0] if tail else 'none'} but the head records {head.count}"
-                )
+            tail = await db.execute_fetchall("SELECT seq, hash, ts FROM audit_log ORDER BY seq DESC LIMIT 1")
+            head, tampered = resume_head(next(iter(rows), (None,))[0], next(iter(tail), None))
+            if tampered and not self._audit_tail_warned:
+                self._audit_tail_warned = True
+                _LOGGER.error("audit log: %s — it was changed outside Roost; run `roost audit verify`", tampered)
             entry = chain(record, head=head, now=time.time() if now is None else now)
             await db.execute(
                 f"INSERT INTO audit_log ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -112,11 +95,6 @@ class SQLiteAuditStore:
                 (HEAD_KEY, head_after(entry).to_json()),
             )
         return entry
-
-    def _audit_tail_mismatch(self, what: str) -> None:
-        if not self._audit_tail_warned:
-            self._audit_tail_warned = True
-            _LOGGER.error("audit log: %s — it was changed outside Roost; run `roost audit verify`", what)
 
     async def list_audit(
         self, filters: AuditFilter | None = None, *, limit: int = DEFAULT_AUDIT_PAGE, before_seq: int | None = None
@@ -142,4 +120,4 @@ class SQLiteAuditStore:
 
     async def audit_head(self) -> AuditHead | None:
         rows = await self._fetchall("SELECT value FROM meta WHERE key = ?", (HEAD_KEY,))  # type: ignore[attr-defined]
-        return _parse_head(rows[0][0]) if rows else None
+        return parse_head(rows[0][0]) if rows else None
