@@ -76,6 +76,7 @@ async def _run_agent(config: Any, join: str | None) -> int:
     from roost.agent.runtime import AgentRuntime, load_state, save_state
     from roost.agent.trust import TrustError, pinned_context
     from roost.agent.uplink import EnrollError, WebSocketUplink
+    from roost.core.audit import ACTION_AGENT_ENROLLED, ACTION_AGENT_ENROLMENT_REFUSED
 
     state = load_state(config.data_dir)
     hub_url = config.hub or state.get("hub", "")
@@ -92,9 +93,21 @@ async def _run_agent(config: Any, join: str | None) -> int:
                 else:
                     state = await _pair(rt, config, hub_url)
             except (EnrollError, TrustError, PairingFailed, OSError) as err:
+                await rt.note_event(
+                    ACTION_AGENT_ENROLMENT_REFUSED,
+                    outcome="failed",
+                    peer=hub_url,
+                    details={"via": "join token" if join else "pairing", "reason": str(err)},
+                )
                 print(f"roost agent: {err}", file=sys.stderr)
                 return EXIT_FAILURE
             save_state(config.data_dir, state)
+            await rt.note_event(
+                ACTION_AGENT_ENROLLED,
+                target=f"node:{state['node_id']}",
+                peer=state["hub"],
+                details={"via": "join token" if join else "pairing", "hub_id": state.get("hub_id", "")},
+            )
             hub_url = state["hub"]
             _LOGGER.info("this host is node %s of hub %s", state["node_id"], hub_url)
         elif join:
@@ -230,7 +243,9 @@ async def _join_token(config: Any, args: argparse.Namespace) -> int:
                 print("roost join-token: --expires must be between 1m and 365d", file=sys.stderr)
                 return EXIT_CONFIG
             tls = await asyncio.to_thread(hub_tls, config)
-            token, record = await create_join_token(store, ttl=ttl, uses=args.uses, note=args.note or "", ca_fingerprint=tls.ca_fingerprint)
+            token, record = await create_join_token(
+                store, ttl=ttl, uses=args.uses, note=args.note or "", ca_fingerprint=tls.ca_fingerprint, actor=cli_actor()
+            )
             hub_url = args.hub_url or config.url()
             print(token)
             print(f"# valid for {args.expires}, {args.uses} use(s). On the new host run:", file=sys.stderr)
@@ -245,16 +260,314 @@ async def _join_token(config: Any, args: argparse.Namespace) -> int:
             if not await store.revoke_join_token(args.token_id):
                 print(f"roost join-token: no token with id {args.token_id!r}", file=sys.stderr)
                 return EXIT_FAILURE
+            from .audit import ACTION_JOIN_TOKEN_REVOKED
+
+            try:
+                await store.append_audit(ACTION_JOIN_TOKEN_REVOKED, actor=cli_actor(), target=f"token:{args.token_id}")
+            except Exception as err:
+                print(f"roost join-token: revoked {args.token_id}, but the audit log cannot record it: {err}", file=sys.stderr)
+                return EXIT_FAILURE
             print(f"revoked {args.token_id}")
     finally:
         await store.close()
     return 0
 
 
+def cli_actor() -> str:
+    """Who acts from the command line: the local account, as the audit log names it."""
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:  # no name for this uid (containers)
+        import os
+
+        return f"cli:uid{os.getuid()}"
+
+
+def _read_password(prompt: str) -> str:
+    """From the terminal (asked twice), or one line of stdin when it is not a terminal (scripts, tests)."""
+    import getpass
+
+    if sys.stdin.isatty():
+        first = getpass.getpass(f"{prompt}: ")
+        if getpass.getpass(f"{prompt} again: ") != first:
+            raise ValueError("the two passwords differ")
+        return first
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+def cmd_users(args: argparse.Namespace) -> int:
+    config = _hub_config(args)
+    logging.basicConfig(level=logging.WARNING)
+    return asyncio.run(_users(config, args))
+
+
+async def _users(config: Any, args: argparse.Namespace) -> int:
+    """Dashboard users from the hub host: add, list, passwd (reset a forgotten password), delete."""
+    import time
+
+    from .hub.auth import AuthError, check_password_policy, check_role, check_username, hash_password, new_user
+    from .store import LastAdminError, UserExistsError
+    from .store.sqlite import SQLiteStore
+
+    store = SQLiteStore(config.store_path)
+    config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    await store.open()
+    try:
+        if args.action == "list":
+            for user in await store.list_users():
+                state = "disabled" if user.disabled else "active"
+                print(f"{user.user_id}\t{user.name}\t{user.role}\t{state}")
+            return 0
+        user = await store.get_user_by_name(args.name) if args.action != "add" else None
+        if args.action != "add" and user is None:
+            print(f"roost users: no user named {args.name!r} (see `roost users list`)", file=sys.stderr)
+            return EXIT_FAILURE
+        if args.action == "delete":
+            try:
+                await store.delete_user(user.user_id)
+            except LastAdminError as err:
+                print(f"roost users: {err}", file=sys.stderr)
+                return EXIT_FAILURE
+            await store.append_audit("user.deleted", actor=cli_actor(), target=f"user:{user.name}")
+            print(f"deleted {user.name}")
+            return 0
+        try:
+            if args.action == "add":
+                check_username(args.name)
+                role = args.role or ("admin" if await store.count_users() == 0 else "viewer")
+                check_role(role)
+            password = check_password_policy(_read_password(f"Password for {args.name}"))
+        except (AuthError, ValueError) as err:
+            print(f"roost users: {err}", file=sys.stderr)
+            return EXIT_CONFIG
+        password_hash = await asyncio.to_thread(hash_password, password)
+        if args.action == "passwd":
+            await store.update_user(user.user_id, password_hash=password_hash, now=time.time())
+            await store.append_audit("user.changed", actor=cli_actor(), target=f"user:{user.name}", details={"password": "changed"})
+            print(f"new password set for {user.name}; their sessions have ended")
+            return 0
+        try:
+            await store.add_user(new_user(args.name, password_hash, role))
+        except UserExistsError as err:
+            print(f"roost users: {err}", file=sys.stderr)
+            return EXIT_FAILURE
+        await store.append_audit("user.created", actor=cli_actor(), target=f"user:{args.name}", details={"role": role})
+        print(f"added {args.name} ({role})")
+        return 0
+    finally:
+        await store.close()
+
+
+def cmd_api_token(args: argparse.Namespace) -> int:
+    config = _hub_config(args)
+    logging.basicConfig(level=logging.WARNING)
+    return asyncio.run(_api_token(config, args))
+
+
+async def _api_token(config: Any, args: argparse.Namespace) -> int:
+    """User API tokens from the hub host; `create` prints the token, the only time it is shown."""
+    import time
+
+    from .hub.auth import AuthError, create_api_token
+    from .store.sqlite import SQLiteStore
+
+    store = SQLiteStore(config.store_path)
+    config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    await store.open()
+    try:
+        if args.action == "create":
+            user = await store.get_user_by_name(args.user)
+            if user is None:
+                print(f"roost api-token: no user named {args.user!r} (add one with `roost users add`)", file=sys.stderr)
+                return EXIT_FAILURE
+            ttl = None
+            if args.expires not in (None, "never"):
+                try:
+                    ttl = parse_duration(args.expires)
+                except Exception:
+                    ttl = 0
+                if not 60 <= ttl <= 5 * 365 * 86400:
+                    print("roost api-token: --expires must be a duration between 1m and 5y (such as 30d), or never", file=sys.stderr)
+                    return EXIT_CONFIG
+            try:
+                token, record = await create_api_token(store, user, scope=args.scope, name=args.name or "", ttl=ttl)
+            except AuthError as err:
+                print(f"roost api-token: {err}", file=sys.stderr)
+                return EXIT_CONFIG
+            await store.append_audit(
+                "token.created", actor=cli_actor(), target=f"token:{record.token_id}", details={"user": user.name, "scope": args.scope}
+            )
+            print(token)
+            print(f"# {args.scope} token {record.token_id} for {user.name}; it is shown only now. Send it as: Authorization: Bearer <token>", file=sys.stderr)
+        elif args.action == "list":
+            users = {u.user_id: u.name for u in await store.list_users()}
+            now = time.time()
+            for tok in await store.list_api_tokens():
+                state = "revoked" if tok.revoked else ("expired" if tok.expires_at and tok.expires_at < now else "active")
+                print(f"{tok.token_id}\t{users.get(tok.user_id, '?')}\t{tok.scope}\t{state}\t{tok.name}")
+        elif args.action == "revoke":
+            if not await store.revoke_api_token(args.token_id):
+                print(f"roost api-token: no token with id {args.token_id!r}", file=sys.stderr)
+                return EXIT_FAILURE
+            await store.append_audit("token.revoked", actor=cli_actor(), target=f"token:{args.token_id}")
+            print(f"revoked {args.token_id}")
+    finally:
+        await store.close()
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.WARNING)
+    return asyncio.run(_audit(args))
+
+
+async def _audit(args: argparse.Namespace) -> int:
+    """verify / head / list on the hub's audit log, or with --agent on this agent's own."""
+    from .audit import EMPTY_HEAD, AuditHead, escape, format_entry
+
+    anchors = []
+    for text in getattr(args, "head", None) or ():
+        try:
+            anchors.append(AuditHead.parse(text))
+        except ValueError as err:
+            print(f"roost audit: {err}", file=sys.stderr)
+            return EXIT_CONFIG
+    if args.agent:
+        from roost.agent.audit import AUDIT_FILE, AgentAudit
+
+        agent_config = load_agent_config(args.config, overrides={"agent": {"data_dir": args.data_dir}})
+        log: Any = AgentAudit(agent_config.data_dir / AUDIT_FILE)
+        where = log.path
+        if not where.exists():
+            print(f"roost audit: no agent audit log at {where} — has the agent run with this --data-dir?", file=sys.stderr)
+            return EXIT_FAILURE
+        await log.open(create=False)
+        close = log.close
+        verify, read_head = log.verify, log.head
+
+        async def recent(limit: int, action: str) -> list[Any]:
+            prefix = action.rstrip(".")
+            rows = await log.recent(limit if not prefix else 100_000)
+            rows = [e for e in rows if not prefix or e.action == prefix or str(e.action).startswith(prefix + ".")]
+            return rows[:limit]
+    else:
+        from .store import AuditFilter
+        from .store.sqlite import SQLiteStore
+
+        config = _hub_config(args)
+        where = config.store_path
+        if not where.exists():
+            print(f"roost audit: no hub database at {where} — pass the hub's --data-dir (or --agent for an agent)", file=sys.stderr)
+            return EXIT_FAILURE
+        store = SQLiteStore(where)
+        await store.open()
+        close = store.close
+
+        async def verify(anchors: Any = ()) -> Any:
+            return await store.verify_audit(anchors=anchors)
+
+        read_head = store.audit_head
+
+        async def recent(limit: int, action: str) -> list[Any]:
+            return await store.list_audit(AuditFilter(action=action), limit=limit)
+
+    try:
+        if args.action == "verify":
+            result = await verify(anchors=anchors)
+            if result.ok:
+                head = result.head or EMPTY_HEAD
+                checked = f"; matches the {len(anchors)} head(s) given" if anchors else ""
+                print(f"audit log intact: {result.count} entries, head {head.count}:{head.hash}{checked} ({where})")
+                return 0
+            problem = result.problem
+            print(f"audit log BROKEN at {escape(str(problem))}")
+            if problem is not None and problem.entry is not None:
+                print(f"  {format_entry(problem.entry)}")
+            print(f"({where})")
+            return EXIT_FAILURE
+        if args.action == "head":
+            head = await read_head() or EMPTY_HEAD
+            print(f"{head.count}:{head.hash}")
+            print(
+                "# note this down or keep it elsewhere; later, `roost audit verify --head "
+                f"{head.count}:{head.hash[:16]}` proves the log still holds everything up to here",
+                file=sys.stderr,
+            )
+            return 0
+        for entry in reversed(await recent(args.limit, args.filter_action or "")):
+            print(format_entry(entry))
+        return 0
+    finally:
+        await close()
+
+
+def cmd_nodes(args: argparse.Namespace) -> int:
+    config = _hub_config(args)
+    logging.basicConfig(level=logging.WARNING)
+    return asyncio.run(_nodes(config, args))
+
+
+async def _nodes(config: Any, args: argparse.Namespace) -> int:
+    """Nodes and pairing from the hub host's shell; the running hub picks changes up within a second."""
+    import time
+
+    from .hub.pairing import PairingError, approve_request, new_node_id_for_cli, reject_request
+    from .identity import fingerprint
+    from .store.sqlite import SQLiteStore
+
+    store = SQLiteStore(config.store_path)
+    await store.open()
+    try:
+        if args.action == "list":
+            grants = await store.all_grants()
+            for node in await store.list_nodes():
+                state = "revoked" if node.revoked else ("local" if node.local else "paired")
+                seen = time.strftime("%Y-%m-%d %H:%M", time.localtime(node.last_seen)) if node.last_seen else "never"
+                granted = ",".join(grants[node.node_id].grants) if node.node_id in grants else ""
+                print(f"{node.node_id}\t{_printable(node.name)}\t{state}\tlast seen {seen}\t{granted}")
+        elif args.action == "pending":
+            for req in await store.list_pairing_requests(now=time.time()):
+                flag = f"\tKEY CHANGED for {req.key_changed_node}" if req.key_changed_node else ""
+                print(f"{req.request_id}\t{_printable(req.hostname)}\tcode {req.code}\tkey {fingerprint(req.public_key)}\tfrom {req.peer}{flag}")
+        elif args.action == "approve":
+            grants = None if args.grant is None else sorted({g for part in args.grant for g in part.split(",") if g})
+            try:
+                node = await approve_request(store, args.id, actor=cli_actor(), grants=grants, name=args.name, new_node_id=new_node_id_for_cli)
+            except PairingError as err:
+                print(f"roost nodes: {err}", file=sys.stderr)
+                return EXIT_FAILURE
+            print(f"approved: node {node.node_id} ({_printable(node.hostname)})")
+        elif args.action == "reject":
+            try:
+                await reject_request(store, args.id, actor=cli_actor(), reason=args.reason)
+            except PairingError as err:
+                print(f"roost nodes: {err}", file=sys.stderr)
+                return EXIT_FAILURE
+            print(f"rejected {args.id}")
+        elif args.action == "revoke":
+            node = await store.get_node(args.id)
+            if node is None or node.local:
+                print(f"roost nodes: no revocable node with id {args.id!r}", file=sys.stderr)
+                return EXIT_FAILURE
+            await store.set_node_revoked(args.id, True)
+            await store.append_audit("node.revoked", actor=cli_actor(), target=f"node:{args.id}")
+            print(f"revoked {args.id}; a running hub closes its connection within a second")
+    finally:
+        await store.close()
+    return 0
+
+
+def _printable(text: str) -> str:
+    """Names come from agents: never let one print control characters into a terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="roost", description="Roost: a local-first hub and node agent for homelabs.")
     parser.add_argument("--version", action="version", version=f"roost {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{hub,agent,join-token}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{hub,agent,join-token,users,api-token,audit}")
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--config", type=Path, help="TOML config file (optional; defaults work without one)")
@@ -287,6 +600,76 @@ def build_parser() -> argparse.ArgumentParser:
     common(revoke)
     revoke.add_argument("token_id")
     tokens.set_defaults(func=cmd_join_token)
+
+    nodes = sub.add_parser("nodes", help="list nodes, decide pairing requests, revoke nodes (run on the hub host)")
+    nsub = nodes.add_subparsers(dest="action", required=True)
+    common(nsub.add_parser("list", help="list nodes with their grants"))
+    common(nsub.add_parser("pending", help="list pairing requests waiting for a decision, with their codes"))
+    napprove = nsub.add_parser("approve", help="approve a pairing request after comparing its code with the agent's")
+    common(napprove)
+    napprove.add_argument("id", help="the request id from `roost nodes pending`")
+    napprove.add_argument("--grant", action="append", help="capabilities to grant (repeat or comma-separate; default: the read-only ones offered)")
+    napprove.add_argument("--name", help="display name for the node")
+    nreject = nsub.add_parser("reject", help="reject a pairing request")
+    common(nreject)
+    nreject.add_argument("id")
+    nreject.add_argument("--reason", default="rejected from the command line")
+    nrevoke = nsub.add_parser("revoke", help="revoke a node: its connection is cut and it cannot come back")
+    common(nrevoke)
+    nrevoke.add_argument("id")
+    nodes.set_defaults(func=cmd_nodes)
+
+    users = sub.add_parser("users", help="add, list, reset or delete dashboard users (run on the hub host)")
+    usub = users.add_subparsers(dest="action", required=True)
+    uadd = usub.add_parser("add", help="add a user; the password is asked for, or read from stdin when it is not a terminal")
+    common(uadd)
+    uadd.add_argument("name")
+    uadd.add_argument("--role", choices=["admin", "operator", "viewer"], help="default: admin for the first user, else viewer")
+    common(usub.add_parser("list", help="list users"))
+    upass = usub.add_parser("passwd", help="set a new password for a user (ends their sessions)")
+    common(upass)
+    upass.add_argument("name")
+    udel = usub.add_parser("delete", help="delete a user with their sessions and API tokens")
+    common(udel)
+    udel.add_argument("name")
+    users.set_defaults(func=cmd_users)
+
+    api_tokens = sub.add_parser("api-token", help="create, list or revoke user API tokens (run on the hub host)")
+    apisub = api_tokens.add_subparsers(dest="action", required=True)
+    acreate = apisub.add_parser("create", help="create an API token for a user and print it (shown only once)")
+    common(acreate)
+    acreate.add_argument("--user", required=True, help="the user the token acts for")
+    acreate.add_argument("--scope", choices=["read", "operate", "admin"], default="read", help="what it may do, never more than the user's role (default read)")
+    acreate.add_argument("--expires", help="how long it is valid, such as 30d (default: never)")
+    acreate.add_argument("--name", help="a name to recognise it by")
+    common(apisub.add_parser("list", help="list API tokens"))
+    arevoke = apisub.add_parser("revoke", help="revoke an API token by id; it stops working at once")
+    common(arevoke)
+    arevoke.add_argument("token_id")
+    api_tokens.set_defaults(func=cmd_api_token)
+
+    audit = sub.add_parser("audit", help="verify the audit log, print its head, list its newest entries")
+    asub = audit.add_subparsers(dest="action", required=True)
+
+    def audit_common(p: argparse.ArgumentParser) -> None:
+        common(p)
+        p.add_argument("--agent", action="store_true", help="this agent's own log (<agent data dir>/audit.db) instead of the hub's")
+
+    verify = asub.add_parser("verify", help="check the hash chain; exit 0 when intact, 1 with the first problem")
+    audit_common(verify)
+    verify.add_argument(
+        "--head",
+        action="append",
+        metavar="COUNT:HASH",
+        help="a head noted earlier (from `roost audit head`); the log must still hold it (repeatable)",
+    )
+    head = asub.add_parser("head", help="print the head (entry count and last hash) to note down or forward")
+    audit_common(head)
+    lst = asub.add_parser("list", help="print the newest entries, one escaped line each, oldest first")
+    audit_common(lst)
+    lst.add_argument("--limit", type=int, default=50, help="how many entries (default 50)")
+    lst.add_argument("--action", dest="filter_action", metavar="PREFIX", help="only actions under this dotted prefix, e.g. pairing")
+    audit.set_defaults(func=cmd_audit)
     return parser
 
 

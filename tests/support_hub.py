@@ -21,7 +21,7 @@ def hub_config(tmp_path: Path, **hub: Any):
     return load_hub_config(
         None,
         overrides={
-            "hub": {"data_dir": str(tmp_path / "hub"), **hub},
+            "hub": {"data_dir": str(tmp_path / "hub"), "discovery": False, **hub},
             "agent": {"enabled": False},
         },
     )

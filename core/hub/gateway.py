@@ -123,7 +123,7 @@ class AgentConnection:
         if hello["type"] == protocol.TYPE_PAIR:
             await self.hub.pairing.serve(self, hello, nonce, hub_nonce)
             return False
-        node = self.hub.node(hello["node_id"])
+        node = await self.hub.find_node(hello["node_id"])
         payload = protocol.auth_payload(self.hub.hub_id, hello["node_id"], nonce)
         # One answer for unknown, revoked and bad signature: nothing to probe.
         if node is None or node.revoked or node.local or not verify(node.public_key, hello["signature"], payload):

@@ -18,7 +18,7 @@ from roost.core.discovery import AGENT_SERVICE, Browser
 from roost.core.identity import fingerprint, verify
 from roost.core.integration import humanize_invalid
 from roost.core.pairing import pair_payload, short_code
-from roost.core.store import NodeGrants, PairingLimitError, PairingRequest
+from roost.core.store import NodeGrants, NodeRecord, PairingLimitError, PairingRequest
 from roost.core.store.pairing import PAIR_APPROVED, PAIR_PENDING, PAIR_REJECTED
 
 if TYPE_CHECKING:
@@ -103,46 +103,13 @@ class Pairing:
         return [self.view(r) for r in await self.hub.store.list_pairing_requests(now=time.time())]
 
     async def approve(self, request_id: str, *, actor: str, grants: list[str] | None = None, name: str | None = None) -> str:
-        request = await self.hub.store.get_pairing_request(request_id)
-        if request is None or request.status != PAIR_PENDING or request.expires_at <= time.time():
-            raise PairingError("no pending pairing request with that id (it may have expired or been decided)")
-        existing = await self.hub.store.get_node_by_key(request.public_key)
-        if existing is not None:
-            raise PairingError("that key already belongs to a node")
-        chosen = default_grants(request.offered) if grants is None else grants
-        node_id = self.hub.new_node_id()
-        decided = await self.hub.store.decide_pairing_request(request_id, status=PAIR_APPROVED, node_id=node_id, decided_by=actor, now=time.time())
-        if decided is None:
-            raise PairingError("the request was decided by someone else or expired")
-        await self.hub.add_node(
-            node_id=node_id,
-            public_key=request.public_key,
-            hostname=request.hostname,
-            name=name or request.hostname,
-            facts=request.facts,
-            grants=chosen,
-            ceiling=request.ceiling,
-            offered=request.offered,
-        )
-        await self.hub.audit(
-            "pairing.approved",
-            actor=actor,
-            target=f"node:{node_id}",
-            details={"request": request_id, "hostname": request.hostname, "key": fingerprint(request.public_key), "grants": chosen, "code": request.code},
-        )
+        node = await approve_request(self.hub.store, request_id, actor=actor, grants=grants, name=name, new_node_id=self.hub.new_node_id)
+        self.hub.remember(node)
         self._wake(request_id)
-        return node_id
+        return node.node_id
 
     async def reject(self, request_id: str, *, actor: str, reason: str = "rejected by an admin") -> None:
-        decided = await self.hub.store.decide_pairing_request(request_id, status=PAIR_REJECTED, node_id=None, decided_by=actor, now=time.time())
-        if decided is None:
-            raise PairingError("no pending pairing request with that id (it may have expired or been decided)")
-        await self.hub.audit(
-            "pairing.rejected",
-            actor=actor,
-            target=f"pairing:{request_id}",
-            details={"hostname": decided.hostname, "key": fingerprint(decided.public_key), "reason": reason},
-        )
+        await reject_request(self.hub.store, request_id, actor=actor, reason=reason)
         self._wake(request_id)
 
     def _wake(self, request_id: str) -> None:
@@ -259,6 +226,62 @@ class Pairing:
             "effective": effective(grants.grants, ceiling),
             "updated_at": grants.updated_at,
         }
+
+
+# ------------------------------------------------------- decisions on the store
+
+
+async def approve_request(
+    store: Any, request_id: str, *, actor: str, grants: list[str] | None, name: str | None, new_node_id: Any
+) -> NodeRecord:
+    """Approve a pending request: the node, its grants and the audit entry. The hub and the CLI both use this."""
+    request = await store.get_pairing_request(request_id)
+    if request is None or request.status != PAIR_PENDING or request.expires_at <= time.time():
+        raise PairingError("no pending pairing request with that id (it may have expired or been decided)")
+    if await store.get_node_by_key(request.public_key) is not None:
+        raise PairingError("that key already belongs to a node")
+    chosen = default_grants(request.offered) if grants is None else sorted(set(grants))
+    node_id = new_node_id()
+    decided = await store.decide_pairing_request(request_id, status=PAIR_APPROVED, node_id=node_id, decided_by=actor, now=time.time())
+    if decided is None:
+        raise PairingError("the request was decided by someone else or expired")
+    now = time.time()
+    node = NodeRecord(
+        node_id=node_id,
+        name=name or request.hostname,
+        hostname=request.hostname,
+        public_key=request.public_key,
+        created_at=now,
+        facts=request.facts,
+    )
+    await store.add_node(node)
+    await store.set_grants(node_id, chosen, now=now)
+    await store.set_ceiling(node_id, request.ceiling, request.offered, now=now)
+    await store.append_audit(
+        "pairing.approved",
+        actor=actor,
+        target=f"node:{node_id}",
+        details={"request": request_id, "hostname": request.hostname, "key": fingerprint(request.public_key), "grants": chosen, "code": request.code},
+    )
+    return node
+
+
+def new_node_id_for_cli() -> str:
+    from .app import new_node_id
+
+    return new_node_id()
+
+
+async def reject_request(store: Any, request_id: str, *, actor: str, reason: str) -> None:
+    decided = await store.decide_pairing_request(request_id, status=PAIR_REJECTED, node_id=None, decided_by=actor, now=time.time())
+    if decided is None:
+        raise PairingError("no pending pairing request with that id (it may have expired or been decided)")
+    await store.append_audit(
+        "pairing.rejected",
+        actor=actor,
+        target=f"pairing:{request_id}",
+        details={"hostname": decided.hostname, "key": fingerprint(decided.public_key), "reason": reason},
+    )
 
 
 # ------------------------------------------------------------------ routes

@@ -317,3 +317,32 @@ async def test_the_real_agent_pairs_through_the_real_hub(tmp_path):
         assert paired.node_id == node_id and paired.grants == ["docker.read", "host.metrics.read", "network.info.read"]
     finally:
         await server.close()
+
+
+async def test_the_cli_decides_and_revokes_and_the_running_hub_follows(client, tmp_path):
+    import subprocess
+    import sys
+
+    def roost(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "roost.core.cli", *args, "--data-dir", str(tmp_path / "hub")], capture_output=True, text=True, timeout=30)
+
+    agent = Pairer(client, hostname="nas\x1b[2Jevil")
+    pending = await agent.request()
+    code = agent.code(pending, client.app[HUB_KEY].ca_fingerprint)
+    listed = await asyncio.to_thread(roost, "nodes", "pending")
+    assert listed.returncode == 0 and f"code {code}" in listed.stdout
+    assert "\x1b" not in listed.stdout  # a hostile hostname cannot drive the admin's terminal
+    request_id = listed.stdout.split("\t")[0]
+    approved = await asyncio.to_thread(roost, "nodes", "approve", request_id, "--grant", "host.metrics.read")
+    assert approved.returncode == 0, approved.stderr
+    answer = await agent.ws.receive_json(timeout=5)  # the waiting socket learns within a second
+    assert answer["type"] == "pair_approved" and answer["grants"] == ["host.metrics.read"]
+    paired = FakeAgent(client, identity=agent.identity, node_id=answer["node_id"])
+    assert (await paired.connect())["type"] == "welcome"
+    again = await asyncio.to_thread(roost, "nodes", "approve", request_id)
+    assert again.returncode == 1 and "no pending" in again.stderr
+
+    revoked = await asyncio.to_thread(roost, "nodes", "revoke", answer["node_id"])
+    assert revoked.returncode == 0
+    assert await paired.expect_closed(timeout=3) == 4003  # cut off within a second or two
+    assert (await paired.connect())["code"] == "auth_failed"

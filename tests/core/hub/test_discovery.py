@@ -1,0 +1,65 @@
+"""Zeroconf on loopback: the hub announces itself with its CA fingerprint, an unpaired agent is listed as discovered."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp.test_utils import TestServer
+from support import free_port
+from support_hub import hub_config
+
+from roost.agent.pairing import PairingFailed, find_hub
+from roost.core.discovery import AGENT_SERVICE, HUB_SERVICE, Announcer, browse
+from roost.core.hub.app import HUB_KEY, create_app
+from roost.core.identity import Identity, fingerprint
+
+LOOPBACK = ["127.0.0.1"]
+
+
+async def test_hub_announces_itself_and_lists_unpaired_agents(tmp_path):
+    port = free_port()
+    config = hub_config(tmp_path, discovery=True, discovery_interfaces=LOOPBACK, port=port)
+    server = TestServer(create_app(config), host="127.0.0.1", port=port)
+    await server.start_server()
+    hub = server.app[HUB_KEY]
+    key = Identity.generate().public_key
+    agent = Announcer(AGENT_SERVICE, "pi-garage", 9, {"key": fingerprint(key), "hostname": "pi-garage"}, interfaces=LOOPBACK)
+    try:
+        found = await find_hub(interfaces=LOOPBACK, timeout=2.5)
+        assert found.port == port and found.addresses == ("127.0.0.1",)
+        assert found.properties["id"] == hub.hub_id
+        assert found.properties["ca"] == hub.ca_fingerprint  # a hint the agent checks against what the hub presents
+        await agent.start()
+        for _ in range(60):
+            if hub.pairing.discovered():
+                break
+            await asyncio.sleep(0.1)
+        [listed] = hub.pairing.discovered()
+        assert listed["hostname"] == "pi-garage" and listed["key_fingerprint"] == fingerprint(key)
+    finally:
+        await agent.stop()
+        await server.close()
+
+
+async def test_no_hub_or_several_hubs_is_a_clear_error():
+    try:
+        await find_hub(interfaces=LOOPBACK, timeout=1.0)
+    except PairingFailed as err:
+        assert "--hub" in str(err)
+    else:  # pragma: no cover - another hub is announcing on loopback
+        raise AssertionError("found a hub where none was started")
+    one = Announcer(HUB_SERVICE, "hub-a", 8765, {"id": "ha", "ca": "aa"}, interfaces=LOOPBACK)
+    two = Announcer(HUB_SERVICE, "hub-b", 8766, {"id": "hb", "ca": "bb"}, interfaces=LOOPBACK)
+    await one.start()
+    await two.start()
+    try:
+        try:
+            await find_hub(interfaces=LOOPBACK, timeout=2.0)
+        except PairingFailed as err:
+            assert "several" in str(err) and "8765" in str(err) and "8766" in str(err)
+        else:
+            raise AssertionError("several hubs must not be chosen between silently")
+        assert {f.properties["id"] for f in await browse(HUB_SERVICE, interfaces=LOOPBACK, timeout=1.5)} == {"ha", "hb"}
+    finally:
+        await one.stop()
+        await two.stop()
