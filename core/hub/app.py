@@ -67,7 +67,14 @@ def hash_secret(secret: str) -> str:
 
 
 async def create_join_token(
-    store: Store, *, ttl: float, uses: int, note: str = "", ca_fingerprint: str = "", actor: str = "system"
+    store: Store,
+    *,
+    ttl: float,
+    uses: int,
+    note: str = "",
+    ca_fingerprint: str = "",
+    actor: str = "system",
+    grants: list[str] | None = None,
 ) -> tuple[str, JoinToken]:
     """Make a join token; only its hash is stored, so the returned string is the one chance to copy it.
 
@@ -80,12 +87,14 @@ async def create_join_token(
     now = time.time()
     record = JoinToken(token_id=token_id, created_at=now, expires_at=now + ttl, uses_left=uses, note=note)
     await store.add_join_token(token_id, hash_secret(secret), record)
+    if grants is not None:
+        await store.set_token_preset(token_id, grants)
     try:
         await store.append_audit(
             ACTION_JOIN_TOKEN_CREATED,
             actor=actor,
             target=f"token:{token_id}",
-            details={"uses": uses, "expires_at": record.expires_at, "note": note},
+            details={"uses": uses, "expires_at": record.expires_at, "note": note, "grants": grants},
         )
     except Exception:
         _LOGGER.error("audit log: cannot record the creation of join token %s; revoking it", token_id, exc_info=True)
@@ -148,6 +157,21 @@ class Hub:
         now = time.time()
         for node_id in self._nodes:
             self._status[node_id] = self.node_status(node_id, now)
+
+    def remember(self, node: NodeRecord) -> None:
+        """Take a node created elsewhere (pairing, the CLI) into the caches."""
+        self._remember(node)
+        self._status[node.node_id] = self.node_status(node.node_id)
+        self._publish_node(node.node_id, force=True)
+
+    async def find_node(self, node_id: str) -> NodeRecord | None:
+        """A node from the cache, or from the store when the CLI made it behind this process's back."""
+        node = self._nodes.get(node_id)
+        if node is None:
+            node = await self.store.get_node(node_id)
+            if node is not None:
+                self.remember(node)
+        return node
 
     def _remember(self, node: NodeRecord) -> None:
         self._nodes[node.node_id] = node
@@ -265,7 +289,8 @@ class Hub:
         )
         await self.store.add_node(node)
         now = time.time()
-        await self.store.set_grants(node.node_id, grants or [], now=now)
+        if grants is not None:
+            await self.store.set_grants(node.node_id, grants, now=now)
         if ceiling is not None or offered is not None:
             await self.store.set_ceiling(node.node_id, ceiling or {}, offered or [], now=now)
         self._remember(node)
@@ -314,7 +339,8 @@ class Hub:
                 ACTION_NODE_ENROLLED, actor=actor, target=f"node:{existing.node_id}", peer=peer, details={"hostname": hostname, "again": True}
             )
             return existing
-        node = await self.add_node(public_key=public_key, hostname=hostname, name=name, facts=facts)
+        preset = await self.store.get_token_preset(token_id)
+        node = await self.add_node(public_key=public_key, hostname=hostname, name=name, facts=facts, grants=preset)
         await self.audit(
             ACTION_NODE_ENROLLED, actor=actor, target=f"node:{node.node_id}", peer=peer, details={"name": node.name, "hostname": hostname}
         )
@@ -334,6 +360,11 @@ class Hub:
             seen_at=time.time(),
         )
         await self.store.set_ceiling(node_id, hello.get("ceiling") or {}, hello.get("capabilities") or [], now=time.time())
+        if (await self.store.get_grants(node_id)).updated_at is None:
+            # Enrolled with a token that named no grants: the read-only part of what it offers.
+            from roost.core.capabilities import default_grants
+
+            await self.store.set_grants(node_id, default_grants(hello.get("capabilities") or []), now=time.time())
         self._remember(node)
         self.ingestor.reset_node(node_id)
         self.mark_seen(node_id)
@@ -514,6 +545,36 @@ async def _integrations_ctx(app: web.Application) -> AsyncIterator[None]:
     await hub.manager.shutdown_all()
 
 
+async def _discovery_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Announce the hub (a hint; the CA fingerprint in it is checked by the agent) and watch for unpaired agents."""
+    hub = app[HUB_KEY]
+    config = hub.config
+    announcer = None
+    if config.discovery:
+        import socket
+
+        from roost.core.discovery import HUB_SERVICE, Announcer
+
+        interfaces = config.discovery_interfaces or None
+        try:
+            announcer = Announcer(
+                HUB_SERVICE,
+                f"roost-{socket.gethostname()}",
+                config.port,
+                {"id": hub.hub_id, "ca": hub.ca_fingerprint, "tls": "1" if config.tls else "0"},
+                interfaces=interfaces,
+            )
+            await announcer.start()
+            await hub.pairing.start_discovery(config.discovery_interfaces)
+        except Exception as err:  # discovery is a convenience; the hub works without it
+            _LOGGER.error("zeroconf discovery unavailable (%s); agents need --hub", err)
+            announcer = None
+    yield
+    await hub.pairing.stop_discovery()
+    if announcer is not None:
+        await announcer.stop()
+
+
 async def _maintenance_ctx(app: web.Application) -> AsyncIterator[None]:
     task = asyncio.create_task(app[HUB_KEY].maintenance(), name="roost-maintenance")
     yield
@@ -571,17 +632,22 @@ def create_app(config: HubConfig, *, store: Store | None = None, tls: HubTLS | N
     """Build the hub's aiohttp application; nothing starts until the app does."""
     from roost.core.store.sqlite import SQLiteStore
 
-    from . import api, audit, gateway, pairing
+    from . import api, audit, gateway, jointokens, pairing
+    from . import auth, security
     from .local_agent import local_agent_ctx
 
     app = web.Application(client_max_size=1024 * 1024)
     app[HUB_KEY] = Hub(config, store or SQLiteStore(config.store_path))
     app[HUB_KEY].tls = tls
     app.cleanup_ctx.append(_store_ctx)
+    # LAN-only first, then login, for every route (auth's cleanup context needs the open store).
+    security.setup(app, lan_only=config.lan_only, trusted_proxies=config.trusted_proxies)
+    auth.setup(app, session_days=config.session_days)
     app.cleanup_ctx.append(_tls_ctx)
     app.cleanup_ctx.append(_ingest_ctx)
     app.cleanup_ctx.append(_integrations_ctx)
     app.cleanup_ctx.append(_maintenance_ctx)
+    app.cleanup_ctx.append(_discovery_ctx)
     if config.local_agent_enabled:
         app.cleanup_ctx.append(local_agent_ctx)
     app.on_shutdown.append(_on_shutdown)
@@ -589,6 +655,7 @@ def create_app(config: HubConfig, *, store: Store | None = None, tls: HubTLS | N
     api.setup(app)
     gateway.setup(app)
     pairing.setup(app)
+    jointokens.setup(app)
     audit.setup(app)
     try:
         from roost.frontend import setup as setup_frontend
