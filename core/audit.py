@@ -568,6 +568,10 @@ class Verifier:
         self._broken, self._ahead = None, []
         prev = self._prev
         later = [e for e in ahead if isinstance(e, AuditEntry) and not _malformed(e)]
+        # A copy of an earlier entry written over this one (a replay).
+        if entry.hash in self._recent:
+            self._fail(KIND_EDITED, entry.seq, f"it was overwritten with a copy of entry {self._recent[entry.hash]}", entry)
+            return
         # An earlier entry this one links to: everything in between was slipped in.
         if entry.prev_hash in self._recent and prev is not None and entry.prev_hash != prev.hash:
             first = self._recent[entry.prev_hash] + 1
