@@ -34,6 +34,7 @@ class Paired:
     node_id: str
     hub_id: str
     grants: list[str]
+    client_cert: str | None = None
 
 
 async def find_hub(*, interfaces: list[str] | None, timeout: float = DISCOVERY_SECONDS) -> Found:
@@ -59,6 +60,7 @@ async def pair(
     ca_fingerprint: str,
     ssl_context: ssl.SSLContext | None,
     show_code: Callable[[str, str, float], None],
+    csr: str | None = None,
 ) -> Paired:
     """Ask the hub to pair and wait for the decision.
 
@@ -90,6 +92,7 @@ async def pair(
                 facts=facts,
                 capabilities=capabilities,
                 ceiling=ceiling.as_dict(),
+                **({"csr": csr} if csr else {}),
             )
         )
         schemas = {
@@ -111,7 +114,7 @@ async def pair(
             elif kind == protocol.TYPE_PAIR_APPROVED:
                 if message["hub_id"] != challenge["hub_id"]:
                     raise PairingFailed("approval came from a different hub id")
-                return Paired(node_id=message["node_id"], hub_id=message["hub_id"], grants=message["grants"])
+                return Paired(node_id=message["node_id"], hub_id=message["hub_id"], grants=message["grants"], client_cert=message.get("client_cert"))
             elif kind == protocol.TYPE_PAIR_REJECTED:
                 raise PairingFailed(f"the hub refused to pair: {message['reason']}")
             else:

@@ -90,3 +90,21 @@ def pinned_context(hub_url: str, data_dir: Path) -> ssl.SSLContext | None:
     cert, key = Path(data_dir) / CLIENT_CERT_FILE, Path(data_dir) / CLIENT_KEY_FILE
     client = (cert, key) if cert.exists() and key.exists() else None
     return pinned_client_context(ca_pem, client_cert=client)
+
+
+def new_client_request(data_dir: Path) -> str:
+    """A client key kept here (0600) and the CSR the hub signs for optional mTLS."""
+    from roost.core.tls import client_key_and_csr
+
+    key_pem, csr_pem = client_key_and_csr("roost-agent")
+    write_private_file(Path(data_dir) / (CLIENT_KEY_FILE + ".new"), key_pem)
+    return csr_pem.decode()
+
+
+def save_client_cert(data_dir: Path, cert_pem: str | None) -> None:
+    """Install the hub-signed certificate with the key made for it."""
+    pending = Path(data_dir) / (CLIENT_KEY_FILE + ".new")
+    if not cert_pem or not pending.exists():
+        return
+    write_private_file(Path(data_dir) / CLIENT_CERT_FILE, cert_pem.encode())
+    pending.replace(Path(data_dir) / CLIENT_KEY_FILE)

@@ -81,10 +81,20 @@ def _post_json(url: str, body: dict[str, Any], timeout: float, context: ssl.SSLC
 
 
 async def enroll(
-    hub_url: str, token: str, identity: Identity, *, hostname: str, name: str, facts: dict[str, Any], ssl_context: ssl.SSLContext | None = None
+    hub_url: str,
+    token: str,
+    identity: Identity,
+    *,
+    hostname: str,
+    name: str,
+    facts: dict[str, Any],
+    ssl_context: ssl.SSLContext | None = None,
+    csr: str | None = None,
 ) -> dict[str, Any]:
     """Trade a join token for a node id bound to this agent's public key (a one-off, so plain urllib in a thread)."""
     body = {"token": token, "public_key": identity.public_key, "hostname": hostname, "name": name, "facts": facts}
+    if csr:
+        body["csr"] = csr
     try:
         status, payload = await asyncio.to_thread(_post_json, hub_url + ENROLL_PATH, body, 30, ssl_context)
     except (urllib.error.URLError, OSError) as err:

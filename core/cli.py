@@ -134,7 +134,7 @@ async def _run_agent(config: Any, join: str | None) -> int:
 
 async def _enroll_with_token(rt: Any, config: Any, hub_url: str, token: str) -> dict[str, Any]:
     """Pin the hub CA named in the token before the token's secret goes anywhere, then enrol."""
-    from roost.agent.trust import learn_hub_ca, pinned_context, save_ca
+    from roost.agent.trust import learn_hub_ca, new_client_request, pinned_context, save_ca, save_client_cert
     from roost.agent.uplink import EnrollError, enroll
     from roost.core.jointoken import join_token_fingerprint
 
@@ -151,14 +151,16 @@ async def _enroll_with_token(rt: Any, config: Any, hub_url: str, token: str) -> 
         name=config.settings.name,
         facts=rt.facts,
         ssl_context=pinned_context(hub_url, config.data_dir),
+        csr=new_client_request(config.data_dir),
     )
+    save_client_cert(config.data_dir, answer.get("client_cert"))
     return {"node_id": answer["node_id"], "hub_id": answer.get("hub_id", ""), "hub": hub_url, "ca_fingerprint": fp}
 
 
 async def _pair(rt: Any, config: Any, hub_url: str) -> dict[str, Any]:
     """No token: find the hub, ask to pair, show the code, wait for a person to approve in the dashboard."""
     from roost.agent.pairing import PairingFailed, find_hub, pair
-    from roost.agent.trust import learn_hub_ca, pinned_context, save_ca
+    from roost.agent.trust import learn_hub_ca, new_client_request, pinned_context, save_ca, save_client_cert
     from roost.core.discovery import AGENT_SERVICE, Announcer
     from roost.core.identity import fingerprint
     from roost.core.tls import short_fingerprint, verify_fingerprint
@@ -206,6 +208,7 @@ async def _pair(rt: Any, config: Any, hub_url: str) -> dict[str, Any]:
                     ca_fingerprint=fp,
                     ssl_context=pinned_context(hub_url, config.data_dir),
                     show_code=show,
+                    csr=new_client_request(config.data_dir),
                 )
                 break
             except PairingFailed as err:
@@ -215,6 +218,7 @@ async def _pair(rt: Any, config: Any, hub_url: str) -> dict[str, Any]:
     finally:
         if announcer is not None:
             await announcer.stop()
+    save_client_cert(config.data_dir, paired.client_cert)
     print(f"Approved: this host is node {paired.node_id}.", flush=True)
     return {"node_id": paired.node_id, "hub_id": paired.hub_id, "hub": hub_url, "ca_fingerprint": fp}
 

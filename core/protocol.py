@@ -98,6 +98,8 @@ PAIR_SCHEMA = vol.Schema(
         vol.Optional("facts", default=dict): vol.All(dict, vol.Length(max=200)),
         vol.Optional("capabilities", default=list): _CAPABILITIES,
         vol.Optional("ceiling", default=lambda: {"mode": "read-only", "allow": ["*"], "deny": []}): _CEILING,
+        # For optional mTLS: the hub signs it when it approves; the key never leaves the agent.
+        vol.Optional("csr"): vol.All(str, vol.Length(max=4096)),
     }
 )
 ROTATE_KEY_SCHEMA = vol.Schema(
@@ -161,7 +163,14 @@ PAIR_PENDING_SCHEMA = vol.Schema(
     extra=vol.ALLOW_EXTRA,
 )
 PAIR_APPROVED_SCHEMA = vol.Schema(
-    {vol.Required("v"): int, vol.Required("type"): TYPE_PAIR_APPROVED, vol.Required("node_id"): vol.Match(NODE_ID_RE), vol.Required("hub_id"): str, vol.Optional("grants", default=list): _CAPABILITIES},
+    {
+        vol.Required("v"): int,
+        vol.Required("type"): TYPE_PAIR_APPROVED,
+        vol.Required("node_id"): vol.Match(NODE_ID_RE),
+        vol.Required("hub_id"): str,
+        vol.Optional("grants", default=list): _CAPABILITIES,
+        vol.Optional("client_cert"): vol.All(str, vol.Length(max=8192)),
+    },
     extra=vol.ALLOW_EXTRA,
 )
 PAIR_REJECTED_SCHEMA = vol.Schema({vol.Required("v"): int, vol.Required("type"): TYPE_PAIR_REJECTED, vol.Required("reason"): str}, extra=vol.ALLOW_EXTRA)

@@ -262,6 +262,16 @@ class Hub:
             "nodes": {nid: {"name": n.name, "integrations": n.integrations} for nid, n in self._nodes.items()},
         }
 
+    def client_cert_for(self, node_id: str, csr: str | None) -> str | None:
+        """Sign a node's CSR for mTLS; a bad CSR just means no certificate (logged)."""
+        if not csr or self.tls is None:
+            return None
+        try:
+            return self.tls.sign_client_csr(csr.encode(), node_id).decode()
+        except Exception as err:
+            _LOGGER.warning("node %s sent a certificate request that cannot be signed: %s", node_id, err)
+            return None
+
     def new_node_id(self) -> str:
         return new_node_id()
 

@@ -45,6 +45,7 @@ ENROLL_SCHEMA = vol.Schema(
         vol.Optional("hostname", default=""): vol.All(str, vol.Length(max=255)),
         vol.Optional("name", default=""): vol.All(str, vol.Length(max=100)),
         vol.Optional("facts", default=dict): dict,
+        vol.Optional("csr"): vol.All(str, vol.Length(max=4096)),
     }
 )
 
@@ -77,7 +78,11 @@ async def enroll(request: web.Request) -> web.Response:
     except JoinTokenError as err:
         _LOGGER.warning("refused enrolment from %s: %s", request.remote, err)
         return json_error(403, str(err))
-    return web.json_response({"node_id": node.node_id, "hub_id": hub.hub_id, "name": node.name})
+    answer = {"node_id": node.node_id, "hub_id": hub.hub_id, "name": node.name}
+    cert = hub.client_cert_for(node.node_id, data.get("csr"))
+    if cert:
+        answer["client_cert"] = cert
+    return web.json_response(answer)
 
 
 class AgentConnection:
@@ -91,6 +96,7 @@ class AgentConnection:
         self.epoch = ""
         self.bad = 0
         self.nonce = ""
+        self.cert_node_id: str | None = None  # from a verified client certificate, when mTLS is in use
         self._acks: asyncio.Queue[tuple[int, asyncio.Future[bool]] | None] = asyncio.Queue()
 
     async def send_error(self, code: str, message: str, *, close: int | None = None) -> None:
@@ -135,6 +141,10 @@ class AgentConnection:
                 details={"why": "unknown node" if node is None else "revoked" if node.revoked else "bad signature"},
             )
             await self.send_error(protocol.ERR_AUTH, "unknown node, revoked node or bad signature — enrol again with a new join token", close=CLOSE_POLICY)
+            return False
+        if self.hub.config.require_client_cert and self.cert_node_id != node.node_id:
+            await self.hub.audit("agent.auth_failed", actor=f"node:{node.node_id}", outcome="refused", peer=self.peer, details={"why": "no client certificate for this node"})
+            await self.send_error(protocol.ERR_AUTH, "this hub requires a client certificate issued to this node — pair or enrol the agent again", close=CLOSE_POLICY)
             return False
         self.node_id = node.node_id
         previous = self.hub.connections.get(self.node_id)
@@ -246,6 +256,9 @@ async def agent_socket(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(heartbeat=30, max_msg_size=MAX_MESSAGE_BYTES * 2)
     await ws.prepare(request)
     conn = AgentConnection(hub, ws, request.remote or "?")
+    ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
+    if ssl_object is not None and hub.tls is not None:
+        conn.cert_node_id = hub.tls.client_cert_node_id(ssl_object.getpeercert(binary_form=True))
     try:
         if await conn.handshake():
             await conn.serve()

@@ -133,7 +133,7 @@ class Pairing:
                 await conn.send_error(protocol.ERR_AUTH, "this key belongs to a revoked node — give the agent a new key (delete its node_key.pem)", close=CLOSE_POLICY)
                 return
             # The agent lost its state but kept its key: it is already approved.
-            await self._approved(conn, node.node_id)
+            await self._approved(conn, node.node_id, message.get("csr"))
             return
         hostname = message["hostname"]
         key_changed = next((n.node_id for n in hub._nodes.values() if n.hostname == hostname and not n.revoked and not n.local), None)
@@ -167,9 +167,9 @@ class Pairing:
         _LOGGER.info("pairing request %s from %s (%s), code %s%s", request.request_id, hostname, conn.peer, request.code, f" — KEY CHANGED for node {key_changed}" if key_changed else "")
         await conn.ws.send_str(protocol.encode(protocol.TYPE_PAIR_PENDING, request_id=request.request_id, hub_nonce=hub_nonce, expires_at=request.expires_at))
         hub.publish("pairing", {"pending": len(await hub.store.list_pairing_requests(now=time.time()))})
-        await self._wait(conn, request)
+        await self._wait(conn, request, message.get("csr"))
 
-    async def _wait(self, conn: AgentConnection, request: PairingRequest) -> None:
+    async def _wait(self, conn: AgentConnection, request: PairingRequest, csr: str | None) -> None:
         event = self._waiters.setdefault(request.request_id, asyncio.Event())
         reader = asyncio.create_task(self._drain(conn))
         try:
@@ -183,7 +183,7 @@ class Pairing:
                 if current is None:
                     return
                 if current.status == PAIR_APPROVED and current.node_id:
-                    await self._approved(conn, current.node_id)
+                    await self._approved(conn, current.node_id, csr)
                     return
                 if current.status == PAIR_REJECTED:
                     await conn.ws.send_str(protocol.encode(protocol.TYPE_PAIR_REJECTED, reason="an admin rejected this pairing request"))
@@ -205,9 +205,13 @@ class Pairing:
             if msg.type == WSMsgType.TEXT:
                 await conn.send_error(protocol.ERR_AUTH, "this agent is not paired yet: wait for an admin to approve it")
 
-    async def _approved(self, conn: AgentConnection, node_id: str) -> None:
+    async def _approved(self, conn: AgentConnection, node_id: str, csr: str | None) -> None:
         grants = await self.hub.store.get_grants(node_id)
-        await conn.ws.send_str(protocol.encode(protocol.TYPE_PAIR_APPROVED, node_id=node_id, hub_id=self.hub.hub_id, grants=grants.grants))
+        extra = {}
+        cert = self.hub.client_cert_for(node_id, csr)
+        if cert:
+            extra["client_cert"] = cert
+        await conn.ws.send_str(protocol.encode(protocol.TYPE_PAIR_APPROVED, node_id=node_id, hub_id=self.hub.hub_id, grants=grants.grants, **extra))
         await conn.ws.close(code=CLOSE_NORMAL, message=b"paired; reconnect with hello")
 
     # ---------------------------------------------------------------- grants
