@@ -77,6 +77,16 @@ def _ip_address(value: str) -> str:
     return value
 
 
+def _network(value: str) -> str:
+    import ipaddress
+
+    try:
+        ipaddress.ip_network(value.strip(), strict=False)
+    except ValueError:
+        raise vol.Invalid("must be an IP address or network of a reverse proxy, e.g. 192.168.1.5 or 10.0.0.0/24") from None
+    return value.strip()
+
+
 _PORT = vol.All(int, vol.Range(min=1, max=65535, msg="must be a port number between 1 and 65535"))
 _PATHS = [vol.All(str, vol.Length(min=1))]
 _LOGGING = vol.Schema(
@@ -118,6 +128,10 @@ HUB_SCHEMA = vol.Schema(
                 vol.Optional("tls_key"): vol.All(str, vol.Length(min=1)),
                 vol.Optional("tls_ca"): vol.All(str, vol.Length(min=1)),
                 vol.Optional("require_client_cert", default=False): bool,
+                # Refuse clients whose (real) address is not private; see README.
+                vol.Optional("lan_only", default=True): bool,
+                vol.Optional("trusted_proxies", default=list): [vol.All(str, _network)],
+                vol.Optional("session_days", default=30): vol.All(vol.Coerce(float), vol.Range(min=1, max=365, msg="must be between 1 and 365 days")),
             }
         ),
         vol.Optional("store", default=dict): vol.Schema(
@@ -269,6 +283,9 @@ class HubConfig:
     tls_key: Path | None = None
     tls_ca: Path | None = None
     require_client_cert: bool = False
+    lan_only: bool = True
+    trusted_proxies: list[str] = field(default_factory=list)
+    session_days: float = 30.0
     store_path: Path = Path("roost.db")
     retention: Retention = field(default_factory=Retention)
     local_agent_enabled: bool = True
@@ -357,6 +374,9 @@ def load_hub_config(path: Path | None = None, *, overrides: dict[str, Any] | Non
         tls_key=_opt_path(hub.get("tls_key")),
         tls_ca=_opt_path(hub.get("tls_ca")),
         require_client_cert=hub["require_client_cert"],
+        lan_only=hub["lan_only"],
+        trusted_proxies=hub["trusted_proxies"],
+        session_days=hub["session_days"],
         store_path=store_path if store_path.is_absolute() else data_dir / store_path,
         retention=Retention(raw=store["retention_raw"], minute=store["retention_minute"], hour=store["retention_hour"]),
         local_agent_enabled=data["agent"]["enabled"],

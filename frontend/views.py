@@ -42,6 +42,9 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/integrations", integrations_page, name="integrations")
     app.router.add_static(STATIC_PREFIX, STATIC_DIR, name="static", append_version=False)
     app.on_response_prepare.append(_cache_versioned_static)
+    from . import auth_views
+
+    auth_views.setup(app)
 
 
 async def _cache_versioned_static(request: web.Request, response: web.StreamResponse) -> None:
@@ -109,12 +112,22 @@ def _render(
         if not fragments or fragment not in fragments:
             raise web.HTTPNotFound(text=f"no fragment named {fragment!r} on this page")
         template = fragments[fragment]
-    context = {"now": time.time(), "path": request.path, **context}
+    context = {"now": time.time(), "path": request.path, **_identity_context(request), **context}
     html = env.get_template(template).render(context)
     response = web.Response(text=html, content_type="text/html", status=status)
     # Pages show live data: a back button or a proxy must never show an old copy.
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+def _identity_context(request: web.Request) -> dict[str, Any]:
+    """Who is logged in, for the user menu, and the session's CSRF token for forms and the page's script."""
+    from roost.core.hub.auth import IDENTITY_KEY
+
+    identity = request.get(IDENTITY_KEY)
+    if identity is None:
+        return {"me": None, "csrf_token": ""}
+    return {"me": identity, "csrf_token": identity.csrf_token}
 
 
 def _node_sort_key(node: dict[str, Any]) -> tuple[Any, ...]:

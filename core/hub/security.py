@@ -20,6 +20,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -318,6 +319,22 @@ def peer_of(request: web.Request) -> str:
 def is_https(request: web.Request) -> bool:
     settings = request.app.get(SECURITY_KEY) or WebSecurity()
     return forwarded_https(request, settings.trusted_proxies)
+
+
+def request_origins(request: web.Request, public_url: str = "") -> set[str]:
+    """The origins this request's own pages have: how the client addressed us, and the configured public URL."""
+    settings = request.app.get(SECURITY_KEY) or WebSecurity()
+    scheme = "https" if forwarded_https(request, settings.trusted_proxies) else "http"
+    hosts = {request.host}
+    if settings.trusted_proxies and _in(parse_address(direct_peer(request)), settings.trusted_proxies):
+        forwarded = request.headers.get("X-Forwarded-Host", "").split(",")[-1].strip()
+        if forwarded:
+            hosts.add(forwarded)
+    origins = {f"{scheme}://{host}".lower() for host in hosts if host}
+    if public_url:
+        parts = urlsplit(public_url)
+        origins.add(f"{parts.scheme}://{parts.netloc}".lower())
+    return origins
 
 
 def wants_json(request: web.Request) -> bool:

@@ -7,6 +7,43 @@
 (function () {
   "use strict";
 
+  // ------------------------------------------------------------------ session
+  // The hub wants the session's CSRF token on every request that changes
+  // something. Every same-origin non-GET fetch gets it from the page's meta
+  // tag, including fetches made by integrations' own scripts.
+
+  var SAFE_METHODS = { GET: 1, HEAD: 1, OPTIONS: 1 };
+
+  function csrfToken() {
+    var meta = document.querySelector('meta[name="csrf-token"]');
+    return meta ? meta.getAttribute("content") : "";
+  }
+
+  if (window.fetch && !window.fetch.roostCsrf) {
+    var plainFetch = window.fetch.bind(window);
+    var csrfFetch = function (input, init) {
+      var request = new Request(input, init);
+      var token = csrfToken();
+      if (token && !SAFE_METHODS[request.method.toUpperCase()] && new URL(request.url).origin === window.location.origin) {
+        request.headers.set("X-CSRF-Token", token);
+      }
+      return plainFetch(request);
+    };
+    csrfFetch.roostCsrf = true;
+    window.fetch = csrfFetch;
+  }
+
+  /* A 401, or a redirect to the login page, means the session ended: go log in again. */
+  function checkSession(res) {
+    var ended = res.status === 401 || (res.redirected && new URL(res.url).pathname === "/login");
+    if (ended) {
+      var back = window.location.pathname + window.location.search;
+      window.location.assign("/login?next=" + encodeURIComponent(back));
+      throw new Error("logged out");
+    }
+    return res;
+  }
+
   // ---------------------------------------------------------------- formats
   // Mirrors roost/frontend/formatting.py one for one (a browser test checks).
 
@@ -217,6 +254,7 @@
     url.hash = "";
     return fetch(url.toString(), { headers: { Accept: "text/html" }, cache: "no-store", credentials: "same-origin" })
       .then(function (res) {
+        checkSession(res);
         if (!res.ok) throw new Error("HTTP " + res.status);
         return res.text();
       })
@@ -290,6 +328,7 @@
   function pollOnce() {
     return fetch(NODES_URL, { cache: "no-store", credentials: "same-origin", headers: { Accept: "application/json" } })
       .then(function (res) {
+        checkSession(res);
         if (!res.ok) throw new Error("HTTP " + res.status);
         return res.json();
       })
@@ -399,7 +438,7 @@
     var page = document.body.getAttribute("data-page");
     if (page === "overview") initOverview();
     if (page === "integrations") initIntegrations();
-    if (page === "not_found") { setLive("idle", ""); return; }
+    if (page === "not_found" || document.body.hasAttribute("data-quiet")) { setLive("idle", ""); return; }
     connect();
     setInterval(watchdog, 5000);
   }
@@ -409,7 +448,9 @@
     onNode: onNode,
     applyNode: applyNode,
     refreshFragment: refreshFragment,
-    refreshTimes: refreshTimes
+    refreshTimes: refreshTimes,
+    checkSession: checkSession,
+    csrfToken: csrfToken
   };
 
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
