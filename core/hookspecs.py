@@ -36,6 +36,7 @@ import pluggy
 from .const import HOOK_NAMESPACE
 
 if TYPE_CHECKING:
+    from .actions import ActionSpec
     from .integration import IntegrationContext
 
 hookspec = pluggy.HookspecMarker(HOOK_NAMESPACE)
@@ -131,6 +132,29 @@ def roost_capabilities(ctx: IntegrationContext) -> list[str] | None:
     Return a list of dotted capability names, or ``None`` for none. Only
     integrations that set up offer their capabilities; an exception is logged
     and counts as none.
+    """
+
+
+@hookspec
+def roost_actions(ctx: IntegrationContext) -> list[ActionSpec] | None:
+    """Declare the named actions this integration lets the hub ask for.
+
+    Called once, right after a successful ``roost_setup``, on the event loop
+    (it must not block). Each ``roost.core.actions.ActionSpec`` names the
+    action (dotted, e.g. ``docker.container.restart``), the capability it
+    needs, a voluptuous parameter schema (the dashboard builds a form from
+    it), whether it is destructive (then it only runs with an operator's
+    signed envelope, and ``target`` names the parameter the signature binds),
+    whether it is idempotent (then a failed or lost run may be retried), a
+    timeout and the handler. The agent runs an action only when the hub's
+    grant and this host's ceiling both allow its capability, after its
+    parameters validate.
+
+    :param ctx: the integration's context.
+
+    Return a list of ActionSpec, or ``None`` for none. An invalid spec, or a
+    name another integration already uses, is logged and left out; the
+    integration keeps its other actions.
     """
 
 

@@ -157,6 +157,7 @@ class Integration:
     timeout: float = DEFAULT_COLLECT_TIMEOUT
     fields: dict[str, dict[str, str]] = field(default_factory=dict)
     capabilities: list[str] = field(default_factory=list)
+    actions: dict[str, Any] = field(default_factory=dict)  # name -> roost.core.actions.ActionSpec
     retry_at: float | None = None
     retries: int = 0
 

@@ -36,6 +36,7 @@ from .const import (
     STATE_SETUP_ERROR,
     STATE_SETUP_RETRY,
 )
+from .actions import ActionSpec
 from .integration import (
     DOMAIN_RE,
     SOURCE_BUILTIN,
@@ -689,6 +690,20 @@ class IntegrationManager:
                 type(capabilities).__name__,
             )
 
+        specs = await self._call_logged(integ, "roost_actions")
+        integ.actions = {}
+        if specs is not None and not isinstance(specs, (list, tuple)):
+            _LOGGER.warning("integration %s: roost_actions must return a list of ActionSpec, got %s", integ.domain, type(specs).__name__)
+            specs = []
+        taken = {name for other in self.integrations.values() if other is not integ for name in getattr(other, "actions", {})}
+        for spec in specs or []:
+            if not isinstance(spec, ActionSpec):
+                _LOGGER.warning("integration %s: roost_actions returned %r, not an ActionSpec; left out", integ.domain, spec)
+            elif spec.name in taken or spec.name in integ.actions:
+                _LOGGER.warning("integration %s: action %s is already declared; left out", integ.domain, spec.name)
+            else:
+                integ.actions[spec.name] = spec
+
     async def _call_logged(self, integ: Integration, hook: str) -> Any:
         try:
             return await self.call(integ, hook, timeout=integ.timeout)
@@ -800,3 +815,7 @@ class IntegrationManager:
 
     def capabilities(self) -> list[str]:
         return sorted({c for i in self.integrations.values() if i.active for c in i.capabilities})
+
+    def actions(self) -> dict[str, tuple[Integration, ActionSpec]]:
+        """Every action of an active integration, by name."""
+        return {name: (i, spec) for i in self.integrations.values() if i.active for name, spec in i.actions.items()}
