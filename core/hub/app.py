@@ -96,13 +96,13 @@ async def create_join_token(
             target=f"token:{token_id}",
             details={"uses": uses, "expires_at": record.expires_at, "note": note, "grants": grants},
         )
-    except Exception:
+    except Exception as err:
         _LOGGER.error("audit log: cannot record the creation of join token %s; revoking it", token_id, exc_info=True)
         try:
             await store.revoke_join_token(token_id)
         except Exception:
             _LOGGER.error("cannot revoke join token %s either; revoke it with `roost join-token revoke %s`", token_id, token_id)
-        raise
+        raise AuditWriteError(f"the audit log cannot record the new join token: {err}") from err
     token = f"{JOIN_TOKEN_PREFIX}_{token_id}_{secret}"
     if ca_fingerprint:
         from roost.core.tls import compact_fingerprint

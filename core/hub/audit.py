@@ -24,6 +24,8 @@ _LOGGER = logging.getLogger(__name__)
 API_PATH = "/api/v1/audit"
 PAGE_PATH = "/audit"
 ROLE_NEEDED = "admin"
+# Parts of the page a script may re-fetch alone (?fragment=NAME), as on the other dashboard pages.
+PAGE_FRAGMENTS = {"entries": "audit/_entries.html"}
 
 
 def parse_time(value: Any) -> float:
@@ -191,7 +193,7 @@ def _form_time(value: float | None) -> str:
 
 async def page(request: web.Request) -> web.Response:
     """The audit page: newest first, the API's filters as a form, older entries a page at a time."""
-    from roost.frontend.views import JINJA_ENV_KEY
+    from roost.frontend.views import _render
 
     await require_admin(request)
     hub = request.app[HUB_KEY]
@@ -221,8 +223,6 @@ async def page(request: web.Request) -> web.Response:
         keep["limit"] = str(limit)
     context = {
         "page": "audit",
-        "now": time.time(),
-        "path": request.path,
         "rows": [_row(entry) for entry in entries],
         "form": {**keep, "since": _form_time(filters.since), "until": _form_time(filters.until)},
         "filtered": bool(keep),
@@ -234,10 +234,8 @@ async def page(request: web.Request) -> web.Response:
         "problem_line": escape(str(result.problem)) if result is not None and result.problem else "",
         "error": error,
     }
-    html = request.app[JINJA_ENV_KEY].get_template("audit/page.html").render(context)
-    response = web.Response(text=html, content_type="text/html", status=400 if error else 200)
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    # The dashboard's own renderer: same user menu, CSRF token and no-store as every page.
+    return _render(request, "audit/page.html", context, fragments=PAGE_FRAGMENTS, status=400 if error else 200)
 
 
 def setup(app: web.Application) -> None:
