@@ -401,7 +401,7 @@ async def _api_token(config: Any, args: argparse.Namespace) -> int:
                 print(f"roost api-token: {err}", file=sys.stderr)
                 return EXIT_CONFIG
             await store.append_audit(
-                "token.created", actor=cli_actor(), target=f"token:{record.token_id}", details={"user": user.name, "scope": args.scope}
+                "api_token.created", actor=cli_actor(), target=f"token:{record.token_id}", details={"user": user.name, "scope": args.scope}
             )
             print(token)
             print(f"# {args.scope} token {record.token_id} for {user.name}; it is shown only now. Send it as: Authorization: Bearer <token>", file=sys.stderr)
@@ -415,7 +415,7 @@ async def _api_token(config: Any, args: argparse.Namespace) -> int:
             if not await store.revoke_api_token(args.token_id):
                 print(f"roost api-token: no token with id {args.token_id!r}", file=sys.stderr)
                 return EXIT_FAILURE
-            await store.append_audit("token.revoked", actor=cli_actor(), target=f"token:{args.token_id}")
+            await store.append_audit("api_token.revoked", actor=cli_actor(), target=f"token:{args.token_id}")
             print(f"revoked {args.token_id}")
     finally:
         await store.close()

@@ -475,7 +475,8 @@ class Auth:
         self._secret = b""
         self._kdf_slots: asyncio.Semaphore | None = None
         self._has_users = False
-        self._streams: dict[str, set[web.Request]] = {}
+        # Open event streams by "user:<id>", "session:<id>" and "token:<id>"; requests are not hashable.
+        self._streams: dict[str, dict[int, web.Request]] = {}
 
     @property
     def store(self) -> Store:
@@ -699,7 +700,7 @@ class Auth:
         if identity is not None and identity.session is not None:
             await self.store.delete_session(identity.session.session_id)
             self.close_streams(f"session:{identity.session.session_id}")
-            await self._audit("logout", actor=identity.actor, peer=peer_of(request))
+            await self._audit("session.logout", actor=identity.actor, peer=peer_of(request))
         response.del_cookie(SESSION_COOKIE, path="/")
 
     async def onboard(self, request: web.Request, name: Any, password: Any, confirm: Any | None = None) -> UserRecord:
@@ -818,7 +819,7 @@ class Auth:
             raise AuthError(f"you are acting as {actor.role} and cannot create a token with {scope} scope", 403)
         token, record = await create_api_token(self.store, owner, scope=scope, name=name, ttl=ttl)
         await self._audit(
-            "token.created",
+            "api_token.created",
             actor=actor.actor,
             target=f"token:{record.token_id}",
             peer=peer_of(request),
@@ -832,7 +833,7 @@ class Auth:
         if not await self.store.revoke_api_token(token_id, user_id=owner):
             raise AuthError(f"no API token with id {token_id!r}", 404)
         self.close_streams(f"token:{token_id}")
-        await self._audit("token.revoked", actor=actor.actor, target=f"token:{token_id}", peer=peer_of(request))
+        await self._audit("api_token.revoked", actor=actor.actor, target=f"token:{token_id}", peer=peer_of(request))
 
     # -- long-lived responses -----------------------------------------------------
 
@@ -847,21 +848,21 @@ class Auth:
     def track(self, request: web.Request, identity: Identity) -> list[str]:
         keys = self._stream_keys(identity)
         for key in keys:
-            self._streams.setdefault(key, set()).add(request)
+            self._streams.setdefault(key, {})[id(request)] = request
         return keys
 
     def untrack(self, request: web.Request, keys: list[str]) -> None:
         for key in keys:
             requests = self._streams.get(key)
             if requests is not None:
-                requests.discard(request)
+                requests.pop(id(request), None)
                 if not requests:
                     del self._streams[key]
 
     def close_streams(self, key: str) -> int:
         """End open event streams of a session, token or user whose access just ended."""
         closed = 0
-        for request in list(self._streams.pop(key, ())):
+        for request in list(self._streams.pop(key, {}).values()):
             transport = request.transport
             if transport is not None and not transport.is_closing():
                 transport.close()
@@ -917,7 +918,8 @@ async def auth_middleware(request: web.Request, handler: Callable[[web.Request],
     finally:
         if keys is not None:
             auth.untrack(request, keys)
-    if stale_cookie and SESSION_COOKIE in request.cookies and not response.prepared:
+    if stale_cookie and SESSION_COOKIE in request.cookies and SESSION_COOKIE not in response.cookies and not response.prepared:
+        # The browser holds a cookie for a session that ended; drop it (unless this response starts a new one).
         response.del_cookie(SESSION_COOKIE, path="/")
     return response
 
