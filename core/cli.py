@@ -579,7 +579,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     hub = sub.add_parser("hub", help="run the hub: dashboard, API and agent gateway, with this host as a node")
     common(hub)
-    hub.add_argument("--bind", help="address to listen on (default 127.0.0.1; 0.0.0.0 to let other hosts' agents in)")
+    hub.add_argument("--bind", help="address to listen on (default 0.0.0.0: the LAN, with HTTPS and LAN-only mode; 127.0.0.1 for this host only)")
     hub.add_argument("--port", type=int, help="port to listen on (default 8765)")
     hub.set_defaults(func=cmd_hub)
 

@@ -15,7 +15,7 @@ ENROLL_PATH: Final = "/api/v1/enroll"
 MAX_MESSAGE_BYTES: Final = 1024 * 1024
 
 DEFAULT_HUB_PORT: Final = 8765
-DEFAULT_HUB_BIND: Final = "127.0.0.1"
+DEFAULT_HUB_BIND: Final = "0.0.0.0"  # safe with login, LAN-only mode and TLS on by default
 DEFAULT_COLLECT_INTERVAL: Final = 10.0
 DEFAULT_COLLECT_TIMEOUT: Final = 8.0
 DEFAULT_STALE_AFTER: Final = 30.0

@@ -20,8 +20,12 @@ ROOST = [sys.executable, "-m", "roost.core.cli"]
 INTERVAL = 0.5
 
 
+# Set by the test once the CLI has made an API token: the hub answers nothing but health before login.
+AUTH: dict[str, str] = {}
+
+
 def get(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=5) as resp:
+    with urllib.request.urlopen(urllib.request.Request(url, headers=AUTH), timeout=5) as resp:
         return json.loads(resp.read())
 
 
@@ -76,8 +80,15 @@ def test_agent_spools_through_a_hub_outage_and_delivers_everything_in_order(tmp_
     agent_conf.write_text(f'[agent]\ninterval = "{INTERVAL}s"\nheartbeat = "2s"\n')
     base = f"http://127.0.0.1:{port}"
 
+    # A user and an API token for the checks below, made with the CLI before the hub starts.
+    subprocess.run([*ROOST, "users", "add", "tester", "--role", "viewer", "--data-dir", str(hub_dir)],
+                   input="a long test passphrase\n", capture_output=True, text=True, timeout=30, check=True)
+    api_token = subprocess.run([*ROOST, "api-token", "create", "--user", "tester", "--scope", "read", "--data-dir", str(hub_dir)],
+                               capture_output=True, text=True, timeout=30, check=True).stdout.strip()
+    AUTH["Authorization"] = f"Bearer {api_token}"
+
     def start_hub() -> Proc:
-        hub = Proc([*ROOST, "hub", "--data-dir", str(hub_dir), "--port", str(port), "--config", str(hub_conf)], tmp_path / "hub.log")
+        hub = Proc([*ROOST, "hub", "--data-dir", str(hub_dir), "--port", str(port), "--bind", "127.0.0.1", "--config", str(hub_conf)], tmp_path / "hub.log")
         procs.append(hub)
         wait_for(lambda: get(f"{base}/api/v1/health")["status"] == "ok", 30, "the hub to answer")
         return hub

@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -177,17 +178,45 @@ HUB_START_TIMEOUT = 30.0
 FIRST_REPORT_TIMEOUT = 30.0
 
 
+OWNER = "owner"
+OWNER_PASSWORD = "correct horse battery staple"
+
+
 @dataclass
 class LiveHub:
-    """A `roost hub` subprocess on loopback, with its own host as the local node."""
+    """A `roost hub` subprocess on loopback, with its own host as the local node.
+
+    With an owner (``live_hub``), ``get`` sends the owner's API token and
+    ``session_cookie`` is a logged-in session that new browser tabs share.
+    """
 
     base_url: str
     node_id: str
     log: Path
+    token: str = ""
+    session_cookie: str = ""
 
     def get(self, path: str) -> Any:
-        with urllib.request.urlopen(self.base_url + path, timeout=5) as resp:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        with urllib.request.urlopen(urllib.request.Request(self.base_url + path, headers=headers), timeout=5) as resp:
             return json.loads(resp.read())
+
+    def login(self, username: str = OWNER, password: str = OWNER_PASSWORD) -> str:
+        """Log in through the API; return the session cookie's value."""
+        body = json.dumps({"username": username, "password": password}).encode()
+        request = urllib.request.Request(self.base_url + "/api/v1/session", data=body, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            for header in resp.headers.get_all("Set-Cookie") or []:
+                name, _, rest = header.partition("=")
+                if name == "roost_session":
+                    return rest.split(";", 1)[0]
+        raise AssertionError("logging in set no roost_session cookie")
+
+    def storage_state(self) -> dict[str, Any]:
+        """Playwright storage state holding the logged-in session."""
+        cookie = {"name": "roost_session", "value": self.session_cookie, "domain": "127.0.0.1", "path": "/",
+                  "httpOnly": True, "secure": False, "sameSite": "Strict", "expires": -1}
+        return {"cookies": [cookie] if self.session_cookie else [], "origins": []}
 
 
 def _roost_command() -> list[str]:
@@ -222,22 +251,50 @@ def _wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen, log:
     pytest.fail(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r}):\n{log.read_text(errors='replace')[-4000:]}")
 
 
-@pytest.fixture(scope="module")
-def live_hub(tmp_path_factory) -> Iterator[LiveHub]:
-    """Start `roost hub` collecting every second; stop it (TERM, then KILL) afterwards."""
-    tmp = tmp_path_factory.mktemp("hub")
+def _cli(*args: str, stdin: str = "") -> str:
+    done = subprocess.run([*_roost_command(), *args], input=stdin, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, f"roost {' '.join(args)} failed:\n{done.stderr}"
+    return done.stdout
+
+
+@contextmanager
+def _running_hub(tmp: Path, *, owner: bool) -> Iterator[tuple[LiveHub, subprocess.Popen]]:
+    """A `roost hub` collecting every second; with ``owner``, the owner account and an API token made by the CLI first."""
     config = tmp / "roost.toml"
     config.write_text('[agent]\ninterval = "1s"\n', encoding="utf-8")
+    data = str(tmp / "data")
+    token = ""
+    if owner:
+        _cli("users", "add", OWNER, "--role", "admin", "--data-dir", data, "--config", str(config), stdin=OWNER_PASSWORD + "\n")
+        token = _cli("api-token", "create", "--user", OWNER, "--scope", "admin", "--data-dir", data, "--config", str(config)).strip()
     port = free_port()
     log = tmp / "hub.log"
-    cmd = [*_roost_command(), "hub", "--config", str(config), "--data-dir", str(tmp / "data"),
+    cmd = [*_roost_command(), "hub", "--config", str(config), "--data-dir", data,
            "--port", str(port), "--bind", "127.0.0.1"]
     with open(log, "ab") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    hub = LiveHub(base_url=f"http://127.0.0.1:{port}", node_id="", log=log)
+    hub = LiveHub(base_url=f"http://127.0.0.1:{port}", node_id="", log=log, token=token)
     try:
         _wait_for(lambda: hub.get("/api/v1/health").get("status") == "ok", HUB_START_TIMEOUT, "GET /api/v1/health", proc, log)
+        yield hub, proc
+    finally:
+        _stop(proc)
+
+
+@pytest.fixture(scope="module")
+def fresh_hub(tmp_path_factory) -> Iterator[LiveHub]:
+    """A hub on its first start: no users yet, so every page leads to onboarding."""
+    with _running_hub(tmp_path_factory.mktemp("fresh-hub"), owner=False) as (hub, _proc):
+        yield hub
+
+
+@pytest.fixture(scope="module")
+def live_hub(tmp_path_factory) -> Iterator[LiveHub]:
+    """Start `roost hub` collecting every second, with an owner logged in once for every tab; stop it (TERM, then KILL) afterwards."""
+    with _running_hub(tmp_path_factory.mktemp("hub"), owner=True) as (hub, proc):
+        log = hub.log
+        hub.session_cookie = hub.login()
 
         def local_node_reported() -> str | None:
             for node in hub.get("/api/v1/nodes")["nodes"]:
@@ -247,8 +304,6 @@ def live_hub(tmp_path_factory) -> Iterator[LiveHub]:
 
         hub.node_id = _wait_for(local_node_reported, FIRST_REPORT_TIMEOUT, "the local node's first report", proc, log)
         yield hub
-    finally:
-        _stop(proc)
 
 
 @pytest.fixture(scope="module")
@@ -282,7 +337,10 @@ class Tab:
         assert not self.errors, "browser reported errors:\n" + "\n".join(self.errors)
 
 
-def open_tab(browser: Any, hub: LiveHub, **context_options: Any) -> Tab:
+def open_tab(browser: Any, hub: LiveHub, *, logged_in: bool = True, **context_options: Any) -> Tab:
+    """A new browser context on ``hub``; logged in as the owner unless ``logged_in=False``."""
+    if logged_in and hub.session_cookie:
+        context_options.setdefault("storage_state", hub.storage_state())
     context = browser.new_context(**{"viewport": {"width": 1280, "height": 900}, **context_options})
     context.set_default_timeout(20_000)
     page = context.new_page()
@@ -294,7 +352,7 @@ def open_tab(browser: Any, hub: LiveHub, **context_options: Any) -> Tab:
 
 @pytest.fixture
 def new_tab(browser, live_hub) -> Iterator[Any]:
-    """Open pages in fresh browser contexts (context options as keywords); all closed afterwards."""
+    """Open pages in fresh browser contexts (context options as keywords, logged_in=False for none); all closed afterwards."""
     tabs: list[Tab] = []
 
     def make(**context_options: Any) -> Tab:
