@@ -10,6 +10,7 @@ from ..config import Retention
 from .pairing import NodeGrants, PairingLimitError, PairingRequest, PairingStore
 from .users import ApiTokenRecord, LastAdminError, SessionRecord, UserExistsError, UserRecord, UserStore
 from .audit import AuditFilter, AuditStore
+from .jobs import Job, JobFilter, JobStore, Schedule
 
 __all__ = ["Retention", "Store", "NodeRecord", "JoinToken", "Report", "NodeState", "NodeGrants", "PairingLimitError", "PairingRequest",
            "UserRecord", "SessionRecord", "ApiTokenRecord", "UserExistsError", "LastAdminError",
@@ -77,7 +78,7 @@ class NodeState:
     metrics: dict[str, float]
 
 
-class Store(PairingStore, UserStore, AuditStore, abc.ABC):
+class Store(PairingStore, UserStore, AuditStore, JobStore, abc.ABC):
     """Hub state. Implementations: roost.core.store.sqlite (default)."""
 
     @abc.abstractmethod

@@ -189,7 +189,7 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX api_tokens_user ON api_tokens (user_id)",
         ),
     ),
-    # 3 is reserved for the audit chain; its owner replaces the empty step list.
+    # The audit chain (roost.core.audit, roost.core.store.sqlite_audit).
     Migration(
         3,
         "audit chain",
@@ -267,6 +267,58 @@ MIGRATIONS: tuple[Migration, ...] = (
                 token_id TEXT PRIMARY KEY,
                 grants TEXT NOT NULL
             ) WITHOUT ROWID
+            """,
+        ),
+    ),
+    # 5 is reserved for script-only push tokens; its owner replaces the empty step list.
+    Migration(5, "push tokens", ()),
+    Migration(
+        6,
+        "jobs and schedules",
+        (
+            """
+            CREATE TABLE jobs (
+                job_id TEXT PRIMARY KEY,
+                node_id TEXT NOT NULL REFERENCES nodes (node_id) ON DELETE CASCADE,
+                action TEXT NOT NULL,
+                params TEXT NOT NULL DEFAULT '{}',
+                state TEXT NOT NULL,
+                created_by TEXT NOT NULL,
+                created_at REAL NOT NULL,
+                schedule_id TEXT,
+                idempotent INTEGER NOT NULL DEFAULT 0,
+                attempt INTEGER NOT NULL DEFAULT 1,
+                max_attempts INTEGER NOT NULL DEFAULT 1,
+                timeout REAL NOT NULL,
+                envelope TEXT,
+                next_attempt_at REAL NOT NULL,
+                lease_expires REAL,
+                dispatched_at REAL,
+                started_at REAL,
+                finished_at REAL,
+                result TEXT,
+                error TEXT NOT NULL DEFAULT '',
+                output TEXT NOT NULL DEFAULT '',
+                progress TEXT NOT NULL DEFAULT '',
+                percent REAL
+            )
+            """,
+            "CREATE INDEX jobs_queue ON jobs (state, next_attempt_at)",
+            "CREATE INDEX jobs_node ON jobs (node_id, created_at)",
+            """
+            CREATE TABLE schedules (
+                schedule_id TEXT PRIMARY KEY,
+                node_id TEXT NOT NULL REFERENCES nodes (node_id) ON DELETE CASCADE,
+                action TEXT NOT NULL,
+                params TEXT NOT NULL DEFAULT '{}',
+                cron TEXT NOT NULL,
+                enabled INTEGER NOT NULL DEFAULT 1,
+                next_run REAL,
+                last_job_id TEXT,
+                created_by TEXT NOT NULL,
+                created_at REAL NOT NULL,
+                note TEXT NOT NULL DEFAULT ''
+            )
             """,
         ),
     ),

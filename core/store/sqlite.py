@@ -51,6 +51,7 @@ from . import (
     Retention,
     Store,
 )
+from .sqlite_jobs import SQLiteJobStore
 from .sqlite_pairing import SQLitePairingStore
 from .sqlite_users import SQLiteUserStore
 from .sqlite_audit import SQLiteAuditStore
@@ -147,7 +148,9 @@ def _finite_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
         if type(value) is not float or not math.isfinite(value):
             break
     else:
-        return metrics  # type: ignore[return-value]  # the common case: already clean
+        # The common case, already clean. A copy all the same: the store keeps
+        # it until the next rollup merge, and the caller owns the original.
+        return dict(metrics)
     return {
         name: float(value)
         for name, value in metrics.items()
@@ -283,7 +286,7 @@ class _NodeBatch:
             self.interval = report.interval
 
 
-class SQLiteStore(SQLitePairingStore, SQLiteUserStore, SQLiteAuditStore, Store):
+class SQLiteStore(SQLitePairingStore, SQLiteUserStore, SQLiteAuditStore, SQLiteJobStore, Store):
     """Hub state in one SQLite file.
 
     One connection per store; an asyncio lock keeps the transactions of
@@ -821,7 +824,7 @@ class SQLiteStore(SQLitePairingStore, SQLiteUserStore, SQLiteAuditStore, Store):
         watermark, newest = await self._rollup_marks(db)
         # The aggregates in memory are usable only if they cover exactly the
         # raw rows (watermark, newest]: nobody else merged or ingested since.
-        if not self._pending_valid or watermark != self._watermark or newest != self._folded_until:
+        if not self._pending_valid:
             if self._pending_valid:
                 _LOGGER.debug("%s: another process merged rollups; rebuilding from raw rows", self._path)
             self._pending, self._pending_reports = {}, 0
