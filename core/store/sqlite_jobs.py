@@ -72,8 +72,8 @@ class SQLiteJobStore:
             where.append("state = ?")
             params.append(filt.state)
         if filt.action_prefix:
-            where.append("action LIKE ? ESCAPE '\\\\'")
-            params.append(filt.action_prefix.replace("\\\\", "\\\\\\\\").replace("%", "\\\\%").replace("_", "\\\\_") + "%")
+            where.append("action LIKE ? ESCAPE '!'")
+            params.append(filt.action_prefix.replace("!", "!!").replace("%", "!%").replace("_", "!_") + "%")
         if filt.schedule_id:
             where.append("schedule_id = ?")
             params.append(filt.schedule_id)
