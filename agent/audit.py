@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -74,6 +75,8 @@ class AgentAudit:
         self.path = Path(path)
         self._db: aiosqlite.Connection | None = None
         self._warned = False
+        # One connection: its transactions must not interleave between tasks.
+        self._lock = asyncio.Lock()
 
     @property
     def is_open(self) -> bool:
@@ -127,9 +130,12 @@ class AgentAudit:
     ) -> AuditEntry:
         """Append one entry; opens the file on first use."""
         record = make_record(action, actor=actor, target=target, outcome=outcome, details=details, peer=peer)
-        if self._db is None:
-            await self.open()
-        db = self._conn()
+        async with self._lock:
+            if self._db is None:
+                await self.open()
+            return await self._append(self._conn(), record, time.time() if now is None else now)
+
+    async def _append(self, db: aiosqlite.Connection, record: Any, now: float) -> AuditEntry:
         await db.execute("BEGIN IMMEDIATE")
         try:
             rows = await db.execute_fetchall("SELECT value FROM meta WHERE key = ?", (HEAD_KEY,))
@@ -138,7 +144,7 @@ class AgentAudit:
             if tampered and not self._warned:
                 self._warned = True
                 _LOGGER.error("agent audit log %s: %s — it was changed outside Roost; run `roost audit verify --agent`", self.path, tampered)
-            entry = chain(record, head=head, now=time.time() if now is None else now)
+            entry = chain(record, head=head, now=now)
             await db.execute(
                 f"INSERT INTO audit_log ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (

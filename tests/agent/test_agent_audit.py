@@ -71,6 +71,14 @@ async def test_entries_chain_and_verify(tmp_path: Path) -> None:
     await log.close()
 
 
+async def test_concurrent_records_chain_one_after_another(tmp_path: Path) -> None:
+    log = AgentAudit(tmp_path / AUDIT_FILE)
+    got = await asyncio.gather(*(log.record("agent.connected", peer=f"hub{i}") for i in range(25)))
+    assert sorted(e.seq for e in got) == list(range(1, 26))
+    assert (await log.verify()).ok
+    await log.close()
+
+
 async def test_the_file_is_append_only_through_sql(tmp_path: Path) -> None:
     log = AgentAudit(tmp_path / AUDIT_FILE)
     await log.record("agent.started")
