@@ -824,7 +824,7 @@ class SQLiteStore(SQLitePairingStore, SQLiteUserStore, SQLiteAuditStore, SQLiteJ
         watermark, newest = await self._rollup_marks(db)
         # The aggregates in memory are usable only if they cover exactly the
         # raw rows (watermark, newest]: nobody else merged or ingested since.
-        if not self._pending_valid:
+        if not self._pending_valid or watermark != self._watermark or newest != self._folded_until:
             if self._pending_valid:
                 _LOGGER.debug("%s: another process merged rollups; rebuilding from raw rows", self._path)
             self._pending, self._pending_reports = {}, 0

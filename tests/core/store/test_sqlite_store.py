@@ -326,6 +326,7 @@ async def test_node_bookkeeping_from_reports(store: SQLiteStore) -> None:
     node = await store.get_node("node-1")
     assert node is not None
     assert (node.integrations, node.interval, node.last_seen) == (integrations_new, 30.0, T0 + 3000)
+    assert node.spool_dropped == 4  # a running total: a report saying 0 does not lower it
 
     await store.ingest([make_report("node-1", 4, T0 + 2010, integrations=[{"domain": "docker"}], interval=None, spool_dropped=9)])
     node = await store.get_node("node-1")
