@@ -109,6 +109,11 @@ PUBLIC_PATHS = frozenset(
     {"/api/v1/health", LOGIN_PATH, ONBOARDING_PATH, "/api/v1/ca.pem", ENROLL_PATH, WS_PATH, "/favicon.ico"}
 )
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# What a viewer may change: only their own session, password and tokens. Any
+# other state-changing request from a viewer is refused before its handler
+# runs, so a route that forgets its role check still cannot be used by one.
+SELF_SERVICE_PATHS = frozenset({SESSION_API, "/api/v1/account/password", "/logout"})
+SELF_SERVICE_PREFIXES = ("/api/v1/tokens", "/account/")
 
 MIN_PASSWORD_LENGTH = 10
 MAX_PASSWORD_LENGTH = 1024
@@ -472,6 +477,8 @@ class Auth:
         self.public_paths: set[str] = set(PUBLIC_PATHS)
         self.public_prefixes: list[str] = [STATIC_PREFIX]
         self.stream_paths: set[str] = {EVENTS_PATH}
+        self.self_service_paths: set[str] = set(SELF_SERVICE_PATHS)
+        self.self_service_prefixes: list[str] = list(SELF_SERVICE_PREFIXES)
         self._secret = b""
         self._kdf_slots: asyncio.Semaphore | None = None
         self._has_users = False
@@ -509,6 +516,10 @@ class Auth:
         await self.hub.audit(action, actor=actor, target=target, outcome=outcome, peer=peer, details=details)
 
     # -- who is asking ----------------------------------------------------------
+
+    def is_self_service(self, request: web.Request) -> bool:
+        path = request.path
+        return path in self.self_service_paths or any(path.startswith(prefix) for prefix in self.self_service_prefixes)
 
     def is_public(self, request: web.Request) -> bool:
         path = request.path
@@ -910,6 +921,8 @@ async def auth_middleware(request: web.Request, handler: Callable[[web.Request],
                     return await _denied(request, error)
             elif identity.token is not None and identity.token.scope == SCOPE_READ:
                 return await _denied(request, "this API token has read scope; it cannot change anything")
+            if not identity.allows(ROLE_OPERATOR) and not auth.is_self_service(request):
+                return await _denied(request, f"{identity.name} is a viewer: viewers can look at everything but change only their own account")
     keys = auth.track(request, identity) if identity is not None and request.path in auth.stream_paths else None
     try:
         response = await handler(request)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlparse
 
 import pytest
 
@@ -106,8 +107,9 @@ def test_logout_leads_back_to_login(pages):
     tab = pages()
     tab.login(OWNER, OWNER_PASSWORD)
     assert tab.path() == "/"
+    tab.page.locator('#live-status[data-live="live"]').wait_for()
     tab.page.click(".user-menu button", timeout=10_000)
-    tab.page.wait_for_url("**/login")
+    tab.page.wait_for_url(lambda url: urlparse(url).path == "/login")
     tab.goto("/integrations")
     assert tab.path() == "/login?next=/integrations"
     tab.page.fill("#username", OWNER)

@@ -33,12 +33,18 @@
     window.fetch = csrfFetch;
   }
 
+  // Set once the page starts leaving (a link, a form such as Log out): the
+  // hub may end the live stream then, and that is no reason to navigate.
+  var leaving = false;
+
   /* A 401, or a redirect to the login page, means the session ended: go log in again. */
   function checkSession(res) {
     var ended = res.status === 401 || (res.redirected && new URL(res.url).pathname === "/login");
     if (ended) {
-      var back = window.location.pathname + window.location.search;
-      window.location.assign("/login?next=" + encodeURIComponent(back));
+      if (!leaving) {
+        var back = window.location.pathname + window.location.search;
+        window.location.assign(back === "/" ? "/login" : "/login?next=" + encodeURIComponent(back));
+      }
       throw new Error("logged out");
     }
     return res;
@@ -433,6 +439,11 @@
   }
 
   function init() {
+    window.addEventListener("beforeunload", function () {
+      leaving = true;
+      if (source) { source.close(); source = null; }
+      stopPolling();
+    });
     refreshTimes(document);
     setInterval(function () { refreshTimes(document); }, 1000);
     var page = document.body.getAttribute("data-page");

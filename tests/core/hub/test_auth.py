@@ -659,3 +659,22 @@ def test_cli_adds_users_from_stdin_and_creates_tokens(tmp_path, monkeypatch, cap
     assert cli.main(["users", "delete", "owner", "--data-dir", data]) == cli.EXIT_FAILURE  # the last admin
     assert "no enabled admin" in capsys.readouterr().err
 
+
+
+async def test_a_viewer_changes_nothing_but_their_own_account_on_any_route(hub):
+    """Even a route that forgets its own role check (pairing, grants, join tokens...) refuses a viewer."""
+    b = hub.browser()
+    await b.login("vic")
+    service = hub.app[auth.AUTH_KEY]
+    checked = 0
+    for method, path in state_changing_routes(hub.app):
+        if any(path.startswith(p) for p in service.self_service_prefixes) or path in service.self_service_paths:
+            continue
+        resp = await b.request(method, path, json={})
+        assert resp.status == 403, (method, path, resp.status)
+        checked += 1
+    assert checked >= 4
+    read_token = await token_for(hub, "alice", "read")
+    for method, path in state_changing_routes(hub.app):
+        resp = await hub.request(method, path, json={}, headers=bearer(read_token))
+        assert resp.status == 403, (method, path, resp.status)
