@@ -906,6 +906,8 @@ def add_public_path(app: web.Application, path: str, *, prefix: bool = False) ->
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
     auth = request.app[AUTH_KEY]
+    if request.path.startswith(STATIC_PREFIX):
+        return await handler(request)  # public, and no store lookup for every stylesheet
     identity, problem = await auth.identify(request)
     stale_cookie = bool(problem) and "Authorization" not in request.headers
     if identity is not None:

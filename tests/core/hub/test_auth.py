@@ -678,3 +678,11 @@ async def test_a_viewer_changes_nothing_but_their_own_account_on_any_route(hub):
     for method, path in state_changing_routes(hub.app):
         resp = await hub.request(method, path, json={}, headers=bearer(read_token))
         assert resp.status == 403, (method, path, resp.status)
+
+
+@pytest.mark.parametrize("path", ["/static/../api/v1/nodes", "/static/%2e%2e/api/v1/nodes", "/api/v1/health/../nodes", "/login/../api/v1/users", "/api/v1/enroll/../nodes", "/API/v1/nodes"])
+async def test_public_prefixes_cannot_be_walked_out_of(anon_client, path):
+    from yarl import URL
+
+    resp = await anon_client.get(URL(path, encoded=True), allow_redirects=False)
+    assert resp.status in (303, 401, 403, 404), (path, resp.status)  # refused or redirected to the login, never served
