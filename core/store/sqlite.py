@@ -393,11 +393,12 @@ class SQLiteStore(SQLitePairingStore, SQLiteUserStore, SQLiteAuditStore, SQLiteJ
         db = self._db
         if db is None:
             return
+        # No PRAGMA optimize here: statistics taken while the hub is young (a
+        # handful of series) would later steer the planner into table scans,
+        # and without statistics it picks the indexes every query here needs.
         try:
             if self._pending:
                 await self.flush_rollups()
-            async with self._lock:
-                await db.execute("PRAGMA optimize")
         finally:
             self._db = None
             await db.close()
