@@ -42,9 +42,10 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/integrations", integrations_page, name="integrations")
     app.router.add_static(STATIC_PREFIX, STATIC_DIR, name="static", append_version=False)
     app.on_response_prepare.append(_cache_versioned_static)
-    from . import auth_views
+    from . import auth_views, pairing_views
 
     auth_views.setup(app)
+    pairing_views.setup(app)
 
 
 async def _cache_versioned_static(request: web.Request, response: web.StreamResponse) -> None:
@@ -174,6 +175,8 @@ async def node_page(request: web.Request) -> web.Response:
             {"page": "not_found", "what": "node", "node_id": node_id},
             status=404,
         )
+    from .pairing_views import node_trust
+
     node = detail.get("node") or {}
     state = detail.get("state") or {}
     selected_range = request.query.get("range", DEFAULT_RANGE)
@@ -200,6 +203,7 @@ async def node_page(request: web.Request) -> web.Response:
             "ranges": RANGES,
             "selected_range": selected_range,
             "page_data": page_data,
+            **await node_trust(request, node),
         },
         fragments=NODE_FRAGMENTS,
     )
