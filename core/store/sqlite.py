@@ -31,8 +31,8 @@ import math
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from operator import itemgetter
 from contextlib import asynccontextmanager
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
