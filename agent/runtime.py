@@ -20,6 +20,7 @@ from roost.core.identity import Identity
 from roost.core.plugins import IntegrationManager
 
 from .audit import AUDIT_FILE, AgentAudit
+from .executor import Executor
 from .spool import Spool, SpooledReport
 
 _LOGGER = logging.getLogger(__name__)
@@ -83,6 +84,8 @@ class AgentRuntime:
         )
         self.facts = base_facts()
         self.grants: list[str] = []
+        self.executor = Executor(self, self.data_dir)
+        self.nonce_cache: Any = None
         self.first_cycle = asyncio.Event()
         self.spooled = asyncio.Event()
         self.cycles = 0
@@ -90,6 +93,7 @@ class AgentRuntime:
     async def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         await self.spool.open()
+        await self.executor.open()
         await self.note_event(ACTION_AGENT_STARTED, details={"version": __version__, "node_id": self.node_id})
         self.manager.load()
         await self.manager.setup_all()
@@ -97,6 +101,7 @@ class AgentRuntime:
             _LOGGER.info("integration %s: %s%s", status["domain"], status["state"], f" ({status['reason']})" if status["reason"] else "")
 
     async def stop(self) -> None:
+        await self.executor.close()
         await self.manager.shutdown_all()
         await self.spool.close()
         await self.note_event(ACTION_AGENT_STOPPED)
@@ -213,7 +218,15 @@ class AgentRuntime:
             "fields": self.manager.fields(),
             "capabilities": self.manager.capabilities(),
             "ceiling": self.settings.ceiling.as_dict(),
+            "actions": [spec.describe() for _, spec in self.manager.actions().values()],
         }
+
+    def operator_keys(self) -> list[str]:
+        """Operator public keys that may sign destructive actions here: from this host's config and from pairing."""
+        keys = list(getattr(self.settings, "operator_keys", []) or [])
+        state = load_state(self.data_dir)
+        keys.extend(k for k in state.get("operator_keys", []) if k not in keys)
+        return keys
 
     def report_message(self, row: SpooledReport) -> str:
         return protocol.encode(

@@ -26,6 +26,9 @@ _LOGGER = logging.getLogger(__name__)
 
 HUB_RUNNING_MESSAGES = {
     protocol.TYPE_ACK: protocol.ACK_SCHEMA,
+    protocol.TYPE_JOB: protocol.JOB_SCHEMA,
+    protocol.TYPE_JOB_CANCEL: protocol.JOB_CANCEL_SCHEMA,
+    protocol.TYPE_JOB_ACK: protocol.JOB_ACK_SCHEMA,
     protocol.TYPE_GRANTS: protocol.GRANTS_SCHEMA,
     protocol.TYPE_KEY_ROTATED: protocol.KEY_ROTATED_SCHEMA,
     protocol.TYPE_ERROR: protocol.ERROR_SCHEMA,
@@ -207,6 +210,8 @@ class WebSocketUplink:
                         ack_event.set()
                 elif data["type"] == protocol.TYPE_GRANTS:
                     rt.set_grants(data["grants"])
+                elif data["type"] in (protocol.TYPE_JOB, protocol.TYPE_JOB_CANCEL, protocol.TYPE_JOB_ACK):
+                    await rt.executor.handle(data)
                 elif data["type"] == protocol.TYPE_KEY_ROTATED:
                     _LOGGER.info("hub accepted this node's new key")
                 else:
@@ -236,11 +241,13 @@ class WebSocketUplink:
 
         recv_task = asyncio.create_task(receiver())
         send_task = asyncio.create_task(sender())
+        await rt.executor.connected(ws.send)
         try:
             done, _ = await asyncio.wait({recv_task, send_task}, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 task.result()  # surface the error that ended the connection
         finally:
+            rt.executor.disconnected()
             for task in (recv_task, send_task):
                 task.cancel()
             await asyncio.gather(recv_task, send_task, return_exceptions=True)

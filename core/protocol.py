@@ -32,6 +32,13 @@ TYPE_PAIR_REJECTED = "pair_rejected"
 TYPE_GRANTS = "grants"
 TYPE_ROTATE_KEY = "rotate_key"
 TYPE_KEY_ROTATED = "key_rotated"
+TYPE_JOB = "job"
+TYPE_JOB_CANCEL = "job_cancel"
+TYPE_JOB_ACK = "job_ack"
+TYPE_JOB_STARTED = "job_started"
+TYPE_JOB_PROGRESS = "job_progress"
+TYPE_JOB_RESULT = "job_result"
+JOB_STATUSES = ("succeeded", "failed", "timed_out", "cancelled", "refused")
 
 # Error codes sent to the peer in an ``error`` message.
 ERR_BAD_JSON = "bad_json"
@@ -111,6 +118,52 @@ ROTATE_KEY_SCHEMA = vol.Schema(
     }
 )
 
+_JOB_ID = vol.All(str, vol.Match(r"^[A-Za-z0-9_-]{1,64}$"))
+_ATTEMPT = vol.All(int, vol.Range(min=1, max=100))
+MAX_JOB_TEXT = 64 * 1024
+
+JOB_SCHEMA = vol.Schema(
+    {
+        vol.Required("v"): int,
+        vol.Required("type"): TYPE_JOB,
+        vol.Required("job_id"): _JOB_ID,
+        vol.Required("attempt"): _ATTEMPT,
+        vol.Required("action"): vol.All(str, vol.Length(min=3, max=MAX_NAME)),
+        vol.Required("params"): dict,
+        vol.Required("timeout"): vol.All(vol.Coerce(float), vol.Range(min=0.1, max=86400)),
+        vol.Optional("envelope"): vol.Any(None, dict),
+    },
+    extra=vol.ALLOW_EXTRA,
+)
+JOB_CANCEL_SCHEMA = vol.Schema({vol.Required("v"): int, vol.Required("type"): TYPE_JOB_CANCEL, vol.Required("job_id"): _JOB_ID}, extra=vol.ALLOW_EXTRA)
+JOB_ACK_SCHEMA = vol.Schema(
+    {vol.Required("v"): int, vol.Required("type"): TYPE_JOB_ACK, vol.Required("job_id"): _JOB_ID, vol.Required("attempt"): _ATTEMPT}, extra=vol.ALLOW_EXTRA
+)
+JOB_STARTED_SCHEMA = vol.Schema({vol.Required("v"): int, vol.Required("type"): TYPE_JOB_STARTED, vol.Required("job_id"): _JOB_ID, vol.Required("attempt"): _ATTEMPT})
+JOB_PROGRESS_SCHEMA = vol.Schema(
+    {
+        vol.Required("v"): int,
+        vol.Required("type"): TYPE_JOB_PROGRESS,
+        vol.Required("job_id"): _JOB_ID,
+        vol.Required("attempt"): _ATTEMPT,
+        vol.Optional("message", default=""): vol.All(str, vol.Length(max=2000)),
+        vol.Optional("percent"): vol.Any(None, vol.All(vol.Coerce(float), vol.Range(min=0, max=100))),
+        vol.Optional("output", default=""): vol.All(str, vol.Length(max=MAX_JOB_TEXT)),
+    }
+)
+JOB_RESULT_SCHEMA = vol.Schema(
+    {
+        vol.Required("v"): int,
+        vol.Required("type"): TYPE_JOB_RESULT,
+        vol.Required("job_id"): _JOB_ID,
+        vol.Required("attempt"): _ATTEMPT,
+        vol.Required("status"): vol.In(JOB_STATUSES),
+        vol.Optional("result"): object,
+        vol.Optional("error", default=""): vol.All(str, vol.Length(max=4000)),
+        vol.Optional("output", default=""): vol.All(str, vol.Length(max=MAX_JOB_TEXT * 4)),
+    }
+)
+
 HELLO_SCHEMA = vol.Schema(
     {
         vol.Required("v"): int,
@@ -125,6 +178,7 @@ HELLO_SCHEMA = vol.Schema(
         vol.Optional("fields", default=dict): {str: {str: str}},
         vol.Optional("capabilities", default=list): _CAPABILITIES,
         vol.Optional("ceiling", default=lambda: {"mode": "read-only", "allow": ["*"], "deny": []}): _CEILING,
+        vol.Optional("actions", default=list): vol.All([dict], vol.Length(max=500)),
     }
 )
 
@@ -196,7 +250,14 @@ ERROR_SCHEMA = vol.Schema(
 HUB_MESSAGES = {TYPE_CHALLENGE: CHALLENGE_SCHEMA, TYPE_WELCOME: WELCOME_SCHEMA, TYPE_ACK: ACK_SCHEMA, TYPE_ERROR: ERROR_SCHEMA}
 
 # What the agent may send after the handshake.
-AGENT_MESSAGES = {TYPE_REPORT: REPORT_SCHEMA, TYPE_HEARTBEAT: HEARTBEAT_SCHEMA, TYPE_ROTATE_KEY: ROTATE_KEY_SCHEMA}
+AGENT_MESSAGES = {
+    TYPE_REPORT: REPORT_SCHEMA,
+    TYPE_HEARTBEAT: HEARTBEAT_SCHEMA,
+    TYPE_ROTATE_KEY: ROTATE_KEY_SCHEMA,
+    TYPE_JOB_STARTED: JOB_STARTED_SCHEMA,
+    TYPE_JOB_PROGRESS: JOB_PROGRESS_SCHEMA,
+    TYPE_JOB_RESULT: JOB_RESULT_SCHEMA,
+}
 # What the agent may open with.
 AGENT_OPENERS = {TYPE_HELLO: HELLO_SCHEMA, TYPE_PAIR: PAIR_SCHEMA}
 

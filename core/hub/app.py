@@ -40,7 +40,6 @@ from roost.core.tls import HubTLS
 
 from .events import EventBus
 from .ingest import Ingestor
-from .pairing import Pairing
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -129,7 +128,13 @@ class Hub:
             custom_dirs=[config.data_dir / "custom_integrations", *config.custom_integrations],
         )
         self.started_at = time.time()
+        # Imported here: their route modules import the auth layer, which imports HUB_KEY from this module.
+        from .jobs import JobEngine
+        from .pairing import Pairing
+
         self.pairing = Pairing(self)
+        self.jobs = JobEngine(self)
+        self.local_grants: Any = None  # the in-process agent's grant setter
         # Set by the TLS setup: what agents pin and what pairing codes mix in.
         self.tls: HubTLS | None = None
         self.ca_fingerprint = ""
@@ -519,6 +524,8 @@ class Hub:
             from roost.core import protocol
 
             await ws.send_str(protocol.encode(protocol.TYPE_GRANTS, grants=sorted(set(grants))))
+        if node_id == self.local_node_id and self.local_grants is not None:
+            self.local_grants(sorted(set(grants)))
 
     def publish(self, kind: str, data: dict[str, Any]) -> None:
         if self.events.has_subscribers:
@@ -585,6 +592,13 @@ async def _discovery_ctx(app: web.Application) -> AsyncIterator[None]:
         await announcer.stop()
 
 
+async def _jobs_ctx(app: web.Application) -> AsyncIterator[None]:
+    hub = app[HUB_KEY]
+    hub.jobs.start()
+    yield
+    await hub.jobs.stop()
+
+
 async def _maintenance_ctx(app: web.Application) -> AsyncIterator[None]:
     task = asyncio.create_task(app[HUB_KEY].maintenance(), name="roost-maintenance")
     yield
@@ -642,7 +656,7 @@ def create_app(config: HubConfig, *, store: Store | None = None, tls: HubTLS | N
     """Build the hub's aiohttp application; nothing starts until the app does."""
     from roost.core.store.sqlite import SQLiteStore
 
-    from . import api, audit, gateway, jointokens, pairing
+    from . import api, audit, gateway, jobs_api, jointokens, pairing, push
     from . import auth, security
     from .local_agent import local_agent_ctx
 
@@ -656,6 +670,7 @@ def create_app(config: HubConfig, *, store: Store | None = None, tls: HubTLS | N
     app.cleanup_ctx.append(_tls_ctx)
     app.cleanup_ctx.append(_ingest_ctx)
     app.cleanup_ctx.append(_integrations_ctx)
+    app.cleanup_ctx.append(_jobs_ctx)
     app.cleanup_ctx.append(_maintenance_ctx)
     app.cleanup_ctx.append(_discovery_ctx)
     if config.local_agent_enabled:
@@ -666,7 +681,9 @@ def create_app(config: HubConfig, *, store: Store | None = None, tls: HubTLS | N
     gateway.setup(app)
     pairing.setup(app)
     jointokens.setup(app)
+    jobs_api.setup(app)
     audit.setup(app)
+    push.setup(app)
     try:
         from roost.frontend import setup as setup_frontend
     except ImportError:  # the dashboard is optional for API-only use

@@ -158,6 +158,7 @@ class AgentConnection:
         await self.ws.send_str(protocol.encode(protocol.TYPE_WELCOME, node_id=self.node_id, epoch=node.epoch, last_seq=last_seq))
         grants = await self.hub.store.get_grants(self.node_id)
         await self.ws.send_str(protocol.encode(protocol.TYPE_GRANTS, grants=grants.grants))
+        self.hub.jobs.attach(self.node_id, self.ws.send_str, hello.get("actions") or [])
         _LOGGER.info("agent %s connected from %s (last report %d)", self.node_id, self.peer, last_seq)
         return True
 
@@ -211,6 +212,10 @@ class AgentConnection:
         if message["type"] == protocol.TYPE_ROTATE_KEY:
             await self.rotate_key(message)
             return
+        if message["type"] in (protocol.TYPE_JOB_STARTED, protocol.TYPE_JOB_PROGRESS, protocol.TYPE_JOB_RESULT):
+            self.hub.mark_seen(self.node_id, now)
+            await self.hub.jobs.handle(self.node_id, message)
+            return
         if message["node_id"] != self.node_id:
             await self.send_error(protocol.ERR_WRONG_NODE, f"report is for node {message['node_id']!r} but this connection is {self.node_id!r}", close=CLOSE_POLICY)
             return
@@ -263,6 +268,8 @@ async def agent_socket(request: web.Request) -> web.StreamResponse:
         if await conn.handshake():
             await conn.serve()
     finally:
+        if conn.node_id:
+            hub.jobs.detach(conn.node_id, ws.send_str)
         if conn.node_id and hub.connections.get(conn.node_id) is ws:
             del hub.connections[conn.node_id]
             _LOGGER.info("agent %s disconnected", conn.node_id)

@@ -13,7 +13,7 @@ from roost.core.config import duration
 from roost.core.integration import humanize_invalid
 
 from .app import HUB_KEY, create_join_token
-from .pairing import actor_of
+from .auth import ROLE_ADMIN, actor_of, requires
 
 
 def _grants(value: Any) -> list[str] | None:
@@ -50,6 +50,7 @@ def agent_command(hub_url: str, token: str) -> str:
     return f"roost agent --hub {hub_url} --join {token}"
 
 
+@requires(ROLE_ADMIN)
 async def list_tokens(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
     now = time.time()
@@ -57,6 +58,7 @@ async def list_tokens(request: web.Request) -> web.Response:
     return web.json_response({"tokens": tokens})
 
 
+@requires(ROLE_ADMIN)
 async def create_token(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
     try:
@@ -78,6 +80,7 @@ async def create_token(request: web.Request) -> web.Response:
     return web.json_response({"token": token, "command": agent_command(hub_url, token), **token_view(record, time.time())}, status=201)
 
 
+@requires(ROLE_ADMIN)
 async def revoke_token(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
     token_id = request.match_info["token_id"]

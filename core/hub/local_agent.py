@@ -35,6 +35,7 @@ class LocalUplink:
         acked = node.last_seq if node.epoch == rt.spool.epoch else 0
         if acked:
             await rt.spool.delete_upto(acked)
+        await self._connect_jobs(rt)
         while True:
             rows = await rt.spool.after(acked, BATCH)
             if not rows:
@@ -60,6 +61,27 @@ class LocalUplink:
                 await (await self.hub.ingestor.submit(report))
                 acked = row.seq
             await rt.spool.delete_upto(acked)
+
+
+    async def _connect_jobs(self, rt: AgentRuntime) -> None:
+        """Jobs for the hub's own host go through the same messages and checks as a remote agent's, in-process."""
+        node_id = rt.node_id
+        hub_messages = {
+            protocol.TYPE_JOB: protocol.JOB_SCHEMA,
+            protocol.TYPE_JOB_CANCEL: protocol.JOB_CANCEL_SCHEMA,
+            protocol.TYPE_JOB_ACK: protocol.JOB_ACK_SCHEMA,
+        }
+
+        async def to_agent(text: str) -> None:
+            await rt.executor.handle(protocol.parse(text, hub_messages))
+
+        async def to_hub(text: str) -> None:
+            await self.hub.jobs.handle(node_id, protocol.parse(text, protocol.AGENT_MESSAGES))
+
+        rt.set_grants((await self.hub.store.get_grants(node_id)).grants)
+        self.hub.local_grants = rt.set_grants
+        self.hub.jobs.attach(node_id, to_agent, rt.hello()["actions"])
+        await rt.executor.connected(to_hub)
 
 
 async def local_agent_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -21,6 +21,8 @@ from roost.core.pairing import pair_payload, short_code
 from roost.core.store import NodeGrants, NodeRecord, PairingLimitError, PairingRequest
 from roost.core.store.pairing import PAIR_APPROVED, PAIR_PENDING, PAIR_REJECTED
 
+from .auth import ROLE_ADMIN, ROLE_VIEWER, actor_of, requires
+
 if TYPE_CHECKING:
     from .app import Hub
     from .gateway import AgentConnection
@@ -316,18 +318,13 @@ def _json_error(status: int, message: str) -> web.HTTPException:
     return exc
 
 
-def actor_of(request: web.Request) -> str:
-    """Who is acting: the auth layer puts the user on the request."""
-    user = request.get("user")
-    name = getattr(user, "username", None) or (user.get("username") if isinstance(user, dict) else None)
-    return f"user:{name}" if name else "user:unknown"
-
-
+@requires(ROLE_ADMIN)
 async def list_pairing(request: web.Request) -> web.Response:
     hub = _hub(request)
     return web.json_response({"pending": await hub.pairing.pending(), "discovered": hub.pairing.discovered(), "ca_fingerprint": hub.ca_fingerprint})
 
 
+@requires(ROLE_ADMIN)
 async def approve_pairing(request: web.Request) -> web.Response:
     hub = _hub(request)
     body = await _body(request, APPROVE_SCHEMA)
@@ -338,6 +335,7 @@ async def approve_pairing(request: web.Request) -> web.Response:
     return web.json_response({"node_id": node_id})
 
 
+@requires(ROLE_ADMIN)
 async def reject_pairing(request: web.Request) -> web.Response:
     hub = _hub(request)
     body = await _body(request, REJECT_SCHEMA)
@@ -348,6 +346,7 @@ async def reject_pairing(request: web.Request) -> web.Response:
     return web.json_response({"rejected": True})
 
 
+@requires(ROLE_VIEWER)
 async def get_grants(request: web.Request) -> web.Response:
     hub = _hub(request)
     node_id = request.match_info["node_id"]
@@ -356,6 +355,7 @@ async def get_grants(request: web.Request) -> web.Response:
     return web.json_response(hub.pairing.grants_view(await hub.store.get_grants(node_id)))
 
 
+@requires(ROLE_ADMIN)
 async def put_grants(request: web.Request) -> web.Response:
     hub = _hub(request)
     node_id = request.match_info["node_id"]
@@ -366,6 +366,7 @@ async def put_grants(request: web.Request) -> web.Response:
     return web.json_response(hub.pairing.grants_view(await hub.store.get_grants(node_id)))
 
 
+@requires(ROLE_ADMIN)
 async def revoke_node(request: web.Request) -> web.Response:
     hub = _hub(request)
     node_id = request.match_info["node_id"]
