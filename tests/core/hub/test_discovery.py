@@ -41,13 +41,8 @@ async def test_hub_announces_itself_and_lists_unpaired_agents(tmp_path):
         await server.close()
 
 
-async def test_no_hub_or_several_hubs_is_a_clear_error():
-    try:
-        await find_hub(interfaces=LOOPBACK, timeout=1.0)
-    except PairingFailed as err:
-        assert "--hub" in str(err)
-    else:  # pragma: no cover - another hub is announcing on loopback
-        raise AssertionError("found a hub where none was started")
+async def test_several_hubs_is_a_clear_error():
+    # (Other test processes may announce hubs on loopback too; that only adds to "several".)
     one = Announcer(HUB_SERVICE, "hub-a", 8765, {"id": "ha", "ca": "aa"}, interfaces=LOOPBACK)
     two = Announcer(HUB_SERVICE, "hub-b", 8766, {"id": "hb", "ca": "bb"}, interfaces=LOOPBACK)
     await one.start()
@@ -56,10 +51,10 @@ async def test_no_hub_or_several_hubs_is_a_clear_error():
         try:
             await find_hub(interfaces=LOOPBACK, timeout=2.0)
         except PairingFailed as err:
-            assert "several" in str(err) and "8765" in str(err) and "8766" in str(err)
+            assert "several" in str(err) and "--hub" in str(err) and "8765" in str(err) and "8766" in str(err)
         else:
             raise AssertionError("several hubs must not be chosen between silently")
-        assert {f.properties["id"] for f in await browse(HUB_SERVICE, interfaces=LOOPBACK, timeout=1.5)} == {"ha", "hb"}
+        assert {"ha", "hb"} <= {f.properties["id"] for f in await browse(HUB_SERVICE, interfaces=LOOPBACK, timeout=1.5)}
     finally:
         await one.stop()
         await two.stop()

@@ -255,7 +255,7 @@ async def test_grant_changes_reach_the_connected_agent(client, fake_agent):
     agent = fake_agent()
     await agent.enroll()
     await agent.connect()
-    assert agent.grants == []
+    assert agent.grants == ["host.metrics.read"]  # the read-only part of what it offered, granted at its first hello
     resp = await client.put(f"/api/v1/nodes/{agent.node_id}/grants", json={"grants": ["docker.read", "host.metrics.read"]})
     assert resp.status == 200
     pushed = await agent.expect("grants")
