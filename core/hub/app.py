@@ -135,6 +135,11 @@ class Hub:
         self.pairing = Pairing(self)
         self.jobs = JobEngine(self)
         self.local_grants: Any = None  # the in-process agent's grant setter
+        from .gateway import MESSAGE_BURST, MESSAGE_RATE, PAIRING_BURST, PAIRING_RATE
+        from .security import RateLimiter
+
+        self.agent_messages = RateLimiter(rate=MESSAGE_RATE, burst=MESSAGE_BURST, max_keys=100_000)
+        self.pairing_attempts = RateLimiter(rate=PAIRING_RATE, burst=PAIRING_BURST, max_failures=5, ban_seconds=300)
         # Set by the TLS setup: what agents pin and what pairing codes mix in.
         self.tls: HubTLS | None = None
         self.ca_fingerprint = ""

@@ -28,6 +28,12 @@ CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
 CLOSE_REPLACED = 4000
 CLOSE_INTERNAL = 1011
+# Agent message flood limits, per node: generous enough for a backlog after an outage.
+MESSAGE_RATE = 1000.0
+MESSAGE_BURST = 20_000
+# Pairing attempts per client address before a temporary ban.
+PAIRING_RATE = 0.2
+PAIRING_BURST = 5
 
 
 def _public_key(value: Any) -> str:
@@ -127,6 +133,13 @@ class AgentConnection:
             await self.send_error(err.code, str(err), close=CLOSE_TOO_BIG if err.code == protocol.ERR_TOO_LARGE else CLOSE_POLICY)
             return False
         if hello["type"] == protocol.TYPE_PAIR:
+            from .security import rate_key
+
+            wait = self.hub.pairing_attempts.allow(rate_key(self.peer))
+            if wait:
+                await self.hub.audit("pairing.refused", actor="anonymous", outcome="refused", peer=self.peer, details={"why": "rate limited"})
+                await self.send_error(protocol.ERR_RATE_LIMITED, f"too many pairing requests from {self.peer}; try again in {wait:.0f} s", close=CLOSE_POLICY)
+                return False
             await self.hub.pairing.serve(self, hello, nonce, hub_nonce)
             return False
         node = await self.hub.find_node(hello["node_id"])
@@ -200,6 +213,13 @@ class AgentConnection:
             await self.send_error(err.code, str(err))
 
     async def handle(self, text: str) -> None:
+        if self.hub.agent_messages.allow(self.node_id):
+            await self.send_error(
+                protocol.ERR_RATE_LIMITED,
+                f"more than {MESSAGE_BURST} messages in a burst or {MESSAGE_RATE:g}/s sustained; slow down",
+                close=CLOSE_POLICY,
+            )
+            return
         try:
             message = protocol.parse(text, protocol.AGENT_MESSAGES)
         except protocol.ProtocolError as err:
@@ -260,7 +280,9 @@ async def agent_socket(request: web.Request) -> web.StreamResponse:
     # aiohttp closes with 1009 past max_msg_size; below it, parse() sends a JSON error first.
     ws = web.WebSocketResponse(heartbeat=30, max_msg_size=MAX_MESSAGE_BYTES * 2)
     await ws.prepare(request)
-    conn = AgentConnection(hub, ws, request.remote or "?")
+    from .security import peer_of
+
+    conn = AgentConnection(hub, ws, peer_of(request))
     ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
     if ssl_object is not None and hub.tls is not None:
         conn.cert_node_id = hub.tls.client_cert_node_id(ssl_object.getpeercert(binary_form=True))

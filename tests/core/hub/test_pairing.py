@@ -175,16 +175,41 @@ async def test_a_known_hostname_with_a_new_key_lands_pending_flagged(client):
 
 
 async def test_pairing_requests_are_bounded_one_per_key(make_hub):
-    client = await make_hub(pairing_max_pending=3)
+    client = await make_hub(pairing_max_pending=2)
     same = Identity.generate()
-    for _ in range(3):
+    for _ in range(2):
         assert (await Pairer(client, identity=same).request())["type"] == "pair_pending"
     assert len(await pending_list(client)) == 1  # one per key: the newest replaces the older
-    for _ in range(2):
-        assert (await Pairer(client).request())["type"] == "pair_pending"
+    assert (await Pairer(client).request())["type"] == "pair_pending"
     flood = await Pairer(client).request()
-    assert flood["type"] == "error" and flood["code"] == "rate_limited"
-    assert len(await pending_list(client)) == 3
+    assert flood["type"] == "error" and flood["code"] == "rate_limited" and "already waiting" in flood["message"]
+    assert len(await pending_list(client)) == 2
+
+
+async def test_pairing_attempts_from_one_address_are_rate_limited(client):
+    answers = [await Pairer(client).request() for _ in range(7)]
+    assert all(a["type"] == "pair_pending" for a in answers[:5])
+    assert answers[5]["code"] == "rate_limited" and "too many pairing requests" in answers[5]["message"]
+    actions = [e.action for e in await client.app[HUB_KEY].store.list_audit(limit=50)]
+    assert "pairing.refused" in actions
+
+
+async def test_an_agent_flooding_messages_is_cut_off(client, fake_agent, monkeypatch):
+    from roost.core.hub import gateway
+
+    monkeypatch.setattr(gateway, "MESSAGE_BURST", 20)
+    hub = client.app[HUB_KEY]
+    from roost.core.hub.security import RateLimiter
+
+    hub.agent_messages = RateLimiter(rate=1, burst=20)
+    agent = fake_agent()
+    await agent.enroll()
+    await agent.connect()
+    for _ in range(25):
+        await agent.send({"v": 1, "type": "heartbeat"})
+    err = await agent.expect("error")
+    assert err["code"] == "rate_limited"
+    assert await agent.expect_closed() == 1008
 
 
 async def test_malformed_and_oversized_pairing_requests(client):
