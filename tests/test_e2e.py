@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from support import free_port
+from support import free_port, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -27,20 +27,6 @@ AUTH: dict[str, str] = {}
 def get(url: str) -> dict:
     with urllib.request.urlopen(urllib.request.Request(url, headers=AUTH), timeout=5) as resp:
         return json.loads(resp.read())
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-            if last:
-                return last
-        except OSError as err:
-            last = err
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
 class Proc:

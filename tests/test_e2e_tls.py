@@ -8,12 +8,11 @@ import signal
 import ssl
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
-from support import free_port
+from support import free_port, wait_for
 
 from roost.core.tls import compact_fingerprint
 
@@ -24,20 +23,6 @@ ROOST = [sys.executable, "-m", "roost.core.cli"]
 
 def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([*ROOST, *args], input=stdin, capture_output=True, text=True, timeout=60)
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-            if last:
-                return last
-        except OSError as err:
-            last = err
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
 class Hub:

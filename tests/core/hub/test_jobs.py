@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestServer
-from support import free_port
+from support import free_port, until
 from support_hub import hub_config
 
 from roost.agent.runtime import AgentRuntime
@@ -95,16 +95,6 @@ def make_jobber(root: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "manifest.json").write_text(json.dumps({"domain": "jobber", "name": "Jobber", "version": "1.0", "roles": ["agent"]}))
     (folder / "__init__.py").write_text(JOBBER)
-
-
-async def until(predicate, timeout: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = await predicate()
-        if value:
-            return value
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Rig:
