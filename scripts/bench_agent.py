@@ -33,6 +33,10 @@ from typing import Any
 
 import psutil
 
+# Benchmarks talk only to loopback: the zeroconf announcements of every hub and
+# agent started here too (set before anything is started; children inherit it).
+os.environ.setdefault("ROOST_DISCOVERY_INTERFACES", "127.0.0.1")
+
 MIB = 1024 * 1024
 HOST = "127.0.0.1"
 
@@ -56,9 +60,30 @@ def roost(*args: str) -> list[str]:
     return [sys.executable, "-m", "roost.core.cli", *args]
 
 
-def http_json(url: str, timeout: float = 2.0) -> Any:
-    with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - loopback only
+def http_json(url: str, token: str | None = None, timeout: float = 2.0) -> Any:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    with urllib.request.urlopen(request, timeout=timeout) as resp:  # noqa: S310 - loopback only
         return json.loads(resp.read())
+
+
+def api_token(hub_args: list[str], env: dict[str, str]) -> str | None:
+    """A read-only API token through the documented commands (users add, api-token create); None if that fails."""
+    import secrets
+
+    password = secrets.token_urlsafe(24)
+    added = subprocess.run(
+        roost("users", "add", "bench", *hub_args), input=f"{password}\n{password}\n", capture_output=True, text=True, timeout=60, env=env, check=False
+    )
+    if added.returncode != 0:
+        print(f"# no API token (users add: {added.stderr.strip()[:200]}); waiting by wall time instead", flush=True)
+        return None
+    made = subprocess.run(
+        roost("api-token", "create", "--user", "bench", "--scope", "read", *hub_args), capture_output=True, text=True, timeout=60, env=env, check=False
+    )
+    token = made.stdout.strip().splitlines()[0] if made.returncode == 0 and made.stdout.strip() else None
+    if token is None:
+        print(f"# no API token (api-token create: {made.stderr.strip()[:200]}); waiting by wall time instead", flush=True)
+    return token
 
 
 def wait_for(what: str, check, deadline_s: float, procs: list[tuple[str, subprocess.Popen, Path]]) -> Any:
@@ -122,16 +147,17 @@ def cpu_seconds(pid: int) -> float:
 
 
 class BarePsutilCycle:
-    """The psutil work of integrations/linux_host/collector.py, and nothing else.
+    """The psutil and /proc work of integrations/linux_host/collector.py, and nothing else.
 
-    Mirrors what the collector does per cycle, with the same caching: per-core
-    CPU times, load average, virtual memory and swap, the mount table plus
-    statvfs per real mount, per-disk I/O counters, per-NIC I/O counters
-    (interface stats and addresses every 60 s, as the collector refreshes
-    them), sensors until they turn out to be absent, and every process's CPU
-    percent and RSS through reused Process objects, then name, user and
-    command line of the top ten by CPU and by memory. Not mirrored: facts
-    (hourly) and `systemctl list-units` (every 60 s, only where systemd runs).
+    Mirrors the collector's calls and caching per cycle: per-core CPU times,
+    load average, virtual memory and swap, /proc/self/mountinfo plus statvfs
+    per real mount (the mount list worked out again only when mountinfo
+    changes), per-disk and per-NIC I/O counters, NIC stats and addresses every
+    60 s, sensors until they turn out to be absent, CPU times and RSS of every
+    process through Process objects kept from one cycle to the next, then name,
+    user (once per process) and command line of the top ten by CPU and by
+    memory. Not mirrored: facts (hourly), `systemctl list-units` (every 60 s,
+    only where systemd runs) and cgroup limits (only in a container).
     """
 
     IF_REFRESH_S = 60.0
@@ -139,10 +165,14 @@ class BarePsutilCycle:
     PSEUDO = {"proc", "sysfs", "tmpfs", "devtmpfs", "devpts", "cgroup", "cgroup2", "overlay", "squashfs", "mqueue", "nsfs"}
 
     def __init__(self) -> None:
-        self.procs: dict[int, psutil.Process] = {}
+        self.procs: dict[int, tuple[psutil.Process, float | None]] = {}
         self.usernames: dict[int, str | None] = {}
+        self.mountinfo = ""
+        self.mounts: list[str] = []
         self.sensors = True
         self.if_at = -self.IF_REFRESH_S
+        self.scan_at: float | None = None
+        self.boot = psutil.boot_time()
         self.sink: list[Any] = []
 
     def run(self) -> None:
@@ -152,11 +182,13 @@ class BarePsutilCycle:
         keep.append(os.getloadavg())
         keep.append(psutil.virtual_memory())
         keep.append(psutil.swap_memory())
-        for part in psutil.disk_partitions(all=False):
-            if part.fstype in self.PSEUDO and part.mountpoint != "/":
-                continue
+        text = Path("/proc/self/mountinfo").read_text(errors="replace")
+        if text != self.mountinfo:
+            self.mountinfo = text
+            self.mounts = [p.mountpoint for p in psutil.disk_partitions(all=False) if p.fstype not in self.PSEUDO or p.mountpoint == "/"]
+        for mount in self.mounts:
             try:
-                keep.append(psutil.disk_usage(part.mountpoint))
+                keep.append(os.statvfs(mount))
             except OSError:
                 pass
         keep.append(psutil.disk_io_counters(perdisk=True))
@@ -171,32 +203,70 @@ class BarePsutilCycle:
             fans = psutil.sensors_fans() if hasattr(psutil, "sensors_fans") else {}
             self.sensors = bool(temps or fans)
             keep.append((temps, fans))
+        keep.append(time.time() - self.boot)
+        elapsed = now - self.scan_at if self.scan_at is not None else None
+        self.scan_at = now
         rows = []
-        seen: dict[int, psutil.Process] = {}
+        seen: dict[int, tuple[psutil.Process, float | None]] = {}
         for pid in psutil.pids():
-            proc = self.procs.get(pid)
+            proc, last = self.procs.get(pid, (None, None))
             try:
                 if proc is None:
                     proc = psutil.Process(pid)
-                with proc.oneshot():
-                    cpu = proc.cpu_percent(None)
-                    rss = proc.memory_info().rss
+                times = proc.cpu_times()
+                rss = proc.memory_info().rss
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
-            seen[pid] = proc
+            busy = times.user + times.system
+            cpu = (busy - last) / elapsed * 100 if last is not None and elapsed else -1.0
+            seen[pid] = (proc, busy)
             rows.append((cpu, rss, proc))
         self.procs = seen
+        self.describe(rows)
+
+    def describe(self, rows: list[tuple[float, int, psutil.Process]]) -> None:
         top = sorted(rows, key=lambda r: (r[0], r[1]), reverse=True)[: self.TOP]
         top += sorted(rows, key=lambda r: r[1], reverse=True)[: self.TOP]
         for _, _, proc in top:
             try:
                 with proc.oneshot():
-                    keep.append(proc.name())
+                    self.sink.append(proc.name())
                     if proc.pid not in self.usernames:
                         self.usernames[proc.pid] = proc.username()
-                    keep.append(proc.cmdline())
+                    self.sink.append(proc.cmdline())
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 pass
+
+
+class NaivePsutilCycle(BarePsutilCycle):
+    """What a short psutil script would do instead: disk_partitions + disk_usage, and process_iter with cpu_percent."""
+
+    def run(self) -> None:
+        keep = self.sink
+        keep.clear()
+        keep.append(psutil.cpu_percent(percpu=True))
+        keep.append(os.getloadavg())
+        keep.append(psutil.virtual_memory())
+        keep.append(psutil.swap_memory())
+        for part in psutil.disk_partitions(all=False):
+            try:
+                keep.append(psutil.disk_usage(part.mountpoint))
+            except OSError:
+                pass
+        keep.append(psutil.disk_io_counters(perdisk=True))
+        keep.append(psutil.net_io_counters(pernic=True))
+        keep.append(psutil.net_if_stats())
+        keep.append(psutil.net_if_addrs())
+        if hasattr(psutil, "sensors_temperatures"):
+            keep.append(psutil.sensors_temperatures())
+        rows = []
+        for proc in psutil.process_iter():
+            try:
+                with proc.oneshot():
+                    rows.append((proc.cpu_percent(None), proc.memory_info().rss, proc))
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+        self.describe(rows)
 
 
 # ----------------------------------------------------------------- the bench
@@ -216,7 +286,8 @@ def main() -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="roost-bench-agent-"))
     hub_dir, agent_dir = tmp / "hub", tmp / "agent"
-    (tmp / "hub.toml").write_text('[agent]\nenabled = false\n\n[logging]\nlevel = "warning"\n')
+    # Loopback only (plain HTTP there); no local agent, so the only node is the one measured.
+    (tmp / "hub.toml").write_text(f'[hub]\nbind = "{HOST}"\n\n[agent]\nenabled = false\n\n[logging]\nlevel = "warning"\n')
     (tmp / "agent.toml").write_text(f'[agent]\ninterval = "{int(interval * 1000)}ms"\n\n[logging]\nlevel = "warning"\n')
     port = free_port()
     hub_url = f"http://{HOST}:{port}"
@@ -228,18 +299,20 @@ def main() -> int:
         print(f"# bench_agent on {platform.node()}: {psutil.cpu_count()} CPUs, Python {platform.python_version()}, psutil {psutil.__version__}, {len(psutil.pids())} processes", flush=True)
         with hub_log.open("wb") as log:
             hub = subprocess.Popen(
-                roost("hub", "--data-dir", str(hub_dir), "--port", str(port), "--config", str(tmp / "hub.toml")),
+                roost("hub", "--data-dir", str(hub_dir), "--bind", HOST, "--port", str(port), "--config", str(tmp / "hub.toml")),
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
             )
         procs = [("hub", hub, hub_log)]
         wait_for("the hub", lambda: http_json(hub_url + "/api/v1/health") is not None, 30, procs)
+        hub_args = ["--data-dir", str(hub_dir), "--config", str(tmp / "hub.toml")]
         made = subprocess.run(
-            roost("join-token", "create", "--data-dir", str(hub_dir), "--config", str(tmp / "hub.toml"), "--uses", "1"),
+            roost("join-token", "create", *hub_args, "--uses", "1"),
             capture_output=True, text=True, timeout=30, env=env, check=False,
         )
         if made.returncode != 0 or not made.stdout.strip():
             raise SystemExit(f"bench_agent: join-token create failed ({made.returncode}): {made.stderr}")
         token = made.stdout.strip().splitlines()[0]
+        reader = api_token(hub_args, env)
 
         # The idle-Python baseline runs while the agent starts; it takes 3 s either way.
         bare = subprocess.Popen([sys.executable, "-c", "import psutil, time; time.sleep(3)"], stdin=subprocess.DEVNULL)
@@ -257,20 +330,24 @@ def main() -> int:
         node_id = wait_for("enrolment", lambda: json.loads(state_file.read_text()).get("node_id"), 30, procs)
 
         def hub_last_seen() -> float | None:
-            return http_json(f"{hub_url}/api/v1/nodes/{node_id}")["node"].get("last_seen")
+            return http_json(f"{hub_url}/api/v1/nodes/{node_id}", reader)["node"].get("last_seen")
 
-        wait_for("the first report", hub_last_seen, 30, procs)
+        if reader:
+            wait_for("the first report", hub_last_seen, 30, procs)
+        else:
+            time.sleep(3 * interval)
         time.sleep(warmup * interval)
 
         # Measure: the agent over `cycles` intervals; the bare cycle in this process, once per interval, meanwhile.
-        baseline = BarePsutilCycle()
-        baseline.run()  # prime cpu_percent and the Process cache, as the collector's start() does
+        baseline, naive = BarePsutilCycle(), NaivePsutilCycle()
+        baseline.run()  # prime the Process cache and CPU counters, as the collector's start() does
+        naive.run()
         agent_pid = agent.pid
         wall0 = time.time()
         agent_cpu0 = cpu_seconds(agent_pid)
         busy0, me0 = machine_busy_seconds(), psutil.Process().cpu_times()
         t0 = time.monotonic()
-        bare_cpu = 0.0
+        bare_cpu = naive_cpu = 0.0
         bare_runs = 0
         rss_max = 0.0
         # Run half an interval out of phase, so the two cycles rarely compete for the same core.
@@ -280,7 +357,10 @@ def main() -> int:
             time.sleep(max(0.0, next_at - time.monotonic()))
             c0 = time.thread_time()
             baseline.run()
-            bare_cpu += time.thread_time() - c0
+            c1 = time.thread_time()
+            naive.run()
+            naive_cpu += time.thread_time() - c1
+            bare_cpu += c1 - c0
             bare_runs += 1
             rss_max = max(rss_max, memory(agent_pid)[0])
             next_at += interval
@@ -299,7 +379,8 @@ def main() -> int:
         seen = None
         try:
             hist = http_json(
-                f"{hub_url}/api/v1/nodes/{node_id}/metrics?series=linux_host.uptime_s&start={wall0:.3f}&end={wall1:.3f}&resolution=raw"
+                f"{hub_url}/api/v1/nodes/{node_id}/metrics?series=linux_host.uptime_s&start={wall0:.3f}&end={wall1:.3f}&resolution=raw",
+                reader,
             )
             series = hist.get("series", hist) if isinstance(hist, dict) else {}
             points = series.get("linux_host.uptime_s") if isinstance(series, dict) else None
@@ -317,6 +398,7 @@ def main() -> int:
         out("agent_cycle_cpu_ms", agent_ms)
         out("bare_psutil_cycle_cpu_ms", bare_ms)
         out("agent_cycle_cpu_ratio", agent_ms / bare_ms if bare_ms else float("nan"))
+        out("naive_psutil_cycle_cpu_ms", naive_cpu / bare_runs * 1000)
         out("agent_cpu_percent_at_interval", agent_cpu / elapsed * 100)
         out("agent_rss_mib", agent_rss)
         out("agent_rss_mib_max", max(rss_max, agent_rss))
