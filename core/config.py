@@ -77,6 +77,15 @@ def _ip_address(value: str) -> str:
     return value
 
 
+def _wol_address(value: Any) -> str:
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_address(value.strip() if isinstance(value, str) else value))
+    except ValueError:
+        raise vol.Invalid("must be an IP address, e.g. 255.255.255.255 or the LAN's broadcast address 192.168.1.255") from None
+
+
 def _network(value: str) -> str:
     import ipaddress
 
@@ -87,6 +96,17 @@ def _network(value: str) -> str:
     return value.strip()
 
 
+def _operator_key(value: Any) -> str:
+    from .signing import valid_operator_key
+
+    try:
+        return valid_operator_key(value)
+    except ValueError as err:
+        raise vol.Invalid(str(err)) from None
+
+
+# Base64 Ed25519 public keys from `roost operator keygen`: who may sign destructive operations.
+_OPERATOR_KEYS = vol.All([_operator_key], vol.Length(max=16, msg="at most 16 operator keys"))
 _PORT = vol.All(int, vol.Range(min=1, max=65535, msg="must be a port number between 1 and 65535"))
 _PATHS = [vol.All(str, vol.Length(min=1))]
 _LOGGING = vol.Schema(
@@ -105,6 +125,8 @@ _AGENT_TABLE = {
     # Announce this agent over zeroconf while it waits to be paired.
     vol.Optional("discovery", default=True): bool,
     vol.Optional("discovery_interfaces", default=list): [vol.All(str, _ip_address)],
+    # Operator public keys this host accepts signatures from, besides those learned at pairing.
+    vol.Optional("operator_keys", default=list): _OPERATOR_KEYS,
 }
 
 HUB_SCHEMA = vol.Schema(
@@ -122,6 +144,11 @@ HUB_SCHEMA = vol.Schema(
                 vol.Optional("discovery_interfaces", default=list): [vol.All(str, _ip_address)],
                 vol.Optional("pairing_max_pending", default=20): vol.All(int, vol.Range(min=1, max=1000)),
                 vol.Optional("pairing_ttl", default="15m"): duration(60, 86400),
+                # Pairing requests one client address may make: a burst of this many, then one per 60/N s.
+                vol.Optional("pairing_attempts_per_minute", default=12): vol.All(int, vol.Range(min=1, max=10_000)),
+                # Where the hub sends Wake-on-LAN packets itself (POST /api/v1/nodes/<id>/wake without "via").
+                vol.Optional("wol_broadcast", default="255.255.255.255"): _wol_address,
+                vol.Optional("wol_port", default=9): _PORT,
                 # "auto": HTTPS unless bound to loopback only.
                 vol.Optional("tls", default="auto"): vol.Any(bool, vol.All(str, vol.In(["auto"], msg="must be true, false or \"auto\""))),
                 vol.Optional("tls_cert"): vol.All(str, vol.Length(min=1)),
@@ -132,6 +159,10 @@ HUB_SCHEMA = vol.Schema(
                 vol.Optional("lan_only", default=True): bool,
                 vol.Optional("trusted_proxies", default=list): [vol.All(str, _network)],
                 vol.Optional("session_days", default=30): vol.All(vol.Coerce(float), vol.Range(min=1, max=365, msg="must be between 1 and 365 days")),
+                # Accept reports from script-only nodes on POST /api/v1/push/<domain> (bearer token per node).
+                vol.Optional("push", default=False): bool,
+                # Operator public keys handed to agents when they pair or enrol (and trusted by the hub's own agent).
+                vol.Optional("operator_keys", default=list): _OPERATOR_KEYS,
             }
         ),
         vol.Optional("store", default=dict): vol.Schema(
@@ -263,6 +294,7 @@ class AgentSettings:
     ceiling: Ceiling = field(default_factory=Ceiling)
     discovery: bool = True
     discovery_interfaces: list[str] = field(default_factory=list)
+    operator_keys: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -278,6 +310,9 @@ class HubConfig:
     discovery_interfaces: list[str] = field(default_factory=list)
     pairing_max_pending: int = 20
     pairing_ttl: float = 900.0
+    pairing_attempts_per_minute: int = 12
+    wol_broadcast: str = "255.255.255.255"
+    wol_port: int = 9
     tls: bool = True
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -286,6 +321,8 @@ class HubConfig:
     lan_only: bool = True
     trusted_proxies: list[str] = field(default_factory=list)
     session_days: float = 30.0
+    push: bool = False
+    operator_keys: list[str] = field(default_factory=list)
     store_path: Path = Path("roost.db")
     retention: Retention = field(default_factory=Retention)
     local_agent_enabled: bool = True
@@ -327,6 +364,7 @@ def _agent_settings(table: dict[str, Any]) -> AgentSettings:
         ceiling=Ceiling.from_dict(table["ceiling"]),
         discovery=discovery,
         discovery_interfaces=interfaces,
+        operator_keys=list(table["operator_keys"]),
     )
 
 
@@ -357,6 +395,8 @@ def load_hub_config(path: Path | None = None, *, overrides: dict[str, Any] | Non
         raise ConfigError(f"{source}: hub.tls_cert and hub.tls_key go together; set both or neither")
     if hub["require_client_cert"] and not tls:
         raise ConfigError(f"{source}: hub.require_client_cert needs hub.tls = true")
+    local_agent = _agent_settings(data["agent"])
+    local_agent.operator_keys += [k for k in hub["operator_keys"] if k not in local_agent.operator_keys]
     return HubConfig(
         data_dir=data_dir,
         bind=hub["bind"],
@@ -369,6 +409,9 @@ def load_hub_config(path: Path | None = None, *, overrides: dict[str, Any] | Non
         discovery_interfaces=interfaces,
         pairing_max_pending=hub["pairing_max_pending"],
         pairing_ttl=hub["pairing_ttl"],
+        pairing_attempts_per_minute=hub["pairing_attempts_per_minute"],
+        wol_broadcast=hub["wol_broadcast"],
+        wol_port=hub["wol_port"],
         tls=tls,
         tls_cert=_opt_path(hub.get("tls_cert")),
         tls_key=_opt_path(hub.get("tls_key")),
@@ -377,10 +420,12 @@ def load_hub_config(path: Path | None = None, *, overrides: dict[str, Any] | Non
         lan_only=hub["lan_only"],
         trusted_proxies=hub["trusted_proxies"],
         session_days=hub["session_days"],
+        push=hub["push"],
+        operator_keys=list(hub["operator_keys"]),
         store_path=store_path if store_path.is_absolute() else data_dir / store_path,
         retention=Retention(raw=store["retention_raw"], minute=store["retention_minute"], hour=store["retention_hour"]),
         local_agent_enabled=data["agent"]["enabled"],
-        local_agent=_agent_settings(data["agent"]),
+        local_agent=local_agent,
         integrations=data["integrations"],
         log_level=data["logging"]["level"],
     )

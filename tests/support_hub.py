@@ -21,7 +21,8 @@ def hub_config(tmp_path: Path, **hub: Any):
     return load_hub_config(
         None,
         overrides={
-            "hub": {"data_dir": str(tmp_path / "hub"), "discovery": False, **hub},
+            # Tests make many pairing requests from 127.0.0.1; the limit has its own test.
+            "hub": {"data_dir": str(tmp_path / "hub"), "discovery": False, "pairing_attempts_per_minute": 600, **hub},
             "agent": {"enabled": False},
         },
     )

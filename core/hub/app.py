@@ -135,11 +135,12 @@ class Hub:
         self.pairing = Pairing(self)
         self.jobs = JobEngine(self)
         self.local_grants: Any = None  # the in-process agent's grant setter
-        from .gateway import MESSAGE_BURST, MESSAGE_RATE, PAIRING_BURST, PAIRING_RATE
+        from .gateway import MESSAGE_BURST, MESSAGE_RATE
         from .security import RateLimiter
 
         self.agent_messages = RateLimiter(rate=MESSAGE_RATE, burst=MESSAGE_BURST, max_keys=100_000)
-        self.pairing_attempts = RateLimiter(rate=PAIRING_RATE, burst=PAIRING_BURST, max_failures=5, ban_seconds=300)
+        per_minute = config.pairing_attempts_per_minute
+        self.pairing_attempts = RateLimiter(rate=per_minute / 60.0, burst=max(1, per_minute // 2), max_failures=5, ban_seconds=300)
         # Set by the TLS setup: what agents pin and what pairing codes mix in.
         self.tls: HubTLS | None = None
         self.ca_fingerprint = ""
@@ -663,6 +664,7 @@ def create_app(config: HubConfig, *, store: Store | None = None, tls: HubTLS | N
 
     from . import api, audit, gateway, jobs_api, jointokens, pairing, push
     from . import auth, security
+    from . import wake
     from .local_agent import local_agent_ctx
 
     app = web.Application(client_max_size=1024 * 1024)
@@ -689,6 +691,7 @@ def create_app(config: HubConfig, *, store: Store | None = None, tls: HubTLS | N
     jobs_api.setup(app)
     audit.setup(app)
     push.setup(app)
+    wake.setup(app)
     try:
         from roost.frontend import setup as setup_frontend
     except ImportError:  # the dashboard is optional for API-only use

@@ -31,9 +31,6 @@ CLOSE_INTERNAL = 1011
 # Agent message flood limits, per node: generous enough for a backlog after an outage.
 MESSAGE_RATE = 1000.0
 MESSAGE_BURST = 20_000
-# Pairing attempts per client address before a temporary ban.
-PAIRING_RATE = 0.2
-PAIRING_BURST = 5
 
 
 def _public_key(value: Any) -> str:
@@ -88,6 +85,8 @@ async def enroll(request: web.Request) -> web.Response:
     cert = hub.client_cert_for(node.node_id, data.get("csr"))
     if cert:
         answer["client_cert"] = cert
+    if hub.config.operator_keys:
+        answer["operator_keys"] = list(hub.config.operator_keys)
     return web.json_response(answer)
 
 

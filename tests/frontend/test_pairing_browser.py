@@ -90,7 +90,8 @@ class TrustHub:
 def trust_hub(tmp_path_factory) -> Iterator[TrustHub]:
     tmp = tmp_path_factory.mktemp("trust-hub")
     config_file = tmp / "roost.toml"
-    config_file.write_text('[agent]\ninterval = "2s"\n', encoding="utf-8")
+    # Many pairing requests come from this one address in these tests.
+    config_file.write_text('[hub]\npairing_attempts_per_minute = 600\n[agent]\ninterval = "2s"\n', encoding="utf-8")
     data_dir = tmp / "data"
     config = load_hub_config(config_file, overrides={"hub": {"data_dir": str(data_dir)}})
     tokens = {role: in_thread(lambda name=name, role=role: asyncio.run(seed_user(config, name, role))) for role, name in USERS.items()}

@@ -186,7 +186,8 @@ async def test_pairing_requests_are_bounded_one_per_key(make_hub):
     assert len(await pending_list(client)) == 2
 
 
-async def test_pairing_attempts_from_one_address_are_rate_limited(client):
+async def test_pairing_attempts_from_one_address_are_rate_limited(make_hub):
+    client = await make_hub(pairing_attempts_per_minute=10)  # a burst of 5, then one every 6 s
     answers = [await Pairer(client).request() for _ in range(7)]
     assert all(a["type"] == "pair_pending" for a in answers[:5])
     assert answers[5]["code"] == "rate_limited" and "too many pairing requests" in answers[5]["message"]
