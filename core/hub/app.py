@@ -31,7 +31,6 @@ from roost.core.const import (
     STATE_LOADED,
     __version__,
 )
-from roost.core.identity import Identity
 from roost.core.jointoken import JOIN_TOKEN_PREFIX, JoinTokenError, split_join_token
 from roost.core.plugins import IntegrationManager
 from roost.core.store import JoinToken, NodeRecord, Report, Store

@@ -8,13 +8,14 @@ from typing import Any
 
 from ..config import Retention
 from .pairing import NodeGrants, PairingLimitError, PairingRequest, PairingStore
+from .push import PushStore, PushToken
 from .users import ApiTokenRecord, LastAdminError, SessionRecord, UserExistsError, UserRecord, UserStore
 from .audit import AuditFilter, AuditStore
 from .jobs import Job, JobFilter, JobStore, Schedule
 
-__all__ = ["Retention", "Store", "NodeRecord", "JoinToken", "Report", "NodeState", "NodeGrants", "PairingLimitError", "PairingRequest",
+__all__ = ["Retention", "Store", "PushToken", "NodeRecord", "JoinToken", "Report", "NodeState", "NodeGrants", "PairingLimitError", "PairingRequest",
            "UserRecord", "SessionRecord", "ApiTokenRecord", "UserExistsError", "LastAdminError",
-           "AuditFilter"]
+           "AuditFilter", "Job", "JobFilter", "JobStore", "Schedule"]
 
 RES_RAW = "raw"
 RES_MINUTE = "minute"
@@ -78,7 +79,7 @@ class NodeState:
     metrics: dict[str, float]
 
 
-class Store(PairingStore, UserStore, AuditStore, JobStore, abc.ABC):
+class Store(PairingStore, PushStore, UserStore, AuditStore, JobStore, abc.ABC):
     """Hub state. Implementations: roost.core.store.sqlite (default)."""
 
     @abc.abstractmethod
