@@ -171,6 +171,7 @@ class Executor:
                     target=params.get(spec.target) if spec.target else None,
                     operator_keys=self.rt.operator_keys(),
                     seen=self.rt.nonce_cache,
+                    schema=spec.schema,
                 )
             except EnvelopeError as err:
                 raise ActionRefused(f"destructive action needs a valid operator signature: {err}") from None

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from websockets.asyncio.client import connect
@@ -35,6 +35,7 @@ class Paired:
     hub_id: str
     grants: list[str]
     client_cert: str | None = None
+    operator_keys: list[str] = field(default_factory=list)
 
 
 async def find_hub(*, interfaces: list[str] | None, timeout: float = DISCOVERY_SECONDS) -> Found:
@@ -114,7 +115,7 @@ async def pair(
             elif kind == protocol.TYPE_PAIR_APPROVED:
                 if message["hub_id"] != challenge["hub_id"]:
                     raise PairingFailed("approval came from a different hub id")
-                return Paired(node_id=message["node_id"], hub_id=message["hub_id"], grants=message["grants"], client_cert=message.get("client_cert"))
+                return Paired(node_id=message["node_id"], hub_id=message["hub_id"], grants=message["grants"], client_cert=message.get("client_cert"), operator_keys=message["operator_keys"])
             elif kind == protocol.TYPE_PAIR_REJECTED:
                 raise PairingFailed(f"the hub refused to pair: {message['reason']}")
             else:

@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from roost.core import protocol
-from roost.core.audit import ACTION_AGENT_CONNECTED, ACTION_AGENT_REJECTED, ACTION_AGENT_STARTED, ACTION_AGENT_STOPPED, escape
+from roost.core.audit import ACTION_AGENT_CONNECTED, ACTION_AGENT_REJECTED, ACTION_AGENT_STARTED, ACTION_AGENT_STOPPED, OUTCOME_FAILED, OUTCOMES, escape
 from roost.core.capabilities import effective
 from roost.core.config import AgentSettings
 from roost.core.const import ROLE_AGENT, __version__
 from roost.core.identity import Identity
 from roost.core.plugins import IntegrationManager
+from roost.core.signing import NONCE_FILE, NonceCache
 
 from .audit import AUDIT_FILE, AgentAudit
 from .executor import Executor
@@ -85,7 +86,8 @@ class AgentRuntime:
         self.facts = base_facts()
         self.grants: list[str] = []
         self.executor = Executor(self, self.data_dir)
-        self.nonce_cache: Any = None
+        self.nonce_cache: NonceCache | None = None
+        self._audit_tasks: set[asyncio.Task[None]] = set()
         self.first_cycle = asyncio.Event()
         self.spooled = asyncio.Event()
         self.cycles = 0
@@ -93,6 +95,8 @@ class AgentRuntime:
     async def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         await self.spool.open()
+        # Nonces of signed operations already run: what stops a replay, across restarts.
+        self.nonce_cache = NonceCache(self.data_dir / NONCE_FILE)
         await self.executor.open()
         await self.note_event(ACTION_AGENT_STARTED, details={"version": __version__, "node_id": self.node_id})
         self.manager.load()
@@ -102,8 +106,12 @@ class AgentRuntime:
 
     async def stop(self) -> None:
         await self.executor.close()
+        if self.nonce_cache is not None:
+            self.nonce_cache.close()
+            self.nonce_cache = None
         await self.manager.shutdown_all()
         await self.spool.close()
+        await asyncio.gather(*self._audit_tasks, return_exceptions=True)
         await self.note_event(ACTION_AGENT_STOPPED)
         await self.audit.close()
 
@@ -127,6 +135,19 @@ class AgentRuntime:
             await self.audit_event(action, **entry)
         except Exception:
             pass  # logged at error level by audit_event
+
+    def audit_job(self, action: str, *, job_id: str, action_name: str, outcome: str, details: dict[str, Any]) -> None:
+        """Record a job's request, refusal or result in this host's log, in order, without holding the job up.
+
+        Job states other than ok / refused / failed are recorded as failed with the state in the details.
+        """
+        if outcome not in OUTCOMES:
+            details = {**details, "status": outcome}
+            outcome = OUTCOME_FAILED
+        entry = self.note_event(action, actor="hub", target=f"job:{job_id}", outcome=outcome, details={"action": action_name, **details})
+        task = asyncio.get_running_loop().create_task(entry)
+        self._audit_tasks.add(task)
+        task.add_done_callback(self._audit_tasks.discard)
 
     async def on_connected(self, hub_url: str) -> None:
         """The uplink authenticated to the hub."""

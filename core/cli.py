@@ -154,7 +154,20 @@ async def _enroll_with_token(rt: Any, config: Any, hub_url: str, token: str) -> 
         csr=new_client_request(config.data_dir),
     )
     save_client_cert(config.data_dir, answer.get("client_cert"))
-    return {"node_id": answer["node_id"], "hub_id": answer.get("hub_id", ""), "hub": hub_url, "ca_fingerprint": fp}
+    state = {"node_id": answer["node_id"], "hub_id": answer.get("hub_id", ""), "hub": hub_url, "ca_fingerprint": fp}
+    return _with_operator_keys(state, answer.get("operator_keys"))
+
+
+def _with_operator_keys(state: dict[str, Any], keys: Any) -> dict[str, Any]:
+    """Keep the operator keys the hub named at enrolment; later changes on the hub never reach this host's trust."""
+    from .identity import fingerprint
+    from .signing import accepted_operator_keys
+
+    accepted = accepted_operator_keys(keys)
+    if accepted:
+        state["operator_keys"] = accepted
+        print(f"Destructive operations here need a signature from operator key {', '.join(fingerprint(k) for k in accepted)}.", flush=True)
+    return state
 
 
 async def _pair(rt: Any, config: Any, hub_url: str) -> dict[str, Any]:
@@ -220,7 +233,8 @@ async def _pair(rt: Any, config: Any, hub_url: str) -> dict[str, Any]:
             await announcer.stop()
     save_client_cert(config.data_dir, paired.client_cert)
     print(f"Approved: this host is node {paired.node_id}.", flush=True)
-    return {"node_id": paired.node_id, "hub_id": paired.hub_id, "hub": hub_url, "ca_fingerprint": fp}
+    state = {"node_id": paired.node_id, "hub_id": paired.hub_id, "hub": hub_url, "ca_fingerprint": fp}
+    return _with_operator_keys(state, paired.operator_keys)
 
 
 def cmd_join_token(args: argparse.Namespace) -> int:
@@ -563,6 +577,97 @@ async def _nodes(config: Any, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_operator(args: argparse.Namespace) -> int:
+    """The operator key: made and kept on the operator's own machine, never on the hub."""
+    from .identity import fingerprint
+    from .signing import OperatorKeyError, default_operator_key_path, generate_operator_key, read_operator_public_key, save_operator_key
+
+    chosen = args.file if args.action == "pubkey" else args.out
+    path = Path(chosen).expanduser() if chosen else default_operator_key_path()
+    try:
+        if args.action == "pubkey":
+            print(read_operator_public_key(path))
+            return 0
+        if path.exists():
+            raise OperatorKeyError(f"{path} already exists; choose another --out, or move the old key away first")
+        passphrase = _operator_passphrase(args.passphrase_file, confirm=True)
+        public = save_operator_key(path, generate_operator_key(), passphrase)
+    except OperatorKeyError as err:
+        print(f"roost operator: {err}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(public)
+    print(
+        f"# operator key {fingerprint(public)} written to {path}, encrypted with your passphrase; keep both off the hub.\n"
+        "# Agents trust the public key above when it is in their config ([agent] operator_keys = [\"...\"])\n"
+        "# or in the hub's ([hub] operator_keys = [\"...\"]) when they pair or enrol.",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    """Sign one envelope from the dashboard (or the API) with the operator key: summary to stderr, signed JSON to stdout."""
+    from .identity import fingerprint
+    from .signing import (
+        EnvelopeError,
+        OperatorKeyError,
+        check_before_signing,
+        default_operator_key_path,
+        describe_envelope,
+        encode_envelope,
+        envelope_from_text,
+        load_operator_key,
+        public_key_of,
+        sign_envelope,
+    )
+
+    try:
+        text = sys.stdin.read() if args.file in (None, "-") else Path(args.file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        print(f"roost sign: cannot read {args.file}: {getattr(err, 'strerror', None) or err}", file=sys.stderr)
+        return EXIT_FAILURE
+    try:
+        envelope = check_before_signing(envelope_from_text(text.strip()))
+    except EnvelopeError as err:
+        print(f"roost sign: will not sign this: {err}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(describe_envelope(envelope), file=sys.stderr, flush=True)
+    try:
+        key = load_operator_key(Path(args.key).expanduser() if args.key else default_operator_key_path(), _operator_passphrase(args.passphrase_file, confirm=False))
+        signed = sign_envelope(envelope, key)
+    except (OperatorKeyError, EnvelopeError) as err:
+        print(f"roost sign: {err}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(encode_envelope(signed), flush=True)
+    print(
+        f"# signed with operator key {fingerprint(public_key_of(key))}. Paste the line above into the dashboard, "
+        "or send it as \"envelope\" to POST /api/v1/nodes/<node>/actions/<action>.",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _operator_passphrase(passphrase_file: str | None, *, confirm: bool) -> str:
+    """From --passphrase-file, else asked on the terminal (twice for a new key); never read from stdin, which may carry the envelope."""
+    import getpass
+
+    from .signing import OperatorKeyError, read_passphrase_file
+
+    if passphrase_file:
+        return read_passphrase_file(Path(passphrase_file))
+    try:
+        with open("/dev/tty"):
+            pass
+    except OSError:
+        raise OperatorKeyError("no terminal to ask for the passphrase on; pass --passphrase-file FILE") from None
+    if not confirm:
+        return getpass.getpass("Operator key passphrase (Ctrl-C to refuse): ")
+    first = getpass.getpass("Passphrase for the new operator key: ")
+    if getpass.getpass("The same passphrase again: ") != first:
+        raise OperatorKeyError("the two passphrases differ; nothing was written")
+    return first
+
+
 def _printable(text: str) -> str:
     """Names come from agents: never let one print control characters into a terminal."""
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
@@ -571,7 +676,7 @@ def _printable(text: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="roost", description="Roost: a local-first hub and node agent for homelabs.")
     parser.add_argument("--version", action="version", version=f"roost {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{hub,agent,join-token,users,api-token,audit}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{hub,agent,join-token,nodes,users,api-token,audit,operator,sign}")
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--config", type=Path, help="TOML config file (optional; defaults work without one)")
@@ -674,6 +779,21 @@ def build_parser() -> argparse.ArgumentParser:
     lst.add_argument("--limit", type=int, default=50, help="how many entries (default 50)")
     lst.add_argument("--action", dest="filter_action", metavar="PREFIX", help="only actions under this dotted prefix, e.g. pairing")
     audit.set_defaults(func=cmd_audit)
+
+    operator = sub.add_parser("operator", help="make the operator key that signs destructive operations (run on your own machine, not the hub)")
+    osub = operator.add_subparsers(dest="action", required=True)
+    keygen = osub.add_parser("keygen", help="make a passphrase-protected Ed25519 operator key and print its public key")
+    keygen.add_argument("--out", help="where to write it (default: $ROOST_OPERATOR_KEY or ~/.config/roost/operator-key.pem)")
+    keygen.add_argument("--passphrase-file", help="read the passphrase from the first line of this file instead of asking")
+    pubkey = osub.add_parser("pubkey", help="print the public key of an operator key file (no passphrase needed)")
+    pubkey.add_argument("file", nargs="?", help="the key file (default: $ROOST_OPERATOR_KEY or ~/.config/roost/operator-key.pem)")
+    operator.set_defaults(func=cmd_operator)
+
+    sign = sub.add_parser("sign", help="sign an operation envelope from the dashboard with the operator key")
+    sign.add_argument("file", nargs="?", help="the unsigned envelope JSON (default, or -: standard input)")
+    sign.add_argument("--key", help="the operator key file (default: $ROOST_OPERATOR_KEY or ~/.config/roost/operator-key.pem)")
+    sign.add_argument("--passphrase-file", help="read the passphrase from the first line of this file instead of asking")
+    sign.set_defaults(func=cmd_sign)
     return parser
 
 

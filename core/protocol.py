@@ -224,6 +224,8 @@ PAIR_APPROVED_SCHEMA = vol.Schema(
         vol.Required("hub_id"): str,
         vol.Optional("grants", default=list): _CAPABILITIES,
         vol.Optional("client_cert"): vol.All(str, vol.Length(max=8192)),
+        # Operator public keys that may sign destructive operations on this node (learned once, here).
+        vol.Optional("operator_keys", default=list): vol.All([_B64KEY], vol.Length(max=16)),
     },
     extra=vol.ALLOW_EXTRA,
 )

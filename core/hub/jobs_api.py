@@ -1,13 +1,15 @@
-"""The jobs API: a node's actions, running one, the jobs list and detail, cancel, schedules."""
+"""The jobs API: a node's actions, running one (with a signed envelope when destructive), the jobs list and detail, cancel, schedules."""
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 import voluptuous as vol
 from aiohttp import web
 
 from roost.core.integration import humanize_invalid
+from roost.core.signing import DEFAULT_TTL, MAX_TTL, MIN_TTL, EnvelopeError, check_shape, describe_envelope, encode_envelope, make_envelope, same_params
 from roost.core.store.jobs import JOB_ACTIVE, JOB_FINAL, JobFilter
 
 from .app import HUB_KEY
@@ -36,7 +38,13 @@ async def _json(request: web.Request, schema: vol.Schema) -> dict[str, Any]:
         raise web.HTTPBadRequest(text=json.dumps({"error": f"invalid request: {humanize_invalid(err)}"}), content_type="application/json") from None
 
 
-RUN_SCHEMA = vol.Schema({vol.Optional("params", default=dict): dict, vol.Optional("envelope"): vol.Any(None, dict)})
+RUN_SCHEMA = vol.Schema({vol.Optional("params"): dict, vol.Optional("envelope"): vol.Any(None, dict)})
+ENVELOPE_SCHEMA = vol.Schema(
+    {
+        vol.Optional("params", default=dict): dict,
+        vol.Optional("ttl", default=DEFAULT_TTL): vol.All(vol.Coerce(int), vol.Range(min=MIN_TTL, max=MAX_TTL, msg=f"must be between {MIN_TTL} and {MAX_TTL} seconds")),
+    }
+)
 SCHEDULE_SCHEMA = vol.Schema(
     {
         vol.Required("node_id"): vol.All(str, vol.Length(min=1, max=64)),
@@ -78,13 +86,78 @@ async def node_actions(request: web.Request) -> web.Response:
 async def run_action(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
     body = await _json(request, RUN_SCHEMA)
+    node_id, action = request.match_info["node_id"], request.match_info["action"]
+    envelope = body.get("envelope")
+    params = body.get("params")
+    described = hub.jobs.actions.get(node_id, {}).get(action) or {}
+    if described.get("destructive"):
+        # Only a courtesy: the agent checks the signature, and everything else again, whatever passes here.
+        if params is None and isinstance(envelope, dict) and isinstance(envelope.get("params"), dict):
+            params = envelope["params"]
+        why = _envelope_mismatch(envelope, node_id, action, params or {}, described.get("target"))
+        if why:
+            await hub.audit("job.refused", actor=actor_of(request), target=f"node:{node_id}", outcome="refused", details={"action": action, "why": why})
+            return _error(409, why)
     try:
-        job = await hub.jobs.create(
-            request.match_info["node_id"], request.match_info["action"], body["params"], actor=actor_of(request), envelope=body.get("envelope")
-        )
+        job = await hub.jobs.create(node_id, action, params or {}, actor=actor_of(request), envelope=envelope)
     except JobError as err:
         return _error(409, str(err))
     return web.json_response(job_view(job), status=201)
+
+
+def _envelope_mismatch(envelope: Any, node_id: str, action: str, params: dict[str, Any], target: str | None) -> str:
+    if not envelope:
+        return f"{action} is destructive: it needs an envelope signed with the operator key (ask for one at .../envelope, then `roost sign` it)"
+    try:
+        check_shape(envelope, signed=True)
+    except EnvelopeError as err:
+        return f"{action}: {err}"
+    if envelope["action"] != action or envelope["node_id"] != node_id:
+        return f"{action}: the signed envelope is for {envelope['action']} on node {envelope['node_id']}, not this action on this node"
+    if not same_params(envelope["params"], params):
+        return f"{action}: the parameters differ from the signed ones; send the envelope's params (or none), or sign again"
+    if target and str(envelope["target"]) != str(params.get(target)):
+        return f"{action}: the envelope is signed for target {envelope['target']!r}, not {params.get(target)!r}"
+    return ""
+
+
+@requires(ROLE_OPERATOR)
+async def action_envelope(request: web.Request) -> web.Response:
+    """The unsigned envelope for one run of a destructive action, and the `roost sign` command line that signs it."""
+    hub = request.app[HUB_KEY]
+    body = await _json(request, ENVELOPE_SCHEMA)
+    node_id, action = request.match_info["node_id"], request.match_info["action"]
+    node = await hub.find_node(node_id)
+    if node is None or node.revoked:
+        return _error(404, f"no active node with id {node_id!r}")
+    described = hub.jobs.actions.get(node_id, {}).get(action)
+    if described is None:
+        return _error(409, f"node {node.name} does not offer action {action!r} (is it online and is the integration loaded?)")
+    if not described.get("destructive"):
+        return _error(409, f"{action} is not destructive: it needs no signature, run it directly")
+    target_param = described.get("target")
+    params = body["params"]
+    if target_param and target_param not in params:
+        return _error(400, f"invalid request: params: {action} needs {target_param!r}, the target the signature binds")
+    target = params.get(target_param) if target_param else None
+    if isinstance(target, bool) or not isinstance(target, (str, int, type(None))):
+        return _error(400, f"invalid request: params: {target_param} must be a string or an integer to be signed as the target")
+    try:
+        envelope = make_envelope(action, params, node_id, target, body["ttl"])
+    except EnvelopeError as err:
+        return _error(400, f"invalid request: {err}")
+    text = encode_envelope(envelope)
+    await hub.audit("job.envelope_issued", actor=actor_of(request), target=f"node:{node_id}", details={"action": action, "nonce": envelope["nonce"], "expires_at": envelope["expires_at"]})
+    return web.json_response(
+        {
+            "envelope": envelope,
+            "envelope_text": text,
+            "summary": describe_envelope(envelope),
+            "command": f"printf '%s\\n' {shlex.quote(text)} | roost sign",
+            "expires_at": envelope["expires_at"],
+            "submit": f"/api/v1/nodes/{node_id}/actions/{action}",
+        }
+    )
 
 
 @requires(ROLE_VIEWER)
@@ -178,6 +251,7 @@ def setup(app: web.Application) -> None:
     r = app.router
     r.add_get("/api/v1/nodes/{node_id}/actions", node_actions)
     r.add_post("/api/v1/nodes/{node_id}/actions/{action}", run_action)
+    r.add_post("/api/v1/nodes/{node_id}/actions/{action}/envelope", action_envelope)
     r.add_get("/api/v1/jobs", list_jobs)
     r.add_get("/api/v1/jobs/{job_id}", get_job)
     r.add_post("/api/v1/jobs/{job_id}/cancel", cancel_job)

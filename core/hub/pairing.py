@@ -213,6 +213,8 @@ class Pairing:
         cert = self.hub.client_cert_for(node_id, csr)
         if cert:
             extra["client_cert"] = cert
+        if self.hub.config.operator_keys:
+            extra["operator_keys"] = list(self.hub.config.operator_keys)
         await conn.ws.send_str(protocol.encode(protocol.TYPE_PAIR_APPROVED, node_id=node_id, hub_id=self.hub.hub_id, grants=grants.grants, **extra))
         await conn.ws.close(code=CLOSE_NORMAL, message=b"paired; reconnect with hello")
 
