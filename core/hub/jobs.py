@@ -114,7 +114,8 @@ class JobEngine:
         if described.get("destructive") and not envelope:
             raise JobError(f"{action} is destructive: it needs an envelope signed with the operator key (roost sign)")
         now = time.time()
-        idempotent = bool(described.get("idempotent"))
+        # A signed envelope is single-use, so a destructive job is never retried.
+        idempotent = bool(described.get("idempotent")) and not described.get("destructive")
         job = Job(
             job_id=new_job_id(),
             node_id=node_id,
@@ -303,6 +304,8 @@ class JobEngine:
     async def add_schedule(self, node_id: str, action: str, params: dict[str, Any], cron: str, *, actor: str, note: str = "") -> Schedule:
         if await self.hub.find_node(node_id) is None:
             raise JobError(f"no node {node_id!r}")
+        if self.actions.get(node_id, {}).get(action, {}).get("destructive"):
+            raise JobError(f"{action} is destructive: each run needs a fresh operator signature, so it cannot be scheduled")
         now = time.time()
         schedule = Schedule(
             schedule_id="s" + secrets.token_hex(6),
