@@ -85,6 +85,8 @@ class AgentRuntime:
         )
         self.facts = base_facts()
         self.grants: list[str] = []
+        # A new key waiting to replace the current one (roost agent --rotate-key).
+        self.next_identity: Identity | None = None
         self.executor = Executor(self, self.data_dir)
         self.nonce_cache: NonceCache | None = None
         self._audit_tasks: set[asyncio.Task[None]] = set()
@@ -94,6 +96,8 @@ class AgentRuntime:
 
     async def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if (self.data_dir / (KEY_FILE + ".next")).exists():
+            self.prepare_key_rotation()  # a rotation that did not finish
         await self.spool.open()
         # Nonces of signed operations already run: what stops a replay, across restarts.
         self.nonce_cache = NonceCache(self.data_dir / NONCE_FILE)
@@ -210,6 +214,20 @@ class AgentRuntime:
         self.first_cycle.set()
         self.spooled.set()
         return seq
+
+    def prepare_key_rotation(self) -> None:
+        """Make the next key now (kept beside the current one until the hub accepts it)."""
+        path = self.data_dir / (KEY_FILE + ".next")
+        self.next_identity = Identity.load_or_create(path)
+
+    def key_rotated(self, public_key: str) -> None:
+        """The hub took the new key: it becomes this node's key, the old one is gone."""
+        if self.next_identity is None or self.next_identity.public_key != public_key:
+            _LOGGER.warning("hub confirmed a key rotation this agent did not ask for; ignored")
+            return
+        (self.data_dir / (KEY_FILE + ".next")).replace(self.data_dir / KEY_FILE)
+        self.identity, self.next_identity = self.next_identity, None
+        _LOGGER.info("node key rotated; the old key no longer works")
 
     @property
     def effective(self) -> list[str]:

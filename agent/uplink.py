@@ -121,6 +121,8 @@ class WebSocketUplink:
         self.backoff = backoff or Backoff()
         self.connected = asyncio.Event()
         self._failing = False
+        self.nonce = ""
+        self.hub_id = ""
 
     async def run(self, rt: AgentRuntime) -> None:
         await rt.first_cycle.wait()
@@ -130,6 +132,10 @@ class WebSocketUplink:
                 reason = "connection closed by the hub"
             except AuthRejected as err:
                 reason = f"hub rejected this node: {err}"
+                if rt.next_identity is not None:
+                    # The hub took the new key but the agent stopped before it knew: finish the rotation.
+                    _LOGGER.info("trying the new key from an unfinished rotation")
+                    rt.key_rotated(rt.next_identity.public_key)
                 await rt.on_rejected(self.hub_url, str(err))
             except protocol.ProtocolError as err:
                 reason = f"protocol error ({err.code}): {err}"
@@ -176,6 +182,8 @@ class WebSocketUplink:
             welcome = await self._receive(ws, {protocol.TYPE_WELCOME: protocol.WELCOME_SCHEMA, protocol.TYPE_ERROR: protocol.ERROR_SCHEMA})
             if welcome["node_id"] != rt.node_id:
                 raise protocol.ProtocolError(protocol.ERR_WRONG_NODE, "hub welcomed a different node id")
+            self.nonce = challenge["nonce"]
+            self.hub_id = challenge["hub_id"]
             acked = welcome["last_seq"] if welcome["epoch"] == rt.spool.epoch else 0
             if acked:
                 await rt.spool.delete_upto(acked)
@@ -213,7 +221,7 @@ class WebSocketUplink:
                 elif data["type"] in (protocol.TYPE_JOB, protocol.TYPE_JOB_CANCEL, protocol.TYPE_JOB_ACK):
                     await rt.executor.handle(data)
                 elif data["type"] == protocol.TYPE_KEY_ROTATED:
-                    _LOGGER.info("hub accepted this node's new key")
+                    rt.key_rotated(data["public_key"])
                 else:
                     _LOGGER.error("hub reported an error (%s): %s", data["code"], data["message"])
 
@@ -242,6 +250,11 @@ class WebSocketUplink:
         recv_task = asyncio.create_task(receiver())
         send_task = asyncio.create_task(sender())
         await rt.executor.connected(ws.send)
+        if rt.next_identity is not None:
+            # The new key proves itself over this authenticated connection.
+            new = rt.next_identity
+            signature = new.sign(protocol.rotate_payload(self.hub_id, rt.node_id, new.public_key, self.nonce))
+            await ws.send(protocol.encode(protocol.TYPE_ROTATE_KEY, new_public_key=new.public_key, signature=signature))
         try:
             done, _ = await asyncio.wait({recv_task, send_task}, return_when=asyncio.FIRST_COMPLETED)
             for task in done:

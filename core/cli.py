@@ -67,10 +67,10 @@ def cmd_hub(args: argparse.Namespace) -> int:
 def cmd_agent(args: argparse.Namespace) -> int:
     config = load_agent_config(args.config, overrides={"agent": {"data_dir": args.data_dir, "hub": args.hub, "name": args.name}})
     _setup_logging(config.log_level)
-    return asyncio.run(_run_agent(config, args.join))
+    return asyncio.run(_run_agent(config, args.join, rotate_key=args.rotate_key))
 
 
-async def _run_agent(config: Any, join: str | None) -> int:
+async def _run_agent(config: Any, join: str | None, *, rotate_key: bool = False) -> int:
     # Only agent modules: the agent process never loads the hub or the dashboard.
     from roost.agent.pairing import PairingFailed
     from roost.agent.runtime import AgentRuntime, load_state, save_state
@@ -121,6 +121,8 @@ async def _run_agent(config: Any, join: str | None) -> int:
             print(f"roost agent: {err}", file=sys.stderr)
             return EXIT_CONFIG
         rt.node_id = state["node_id"]
+        if rotate_key:
+            rt.prepare_key_rotation()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -693,6 +695,7 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--hub", help="the hub's URL, e.g. http://hub.lan:8765")
     agent.add_argument("--join", metavar="TOKEN", help="join token for the first start (from `roost join-token create` on the hub)")
     agent.add_argument("--name", help="display name for this node (default: its hostname)")
+    agent.add_argument("--rotate-key", action="store_true", help="replace this node's identity key with a new one at the next connection")
     agent.set_defaults(func=cmd_agent)
 
     tokens = sub.add_parser("join-token", help="create, list or revoke join tokens (run on the hub host)")

@@ -115,3 +115,38 @@ async def test_agent_with_a_revoked_key_keeps_spooling_and_says_why(tmp_path, ca
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_the_agent_rotates_its_key_over_its_connection(tmp_path):
+    port = free_port()
+    config = load_hub_config(None, overrides={"hub": {"data_dir": str(tmp_path / "hub")}, "agent": {"enabled": False}})
+    server = TestServer(create_app(config), host="127.0.0.1", port=port)
+    await server.start_server()
+    hub = server.app[HUB_KEY]
+    agent_dir = tmp_path / "agent"
+    make_ticker(agent_dir)
+    settings = AgentSettings(interval=0.1, heartbeat=1)
+    rt = AgentRuntime(data_dir=agent_dir, settings=settings, integrations_config={"linux_host": {"enabled": False}}, entry_points=False)
+    old_key = rt.identity.public_key
+    node = await hub.add_node(public_key=old_key, hostname="t", name="t", facts={})
+    rt.node_id = node.node_id
+    await rt.start()
+    rt.prepare_key_rotation()
+    new_key = rt.next_identity.public_key
+    stop = asyncio.Event()
+    task = asyncio.create_task(rt.run(WebSocketUplink(f"http://127.0.0.1:{port}", backoff=Backoff(0.05, 0.2)), stop))
+    try:
+        await wait_until(lambda: _true(hub.node(node.node_id).public_key == new_key and rt.next_identity is None))
+        assert rt.identity.public_key == new_key
+        assert not (agent_dir / "node_key.pem.next").exists()
+        from roost.core.identity import Identity
+
+        assert Identity.load(agent_dir / "node_key.pem").public_key == new_key  # survives a restart
+        assert (await hub.store.get_node(node.node_id)).public_key == new_key
+        before = hub.ingestor.persisted
+        await wait_until(lambda: _true(hub.ingestor.persisted > before + 2))  # still reporting with the new key
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+        await rt.stop()
+        await server.close()
