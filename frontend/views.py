@@ -42,10 +42,11 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/integrations", integrations_page, name="integrations")
     app.router.add_static(STATIC_PREFIX, STATIC_DIR, name="static", append_version=False)
     app.on_response_prepare.append(_cache_versioned_static)
-    from . import auth_views, pairing_views
+    from . import auth_views, jobs_views, pairing_views
 
     auth_views.setup(app)
     pairing_views.setup(app)
+    jobs_views.setup(app)
 
 
 async def _cache_versioned_static(request: web.Request, response: web.StreamResponse) -> None:
@@ -175,6 +176,7 @@ async def node_page(request: web.Request) -> web.Response:
             {"page": "not_found", "what": "node", "node_id": node_id},
             status=404,
         )
+    from .jobs_views import node_actions
     from .pairing_views import node_trust
 
     node = detail.get("node") or {}
@@ -204,6 +206,7 @@ async def node_page(request: web.Request) -> web.Response:
             "selected_range": selected_range,
             "page_data": page_data,
             **await node_trust(request, node),
+            **await node_actions(request, node),
         },
         fragments=NODE_FRAGMENTS,
     )

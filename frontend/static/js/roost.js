@@ -305,6 +305,8 @@
   var SILENCE_MS = 45000; // the hub pings every 15 s; three missed pings mean a dead stream
 
   var handlers = [];
+  var eventHandlers = {}; // other kinds of event (job, job_progress, …) -> handlers, see onEvent
+  var resyncHandlers = [];
   var source = null;
   var lastMessage = 0;
   var pollTimer = null;
@@ -323,6 +325,36 @@
 
   function onNode(fn) { handlers.push(fn); }
 
+  /* Call fn(data) for every event of this kind on the page's one stream (a browser allows few connections per hub). */
+  function onEvent(kind, fn) {
+    if (!eventHandlers[kind]) {
+      eventHandlers[kind] = [];
+      if (source) listenFor(source, kind);
+    }
+    eventHandlers[kind].push(fn);
+  }
+
+  function listenFor(es, kind) {
+    es.addEventListener(kind, function (event) {
+      if (source !== es) return;
+      lastMessage = Date.now();
+      var data;
+      try { data = JSON.parse(event.data); } catch (err) { return; }
+      eventHandlers[kind].forEach(function (fn) {
+        try { fn(data); } catch (err) { console.warn("roost: " + kind + " handler failed", err); }
+      });
+    });
+  }
+
+  /* Call fn() when events may have been missed: the stream (re)opened, or a poll while it is down. */
+  function onResync(fn) { resyncHandlers.push(fn); }
+
+  function resync() {
+    resyncHandlers.forEach(function (fn) {
+      try { fn(); } catch (err) { console.warn("roost: resync handler failed", err); }
+    });
+  }
+
   function emitNode(node) {
     if (!node || typeof node !== "object" || node.id === undefined) return;
     nodeElements(node.id).forEach(function (el) { applyNode(el, node); });
@@ -340,6 +372,7 @@
       })
       .then(function (body) {
         (body.nodes || []).forEach(emitNode);
+        resync();
         if (liveState !== "live") setLive("polling", "Polling");
       })
       .catch(function () {
@@ -370,6 +403,7 @@
     var es = new EventSource(EVENTS_URL);
     source = es;
     lastMessage = Date.now();
+    Object.keys(eventHandlers).forEach(function (kind) { listenFor(es, kind); });
     es.addEventListener("open", function () {
       backoff = 1000;
       lastMessage = Date.now();
@@ -457,6 +491,8 @@
   window.Roost = {
     format: format,
     onNode: onNode,
+    onEvent: onEvent,
+    onResync: onResync,
     applyNode: applyNode,
     refreshFragment: refreshFragment,
     refreshTimes: refreshTimes,
