@@ -267,23 +267,10 @@ def action_card(described: dict[str, Any], *, granted: set[str], effective: set[
     }
 
 
-def node_macs(node: dict[str, Any]) -> list[str]:
-    """The MAC addresses the hub knows for a node, from its reports."""
-    macs: list[str] = []
-    for source in (node.get("macs"), (node.get("facts") or {}).get("macs")):
-        values = source.values() if isinstance(source, dict) else source if isinstance(source, list) else []
-        for mac in values:
-            if isinstance(mac, str) and mac and mac not in macs and mac != "00:00:00:00:00:00":
-                macs.append(mac)
-    return macs
-
-
-async def _wake_view(hub: Any, node_id: str, node: dict[str, Any]) -> dict[str, Any]:
+async def _wake_view(hub: Any, node_id: str) -> dict[str, Any]:
     """The MACs a Wake button would wake and the connected nodes that could relay the packet, as the wake API sees them."""
-    try:
-        from roost.core.hub import wake
-    except ImportError:  # a hub built without Wake-on-LAN: show what the node reported
-        return {"macs": node_macs(node), "relays": []}
+    from roost.core.hub import wake
+
     relays = await wake.relays(hub, node_id)
     return {"macs": wake.wake_targets(await wake.node_macs(hub, node_id)), "relays": sorted(relays, key=lambda r: str(r["name"]).casefold())}
 
@@ -307,7 +294,7 @@ async def node_actions(request: web.Request, node: dict[str, Any]) -> dict[str, 
     described = engine.actions.get(node_id, {})
     cards = [action_card(d, granted=set(grants.grants), effective=effective) for _, d in sorted(described.items())]
     recent = [_job_row(j) for j in await store.list_jobs(JobFilter(node_id=node_id, limit=RECENT_JOBS_ON_NODE))]
-    wake = await _wake_view(hub, node_id, node)
+    wake = await _wake_view(hub, node_id)
     return {
         "actions_section": {
             "node_id": node_id,

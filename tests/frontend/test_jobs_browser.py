@@ -583,7 +583,6 @@ def report_and_fall_silent(hub: JobsHub) -> str:
 
 
 def test_a_node_that_goes_quiet_gets_a_wake_button_that_sends_the_magic_packet(open_tab, jobs_hub):
-    pytest.importorskip("roost.core.hub.wake")
     node_id = report_and_fall_silent(jobs_hub)
     tab = open_tab()
     tab.goto(f"/nodes/{node_id}")

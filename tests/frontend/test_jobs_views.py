@@ -267,7 +267,6 @@ async def test_a_quiet_node_has_a_wake_button_with_its_macs_and_relays(rig):
     assert '<span class="mono" data-testid="wake-macs">52:54:00:aa:bb:cc</span>' in html
     assert 'data-testid="wake-via"' not in html  # no node could relay
 
-    pytest.importorskip("roost.core.hub.wake")  # relays come from the wake API's own rules
     # A neighbour on the same LAN that may send magic packets.
     relay = await rig.hub.add_node(public_key=Identity.generate().public_key, hostname="pi.lan", name="pi <3", facts={}, grants=["network.wol.send"], ceiling={"mode": "execute"})
 
