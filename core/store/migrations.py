@@ -270,8 +270,26 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
-    # 5 is reserved for script-only push tokens; its owner replaces the empty step list.
-    Migration(5, "push tokens", ()),
+    Migration(
+        5,
+        "push tokens",
+        (
+            # One bearer token per script-only node (POST /api/v1/push/...); only the secret's hash is kept.
+            """
+            CREATE TABLE push_tokens (
+                token_id TEXT PRIMARY KEY,
+                node_id TEXT NOT NULL REFERENCES nodes (node_id) ON DELETE CASCADE,
+                secret_hash TEXT NOT NULL,
+                created_at REAL NOT NULL,
+                created_by TEXT NOT NULL DEFAULT '',
+                note TEXT NOT NULL DEFAULT '',
+                last_used REAL,
+                revoked INTEGER NOT NULL DEFAULT 0
+            ) WITHOUT ROWID
+            """,
+            "CREATE INDEX push_tokens_node ON push_tokens (node_id)",
+        ),
+    ),
     Migration(
         6,
         "jobs and schedules",

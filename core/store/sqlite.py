@@ -53,6 +53,7 @@ from . import (
 )
 from .sqlite_jobs import SQLiteJobStore
 from .sqlite_pairing import SQLitePairingStore
+from .sqlite_push import SQLitePushStore
 from .sqlite_users import SQLiteUserStore
 from .sqlite_audit import SQLiteAuditStore
 from .migrations import migrate, prepare_new_database
@@ -286,7 +287,7 @@ class _NodeBatch:
             self.interval = report.interval
 
 
-class SQLiteStore(SQLitePairingStore, SQLiteUserStore, SQLiteAuditStore, SQLiteJobStore, Store):
+class SQLiteStore(SQLitePairingStore, SQLitePushStore, SQLiteUserStore, SQLiteAuditStore, SQLiteJobStore, Store):
     """Hub state in one SQLite file.
 
     One connection per store; an asyncio lock keeps the transactions of
