@@ -10,8 +10,9 @@ from .views import setup as _setup_views
 def setup(app: Any) -> None:
     """Register every dashboard page and the static files on the hub's application."""
     _setup_views(app)
-    from . import proxmox_views
+    from . import containers_views, proxmox_views
 
+    containers_views.setup(app)
     proxmox_views.setup(app)
 
 

@@ -1,0 +1,243 @@
+"""The containers pages rendered against hub-shaped docker state: the table, grouping, the detail, missing values, escaping, 404s."""
+
+from __future__ import annotations
+
+import copy
+import re
+import time
+from html.parser import HTMLParser
+from typing import Any
+
+import pytest
+from aiohttp import web
+from roost import frontend
+from roost.core.hub.app import HUB_KEY
+
+NOW = time.time()
+EVIL = '<script>alert("x")</script><img src=x onerror=alert(1)>'
+
+
+def web_container(**over: Any) -> dict[str, Any]:
+    c = {
+        "id": "a1" * 32,
+        "short_id": ("a1" * 32)[:12],
+        "name": "web",
+        "image": "nginx:1.25",
+        "image_name": "nginx",
+        "image_tag": "1.25",
+        "image_id": "sha256:" + "b" * 64,
+        "state": "running",
+        "status": "Up 3 hours (healthy)",
+        "created": NOW - 86400,
+        "started_at": NOW - 10800,
+        "finished_at": None,
+        "restart_count": 2,
+        "restart_policy": "unless-stopped",
+        "exit_code": 0,
+        "oom_killed": False,
+        "health": "healthy",
+        "health_failing_streak": 0,
+        "health_last": {"at": NOW - 5, "exit_code": 0, "output": "ok"},
+        "healthcheck": {"test": ["CMD", "curl", "-f", "http://localhost"], "interval_s": 30.0},
+        "ports": [
+            {"host_ip": "0.0.0.0", "host_port": 8080, "container_port": 80, "protocol": "tcp"},
+            {"host_ip": "::", "host_port": 8080, "container_port": 80, "protocol": "tcp"},
+            {"host_ip": None, "host_port": None, "container_port": 443, "protocol": "tcp"},
+        ],
+        "networks": [{"name": "site_default", "ip": "172.18.0.2", "ipv6": None}],
+        "mounts": [
+            {"type": "volume", "name": "site_data", "source": "/var/lib/docker/volumes/site_data/_data", "destination": "/data", "rw": True},
+            {"type": "bind", "name": None, "source": "/etc/nginx", "destination": "/etc/nginx", "rw": False},
+        ],
+        "env": [{"key": "DB_PASSWORD", "value": "********", "masked": True}, {"key": "MODE", "value": "prod", "masked": False}],
+        "command": ["nginx", "-g", "daemon off;"],
+        "entrypoint": ["/docker-entrypoint.sh"],
+        "labels": {"com.docker.compose.project": "site", "com.docker.compose.service": "web"},
+        "compose_project": "site",
+        "compose_service": "web",
+        "mem_limit_bytes": 268435456,
+        "stats": {"cpu_percent": 12.5, "mem_used_bytes": 52428800, "mem_limit_bytes": 268435456, "mem_percent": 19.53, "pids": 5},
+    }
+    c.update(over)
+    return c
+
+
+def docker_state() -> dict[str, Any]:
+    return {
+        "engine": {"kind": "docker", "version": "24.0.7", "api_version": "1.43"},
+        "containers": [
+            web_container(),
+            web_container(id="c3" * 32, short_id="c3c3c3c3c3c3", name="db", image="postgres:16", image_name="postgres", image_tag="16",
+                          state="exited", status="Exited (1) 5 minutes ago", exit_code=1, health=None, stats=None, ports=[],
+                          compose_service="db", health_last=None, healthcheck=None, mem_limit_bytes=None),
+            # A container from a minimal source: most fields missing.
+            {"id": "d4" * 32, "name": "bare", "state": "paused"},
+        ],
+        "images": [],
+        "volumes": [],
+        "events": [{"type": "exited_unexpectedly", "container": "db", "id": "c3" * 32, "at": NOW - 300, "detail": "exit code 1"}],
+    }
+
+
+@pytest.fixture
+def fake_hub(samples):
+    detail = samples.node_detail()
+    detail["state"]["docker"] = docker_state()
+    detail["node"]["integrations"] = [
+        {"domain": "linux_host", "state": "loaded", "reason": ""},
+        {"domain": "docker", "state": "loaded", "reason": ""},
+    ]
+    other = copy.deepcopy(samples.SUMMARY) | {"id": "nnas", "name": "nas", "local": False}
+    other_detail = samples.node_detail(other, state={})
+    other_detail["node"]["integrations"] = [
+        {"domain": "docker", "state": "not_available", "reason": "docker: cannot reach /var/run/docker.sock (permission denied) — add the roost user to the docker group or set integrations.docker.url"}
+    ]
+    plain = copy.deepcopy(samples.SUMMARY) | {"id": "nplain", "name": "plain", "local": False}
+    plain_detail = samples.node_detail(plain)
+    plain_detail["node"]["integrations"] = [{"domain": "linux_host", "state": "loaded", "reason": ""}]
+    hub = samples.FakeHub(nodes=[samples.SUMMARY, other, plain])
+    hub.details = {samples.SUMMARY["id"]: detail, "nnas": other_detail, "nplain": plain_detail}
+    return hub
+
+
+@pytest.fixture
+async def client(aiohttp_client, fake_hub):
+    app = web.Application()
+    app[HUB_KEY] = fake_hub
+    frontend.setup(app)
+    return await aiohttp_client(app)
+
+
+async def fetch(client, path: str, status: int = 200) -> str:
+    resp = await client.get(path)
+    text = await resp.text()
+    assert resp.status == status, text[:500]
+    return text
+
+
+class Rows(HTMLParser):
+    """The data-* attributes of every container row, and every script tag."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[dict[str, str | None]] = []
+        self.scripts: list[dict[str, str | None]] = []
+        self.groups: list[str | None] = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "tr" and "ct-row" in (a.get("class") or ""):
+            self.rows.append(a)
+        if tag == "tbody" and "data-group" in a:
+            self.groups.append(a["data-group"])
+        if tag == "script":
+            self.scripts.append(a)
+
+
+def parse(html: str) -> Rows:
+    rows = Rows()
+    rows.feed(html)
+    return rows
+
+
+async def test_every_container_of_every_docker_host_is_one_row(client, samples):
+    html = await fetch(client, "/containers")
+    rows = parse(html).rows
+    assert [(r["data-name"], r["data-host"], r["data-state"]) for r in rows] == [("bare", "atlas", "paused"), ("db", "atlas", "exited"), ("web", "atlas", "running")]
+    web_row = rows[2]
+    assert web_row["data-image"] == "nginx:1.25" and web_row["data-project"] == "site" and web_row["data-health"] == "healthy"
+    assert web_row["data-cpu"] == "12.5" and web_row["data-mem"] == "52428800.0"
+    assert web_row["data-ports"] == "8080→80/tcp, 443/tcp"  # 0.0.0.0 and :: once
+    for text in ("13%", "50.0 MiB", "256 MiB", "site"):
+        assert text in html
+    assert f'href="/containers/{samples.SUMMARY["id"]}/web"' in html
+    # A host whose docker integration cannot run says why, in words.
+    assert "nas" in html and "permission denied" in html and "Not available" in html
+    # A node without the docker integration is not listed.
+    assert ">plain<" not in html
+    assert 'aria-current="page"' in html and 'href="/containers"' in html
+    assert "exited unexpectedly" in html and "exit code 1" in html
+
+
+async def test_missing_values_show_a_dash(client):
+    html = await fetch(client, "/containers")
+    bare = re.search(r'<tr class="ct-row"[^>]*data-name="bare".*?</tr>', html, re.S).group(0)
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", bare, re.S)
+    texts = [re.sub(r"<[^>]+>", "", c).strip() for c in cells]
+    assert texts == ["atlas", "—", "paused", "—", "—", "—", "—", "—"]
+
+
+async def test_grouping_by_compose_project(client):
+    html = await fetch(client, "/containers?group=project")
+    parsed = parse(html)
+    assert parsed.groups == ["site", ""]
+    assert "Not in a compose project" in html and "2 containers, 1 running" in html
+
+
+async def test_the_table_fragment_is_the_same_markup(client):
+    fragment = await fetch(client, "/containers?fragment=containers")
+    assert "<html" not in fragment and 'data-name="web"' in fragment
+    await fetch(client, "/containers?fragment=nope", status=404)
+
+
+async def test_the_container_page_shows_everything_masked_values_marked(client, samples):
+    node_id = samples.SUMMARY["id"]
+    html = await fetch(client, f"/containers/{node_id}/web")
+    for text in (
+        "nginx:1.25", "Up 3 hours (healthy)", "unless-stopped", "172.18.0.2", "site_default", "/etc/nginx", "read-only", "read-write",
+        "site_data", "DB_PASSWORD", "********", "masked", "daemon off;", "/docker-entrypoint.sh", "com.docker.compose.project",
+        "8080", "443", "50.0 MiB of 256 MiB", "healthy", "Logs", "docker.container.logs",
+    ):
+        assert text in html, text
+    assert 'data-action="docker.container.restart"' in html and 'data-action="docker.container.remove"' not in html
+    # The chart spec names the per-container series.
+    assert "docker.cpu_percent[web]" in html and "docker.mem_used_bytes[web]" in html
+    by_id = await fetch(client, f"/containers/{node_id}/{'a1' * 6}")
+    assert "nginx:1.25" in by_id
+    fragment = await fetch(client, f"/containers/{node_id}/web?fragment=detail")
+    assert "<html" not in fragment and 'class="ct-detail"' in fragment
+
+
+async def test_a_sparse_container_renders_with_dashes(client, samples):
+    html = await fetch(client, f"/containers/{samples.SUMMARY['id']}/bare")
+    assert "No ports." in html and "No mounts." in html and "Not reported" in html
+    assert html.count("—") > 15
+
+
+async def test_unknown_containers_and_nodes_are_404(client, samples):
+    html = await fetch(client, f"/containers/{samples.SUMMARY['id']}/ghost", status=404)
+    assert "no container named" in html
+    html = await fetch(client, "/containers/nope/web", status=404)
+    assert "no node with id" in html
+
+
+async def test_hub_data_is_escaped(client, fake_hub, samples):
+    state = fake_hub.details[samples.SUMMARY["id"]]["state"]["docker"]
+    state["containers"].append(web_container(name=EVIL, image=EVIL, image_name=EVIL, status=EVIL, labels={EVIL: EVIL}, compose_project=EVIL,
+                                             env=[{"key": EVIL, "value": EVIL, "masked": False}], command=[EVIL]))
+    state["events"].append({"type": EVIL, "container": EVIL, "at": NOW, "detail": EVIL})
+    for path in ("/containers", "/containers?group=project"):
+        html = await fetch(client, path)
+        assert EVIL not in html and "<script>alert" not in html
+    from urllib.parse import quote
+
+    html = await fetch(client, f"/containers/{samples.SUMMARY['id']}/{quote(EVIL, safe='')}")
+    assert EVIL not in html and "<script>alert" not in html and "&lt;script&gt;" in html
+
+
+async def test_no_inline_script_or_style(client, samples):
+    for path in ("/containers", f"/containers/{samples.SUMMARY['id']}/web"):
+        html = await fetch(client, path)
+        parsed = parse(html)
+        for script in parsed.scripts:
+            assert script.get("src") or script.get("type") == "application/json", script
+        assert "style=" not in html and not re.search(r"\son[a-z]+=", html)
+
+
+async def test_an_empty_hub_explains_how_containers_appear(aiohttp_client, samples):
+    app = web.Application()
+    app[HUB_KEY] = samples.FakeHub(nodes=[], details={})
+    frontend.setup(app)
+    client = await aiohttp_client(app)
+    html = await fetch(client, "/containers")
+    assert "No host reports Docker containers yet" in html and "roost-docker-push.sh" in html
