@@ -70,11 +70,13 @@ async def test_output_is_capped_and_counted(programs):
     assert not small["truncated"] and small["output"] == "x" * 10
 
 
-async def test_a_command_past_its_timeout_is_killed_with_everything_it_started(programs, tmp_path):
+async def test_a_command_past_its_timeout_is_killed_with_everything_it_started(tmp_path):
     pids = tmp_path / "pids"
-    ctx = ctx_for({"name": "forker", "argv": [programs["forker"], str(pids)], "timeout": 0.5})
+    # sh starts in a millisecond even on a busy machine: a background child, both pids written, then the parent sleeps.
+    script = 'sleep 60 & echo $$ $! > "$0"; exec sleep 60'
+    ctx = ctx_for({"name": "forker", "argv": ["/bin/sh", "-c", script, "{pids}"], "args": {"pids": {"type": "string", "pattern": "^/.*/pids$"}}, "timeout": 0.5})
     with pytest.raises(ActionError, match="did not finish within 0.5 s and was killed"):
-        await run_command(ctx, {"command": "forker"})
+        await run_command(ctx, {"command": "forker", "args": {"pids": str(pids)}})
     parent, child = map(int, pids.read_text().split())
     assert not alive(parent) and not alive(child)
 

@@ -88,14 +88,18 @@ mount --bind "$DIR" /run/log/journal
 "$JOURNALD" & JP=$!
 for i in $(seq 50); do [ -S /run/systemd/journal/socket ] && break; sleep 0.1; done
 "$PY" -c "$SENDER" "$RECORDS"
-sleep 0.3
+# Stop journald only once every record is written (a busy machine may take a while).
+for i in $(seq 100); do
+  [ "$(journalctl -q --no-pager -o json 2>/dev/null | grep -c OBJECT_SYSTEMD_UNIT)" -ge "$EXPECT" ] && break
+  sleep 0.1
+done
 kill -TERM $JP; wait $JP || true
 """
 
 
 @pytest.fixture
 def private_journal(tmp_path):
-    """Write records into a journal of our own with a real systemd-journald in a mount namespace; returns its directory."""
+    """Write records (each with OBJECT_SYSTEMD_UNIT) into a journal of our own with a real systemd-journald in a mount namespace; returns its directory."""
     need(os.geteuid() == 0 and JOURNALD is not None and shutil.which("unshare") is not None and shutil.which("journalctl") is not None,
          "root, unshare, systemd-journald and journalctl (for a private journal)")
     directory = tmp_path / "journal"
@@ -103,7 +107,7 @@ def private_journal(tmp_path):
 
     def write(records: list[dict[str, str | bytes]]) -> Path:
         encoded = [{k: base64.b64encode(v if isinstance(v, bytes) else v.encode()).decode() for k, v in r.items()} for r in records]
-        env = {**os.environ, "JOURNALD": JOURNALD, "PY": sys.executable, "SENDER": SENDER, "RECORDS": json.dumps(encoded), "DIR": str(directory)}
+        env = {**os.environ, "JOURNALD": JOURNALD, "PY": sys.executable, "SENDER": SENDER, "RECORDS": json.dumps(encoded), "DIR": str(directory), "EXPECT": str(len(records))}
         subprocess.run(["unshare", "-m", "sh", "-c", SCRIPT], env=env, check=True, timeout=30, capture_output=True)
         return directory
 
