@@ -56,6 +56,13 @@ def cmd_hub(args: argparse.Namespace) -> int:
     print(f"Roost hub {__version__} on {scheme}://{host}:{config.port} (data in {config.data_dir})", flush=True)
     if config.tls:
         print(f"CA fingerprint {short_fingerprint(tls.ca_fingerprint)}; trust {tls.ca_path} in your browser to avoid warnings", flush=True)
+    # Thousands of parsed reports can be in flight: full collections of a heap
+    # that size stall the event loop. Freeze what start-up made and collect less often.
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
     try:
         web.run_app(app, host=config.bind, port=config.port, ssl_context=ssl_context, access_log=None, shutdown_timeout=5, print=None)
     except OSError as err:

@@ -11,7 +11,8 @@ from roost.core.store import Report, Store
 _LOGGER = logging.getLogger(__name__)
 
 MAX_BATCH = 2000
-QUEUE_SIZE = 20_000
+# Reports waiting for the store; each holds ~40 KiB while queued, so keep it near two batches.
+QUEUE_SIZE = 4_000
 
 
 class IngestError(Exception):
