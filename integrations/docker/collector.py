@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import logging
 import threading
 import time
@@ -31,9 +32,11 @@ from .const import (
     LABEL_COMPOSE_PROJECT,
     LABEL_COMPOSE_SERVICE,
     LABEL_PODMAN_COMPOSE_PROJECT,
+    MAX_SERIES_CONTAINERS,
     MIN_STATS_WINDOW_SECONDS,
     ONE_SHOT_API_VERSION,
     STAT_METRICS,
+    STATE_BUDGET_BYTES,
     STATUS_ERROR_MAX_CHARS,
 )
 from .engine import Endpoint, EngineUnreachable, api_tuple, connect, engine_kind, find_endpoint, unreachable
@@ -464,7 +467,8 @@ class Collector:
         if disk is not None:
             state["disk_usage"] = disk
         self._last_snapshot_at = now
-        return {"state": state, "metrics": self._metrics(state)}
+        metrics = self._metrics(state)
+        return {"state": fit_budget(state), "metrics": metrics}
 
     # ----------------------------------------------------------------- stats
 
@@ -668,7 +672,9 @@ def container_metrics(containers: list[Mapping[str, Any]]) -> dict[str, float]:
         "containers_stopped": sum(1 for c in containers if c["state"] in ("created", "exited", "dead")),
         "containers_unhealthy": sum(1 for c in containers if c.get("health") == "unhealthy"),
     }
-    for c in containers:
+    # Running containers first, then by name, so a huge host keeps the series that matter.
+    ranked = sorted(containers, key=lambda c: (c["state"] != "running", str(c["name"]).casefold()))
+    for c in ranked[:MAX_SERIES_CONTAINERS]:
         name = c["name"]
         if isinstance(c.get("restart_count"), int):
             metrics[f"restart_count[{name}]"] = c["restart_count"]
@@ -676,6 +682,39 @@ def container_metrics(containers: list[Mapping[str, Any]]) -> dict[str, float]:
             if key in STAT_METRICS:
                 metrics[f"{key}[{name}]"] = value
     return metrics
+
+
+# What goes first when the state is over its budget: lists that can be long, then per-container details.
+_TRIM_LISTS = ("images", "volumes")
+_TRIM_CONTAINER_KEYS = ("labels", "env", "health_last", "healthcheck", "mounts", "command", "entrypoint", "networks")
+_TRIM_LIST_KEEP = 100
+
+
+def _size(value: Any) -> int:
+    return len(json.dumps(value, separators=(",", ":")))
+
+
+def fit_budget(state: dict[str, Any], budget: int = STATE_BUDGET_BYTES) -> dict[str, Any]:
+    """Leave the bulkiest details out until the state fits the budget, and say what was left out."""
+    size = _size(state)
+    if size <= budget:
+        return state
+    left_out: list[str] = []
+    for key in _TRIM_LISTS:
+        if len(state.get(key) or ()) > _TRIM_LIST_KEEP:
+            state[key] = sorted(state[key], key=lambda item: -(item.get("size_bytes") or 0))[:_TRIM_LIST_KEEP]
+            left_out.append(f"{key} beyond the largest {_TRIM_LIST_KEEP}")
+            if _size(state) <= budget:
+                break
+    for key in _TRIM_CONTAINER_KEYS:
+        if _size(state) <= budget:
+            break
+        for container in state.get("containers") or ():
+            container.pop(key, None)
+        left_out.append(f"containers' {key}")
+    state["trimmed"] = {"bytes": size, "budget": budget, "left_out": left_out}
+    _LOGGER.warning("docker: the state is %d bytes, over its %d-byte budget; left out %s", size, budget, ", ".join(left_out))
+    return state
 
 
 def _status(err: BaseException) -> int | None:

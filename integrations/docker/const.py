@@ -40,6 +40,11 @@ MIN_STATS_WINDOW_SECONDS: Final = 0.5
 # The first API version whose stats have `one-shot` (no 1 s wait for a second sample).
 ONE_SHOT_API_VERSION: Final = (1, 41)
 HEALTH_OUTPUT_MAX_CHARS: Final = 300
+# A report must stay under the wire limit (1 MiB) with every other integration's share in it: past this
+# budget the bulkiest details are left out (and the state says so) rather than the report being refused.
+STATE_BUDGET_BYTES: Final = 512 * 1024
+# The protocol allows 5000 metrics per report: per-container series for this many containers at most.
+MAX_SERIES_CONTAINERS: Final = 400
 STATUS_ERROR_MAX_CHARS: Final = 300
 
 # Events computed on the agent by comparing snapshots, for alerting.

@@ -345,3 +345,24 @@ def test_pure_helpers():
         {"host_ip": "0.0.0.0", "host_port": 8080, "container_port": 80, "protocol": "tcp"},
         {"host_ip": "::", "host_port": 8080, "container_port": 80, "protocol": "tcp"},
     ]
+
+
+def test_a_huge_host_stays_within_the_report_budget():
+    from roost.integrations.docker.collector import container_metrics, fit_budget
+
+    containers = [
+        {"id": f"{i:064x}", "name": f"c{i}", "state": "running" if i % 2 else "exited", "restart_count": 0,
+         "env": [{"key": f"K{j}", "value": "v" * 100, "masked": False} for j in range(20)],
+         "labels": {f"l{j}": "x" * 100 for j in range(20)}, "stats": {"cpu_percent": 1.0, "mem_used_bytes": 1}}
+        for i in range(1000)
+    ]
+    state = fit_budget({"containers": containers, "images": [{"id": str(i), "size_bytes": i} for i in range(500)], "volumes": []}, budget=200_000)
+    assert len(json.dumps(state)) <= 200_000 + 200
+    assert len(state["containers"]) == 1000 and "env" not in state["containers"][0] and "labels" not in state["containers"][0]
+    assert state["trimmed"]["left_out"][:3] == ["images beyond the largest 100", "containers' labels", "containers' env"]
+    assert [i["size_bytes"] for i in state["images"][:2]] == [499, 498]
+    metrics = container_metrics(containers)
+    assert len(metrics) <= 6 + 400 * 3
+    assert "cpu_percent[c1]" in metrics and "restart_count[c0]" not in metrics  # running ones first
+    small = {"containers": containers[:2], "images": [], "volumes": []}
+    assert "trimmed" not in fit_budget(small)
