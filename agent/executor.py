@@ -23,6 +23,7 @@ _LOGGER = logging.getLogger(__name__)
 
 JOBS_FILE = "jobs.db"
 MAX_OUTPUT = 256 * 1024
+MAX_RESULT = 256 * 1024  # with output, well under the protocol's 1 MiB message limit
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     job_id TEXT NOT NULL,
@@ -213,8 +214,12 @@ class Executor:
             text = ""
             if isinstance(result, dict) and isinstance(result.get("output"), str):
                 text = result["output"]
-            json.dumps(result)
-            outcome = {"status": "succeeded", "result": result, "output": _cap(text)}
+            encoded = json.dumps(result)
+            if len(encoded) > MAX_RESULT:
+                # Larger than a message may be: the hub would close the socket and this result would be resent forever.
+                outcome = {"status": "succeeded", "result": {"truncated": True, "bytes": len(encoded)}, "output": _cap(text), "error": f"result of {len(encoded)} bytes was too large to send; output kept"}
+            else:
+                outcome = {"status": "succeeded", "result": result, "output": _cap(text)}
         except asyncio.TimeoutError:
             outcome = {"status": "timed_out", "error": f"{spec.name} did not finish within {timeout:g} s"}
         except asyncio.CancelledError:

@@ -56,6 +56,30 @@ def save_state(data_dir: Path, state: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
+# A report must fit in one protocol message (1 MiB) with room for the envelope.
+MAX_REPORT_BYTES = 900 * 1024
+
+
+def _fit(body: dict[str, Any]) -> None:
+    """Leave out the largest integration states until the report fits one message.
+
+    An oversized report would be refused by the hub and resent forever; this
+    keeps every other integration's data flowing and says what was left out.
+    """
+    size = len(json.dumps(body, separators=(",", ":")))
+    if size <= MAX_REPORT_BYTES:
+        return
+    sizes = sorted(((len(json.dumps(v, separators=(",", ":"))), k) for k, v in body["data"].items()), reverse=True)
+    for domain_size, domain in sizes:
+        body["data"][domain] = {"error": f"state of {domain_size} bytes left out: the report must fit in 1 MiB"}
+        _LOGGER.warning("integration %s: state of %d bytes left out of this report (too large)", domain, domain_size)
+        size = len(json.dumps(body, separators=(",", ":")))
+        if size <= MAX_REPORT_BYTES:
+            return
+    body["metrics"] = {}
+    _LOGGER.warning("metrics left out of this report: it would not fit in 1 MiB")
+
+
 class AgentRuntime:
     """One node's agent: identity, integrations, spool and collection loop."""
 
@@ -209,6 +233,7 @@ class AgentRuntime:
             "data": out["data"],
             "metrics": out["metrics"],
         }
+        _fit(body)
         seq = await self.spool.append(collected_at, body)
         self.cycles += 1
         self.first_cycle.set()

@@ -198,9 +198,14 @@ class Hub:
         if seen is None:
             return NODE_NEW
         age = (now or time.time()) - seen
-        if age < self.config.stale_after:
+        # A node that reports rarely (a cron push every minute) is not stale between reports.
+        node = self._nodes.get(node_id)
+        interval = (node.interval or 0.0) if node is not None else 0.0
+        stale_after = max(self.config.stale_after, 3 * interval)
+        offline_after = max(self.config.offline_after, stale_after + 3 * interval)
+        if age < stale_after:
             return NODE_ONLINE
-        if age < self.config.offline_after:
+        if age < offline_after:
             return NODE_STALE
         return NODE_OFFLINE
 

@@ -330,9 +330,13 @@ def valid_cron(expression: str) -> bool:
 
 
 def next_run(expression: str, after: float) -> float:
+    """The next time the cron expression fires after ``after``, read in the hub's local time zone."""
+    from datetime import datetime
+
     from croniter import croniter
 
-    return float(croniter(expression, after).get_next(float))
+    start = datetime.fromtimestamp(after).astimezone()
+    return croniter(expression, start).get_next(datetime).timestamp()
 
 
 def job_view(job: Job, *, with_output: bool = True) -> dict[str, Any]:

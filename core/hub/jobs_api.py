@@ -214,7 +214,18 @@ async def add_schedule(request: web.Request) -> web.Response:
 async def patch_schedule(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
     body = await _json(request, PATCH_SCHEDULE)
-    schedule = await hub.store.update_schedule(request.match_info["schedule_id"], enabled=body["enabled"])
+    current = await hub.store.get_schedule(request.match_info["schedule_id"])
+    if current is None:
+        return _error(404, "no such schedule")
+    changes: dict[str, Any] = {"enabled": body["enabled"]}
+    if body["enabled"] and not current.enabled:
+        # A schedule resumed after its time passed waits for its next time; it does not fire at once.
+        import time
+
+        from .jobs import next_run
+
+        changes["next_run"] = next_run(current.cron, time.time())
+    schedule = await hub.store.update_schedule(current.schedule_id, **changes)
     if schedule is None:
         return _error(404, "no such schedule")
     await hub.audit("schedule.changed", actor=actor_of(request), target=f"node:{schedule.node_id}", details={"schedule": schedule.schedule_id, "enabled": body["enabled"]})

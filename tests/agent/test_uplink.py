@@ -150,3 +150,14 @@ async def test_the_agent_rotates_its_key_over_its_connection(tmp_path):
         await asyncio.wait_for(task, 5)
         await rt.stop()
         await server.close()
+
+
+def test_an_oversized_report_keeps_the_rest_and_says_what_was_left_out():
+    from roost.agent.runtime import MAX_REPORT_BYTES, _fit
+
+    body = {"collected_at": 1.0, "data": {"huge": {"blob": "x" * (2 * MAX_REPORT_BYTES)}, "small": {"ok": 1}}, "metrics": {"small.ok": 1.0}}
+    _fit(body)
+    assert "left out" in body["data"]["huge"]["error"] and body["data"]["small"] == {"ok": 1} and body["metrics"] == {"small.ok": 1.0}
+    import json
+
+    assert len(json.dumps(body)) <= MAX_REPORT_BYTES

@@ -251,7 +251,7 @@ async def test_liveness_goes_stale_then_offline_and_heartbeats_count(make_hub, a
 
     assert await status() == "new"
     await agent.connect()
-    await agent.send(agent.report())
+    await agent.send(agent.report(interval=0.2))
     await agent.expect("ack")
     assert await status() == "online"
     await asyncio.sleep(1.2)
@@ -263,3 +263,16 @@ async def test_liveness_goes_stale_then_offline_and_heartbeats_count(make_hub, a
     assert await status() == "offline"
     nodes = (await (await client.get("/api/v1/nodes")).json())["nodes"]
     assert [n["status"] for n in nodes if n["id"] == agent.node_id] == ["offline"]
+
+
+async def test_a_node_that_reports_rarely_is_judged_by_its_own_interval(client, fake_agent):
+    hub = client.app[HUB_KEY]
+    agent = fake_agent()
+    await agent.enroll()
+    await agent.connect()
+    await agent.send(agent.report(interval=60))  # e.g. a cron push once a minute
+    await agent.expect("ack")
+    seen = hub._last_seen[agent.node_id]
+    assert hub.node_status(agent.node_id, seen + 90) == "online"  # default stale_after is 30 s, but 3 intervals is 180 s
+    assert hub.node_status(agent.node_id, seen + 200) == "stale"
+    assert hub.node_status(agent.node_id, seen + 400) == "offline"
