@@ -8,14 +8,12 @@ concurrency, schedules, and enforcement on the agent whatever the hub says.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from pathlib import Path
 
 import pytest
-from aiohttp.test_utils import TestServer
-from support import free_port, until
-from support_hub import hub_config
+from support import until
+from support_jobs import HubAgentRig, IntegrationSource, agent_ready, job_finished, truthy
 
 from roost.agent.runtime import AgentRuntime
 from roost.agent.uplink import Backoff, WebSocketUplink
@@ -23,9 +21,9 @@ from roost.core import protocol
 from roost.core.capabilities import Ceiling
 from roost.core.config import AgentSettings
 from roost.core.hub import jobs as jobs_module
-from roost.core.hub.app import HUB_KEY, create_app
+from roost.core.hub.app import HUB_KEY
 
-JOBBER = '''
+JOBBER_SOURCE = '''
 import asyncio, time
 from pathlib import Path
 import voluptuous as vol
@@ -88,85 +86,14 @@ def roost_actions(ctx):
 
 CONFIG_SCHEMA = vol.Schema({vol.Required("counter_dir"): str})
 '''
+JOBBER = IntegrationSource("jobber", "Jobber", JOBBER_SOURCE)
 
 
-def make_jobber(root: Path) -> None:
-    folder = root / "custom_integrations" / "jobber"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "manifest.json").write_text(json.dumps({"domain": "jobber", "name": "Jobber", "version": "1.0", "roles": ["agent"]}))
-    (folder / "__init__.py").write_text(JOBBER)
-
-
-class Rig:
-    """A hub on a fixed port (so it can be restarted) and one agent connected to it."""
+class Rig(HubAgentRig):
+    """A hub on a fixed port (so it can be restarted) and one agent connected to it, with the jobber integration."""
 
     def __init__(self, tmp: Path, ceiling: Ceiling | None = None) -> None:
-        self.tmp = tmp
-        self.port = free_port()
-        self.config = hub_config(tmp)
-        self.counters = tmp / "counters"
-        self.counters.mkdir()
-        self.agent_dir = tmp / "agent"
-        make_jobber(self.agent_dir)
-        self.ceiling = ceiling or Ceiling(mode="execute")
-        self.server: TestServer | None = None
-        self.rt: AgentRuntime | None = None
-        self.stop = asyncio.Event()
-        self.task: asyncio.Task | None = None
-
-    @property
-    def hub(self):
-        return self.server.app[HUB_KEY]
-
-    async def start_hub(self) -> None:
-        self.server = TestServer(create_app(self.config), host="127.0.0.1", port=self.port)
-        await self.server.start_server()
-
-    async def start_agent(self, node_id: str | None = None) -> None:
-        self.rt = AgentRuntime(
-            data_dir=self.agent_dir,
-            settings=AgentSettings(interval=0.5, heartbeat=1, ceiling=self.ceiling),
-            integrations_config={"linux_host": {"enabled": False}, "jobber": {"counter_dir": str(self.counters)}},
-            entry_points=False,
-        )
-        if node_id is None:
-            node = await self.hub.add_node(public_key=self.rt.identity.public_key, hostname="box", name="box", facts={}, grants=["test.read", "test.manage"])
-            node_id = node.node_id
-        self.rt.node_id = node_id
-        await self.rt.start()
-        self.stop = asyncio.Event()
-        self.task = asyncio.create_task(self.rt.run(WebSocketUplink(f"http://127.0.0.1:{self.port}", backoff=Backoff(0.05, 0.2)), self.stop))
-        await until(lambda: _ready(self.hub, node_id), what="the agent's actions on the hub")
-
-    async def stop_agent(self) -> None:
-        self.stop.set()
-        await asyncio.wait_for(self.task, 10)
-        await self.rt.stop()
-
-    async def job(self, job_id: str):
-        return await self.hub.store.get_job(job_id)
-
-    async def final(self, job_id: str, timeout: float = 15.0):
-        return await until(lambda: _final(self.hub, job_id), timeout, f"job {job_id} to finish")
-
-    def runs(self, name: str) -> int:
-        path = self.counters / name
-        return int(path.read_text()) if path.exists() else 0
-
-    async def close(self) -> None:
-        if self.task is not None and not self.task.done():
-            await self.stop_agent()
-        if self.server is not None:
-            await self.server.close()
-
-
-async def _ready(hub, node_id):
-    return node_id in hub.jobs.channels and hub.jobs.actions.get(node_id)
-
-
-async def _final(hub, job_id):
-    job = await hub.store.get_job(job_id)
-    return job if job is not None and job.state in ("succeeded", "failed", "timed_out", "cancelled", "refused") else None
+        super().__init__(tmp, JOBBER, grants=["test.read", "test.manage"], ceiling=ceiling)
 
 
 @pytest.fixture
@@ -210,7 +137,7 @@ async def test_the_agent_enforces_grant_ceiling_and_schema_whatever_the_hub_says
             done = await rig.final(job.job_id)
             assert done.state == "refused" and why in done.error, (action, done.error)
         await hub.set_grants(node_id, ["test.read"], actor="user:test")
-        await until(lambda: _true(rig.rt.grants == ["test.read"]))
+        await until(lambda: truthy(rig.rt.grants == ["test.read"]))
         job = await _raw_job(hub, node_id, "jobber.count", {"name": "y"})
         await send(protocol.encode("job", job_id=job.job_id, attempt=1, action="jobber.count", params={"name": "y"}, timeout=5))
         assert "not granted" in (await rig.final(job.job_id)).error
@@ -226,10 +153,6 @@ async def _raw_job(hub, node_id, action, params):
     job = Job(job_id=jobs_module.new_job_id(), node_id=node_id, action=action, params=params, state="dispatched", created_by="test", created_at=now, timeout=5, next_attempt_at=now + 3600)
     await hub.store.add_job(job)
     return job
-
-
-async def _true(value):
-    return value
 
 
 async def test_the_same_job_delivered_twice_runs_once(rig):
@@ -274,7 +197,7 @@ async def _state(hub, job_id, state):
 async def test_a_queued_job_waits_for_its_node_and_can_be_cancelled(rig):
     hub, node_id = rig.hub, rig.rt.node_id
     await rig.stop_agent()
-    await until(lambda: _true(node_id not in hub.jobs.channels))
+    await until(lambda: truthy(node_id not in hub.jobs.channels))
     job = await hub.jobs.create(node_id, "jobber.count", {"name": "never"}, actor="user:test")
     await asyncio.sleep(0.6)
     assert (await rig.job(job.job_id)).state == "queued"  # nothing to send it to: it waits
@@ -302,7 +225,7 @@ async def test_agent_disconnected_mid_job_delivers_the_result_once_back(rig):
     job = await hub.jobs.create(rig.rt.node_id, "jobber.slow", {"name": "away", "steps": 10, "pause": 0.1}, actor="user:test")
     await until(lambda: _state(hub, job.job_id, "running"))
     await rig.server.close()  # the hub goes away while the job runs
-    await until(lambda: _true(rig.runs("away") == 1), what="the job to finish on the agent")
+    await until(lambda: truthy(rig.runs("away") == 1), what="the job to finish on the agent")
     await rig.start_hub()  # same data dir and port: the agent reconnects and resends the result
     done = await rig.final(job.job_id)
     assert done.state == "succeeded" and done.result["runs"] == 1 and rig.runs("away") == 1
@@ -348,7 +271,7 @@ async def test_hub_restarted_with_jobs_in_every_state_loses_none(rig):
     await rig.start_hub()
     hub = rig.hub
     assert (await hub.store.get_job(finished.job_id)).state == "succeeded"
-    await until(lambda: _ready(hub, node_id))
+    await until(lambda: agent_ready(hub, node_id))
     queued = await hub.jobs.create(node_id, "jobber.count", {"name": "after"}, actor="user:test")
     assert (await rig.final(running.job_id)).state == "succeeded"
     assert (await rig.final(queued.job_id)).state == "succeeded"
@@ -385,7 +308,7 @@ async def test_the_api_lists_actions_runs_them_and_checks_roles(make_hub, tmp_pa
     client = await make_hub()
     hub = client.app[HUB_KEY]
     agent_dir = tmp_path / "agent"
-    make_jobber(agent_dir)
+    JOBBER.write(agent_dir)
     # Through the in-test client's server: an agent runtime over its real socket.
     rt = AgentRuntime(
         data_dir=agent_dir,
@@ -399,7 +322,7 @@ async def test_the_api_lists_actions_runs_them_and_checks_roles(make_hub, tmp_pa
     stop = asyncio.Event()
     task = asyncio.create_task(rt.run(WebSocketUplink(str(client.make_url("")).rstrip("/"), backoff=Backoff(0.05, 0.2)), stop))
     try:
-        await until(lambda: _ready(hub, node.node_id))
+        await until(lambda: agent_ready(hub, node.node_id))
         listed = await (await client.get(f"/api/v1/nodes/{node.node_id}/actions")).json()
         by_name = {a["name"]: a for a in listed["actions"]}
         assert by_name["jobber.echo"]["allowed"] and not by_name["jobber.count"]["allowed"]
@@ -408,7 +331,7 @@ async def test_the_api_lists_actions_runs_them_and_checks_roles(make_hub, tmp_pa
         resp = await client.post(f"/api/v1/nodes/{node.node_id}/actions/jobber.echo", json={"params": {"text": "hello"}})
         assert resp.status == 201, await resp.text()
         job_id = (await resp.json())["id"]
-        done = await until(lambda: _final(hub, job_id))
+        done = await until(lambda: job_finished(hub, job_id))
         detail = await (await client.get(f"/api/v1/jobs/{job_id}")).json()
         assert done.state == "succeeded" and detail["result"]["text"] == "hello" and "echo hello" in detail["output"]
         listing = await (await client.get("/api/v1/jobs", params={"node": node.node_id, "state": "succeeded"})).json()

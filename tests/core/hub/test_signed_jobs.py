@@ -21,9 +21,9 @@ from aiohttp.test_utils import TestServer
 from support import free_port, until
 from support_auth import seed_user
 from support_hub import hub_config
+from support_jobs import HubAgentRig, IntegrationSource, truthy
 
 from roost.agent.runtime import AgentRuntime, load_state, save_state
-from roost.agent.uplink import Backoff, WebSocketUplink
 from roost.core import protocol, signing
 from roost.core.capabilities import Ceiling
 from roost.core.config import AgentSettings
@@ -34,7 +34,7 @@ from roost.core.store.jobs import Job
 ACTION = "wrecker.guest.destroy"
 PASSPHRASE = "correct horse battery staple"
 
-WRECKER = '''
+WRECKER_SOURCE = '''
 from pathlib import Path
 import voluptuous as vol
 from roost.core import hookimpl
@@ -62,80 +62,34 @@ def roost_actions(ctx):
 
 CONFIG_SCHEMA = vol.Schema({vol.Required("counter_dir"): str})
 '''
+WRECKER = IntegrationSource("wrecker", "Wrecker", WRECKER_SOURCE)
 
 
-def make_wrecker(root: Path) -> None:
-    folder = root / "custom_integrations" / "wrecker"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "manifest.json").write_text(json.dumps({"domain": "wrecker", "name": "Wrecker", "version": "1.0", "roles": ["agent"]}))
-    (folder / "__init__.py").write_text(WRECKER)
-
-
-class Rig:
+class Rig(HubAgentRig):
     """A hub on a fixed port, an operator with an API token, one agent that trusts the operator key."""
 
+    final_timeout = 10.0
+
     def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.port = free_port()
-        self.config = hub_config(tmp)
-        self.counters = tmp / "counters"
-        self.counters.mkdir()
-        self.agent_dir = tmp / "agent"
-        make_wrecker(self.agent_dir)
         self.key = signing.generate_operator_key()
         self.public = signing.public_key_of(self.key)
-        self.server: TestServer | None = None
-        self.rt: AgentRuntime | None = None
-        self.node_id = ""
+        super().__init__(tmp, WRECKER, grants=["test.manage"], hostname="pve", operator_keys=[self.public])
         self.http: aiohttp.ClientSession | None = None
-        self.stop = asyncio.Event()
-        self.task: asyncio.Task | None = None
-
-    @property
-    def hub(self):
-        return self.server.app[HUB_KEY]
 
     async def start(self) -> None:
         token = await seed_user(self.config, "op", "operator")
-        self.server = TestServer(create_app(self.config), host="127.0.0.1", port=self.port)
-        await self.server.start_server()
+        await self.start_hub()
         self.http = aiohttp.ClientSession(f"http://127.0.0.1:{self.port}", headers={"Authorization": f"Bearer {token}"})
         await self.start_agent()
 
-    async def start_agent(self) -> None:
-        self.rt = AgentRuntime(
-            data_dir=self.agent_dir,
-            settings=AgentSettings(interval=0.5, heartbeat=1, ceiling=Ceiling(mode="execute"), operator_keys=[self.public]),
-            integrations_config={"linux_host": {"enabled": False}, "wrecker": {"counter_dir": str(self.counters)}},
-            entry_points=False,
-        )
-        if not self.node_id:
-            node = await self.hub.add_node(public_key=self.rt.identity.public_key, hostname="pve", name="pve", facts={}, grants=["test.manage"])
-            self.node_id = node.node_id
-        self.rt.node_id = self.node_id
-        await self.rt.start()
-        self.stop = asyncio.Event()
-        self.task = asyncio.create_task(self.rt.run(WebSocketUplink(f"http://127.0.0.1:{self.port}", backoff=Backoff(0.05, 0.2)), self.stop))
-        await until(self._ready, what="the agent's actions on the hub")
-
-    async def _ready(self):
-        return self.node_id in self.hub.jobs.channels and self.hub.jobs.actions.get(self.node_id)
-
     async def stop_agent(self) -> None:
-        self.stop.set()
-        await asyncio.wait_for(self.task, 10)
-        await self.rt.stop()
-        await until(lambda: _true(self.node_id not in self.hub.jobs.channels), what="the hub to notice")
+        await super().stop_agent()
+        await until(lambda: truthy(self.node_id not in self.hub.jobs.channels), what="the hub to notice")
 
     async def close(self) -> None:
-        if self.task is not None and not self.task.done():
-            self.stop.set()
-            await asyncio.wait_for(self.task, 10)
-            await self.rt.stop()
         if self.http is not None:
             await self.http.close()
-        if self.server is not None:
-            await self.server.close()
+        await super().close()
 
     # ------------------------------------------------------------ helpers
 
@@ -150,16 +104,8 @@ class Rig:
     async def run(self, body: dict) -> tuple[int, dict]:
         return await self.post(f"/api/v1/nodes/{self.node_id}/actions/{ACTION}", body)
 
-    async def final(self, job_id: str, timeout: float = 10.0) -> Job:
-        async def done():
-            job = await self.hub.store.get_job(job_id)
-            return job if job is not None and job.state in ("succeeded", "failed", "timed_out", "cancelled", "refused") else None
-
-        return await until(done, timeout, f"job {job_id} to finish")
-
     def runs(self, vmid: int) -> int:
-        path = self.counters / f"destroyed-{vmid}"
-        return int(path.read_text()) if path.exists() else 0
+        return super().runs(f"destroyed-{vmid}")
 
     async def hub_audit(self, action: str):
         return [e for e in await self.hub.store.list_audit(limit=500) if e.action == action]
@@ -167,10 +113,6 @@ class Rig:
     async def agent_audit(self, action: str):
         await asyncio.sleep(0.05)  # the executor records without waiting
         return [e for e in await self.rt.audit.recent(500) if e.action == action]
-
-
-async def _true(value):
-    return value
 
 
 @pytest.fixture
