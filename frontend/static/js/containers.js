@@ -21,9 +21,7 @@
   var LIST_GAP = 5000;
   var JOB_POLL_MS = 1000;
   var FOLLOW_SECONDS = 600;
-  var PALETTE = ["#3b7be0", "#2ea56f", "#e0912b", "#c4453a"];
   var FINAL = { succeeded: 1, failed: 1, timed_out: 1, cancelled: 1, refused: 1 };
-  var RESOLUTION_TEXT = { raw: "every sample", minute: "per-minute averages", hour: "hourly averages" };
 
   // ----------------------------------------------------------------- helpers
 
@@ -365,29 +363,6 @@
     });
   };
 
-  function formatter(unit) {
-    if (unit === "percent") return F.percent;
-    if (unit === "bytes") return F.bytes;
-    if (unit === "bytes_per_second") return F.rate;
-    return function (v) { return v === null || v === undefined ? DASH : F.number(v, 2); };
-  }
-
-  function aligned(chart, series) {
-    var stamps = {};
-    chart.series.forEach(function (s) { (series[s.name] || []).forEach(function (p) { stamps[p[0]] = true; }); });
-    var xs = Object.keys(stamps).map(Number).sort(function (a, b) { return a - b; });
-    var index = {};
-    xs.forEach(function (x, i) { index[x] = i; });
-    var points = 0;
-    var ys = chart.series.map(function (s) {
-      var col = new Array(xs.length).fill(null);
-      (series[s.name] || []).forEach(function (p) { if (typeof p[1] === "number") col[index[p[0]]] = p[1]; });
-      points = Math.max(points, (series[s.name] || []).length);
-      return col;
-    });
-    return { data: [xs].concat(ys), points: points };
-  }
-
   Detail.prototype.chartsEl = function () { return this.root.querySelector(".ct-charts"); };
 
   Detail.prototype.setChartStatus = function (text) {
@@ -399,20 +374,18 @@
     var self = this;
     var charts = this.chartSpec.charts || [];
     if (!charts.length || this.dead) return;
-    if (!window.uPlot) { this.setChartStatus("The chart library did not load; history is unavailable."); return; }
+    if (!window.uPlot) { this.setChartStatus(R.charts.NO_LIBRARY); return; }
     var names = [];
     charts.forEach(function (c) { c.series.forEach(function (s) { names.push(s.name); }); });
     var seq = ++this.loadSeq;
     this.lastCharts = Date.now();
-    var url = "/api/v1/nodes/" + encodeURIComponent(this.nodeId) + "/metrics?series=" + names.map(encodeURIComponent).join(",") +
-      "&range=" + encodeURIComponent(this.range) + "&resolution=auto";
-    getJSON(url).then(function (body) {
+    R.charts.fetchMetrics(this.nodeId, names, this.range).then(function (body) {
       if (seq !== self.loadSeq || self.dead) return;
       var window_ = typeof body.start === "number" ? [body.start, body.end] : null;
       charts.forEach(function (chart) { self.drawChart(chart, body.series || {}, window_); });
       self.setChartStatus("");
       var note = self.root.querySelector(".ct-chart-resolution");
-      if (note) note.textContent = RESOLUTION_TEXT[body.resolution] ? "Showing " + RESOLUTION_TEXT[body.resolution] : "";
+      if (note) note.textContent = R.charts.resolutionText(body.resolution);
     }).catch(function (err) {
       if (seq === self.loadSeq) self.setChartStatus("Could not load history: " + err.message);
     });
@@ -422,51 +395,33 @@
     var entry = this.plots[chart.key];
     var box = this.chartsEl();
     if (!entry) {
-      var fig = el("figure", { class: "card chart", "data-chart": chart.key });
-      var plotEl = el("div", { class: "chart-plot" });
-      var empty = el("p", { class: "chart-empty" }, "No data in this range yet.");
-      fig.append(el("figcaption", {}, chart.title), plotEl, empty);
-      box.appendChild(fig);
-      entry = this.plots[chart.key] = { fig: fig, plotEl: plotEl, empty: empty, plot: null };
+      entry = this.plots[chart.key] = R.charts.figure(chart.key, chart.title);
+      entry.plot = null;
+      box.appendChild(entry.fig);
     }
-    var result = aligned(chart, series);
+    var result = R.charts.aligned(chart.series.map(function (s) { return s.name; }), series, false);
     entry.fig.setAttribute("data-points", String(result.points));
     entry.fig.setAttribute("data-range", this.range);
-    entry.empty.hidden = result.points > 0;
+    entry.emptyEl.hidden = result.points > 0;
     entry.plotEl.hidden = result.points === 0;
     if (entry.plot) { entry.plot.destroy(); entry.plot = null; }
     if (result.points === 0 || entry.plotEl.hidden) return;
-    var fmt = formatter(chart.unit);
-    var styles = getComputedStyle(document.documentElement);
-    var axis = styles.getPropertyValue("--muted").trim() || "#667";
-    var grid = styles.getPropertyValue("--border").trim() || "#ddd";
-    var width = Math.max(200, Math.floor(entry.plotEl.clientWidth || box.clientWidth || 300));
-    entry.plot = new window.uPlot({
-      width: width,
+    entry.plot = R.charts.plot(entry.plotEl, result.data, {
+      unit: chart.unit,
+      labels: chart.series.map(function (s) { return s.label; }),
+      width: R.charts.plotWidth(entry.plotEl, box),
       height: CHART_HEIGHT,
-      series: [{}].concat(chart.series.map(function (s, i) {
-        return { label: s.label, stroke: PALETTE[i % PALETTE.length], width: 1.5, value: function (u, v) { return fmt(v); } };
-      })),
-      scales: {
-        x: { time: true, range: function (u, min, max) { return timeWindow || [min, max]; } },
-        y: { range: chart.unit === "percent"
-          ? function (u, min, max) { return [0, Math.max(100, max || 0)]; }
-          : function (u, min, max) { return [0, max > 0 ? max * 1.1 : 1]; } }
-      },
-      axes: [
-        { stroke: axis, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid, width: 1 } },
-        { stroke: axis, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid, width: 1 }, size: 84, values: function (u, vals) { return vals.map(fmt); } }
-      ],
-      legend: { live: true },
-      cursor: { drag: { x: false, y: false } }
-    }, result.data, entry.plotEl);
+      timeWindow: function () { return timeWindow; },
+      axisSize: 84,
+      fromZero: true
+    });
   };
 
   Detail.prototype.resize = function () {
     var self = this;
     Object.keys(this.plots).forEach(function (k) {
       var e = self.plots[k];
-      if (e.plot && !e.plotEl.hidden) e.plot.setSize({ width: Math.max(200, Math.floor(e.plotEl.clientWidth || 300)), height: CHART_HEIGHT });
+      if (e.plot && !e.plotEl.hidden) e.plot.setSize({ width: R.charts.plotWidth(e.plotEl), height: CHART_HEIGHT });
     });
   };
 
