@@ -15,6 +15,10 @@ from typing import Any
 from aiohttp import web
 
 from . import views
+from .integration_pages import as_dict as _dict
+from .integration_pages import as_list as _list
+from .integration_pages import chart_specs, nodes_running
+from .integration_pages import selected_range as pick_range
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -53,23 +57,8 @@ def setup(app: web.Application) -> None:
 # ---------------------------------------------------------------- shaping
 
 
-def _list(value: Any) -> list[dict[str, Any]]:
-    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
 def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-def _integration_status(integrations: Any) -> dict[str, Any] | None:
-    for item in _list(integrations):
-        if item.get("domain") == DOMAIN:
-            return item
-    return None
 
 
 def port_text(port: dict[str, Any]) -> str:
@@ -143,17 +132,8 @@ def group_rows(rows: list[dict[str, Any]], by_project: bool) -> list[dict[str, A
 
 async def _sources(request: web.Request) -> list[dict[str, Any]]:
     """Every node whose docker integration reports or tried to, with its latest docker state (None when it has none)."""
-    hub = views._hub(request)
-    overview = await hub.integrations_overview()
     sources = []
-    for node_id, info in _dict(overview.get("nodes")).items():
-        status = _integration_status(_dict(info).get("integrations"))
-        if status is None or status.get("state") not in SHOWN_STATES:
-            continue
-        detail = await hub.node_detail(node_id)
-        if detail is None:
-            continue
-        node = {**_dict(detail.get("node")), "id": _dict(detail.get("node")).get("id", node_id)}
+    for node, status, detail in await nodes_running(request, DOMAIN, SHOWN_STATES):
         state = _dict(detail.get("state")).get(DOMAIN)
         sources.append({"node": node, "status": status, "state": state if isinstance(state, dict) else None, "collected_at": detail.get("collected_at")})
     sources.sort(key=lambda s: str(s["node"].get("name") or s["node"].get("id")).casefold())
@@ -217,10 +197,7 @@ def find_container(state: dict[str, Any], wanted: str) -> dict[str, Any] | None:
 
 def detail_context(node: dict[str, Any], container: dict[str, Any], collected_at: Any, selected_range: str) -> dict[str, Any]:
     name = str(container.get("name") or container.get("id") or "?")
-    charts = [
-        {"key": key, "title": title, "unit": unit, "series": [{"name": f"{DOMAIN}.{metric}[{name}]", "label": label} for metric, label in series]}
-        for key, title, unit, series in CONTAINER_CHARTS
-    ]
+    charts = chart_specs(DOMAIN, CONTAINER_CHARTS, name)
     row = shape_row(node, container)
     state = row["state"]
     return {
@@ -259,9 +236,7 @@ async def container_page(request: web.Request) -> web.Response:
             status=404,
         )
     node = {**_dict(detail.get("node")), "id": _dict(detail.get("node")).get("id", node_id)}
-    selected_range = request.query.get("range", DETAIL_RANGES[0])
-    if selected_range not in DETAIL_RANGES:
-        selected_range = DETAIL_RANGES[0]
+    selected_range = pick_range(request, DETAIL_RANGES, DETAIL_RANGES[0])
     context = detail_context(node, container, detail.get("collected_at"), selected_range)
     # The page's own heading is the container; in a tab of /containers it sits under that page's h1.
     context["title_tag"] = "h2" if request.query.get("fragment") == "detail" else "h1"

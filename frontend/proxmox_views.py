@@ -13,6 +13,10 @@ from typing import Any
 from aiohttp import web
 
 from . import views
+from .integration_pages import as_dict as _dict
+from .integration_pages import as_list as _list
+from .integration_pages import chart_specs, nodes_running
+from .integration_pages import selected_range as pick_range
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -40,21 +44,6 @@ def setup(app: web.Application) -> None:
 
 
 # ---------------------------------------------------------------- shaping
-
-
-def _list(value: Any) -> list[dict[str, Any]]:
-    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _integration_status(integrations: Any) -> dict[str, Any] | None:
-    for item in _list(integrations):
-        if item.get("domain") == DOMAIN:
-            return item
-    return None
 
 
 def _vmid_key(guest: dict[str, Any]) -> tuple[int, str]:
@@ -114,17 +103,8 @@ def shape_cluster(source: dict[str, Any]) -> dict[str, Any]:
 
 async def _sources(request: web.Request) -> list[dict[str, Any]]:
     """Every node that runs the proxmox integration, with its latest proxmox state (None when it has none)."""
-    hub = views._hub(request)
-    overview = await hub.integrations_overview()
     sources = []
-    for node_id, info in _dict(overview.get("nodes")).items():
-        status = _integration_status(_dict(info).get("integrations"))
-        if status is None or status.get("state") not in SHOWN_STATES:
-            continue
-        detail = await hub.node_detail(node_id)
-        if detail is None:
-            continue
-        node = {**_dict(detail.get("node")), "id": _dict(detail.get("node")).get("id", node_id)}
+    for node, status, detail in await nodes_running(request, DOMAIN, SHOWN_STATES):
         sources.append(
             {
                 "node": node,
@@ -170,14 +150,9 @@ async def guest_page(request: web.Request) -> web.Response:
             status=404,
         )
     node = {**_dict(detail.get("node")), "id": _dict(detail.get("node")).get("id", node_id)}
-    selected_range = request.query.get("range", views.DEFAULT_RANGE)
-    if selected_range not in GUEST_RANGES:
-        selected_range = views.DEFAULT_RANGE
+    selected_range = pick_range(request, GUEST_RANGES, views.DEFAULT_RANGE)
     vmid = guest["vmid"]
-    charts = [
-        {"key": key, "title": title, "unit": unit, "series": [{"name": f"{DOMAIN}.{base}[{vmid}]", "label": label} for base, label in series]}
-        for key, title, unit, series in GUEST_CHARTS
-    ]
+    charts = chart_specs(DOMAIN, GUEST_CHARTS, vmid)
     seen: set[Any] = set()
     guest_tasks = []
     for task in [*_list(state.get("tasks")), *_list(_dict(state.get("backups")).get("tasks"))]:
