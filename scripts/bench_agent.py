@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,32 +31,10 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-
-# Benchmarks talk only to loopback: the zeroconf announcements of every hub and
-# agent started here too (set before anything is started; children inherit it).
-os.environ.setdefault("ROOST_DISCOVERY_INTERFACES", "127.0.0.1")
-
-MIB = 1024 * 1024
-HOST = "127.0.0.1"
+from benchlib import HOST, MIB, free_port, machine_busy_seconds, out, roost, stop, tail
 
 
 # ------------------------------------------------------------------ helpers
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
-def out(name: str, value: Any) -> None:
-    if isinstance(value, float):
-        value = f"{value:.2f}" if abs(value) < 1000 else f"{value:.0f}"
-    print(f"{name}: {value}", flush=True)
-
-
-def roost(*args: str) -> list[str]:
-    return [sys.executable, "-m", "roost.core.cli", *args]
 
 
 def http_json(url: str, token: str | None = None, timeout: float = 2.0) -> Any:
@@ -103,24 +80,6 @@ def wait_for(what: str, check, deadline_s: float, procs: list[tuple[str, subproc
     raise SystemExit(f"bench_agent: timed out after {deadline_s:g} s waiting for {what}")
 
 
-def tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-def stop(proc: subprocess.Popen | None, timeout: float = 10.0) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
-
-
 def memory(pid: int) -> tuple[float, float | None]:
     """(RSS, USS) in MiB; USS is None where the kernel will not say."""
     proc = psutil.Process(pid)
@@ -129,12 +88,6 @@ def memory(pid: int) -> tuple[float, float | None]:
         return full.rss / MIB, full.uss / MIB
     except (psutil.AccessDenied, AttributeError):
         return proc.memory_info().rss / MIB, None
-
-
-def machine_busy_seconds() -> float:
-    """CPU seconds all cores spent busy, system-wide."""
-    t = psutil.cpu_times()
-    return sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -411,9 +364,9 @@ def main() -> int:
         print("# targets: agent_rss_mib <= 35; agent_cycle_cpu_ratio <= 1.2 (against bare_psutil_cycle_cpu_ms, same run)", flush=True)
         return 0
     finally:
-        stop(agent)
-        stop(hub)
-        stop(bare)
+        stop(agent, 10.0)
+        stop(hub, 10.0)
+        stop(bare, 10.0)
         if args.keep:
             print(f"# kept {tmp}", flush=True)
         else:

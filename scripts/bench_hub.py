@@ -39,7 +39,6 @@ import platform
 import random
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -49,66 +48,21 @@ from typing import Any
 
 import aiohttp
 import psutil
+from benchlib import HOST, MIB, free_port, machine_busy_seconds, out, roost, stop, tail
 
 from roost.core import protocol
 from roost.core.const import ENROLL_PATH, WS_PATH
 from roost.core.identity import Identity
 
-# Benchmarks talk only to loopback: the zeroconf announcements of every hub and
-# agent started here too (set before anything is started; children inherit it).
-os.environ.setdefault("ROOST_DISCOVERY_INTERFACES", "127.0.0.1")
-
-MIB = 1024 * 1024
-HOST = "127.0.0.1"
 ACK_PREFIX = '{"v":1,"type":"ack","seq":'
 
 
 # ------------------------------------------------------------------ helpers
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
-def out(name: str, value: Any) -> None:
-    if isinstance(value, float):
-        value = f"{value:.2f}" if abs(value) < 1000 else f"{value:.0f}"
-    print(f"{name}: {value}", flush=True)
-
-
-def roost(*args: str) -> list[str]:
-    return [sys.executable, "-m", "roost.core.cli", *args]
-
-
-def tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-def stop(proc: subprocess.Popen | None, timeout: float = 15.0) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
-
-
 def cpu_seconds(proc: psutil.Process) -> float:
     t = proc.cpu_times()
     return t.user + t.system
-
-
-def machine_busy_seconds() -> float:
-    """CPU seconds all cores spent busy (everything but idle and iowait), system-wide."""
-    t = psutil.cpu_times()
-    return sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
 
 
 def thread_cpu(proc: psutil.Process) -> tuple[float, float]:
@@ -622,7 +576,7 @@ class Bench:
             out(f"hub_stop_s_{n}_agents", time.perf_counter() - t0)
             print("# targets: reports_persisted_per_s >= 5000 on one core (see hub_reports_per_cpu_s); hub_rss_mib_1000_agents <= 150", flush=True)
         finally:
-            await asyncio.to_thread(stop, self.hub)
+            await asyncio.to_thread(stop, self.hub, 15.0)
             for task in self.readers:
                 task.cancel()
             await asyncio.gather(*self.readers, return_exceptions=True)
