@@ -574,7 +574,7 @@ def report_and_fall_silent(hub: JobsHub) -> str:
             agent.node_id = (await resp.json())["node_id"]
             assert (await agent.connect())["type"] == "welcome"
             facts = {"macs": {"eth0": SLEEPY_MAC, "docker0": "02:42:ac:11:00:01"}}
-            await agent.send(agent.report(data={"linux_host": {"facts": facts, "cpu": {"percent": 1.0}}}))
+            await agent.send(agent.report(interval=1, data={"linux_host": {"facts": facts, "cpu": {"percent": 1.0}}}))
             await agent.expect("ack")
             await agent.ws.close()
             return agent.node_id
