@@ -19,6 +19,7 @@ from roost.core.pairing import commitment, new_nonce
 from roost.core.store import Report
 
 from .app import HUB_KEY, Hub, JoinTokenError
+from .security import peer_of
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -76,10 +77,10 @@ async def enroll(request: web.Request) -> web.Response:
             hostname=data["hostname"],
             name=data["name"],
             facts=data["facts"],
-            peer=request.remote or "",
+            peer=peer_of(request),
         )
     except JoinTokenError as err:
-        _LOGGER.warning("refused enrolment from %s: %s", request.remote, err)
+        _LOGGER.warning("refused enrolment from %s: %s", peer_of(request), err)
         return json_error(403, str(err))
     answer = {"node_id": node.node_id, "hub_id": hub.hub_id, "name": node.name}
     cert = hub.client_cert_for(node.node_id, data.get("csr"))
@@ -279,8 +280,6 @@ async def agent_socket(request: web.Request) -> web.StreamResponse:
     # aiohttp closes with 1009 past max_msg_size; below it, parse() sends a JSON error first.
     ws = web.WebSocketResponse(heartbeat=30, max_msg_size=MAX_MESSAGE_BYTES * 2)
     await ws.prepare(request)
-    from .security import peer_of
-
     conn = AgentConnection(hub, ws, peer_of(request))
     ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
     if ssl_object is not None and hub.tls is not None:
