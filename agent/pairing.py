@@ -18,15 +18,12 @@ from roost.core.discovery import HUB_SERVICE, Found, browse
 from roost.core.identity import Identity
 from roost.core.pairing import check_commitment, new_nonce, pair_payload, short_code
 
+from .trust import PairingFailed
 from .uplink import HANDSHAKE_TIMEOUT, ws_url
 
 _LOGGER = logging.getLogger(__name__)
 
 DISCOVERY_SECONDS = 3.0
-
-
-class PairingFailed(Exception):
-    """Pairing ended without approval; the message says why and what to do."""
 
 
 @dataclass(frozen=True)

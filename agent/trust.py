@@ -26,6 +26,10 @@ class TrustError(Exception):
     """The hub cannot be trusted as configured; the message says what to do."""
 
 
+class PairingFailed(Exception):
+    """Pairing ended without approval; the message says why and what to do."""
+
+
 def _host_port(hub_url: str) -> tuple[str, int, str]:
     parsed = urllib.parse.urlsplit(hub_url)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:

@@ -79,9 +79,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
 
 async def _run_agent(config: Any, join: str | None, *, rotate_key: bool = False) -> int:
     # Only agent modules: the agent process never loads the hub or the dashboard.
-    from roost.agent.pairing import PairingFailed
     from roost.agent.runtime import AgentRuntime, load_state, save_state
-    from roost.agent.trust import TrustError, pinned_context
+    from roost.agent.trust import PairingFailed, TrustError, pinned_context
     from roost.agent.uplink import EnrollError, WebSocketUplink
     from roost.core.audit import ACTION_AGENT_ENROLLED, ACTION_AGENT_ENROLMENT_REFUSED
 

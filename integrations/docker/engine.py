@@ -64,6 +64,15 @@ def find_endpoint(url: str | None, env: Mapping[str, str] | None = None, exists:
 
 def connect(endpoint: Endpoint, *, timeout: float, pool_size: int) -> Any:
     """A docker SDK client talking to the endpoint; raises EngineUnreachable with a user-facing message."""
+    if endpoint.url.startswith("unix://"):
+        socket_path = endpoint.url[len("unix://") :]
+        try:
+            os.stat(socket_path)
+        except FileNotFoundError:
+            # No engine here: say so without loading the SDK (requests, urllib3) into the agent.
+            raise unreachable(FileNotFoundError(errno.ENOENT, "no such socket", socket_path), endpoint) from None
+        except OSError:
+            pass  # permission problems: the SDK's own error says which
     import docker
 
     try:
