@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from frontend_support import login_states, tab_factory
 from support import free_port
 
 from roost.core.config import load_hub_config
@@ -235,59 +236,15 @@ def jobs_hub(tmp_path_factory) -> Iterator[JobsHub]:
 # ----------------------------------------------------------------- the browser
 
 
-@dataclass
-class Tab:
-    page: Any
-    base_url: str
-    errors: list[str] = field(default_factory=list)
-
-    def goto(self, path: str) -> Any:
-        return self.page.goto(self.base_url + path)
-
-    def assert_clean(self) -> None:
-        assert not self.errors, "browser reported errors:\n" + "\n".join(self.errors)
-        assert self.page.evaluate("window.__csp || []") == [], "content security policy violations"
-        assert self.page.evaluate("window.__xss") is None
-
-
 @pytest.fixture(scope="module")
 def sessions(browser, jobs_hub) -> dict[str, Any]:
-    """Log each user in once through the session API; tabs start from the saved cookies."""
-    states = {}
-    for role, name in USERS.items():
-        context = browser.new_context()
-        try:
-            resp = context.request.post(jobs_hub.base_url + "/api/v1/session", data={"username": name, "password": TEST_PASSWORD})
-            assert resp.status == 200, resp.text()
-            states[role] = context.storage_state()
-        finally:
-            context.close()
-    return states
+    return login_states(browser, jobs_hub.base_url, USERS, TEST_PASSWORD)
 
 
 @pytest.fixture
 def open_tab(browser, jobs_hub, sessions) -> Iterator[Any]:
-    contexts = []
-
-    def make(role: str = "operator", **options: Any) -> Tab:
-        context = browser.new_context(**{"viewport": {"width": 1280, "height": 900}, "storage_state": sessions[role], **options})
-        context.set_default_timeout(20_000)
-        contexts.append(context)
-        page = context.new_page()
-        tab = Tab(page=page, base_url=jobs_hub.base_url)
-        page.on("console", lambda msg: msg.type == "error" and tab.errors.append(f"console: {msg.text}"))
-        page.on("pageerror", lambda err: tab.errors.append(f"page error: {err}"))
-        page.add_init_script(
-            "window.__csp = []; document.addEventListener('securitypolicyviolation',"
-            " e => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));"
-        )
-        return tab
-
-    try:
+    with tab_factory(browser, jobs_hub.base_url, sessions, "operator") as make:
         yield make
-    finally:
-        for context in contexts:
-            context.close()
 
 
 def action_card(page: Any, name: str) -> Any:

@@ -1,0 +1,65 @@
+"""Browser-test helpers shared by the dashboard's Playwright tests: tabs that record errors and CSP violations, one login per role."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+CSP_WATCH = (
+    "window.__csp = []; document.addEventListener('securitypolicyviolation',"
+    " e => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));"
+)
+
+
+@dataclass
+class Tab:
+    page: Any
+    base_url: str
+    errors: list[str] = field(default_factory=list)
+
+    def goto(self, path: str) -> Any:
+        return self.page.goto(self.base_url + path)
+
+    def assert_clean(self) -> None:
+        assert not self.errors, "browser reported errors:\n" + "\n".join(self.errors)
+        assert self.page.evaluate("window.__csp || []") == [], "content security policy violations"
+        assert self.page.evaluate("window.__xss") is None
+
+
+def login_states(browser: Any, base_url: str, users: dict[str, str], password: str) -> dict[str, Any]:
+    """Log each user in once through the session API; tabs start from the saved cookies."""
+    states = {}
+    for role, name in users.items():
+        context = browser.new_context()
+        try:
+            resp = context.request.post(base_url + "/api/v1/session", data={"username": name, "password": password})
+            assert resp.status == 200, resp.text()
+            states[role] = context.storage_state()
+        finally:
+            context.close()
+    return states
+
+
+@contextlib.contextmanager
+def tab_factory(browser: Any, base_url: str, sessions: dict[str, Any], default_role: str) -> Iterator[Callable[..., Tab]]:
+    """make(role, **context options) -> a logged-in Tab; every context is closed afterwards."""
+    contexts = []
+
+    def make(role: str = default_role, **options: Any) -> Tab:
+        context = browser.new_context(**{"viewport": {"width": 1280, "height": 900}, "storage_state": sessions[role], **options})
+        context.set_default_timeout(20_000)
+        contexts.append(context)
+        page = context.new_page()
+        tab = Tab(page=page, base_url=base_url)
+        page.on("console", lambda msg: msg.type == "error" and tab.errors.append(f"console: {msg.text}"))
+        page.on("pageerror", lambda err: tab.errors.append(f"page error: {err}"))
+        page.add_init_script(CSP_WATCH)
+        return tab
+
+    try:
+        yield make
+    finally:
+        for context in contexts:
+            context.close()
