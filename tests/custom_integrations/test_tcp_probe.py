@@ -84,9 +84,11 @@ def silent_port() -> Iterator[int]:
         listener.close()
 
 
-@pytest.mark.parametrize("role", [ROLE_AGENT, ROLE_HUB])
-async def test_loads_from_custom_dir_in_both_roles(tmp_path: Path, listening_port: int, role: str) -> None:
-    manager = await loaded(tmp_path, {"targets": [{"name": "web", "host": "127.0.0.1", "port": listening_port}]}, role)
+async def test_loads_from_custom_dir_for_agents_only(tmp_path: Path, listening_port: int) -> None:
+    on_hub = await loaded(tmp_path, {"targets": [{"name": "web", "host": "127.0.0.1", "port": listening_port}]}, ROLE_HUB)
+    assert on_hub.statuses() == []  # a collector runs on agents (the hub's host has its in-process agent)
+    await on_hub.shutdown_all()
+    manager = await loaded(tmp_path, {"targets": [{"name": "web", "host": "127.0.0.1", "port": listening_port}]}, ROLE_AGENT)
     [status] = manager.statuses()
     assert status["domain"] == "tcp_probe"
     assert status["source"] == SOURCE_CUSTOM
