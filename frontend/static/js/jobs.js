@@ -98,23 +98,6 @@
     badge.className = "badge job-state tone-" + known[1];
   }
 
-  function copyText(text) {
-    if (navigator.clipboard && window.isSecureContext) return navigator.clipboard.writeText(text);
-    // Plain http on a LAN address is not a secure context: the old way still works there.
-    return new Promise(function (resolve, reject) {
-      var area = document.createElement("textarea");
-      area.value = text;
-      area.setAttribute("readonly", "");
-      area.className = "visually-hidden";
-      document.body.appendChild(area);
-      area.select();
-      var ok = false;
-      try { ok = document.execCommand("copy"); } catch (err) { ok = false; }
-      area.remove();
-      if (ok) resolve(); else reject(new Error("copy refused"));
-    });
-  }
-
   function selectContents(el) {
     var range = document.createRange();
     range.selectNodeContents(el);
@@ -298,7 +281,7 @@
   function copyCommand(form) {
     var source = form.querySelector(".envelope-command");
     var status = form.querySelector(".copy-status");
-    copyText(source.textContent).then(function () {
+    Roost.copyText(source.textContent).then(function () {
       status.textContent = "Copied.";
     }, function () {
       selectContents(source);

@@ -458,28 +458,11 @@
     });
   }
 
-  function copyText(text) {
-    if (navigator.clipboard && window.isSecureContext) return navigator.clipboard.writeText(text);
-    // Plain http on a LAN address is not a secure context: the old way still works there.
-    return new Promise(function (resolve, reject) {
-      var area = document.createElement("textarea");
-      area.value = text;
-      area.setAttribute("readonly", "");
-      area.className = "visually-hidden";
-      document.body.appendChild(area);
-      area.select();
-      var ok = false;
-      try { ok = document.execCommand("copy"); } catch (err) { ok = false; }
-      area.remove();
-      if (ok) resolve(); else reject(new Error("copy refused"));
-    });
-  }
-
   function copyFrom(button) {
     var source = document.getElementById(button.getAttribute("data-copy"));
     var status = document.querySelector("#new-token .copy-status");
     if (!source) return;
-    copyText(source.textContent).then(function () {
+    Roost.copyText(source.textContent).then(function () {
       if (status) status.textContent = "Copied.";
     }, function () {
       // Select it so a long press or Ctrl+C does the rest.

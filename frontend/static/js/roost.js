@@ -488,6 +488,23 @@
     setInterval(watchdog, 5000);
   }
 
+  /* Copy text to the clipboard; a promise. */
+  function copyText(text) {
+    if (navigator.clipboard && window.isSecureContext) return navigator.clipboard.writeText(text);
+    // Plain http on a LAN address is not a secure context: the old way still works there.
+    return new Promise(function (resolve, reject) {
+      var area = document.createElement("textarea");
+      area.value = text;
+      area.setAttribute("readonly", "");
+      area.className = "visually-hidden";
+      document.body.appendChild(area);
+      area.select();
+      var ok = false;
+      try { ok = document.execCommand("copy"); } catch (err) { ok = false; }
+      area.remove();
+      if (ok) resolve(); else reject(new Error("copy refused"));
+    });
+  }
   window.Roost = {
     format: format,
     onNode: onNode,
@@ -497,7 +514,8 @@
     refreshFragment: refreshFragment,
     refreshTimes: refreshTimes,
     checkSession: checkSession,
-    csrfToken: csrfToken
+    csrfToken: csrfToken,
+    copyText: copyText
   };
 
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
