@@ -245,57 +245,70 @@ async def _pair(rt: Any, config: Any, hub_url: str) -> dict[str, Any]:
     return _with_operator_keys(state, paired.operator_keys)
 
 
-def cmd_join_token(args: argparse.Namespace) -> int:
+def _on_hub_store(args: argparse.Namespace, work: Any) -> int:
+    """Run ``work(store, config, args)`` against the hub's store from the hub host's shell.
+
+    A running hub shares the file (WAL) and picks the changes up by itself.
+    """
     config = _hub_config(args)
     logging.basicConfig(level=logging.WARNING)
-    return asyncio.run(_join_token(config, args))
+
+    async def run() -> int:
+        from .store.sqlite import SQLiteStore
+
+        config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        store = SQLiteStore(config.store_path)
+        await store.open()
+        try:
+            return await work(store, config, args)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
 
 
-async def _join_token(config: Any, args: argparse.Namespace) -> int:
+def cmd_join_token(args: argparse.Namespace) -> int:
+    return _on_hub_store(args, _join_token)
+
+
+async def _join_token(store: Any, config: Any, args: argparse.Namespace) -> int:
     from .hub.app import create_join_token, hub_tls
-    from .store.sqlite import SQLiteStore
 
-    store = SQLiteStore(config.store_path)
-    config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    await store.open()
-    try:
-        if args.action == "create":
-            try:
-                ttl = parse_duration(args.expires)
-            except Exception:
-                print(f"roost join-token: --expires {args.expires!r} is not a duration such as 30m, 1h or 7d", file=sys.stderr)
-                return EXIT_CONFIG
-            if not 60 <= ttl <= 365 * 86400:
-                print("roost join-token: --expires must be between 1m and 365d", file=sys.stderr)
-                return EXIT_CONFIG
-            tls = await asyncio.to_thread(hub_tls, config)
-            token, record = await create_join_token(
-                store, ttl=ttl, uses=args.uses, note=args.note or "", ca_fingerprint=tls.ca_fingerprint, actor=cli_actor()
-            )
-            hub_url = args.hub_url or config.url()
-            print(token)
-            print(f"# valid for {args.expires}, {args.uses} use(s). On the new host run:", file=sys.stderr)
-            print(f"roost agent --hub {hub_url} --join {token}", file=sys.stderr)
-        elif args.action == "list":
-            import time
+    if args.action == "create":
+        try:
+            ttl = parse_duration(args.expires)
+        except Exception:
+            print(f"roost join-token: --expires {args.expires!r} is not a duration such as 30m, 1h or 7d", file=sys.stderr)
+            return EXIT_CONFIG
+        if not 60 <= ttl <= 365 * 86400:
+            print("roost join-token: --expires must be between 1m and 365d", file=sys.stderr)
+            return EXIT_CONFIG
+        tls = await asyncio.to_thread(hub_tls, config)
+        token, record = await create_join_token(
+            store, ttl=ttl, uses=args.uses, note=args.note or "", ca_fingerprint=tls.ca_fingerprint, actor=cli_actor()
+        )
+        hub_url = args.hub_url or config.url()
+        print(token)
+        print(f"# valid for {args.expires}, {args.uses} use(s). On the new host run:", file=sys.stderr)
+        print(f"roost agent --hub {hub_url} --join {token}", file=sys.stderr)
+    elif args.action == "list":
+        import time
 
-            for tok in await store.list_join_tokens():
-                left = "revoked" if tok.revoked else ("expired" if tok.expires_at < time.time() else f"{tok.uses_left} use(s) left")
-                print(f"{tok.token_id}\t{left}\t{tok.note}")
-        elif args.action == "revoke":
-            if not await store.revoke_join_token(args.token_id):
-                print(f"roost join-token: no token with id {args.token_id!r}", file=sys.stderr)
-                return EXIT_FAILURE
-            from .audit import ACTION_JOIN_TOKEN_REVOKED
+        for tok in await store.list_join_tokens():
+            left = "revoked" if tok.revoked else ("expired" if tok.expires_at < time.time() else f"{tok.uses_left} use(s) left")
+            print(f"{tok.token_id}\t{left}\t{tok.note}")
+    elif args.action == "revoke":
+        if not await store.revoke_join_token(args.token_id):
+            print(f"roost join-token: no token with id {args.token_id!r}", file=sys.stderr)
+            return EXIT_FAILURE
+        from .audit import ACTION_JOIN_TOKEN_REVOKED
 
-            try:
-                await store.append_audit(ACTION_JOIN_TOKEN_REVOKED, actor=cli_actor(), target=f"token:{args.token_id}")
-            except Exception as err:
-                print(f"roost join-token: revoked {args.token_id}, but the audit log cannot record it: {err}", file=sys.stderr)
-                return EXIT_FAILURE
-            print(f"revoked {args.token_id}")
-    finally:
-        await store.close()
+        try:
+            await store.append_audit(ACTION_JOIN_TOKEN_REVOKED, actor=cli_actor(), target=f"token:{args.token_id}")
+        except Exception as err:
+            print(f"roost join-token: revoked {args.token_id}, but the audit log cannot record it: {err}", file=sys.stderr)
+            return EXIT_FAILURE
+        print(f"revoked {args.token_id}")
     return 0
 
 
@@ -324,123 +337,105 @@ def _read_password(prompt: str) -> str:
 
 
 def cmd_users(args: argparse.Namespace) -> int:
-    config = _hub_config(args)
-    logging.basicConfig(level=logging.WARNING)
-    return asyncio.run(_users(config, args))
+    return _on_hub_store(args, _users)
 
 
-async def _users(config: Any, args: argparse.Namespace) -> int:
+async def _users(store: Any, config: Any, args: argparse.Namespace) -> int:
     """Dashboard users from the hub host: add, list, passwd (reset a forgotten password), delete."""
     import time
 
     from .hub.auth import AuthError, check_password_policy, check_role, check_username, hash_password, new_user
     from .store import LastAdminError, UserExistsError
-    from .store.sqlite import SQLiteStore
 
-    store = SQLiteStore(config.store_path)
-    config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    await store.open()
-    try:
-        if args.action == "list":
-            for user in await store.list_users():
-                state = "disabled" if user.disabled else "active"
-                print(f"{user.user_id}\t{user.name}\t{user.role}\t{state}")
-            return 0
-        user = await store.get_user_by_name(args.name) if args.action != "add" else None
-        if args.action != "add" and user is None:
-            print(f"roost users: no user named {args.name!r} (see `roost users list`)", file=sys.stderr)
-            return EXIT_FAILURE
-        if args.action == "delete":
-            try:
-                await store.delete_user(user.user_id)
-            except LastAdminError as err:
-                print(f"roost users: {err}", file=sys.stderr)
-                return EXIT_FAILURE
-            await store.append_audit("user.deleted", actor=cli_actor(), target=f"user:{user.name}")
-            print(f"deleted {user.name}")
-            return 0
-        try:
-            if args.action == "add":
-                check_username(args.name)
-                role = args.role or ("admin" if await store.count_users() == 0 else "viewer")
-                check_role(role)
-            password = check_password_policy(_read_password(f"Password for {args.name}"))
-        except (AuthError, ValueError) as err:
-            print(f"roost users: {err}", file=sys.stderr)
-            return EXIT_CONFIG
-        password_hash = await asyncio.to_thread(hash_password, password)
-        if args.action == "passwd":
-            await store.update_user(user.user_id, password_hash=password_hash, now=time.time())
-            await store.append_audit("user.changed", actor=cli_actor(), target=f"user:{user.name}", details={"password": "changed"})
-            print(f"new password set for {user.name}; their sessions have ended")
-            return 0
-        try:
-            await store.add_user(new_user(args.name, password_hash, role))
-        except UserExistsError as err:
-            print(f"roost users: {err}", file=sys.stderr)
-            return EXIT_FAILURE
-        await store.append_audit("user.created", actor=cli_actor(), target=f"user:{args.name}", details={"role": role})
-        print(f"added {args.name} ({role})")
+    if args.action == "list":
+        for user in await store.list_users():
+            state = "disabled" if user.disabled else "active"
+            print(f"{user.user_id}\t{user.name}\t{user.role}\t{state}")
         return 0
-    finally:
-        await store.close()
+    user = await store.get_user_by_name(args.name) if args.action != "add" else None
+    if args.action != "add" and user is None:
+        print(f"roost users: no user named {args.name!r} (see `roost users list`)", file=sys.stderr)
+        return EXIT_FAILURE
+    if args.action == "delete":
+        try:
+            await store.delete_user(user.user_id)
+        except LastAdminError as err:
+            print(f"roost users: {err}", file=sys.stderr)
+            return EXIT_FAILURE
+        await store.append_audit("user.deleted", actor=cli_actor(), target=f"user:{user.name}")
+        print(f"deleted {user.name}")
+        return 0
+    try:
+        if args.action == "add":
+            check_username(args.name)
+            role = args.role or ("admin" if await store.count_users() == 0 else "viewer")
+            check_role(role)
+        password = check_password_policy(_read_password(f"Password for {args.name}"))
+    except (AuthError, ValueError) as err:
+        print(f"roost users: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    password_hash = await asyncio.to_thread(hash_password, password)
+    if args.action == "passwd":
+        await store.update_user(user.user_id, password_hash=password_hash, now=time.time())
+        await store.append_audit("user.changed", actor=cli_actor(), target=f"user:{user.name}", details={"password": "changed"})
+        print(f"new password set for {user.name}; their sessions have ended")
+        return 0
+    try:
+        await store.add_user(new_user(args.name, password_hash, role))
+    except UserExistsError as err:
+        print(f"roost users: {err}", file=sys.stderr)
+        return EXIT_FAILURE
+    await store.append_audit("user.created", actor=cli_actor(), target=f"user:{args.name}", details={"role": role})
+    print(f"added {args.name} ({role})")
+    return 0
 
 
 def cmd_api_token(args: argparse.Namespace) -> int:
-    config = _hub_config(args)
-    logging.basicConfig(level=logging.WARNING)
-    return asyncio.run(_api_token(config, args))
+    return _on_hub_store(args, _api_token)
 
 
-async def _api_token(config: Any, args: argparse.Namespace) -> int:
+async def _api_token(store: Any, config: Any, args: argparse.Namespace) -> int:
     """User API tokens from the hub host; `create` prints the token, the only time it is shown."""
     import time
 
     from .hub.auth import AuthError, create_api_token
-    from .store.sqlite import SQLiteStore
 
-    store = SQLiteStore(config.store_path)
-    config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    await store.open()
-    try:
-        if args.action == "create":
-            user = await store.get_user_by_name(args.user)
-            if user is None:
-                print(f"roost api-token: no user named {args.user!r} (add one with `roost users add`)", file=sys.stderr)
-                return EXIT_FAILURE
-            ttl = None
-            if args.expires not in (None, "never"):
-                try:
-                    ttl = parse_duration(args.expires)
-                except Exception:
-                    ttl = 0
-                if not 60 <= ttl <= 5 * 365 * 86400:
-                    print("roost api-token: --expires must be a duration between 1m and 5y (such as 30d), or never", file=sys.stderr)
-                    return EXIT_CONFIG
+    if args.action == "create":
+        user = await store.get_user_by_name(args.user)
+        if user is None:
+            print(f"roost api-token: no user named {args.user!r} (add one with `roost users add`)", file=sys.stderr)
+            return EXIT_FAILURE
+        ttl = None
+        if args.expires not in (None, "never"):
             try:
-                token, record = await create_api_token(store, user, scope=args.scope, name=args.name or "", ttl=ttl)
-            except AuthError as err:
-                print(f"roost api-token: {err}", file=sys.stderr)
+                ttl = parse_duration(args.expires)
+            except Exception:
+                ttl = 0
+            if not 60 <= ttl <= 5 * 365 * 86400:
+                print("roost api-token: --expires must be a duration between 1m and 5y (such as 30d), or never", file=sys.stderr)
                 return EXIT_CONFIG
-            await store.append_audit(
-                "api_token.created", actor=cli_actor(), target=f"token:{record.token_id}", details={"user": user.name, "scope": args.scope}
-            )
-            print(token)
-            print(f"# {args.scope} token {record.token_id} for {user.name}; it is shown only now. Send it as: Authorization: Bearer <token>", file=sys.stderr)
-        elif args.action == "list":
-            users = {u.user_id: u.name for u in await store.list_users()}
-            now = time.time()
-            for tok in await store.list_api_tokens():
-                state = "revoked" if tok.revoked else ("expired" if tok.expires_at and tok.expires_at < now else "active")
-                print(f"{tok.token_id}\t{users.get(tok.user_id, '?')}\t{tok.scope}\t{state}\t{tok.name}")
-        elif args.action == "revoke":
-            if not await store.revoke_api_token(args.token_id):
-                print(f"roost api-token: no token with id {args.token_id!r}", file=sys.stderr)
-                return EXIT_FAILURE
-            await store.append_audit("api_token.revoked", actor=cli_actor(), target=f"token:{args.token_id}")
-            print(f"revoked {args.token_id}")
-    finally:
-        await store.close()
+        try:
+            token, record = await create_api_token(store, user, scope=args.scope, name=args.name or "", ttl=ttl)
+        except AuthError as err:
+            print(f"roost api-token: {err}", file=sys.stderr)
+            return EXIT_CONFIG
+        await store.append_audit(
+            "api_token.created", actor=cli_actor(), target=f"token:{record.token_id}", details={"user": user.name, "scope": args.scope}
+        )
+        print(token)
+        print(f"# {args.scope} token {record.token_id} for {user.name}; it is shown only now. Send it as: Authorization: Bearer <token>", file=sys.stderr)
+    elif args.action == "list":
+        users = {u.user_id: u.name for u in await store.list_users()}
+        now = time.time()
+        for tok in await store.list_api_tokens():
+            state = "revoked" if tok.revoked else ("expired" if tok.expires_at and tok.expires_at < now else "active")
+            print(f"{tok.token_id}\t{users.get(tok.user_id, '?')}\t{tok.scope}\t{state}\t{tok.name}")
+    elif args.action == "revoke":
+        if not await store.revoke_api_token(args.token_id):
+            print(f"roost api-token: no token with id {args.token_id!r}", file=sys.stderr)
+            return EXIT_FAILURE
+        await store.append_audit("api_token.revoked", actor=cli_actor(), target=f"token:{args.token_id}")
+        print(f"revoked {args.token_id}")
     return 0
 
 
@@ -530,58 +525,50 @@ async def _audit(args: argparse.Namespace) -> int:
 
 
 def cmd_nodes(args: argparse.Namespace) -> int:
-    config = _hub_config(args)
-    logging.basicConfig(level=logging.WARNING)
-    return asyncio.run(_nodes(config, args))
+    return _on_hub_store(args, _nodes)
 
 
-async def _nodes(config: Any, args: argparse.Namespace) -> int:
+async def _nodes(store: Any, config: Any, args: argparse.Namespace) -> int:
     """Nodes and pairing from the hub host's shell; the running hub picks changes up within a second."""
     import time
 
     from .hub.pairing import PairingError, approve_request, new_node_id_for_cli, reject_request
     from .identity import fingerprint
-    from .store.sqlite import SQLiteStore
 
-    store = SQLiteStore(config.store_path)
-    await store.open()
-    try:
-        if args.action == "list":
-            grants = await store.all_grants()
-            for node in await store.list_nodes():
-                state = "revoked" if node.revoked else ("local" if node.local else "paired")
-                seen = time.strftime("%Y-%m-%d %H:%M", time.localtime(node.last_seen)) if node.last_seen else "never"
-                granted = ",".join(grants[node.node_id].grants) if node.node_id in grants else ""
-                print(f"{node.node_id}\t{_printable(node.name)}\t{state}\tlast seen {seen}\t{granted}")
-        elif args.action == "pending":
-            for req in await store.list_pairing_requests(now=time.time()):
-                flag = f"\tKEY CHANGED for {req.key_changed_node}" if req.key_changed_node else ""
-                print(f"{req.request_id}\t{_printable(req.hostname)}\tcode {req.code}\tkey {fingerprint(req.public_key)}\tfrom {req.peer}{flag}")
-        elif args.action == "approve":
-            grants = None if args.grant is None else sorted({g for part in args.grant for g in part.split(",") if g})
-            try:
-                node = await approve_request(store, args.id, actor=cli_actor(), grants=grants, name=args.name, new_node_id=new_node_id_for_cli)
-            except PairingError as err:
-                print(f"roost nodes: {err}", file=sys.stderr)
-                return EXIT_FAILURE
-            print(f"approved: node {node.node_id} ({_printable(node.hostname)})")
-        elif args.action == "reject":
-            try:
-                await reject_request(store, args.id, actor=cli_actor(), reason=args.reason)
-            except PairingError as err:
-                print(f"roost nodes: {err}", file=sys.stderr)
-                return EXIT_FAILURE
-            print(f"rejected {args.id}")
-        elif args.action == "revoke":
-            node = await store.get_node(args.id)
-            if node is None or node.local:
-                print(f"roost nodes: no revocable node with id {args.id!r}", file=sys.stderr)
-                return EXIT_FAILURE
-            await store.set_node_revoked(args.id, True)
-            await store.append_audit("node.revoked", actor=cli_actor(), target=f"node:{args.id}")
-            print(f"revoked {args.id}; a running hub closes its connection within a second")
-    finally:
-        await store.close()
+    if args.action == "list":
+        grants = await store.all_grants()
+        for node in await store.list_nodes():
+            state = "revoked" if node.revoked else ("local" if node.local else "paired")
+            seen = time.strftime("%Y-%m-%d %H:%M", time.localtime(node.last_seen)) if node.last_seen else "never"
+            granted = ",".join(grants[node.node_id].grants) if node.node_id in grants else ""
+            print(f"{node.node_id}\t{_printable(node.name)}\t{state}\tlast seen {seen}\t{granted}")
+    elif args.action == "pending":
+        for req in await store.list_pairing_requests(now=time.time()):
+            flag = f"\tKEY CHANGED for {req.key_changed_node}" if req.key_changed_node else ""
+            print(f"{req.request_id}\t{_printable(req.hostname)}\tcode {req.code}\tkey {fingerprint(req.public_key)}\tfrom {req.peer}{flag}")
+    elif args.action == "approve":
+        grants = None if args.grant is None else sorted({g for part in args.grant for g in part.split(",") if g})
+        try:
+            node = await approve_request(store, args.id, actor=cli_actor(), grants=grants, name=args.name, new_node_id=new_node_id_for_cli)
+        except PairingError as err:
+            print(f"roost nodes: {err}", file=sys.stderr)
+            return EXIT_FAILURE
+        print(f"approved: node {node.node_id} ({_printable(node.hostname)})")
+    elif args.action == "reject":
+        try:
+            await reject_request(store, args.id, actor=cli_actor(), reason=args.reason)
+        except PairingError as err:
+            print(f"roost nodes: {err}", file=sys.stderr)
+            return EXIT_FAILURE
+        print(f"rejected {args.id}")
+    elif args.action == "revoke":
+        node = await store.get_node(args.id)
+        if node is None or node.local:
+            print(f"roost nodes: no revocable node with id {args.id!r}", file=sys.stderr)
+            return EXIT_FAILURE
+        await store.set_node_revoked(args.id, True)
+        await store.append_audit("node.revoked", actor=cli_actor(), target=f"node:{args.id}")
+        print(f"revoked {args.id}; a running hub closes its connection within a second")
     return 0
 
 
