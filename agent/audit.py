@@ -13,23 +13,20 @@ import aiosqlite
 
 from roost.core.audit import (
     ENTRY_FIELDS,
+    HEAD_KEY,
     AuditEntry,
     AuditHead,
     VerifyResult,
-    canonical_json,
-    chain,
+    append_in_transaction,
     entry_from_row,
-    head_after,
     make_record,
     parse_head,
-    resume_head,
     verify_live,
 )
 
 _LOGGER = logging.getLogger(__name__)
 
 AUDIT_FILE = "audit.db"
-HEAD_KEY = "audit_head"
 PAGE = 500
 ACTOR_AGENT = "agent"
 
@@ -138,32 +135,10 @@ class AgentAudit:
     async def _append(self, db: aiosqlite.Connection, record: Any, now: float) -> AuditEntry:
         await db.execute("BEGIN IMMEDIATE")
         try:
-            rows = await db.execute_fetchall("SELECT value FROM meta WHERE key = ?", (HEAD_KEY,))
-            tail = await db.execute_fetchall("SELECT seq, hash, ts FROM audit_log ORDER BY seq DESC LIMIT 1")
-            head, tampered = resume_head(next(iter(rows), (None,))[0], next(iter(tail), None))
+            entry, tampered = await append_in_transaction(db, record, now=now)
             if tampered and not self._warned:
                 self._warned = True
                 _LOGGER.error("agent audit log %s: %s — it was changed outside Roost; run `roost audit verify --agent`", self.path, tampered)
-            entry = chain(record, head=head, now=now)
-            await db.execute(
-                f"INSERT INTO audit_log ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    entry.seq,
-                    entry.ts,
-                    entry.action,
-                    entry.actor,
-                    entry.target,
-                    entry.outcome,
-                    entry.peer,
-                    canonical_json(entry.details),
-                    entry.prev_hash,
-                    entry.hash,
-                ),
-            )
-            await db.execute(
-                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (HEAD_KEY, head_after(entry).to_json()),
-            )
             await db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:

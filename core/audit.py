@@ -686,3 +686,29 @@ async def verify_live(
         head = await read_head()
         if head is None or head.count <= last or not progressed:
             return verifier.finish(head)
+
+
+HEAD_KEY = "audit_head"
+_ROW_COLUMNS = "seq, ts, action, actor, target, outcome, peer, details, prev_hash, hash"
+
+
+async def append_in_transaction(db: Any, record: Any, *, now: float) -> tuple[AuditEntry, str | None]:
+    """Chain one record onto the log in ``db`` (an aiosqlite connection inside an open write transaction).
+
+    Shared by the hub's store and the agent's local log, which keep the same
+    ``audit_log`` and ``meta`` tables. Returns the entry and, when the stored
+    head and the table's tail disagree, what looks tampered.
+    """
+    rows = await db.execute_fetchall("SELECT value FROM meta WHERE key = ?", (HEAD_KEY,))
+    tail = await db.execute_fetchall("SELECT seq, hash, ts FROM audit_log ORDER BY seq DESC LIMIT 1")
+    head, tampered = resume_head(next(iter(rows), (None,))[0], next(iter(tail), None))
+    entry = chain(record, head=head, now=now)
+    await db.execute(
+        f"INSERT INTO audit_log ({_ROW_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (entry.seq, entry.ts, entry.action, entry.actor, entry.target, entry.outcome, entry.peer, canonical_json(entry.details), entry.prev_hash, entry.hash),
+    )
+    await db.execute(
+        "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (HEAD_KEY, head_after(entry).to_json()),
+    )
+    return entry, tampered

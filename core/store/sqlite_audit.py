@@ -13,12 +13,11 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from ..audit import AuditEntry, AuditHead, canonical_json, chain, entry_from_row, head_after, make_record, parse_head, resume_head
+from ..audit import HEAD_KEY, AuditEntry, AuditHead, append_in_transaction, entry_from_row, make_record, parse_head
 from .audit import DEFAULT_AUDIT_PAGE, MAX_AUDIT_PAGE, AuditFilter
 
 _LOGGER = logging.getLogger(__name__)
 
-HEAD_KEY = "audit_head"
 ITER_PAGE = 500
 
 _COLUMNS = "seq, ts, action, actor, target, outcome, peer, details, prev_hash, hash"
@@ -68,32 +67,10 @@ class SQLiteAuditStore:
     ) -> AuditEntry:
         record = make_record(action, actor=actor, target=target, outcome=outcome, details=details, peer=peer)
         async with self._transaction() as db:  # type: ignore[attr-defined]
-            rows = await db.execute_fetchall("SELECT value FROM meta WHERE key = ?", (HEAD_KEY,))
-            tail = await db.execute_fetchall("SELECT seq, hash, ts FROM audit_log ORDER BY seq DESC LIMIT 1")
-            head, tampered = resume_head(next(iter(rows), (None,))[0], next(iter(tail), None))
+            entry, tampered = await append_in_transaction(db, record, now=time.time() if now is None else now)
             if tampered and not self._audit_tail_warned:
                 self._audit_tail_warned = True
                 _LOGGER.error("audit log: %s — it was changed outside Roost; run `roost audit verify`", tampered)
-            entry = chain(record, head=head, now=time.time() if now is None else now)
-            await db.execute(
-                f"INSERT INTO audit_log ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    entry.seq,
-                    entry.ts,
-                    entry.action,
-                    entry.actor,
-                    entry.target,
-                    entry.outcome,
-                    entry.peer,
-                    canonical_json(entry.details),
-                    entry.prev_hash,
-                    entry.hash,
-                ),
-            )
-            await db.execute(
-                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (HEAD_KEY, head_after(entry).to_json()),
-            )
         return entry
 
     async def list_audit(
