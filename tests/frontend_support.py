@@ -63,3 +63,25 @@ def tab_factory(browser: Any, base_url: str, sessions: dict[str, Any], default_r
     finally:
         for context in contexts:
             context.close()
+
+
+def session_state(cookie: str) -> dict[str, Any]:
+    """A Playwright storage state holding one hub session cookie for 127.0.0.1."""
+    return {
+        "cookies": [
+            {"name": "roost_session", "value": cookie, "domain": "127.0.0.1", "path": "/", "httpOnly": True, "secure": False, "sameSite": "Strict", "expires": -1}
+        ],
+        "origins": [],
+    }
+
+
+@contextlib.contextmanager
+def page_factory(browser: Any, base_url: str, cookie: str) -> Iterator[Callable[..., tuple[Any, list[str]]]]:
+    """make(**context options) -> (page, errors), logged in with the cookie; contexts closed afterwards."""
+    with tab_factory(browser, base_url, {"owner": session_state(cookie)}, "owner") as make_tab:
+
+        def make(**options: Any) -> tuple[Any, list[str]]:
+            tab = make_tab(**options)
+            return tab.page, tab.errors
+
+        yield make

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import pytest
+from frontend_support import page_factory
 from docker_engine import docker_engine  # noqa: F401 - fixture
 from support import free_port
 
@@ -166,25 +167,8 @@ def docker_hub(tmp_path_factory, containers) -> Iterator[SimpleNamespace]:
 @pytest.fixture
 def open_page(browser, docker_hub) -> Iterator[Any]:
     """open_page(**context options) -> (page, errors), logged in as the owner; contexts closed afterwards."""
-    contexts = []
-
-    def make(**options: Any) -> tuple[Any, list[str]]:
-        state = {"cookies": [{"name": "roost_session", "value": docker_hub.cookie, "domain": "127.0.0.1", "path": "/",
-                              "httpOnly": True, "secure": False, "sameSite": "Strict", "expires": -1}], "origins": []}
-        context = browser.new_context(**{"viewport": {"width": 1280, "height": 900}, "storage_state": state, **options})
-        context.set_default_timeout(20_000)
-        contexts.append(context)
-        page = context.new_page()
-        errors: list[str] = []
-        page.on("console", lambda msg: msg.type == "error" and errors.append(f"console: {msg.text}"))
-        page.on("pageerror", lambda err: errors.append(f"page error: {err}"))
-        return page, errors
-
-    try:
+    with page_factory(browser, docker_hub.base_url, docker_hub.cookie) as make:
         yield make
-    finally:
-        for context in contexts:
-            context.close()
 
 
 def visible_rows(page: Any) -> list[dict[str, str]]:

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import pytest
+from frontend_support import page_factory
 from support import free_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
@@ -145,25 +146,8 @@ def pve_hub(tmp_path_factory, pve_cluster) -> Iterator[SimpleNamespace]:
 @pytest.fixture
 def open_page(browser, pve_hub) -> Iterator[Any]:
     """open_page(**context options) -> (page, errors), logged in as the owner; contexts closed afterwards."""
-    contexts = []
-
-    def make(**options: Any) -> tuple[Any, list[str]]:
-        state = {"cookies": [{"name": "roost_session", "value": pve_hub.cookie, "domain": "127.0.0.1", "path": "/",
-                              "httpOnly": True, "secure": False, "sameSite": "Strict", "expires": -1}], "origins": []}
-        context = browser.new_context(**{"viewport": {"width": 1280, "height": 900}, "storage_state": state, **options})
-        context.set_default_timeout(20_000)
-        contexts.append(context)
-        page = context.new_page()
-        errors: list[str] = []
-        page.on("console", lambda msg: msg.type == "error" and errors.append(f"console: {msg.text}"))
-        page.on("pageerror", lambda err: errors.append(f"page error: {err}"))
-        return page, errors
-
-    try:
+    with page_factory(browser, pve_hub.base_url, pve_hub.cookie) as make:
         yield make
-    finally:
-        for context in contexts:
-            context.close()
 
 
 def wait_for_chart(page: Any, key: str = "cpu", timeout: float = 30_000) -> int:
