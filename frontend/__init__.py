@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from .views import setup as _setup_views
+from . import auth_views, containers_views, jobs_views, pairing_views, proxmox_views, views
 
 
 def setup(app: Any) -> None:
     """Register every dashboard page and the static files on the hub's application."""
-    _setup_views(app)
-    from . import containers_views, proxmox_views
-
+    views.setup(app)
+    auth_views.setup(app)
+    pairing_views.setup(app)
+    jobs_views.setup(app)
     containers_views.setup(app)
     proxmox_views.setup(app)
 

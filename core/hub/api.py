@@ -13,7 +13,7 @@ from roost.core.const import __version__
 from roost.core.integration import humanize_invalid
 from roost.core.store import RES_HOUR, RES_MINUTE, RES_RAW, RESOLUTIONS
 
-from .app import HEADLINE, HUB_KEY
+from .state import HEADLINE, HUB_KEY
 
 RANGES = {"1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400, "1y": 365 * 86400}
 MAX_SERIES = 20
