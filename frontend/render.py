@@ -13,6 +13,7 @@ import logging
 import time
 from functools import lru_cache
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -22,6 +23,8 @@ from aiohttp import web
 from roost.core.const import __version__
 from roost.core.hub.auth import IDENTITY_KEY
 from roost.core.hub.state import HUB_KEY
+from roost.core.hub_integration import STATIC_PREFIX as INTEGRATION_STATIC_PREFIX
+from roost.core.hub_integration import VIEWER
 
 from . import formatting
 
@@ -31,12 +34,32 @@ STATIC_DIR = Path(__file__).parent / "static"
 STATIC_PREFIX = "/static/"
 
 JINJA_ENV_KEY = web.AppKey("roost_frontend_jinja", jinja2.Environment)
+# The integrations' entries in the top navigation: dicts of label, path, role, order.
+NAV_KEY = web.AppKey("roost_frontend_integration_nav", list)
 
 
+def create_environment(
+    integration_templates: Mapping[str, jinja2.BaseLoader] | None = None,
+    integration_static: Mapping[str, Path] | None = None,
+) -> jinja2.Environment:
+    """The dashboard's jinja2 environment: the shell's templates, then each integration's as ``<domain>/<name>``."""
+    loader: jinja2.BaseLoader = jinja2.PackageLoader("roost.frontend", "templates")
+    if integration_templates:
+        loader = jinja2.ChoiceLoader([loader, jinja2.PrefixLoader(dict(integration_templates), delimiter="/")])
+    static = dict(integration_static or {})
 
-def create_environment() -> jinja2.Environment:
+    def url(path: str, domain: str | None = None) -> str:
+        if domain is None:
+            return static_url(path)
+        folder = static.get(domain)
+        prefix = f"{INTEGRATION_STATIC_PREFIX}/{domain}/"
+        if folder is None:
+            _LOGGER.warning("dashboard: integration %s has no static folder for %s", domain, path)
+            return prefix + path
+        return _hashed_url(folder, prefix, path)
+
     env = jinja2.Environment(
-        loader=jinja2.PackageLoader("roost.frontend", "templates"),
+        loader=loader,
         autoescape=jinja2.select_autoescape(default=True, default_for_string=True),
         # Hub data may lack any key; a missing one renders as "—" instead of failing the page.
         undefined=jinja2.ChainableUndefined,
@@ -46,7 +69,7 @@ def create_environment() -> jinja2.Environment:
     env.filters.update(formatting.FILTERS)
     env.filters["segment"] = path_segment
     env.filters["pretty_json"] = pretty_json
-    env.globals["static_url"] = static_url
+    env.globals["static_url"] = url
     env.globals["version"] = __version__
     return env
 
@@ -61,15 +84,19 @@ def pretty_json(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, default=str)
 
 
-@lru_cache(maxsize=None)
 def static_url(path: str) -> str:
     """The URL of a static file with a content hash, so a new release is never served stale."""
+    return _hashed_url(STATIC_DIR, STATIC_PREFIX, path)
+
+
+@lru_cache(maxsize=None)
+def _hashed_url(folder: Path, prefix: str, path: str) -> str:
     try:
-        digest = hashlib.sha256((STATIC_DIR / path).read_bytes()).hexdigest()[:12]
+        digest = hashlib.sha256((folder / path).read_bytes()).hexdigest()[:12]
     except OSError:
-        _LOGGER.warning("dashboard: static file %s is missing from %s", path, STATIC_DIR)
-        return STATIC_PREFIX + path
-    return f"{STATIC_PREFIX}{path}?v={digest}"
+        _LOGGER.warning("dashboard: static file %s is missing from %s", path, folder)
+        return prefix + path
+    return f"{prefix}{path}?v={digest}"
 
 
 def _hub(request: web.Request) -> Any:
@@ -90,12 +117,31 @@ def _render(
         if not fragments or fragment not in fragments:
             raise web.HTTPNotFound(text=f"no fragment named {fragment!r} on this page")
         template = fragments[fragment]
-    context = {"now": time.time(), "path": request.path, **_identity_context(request), **context}
+    context = {
+        "now": time.time(),
+        "path": request.path,
+        "integration_nav": nav_entries(request),
+        **_identity_context(request),
+        **context,
+    }
     html = env.get_template(template).render(context)
     response = web.Response(text=html, content_type="text/html", status=status)
     # Pages show live data: a back button or a proxy must never show an old copy.
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+def nav_entries(request: web.Request) -> list[dict[str, Any]]:
+    """The integrations' nav entries this user may see, the current one marked."""
+    identity = request.get(IDENTITY_KEY)
+    entries = []
+    for entry in request.app.get(NAV_KEY, []):
+        if entry["role"] != VIEWER and (identity is None or not identity.allows(entry["role"])):
+            continue
+        path = entry["path"]
+        current = request.path == path or request.path.startswith(path.rstrip("/") + "/")
+        entries.append({"label": entry["label"], "path": path, "current": current})
+    return entries
 
 
 def _identity_context(request: web.Request) -> dict[str, Any]:

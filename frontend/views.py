@@ -8,7 +8,8 @@ from aiohttp import web
 
 from .jobs_views import node_actions
 from .pairing_views import node_trust
-from .render import JINJA_ENV_KEY, STATIC_DIR, STATIC_PREFIX, _hub, _render, create_environment
+from .integration_pages import node_panels
+from .render import JINJA_ENV_KEY, STATIC_DIR, STATIC_PREFIX, _hub, _render
 
 # Pages whose parts the browser re-fetches as HTML fragments (?fragment=NAME)
 # to stay current without a reload; each maps to the template that renders it.
@@ -20,8 +21,7 @@ _STATUS_ORDER = {"online": 0, "stale": 1, "new": 2, "offline": 3}
 
 
 def setup(app: web.Application) -> None:
-    """Register the dashboard's pages and static files on the hub's application."""
-    app[JINJA_ENV_KEY] = create_environment()
+    """Register the shell's pages and static files (frontend.setup has made the jinja2 environment)."""
     app.router.add_get("/", overview, name="overview")
     app.router.add_get("/nodes/{node_id}", node_page, name="node")
     app.router.add_get("/integrations", integrations_page, name="integrations")
@@ -54,12 +54,13 @@ def _status_counts(nodes: list[dict[str, Any]]) -> dict[str, int]:
 
 async def overview(request: web.Request) -> web.Response:
     """All nodes at a glance: status, CPU, memory and disk."""
-    summary = await _hub(request).nodes_summary()
+    hub = _hub(request)
+    summary = await hub.nodes_summary()
     nodes = sorted(summary.get("nodes", []), key=_node_sort_key)
     return _render(
         request,
         "overview/page.html",
-        {"nodes": nodes, "counts": _status_counts(nodes), "page": "overview"},
+        {"nodes": nodes, "counts": _status_counts(nodes), "page": "overview", "figures": headline_figures(hub)},
         fragments=OVERVIEW_FRAGMENTS,
     )
 
@@ -68,10 +69,17 @@ RANGES = ("1h", "24h", "7d", "30d")
 DEFAULT_RANGE = "1h"
 
 
+def headline_figures(hub: Any) -> list[dict[str, Any]]:
+    """The figures the integrations declared for the node cards (key, label, unit), in order."""
+    plugins = getattr(hub, "plugins", None)
+    return plugins.headline_figures() if plugins is not None else []
+
+
 async def node_page(request: web.Request) -> web.Response:
     """One node: facts, history charts, disks, network, processes, services, integrations."""
     node_id = request.match_info["node_id"]
-    detail = await _hub(request).node_detail(node_id)
+    hub = _hub(request)
+    detail = await hub.node_detail(node_id)
     if detail is None:
         return _render(
             request,
@@ -105,6 +113,7 @@ async def node_page(request: web.Request) -> web.Response:
             "ranges": RANGES,
             "selected_range": selected_range,
             "page_data": page_data,
+            "panels": await node_panels(request, getattr(hub, "plugins", None), node, state),
             **await node_trust(request, node),
             **await node_actions(request, node),
         },

@@ -23,6 +23,7 @@ from roost.core.tls import CA_PEM_CONTENT_TYPE, HubTLS, ensure_hub_tls
 
 from . import api, audit, auth, gateway, jobs_api, jointokens, pairing, push, security, wake
 from .gateway import MESSAGE_BURST, MESSAGE_RATE
+from .integrations import HubIntegrations
 from .local_agent import local_agent_ctx
 from .pairing import Pairing
 from .security import RateLimiter
@@ -40,6 +41,8 @@ def build_hub(config: HubConfig, store: Store) -> Hub:
     """The Hub with the parts whose modules also serve routes (so they import state.py, not the other way)."""
     hub = Hub(config, store)
     hub.pairing = Pairing(hub)
+    hub.plugins = HubIntegrations(hub)
+    hub.manager.context_factory = hub.plugins.context
     hub.agent_messages = RateLimiter(rate=MESSAGE_RATE, burst=MESSAGE_BURST, max_keys=100_000)
     per_minute = config.pairing_attempts_per_minute
     hub.pairing_attempts = RateLimiter(rate=per_minute / 60.0, burst=max(1, per_minute // 2), max_failures=5, ban_seconds=300)
@@ -69,6 +72,7 @@ async def _integrations_ctx(app: web.Application) -> AsyncIterator[None]:
     hub = app[HUB_KEY]
     hub.manager.load()
     await hub.manager.setup_all()
+    hub.plugins.collect()
     yield
     await hub.manager.shutdown_all()
 
@@ -170,6 +174,10 @@ def create_app(config: HubConfig, *, store: Store | None = None, tls: HubTLS | N
         app.cleanup_ctx.append(local_agent_ctx)
     app.on_shutdown.append(_on_shutdown)
     app.router.add_get("/api/v1/ca.pem", ca_pem)
+    # Hub halves are imported now: the routing table is fixed before the app starts.
+    app[HUB_KEY].manager.load()
+    app[HUB_KEY].plugins.declare()
+    app[HUB_KEY].plugins.setup_routes(app)
     api.setup(app)
     gateway.setup(app)
     pairing.setup(app)

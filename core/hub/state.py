@@ -32,6 +32,7 @@ from roost.core.const import (
     NODE_STALE,
     ROLE_HUB,
     STATE_LOADED,
+    STATE_SETUP_RETRY,
     __version__,
 )
 from roost.core.jointoken import JOIN_TOKEN_PREFIX, JoinTokenError, split_join_token
@@ -48,18 +49,12 @@ from .ingest import Ingestor
 from .jobs import JobEngine
 
 if TYPE_CHECKING:
+    from .integrations import HubIntegrations
     from .pairing import Pairing
     from .security import RateLimiter
 
 _LOGGER = logging.getLogger(__name__)
 
-HEADLINE = {
-    "cpu_percent": "linux_host.cpu_percent",
-    "mem_used_percent": "linux_host.mem_used_percent",
-    "disk_used_percent": "linux_host.disk_used_percent",
-    "load_1": "linux_host.load_1",
-    "uptime_s": "linux_host.uptime_s",
-}
 SUMMARY_FACTS = ("os", "kernel", "arch", "cpu_cores_logical", "virtualization", "container")
 LIVENESS_CHECK_SECONDS = 1.0
 PRUNE_EVERY_SECONDS = 3600.0
@@ -136,10 +131,13 @@ class Hub:
             custom_dirs=[config.data_dir / "custom_integrations", *config.custom_integrations],
         )
         self.started_at = time.time()
+        # Headline key -> metric series, as the hub halves' roost_hub_headline_figures declared them.
+        self.headline: dict[str, str] = {}
         self.jobs = JobEngine(self)
         self.local_grants: Any = None  # the in-process agent's grant setter
         # Wired by the app factory (app.build_hub): their modules serve routes, so they import this one.
         self.pairing: Pairing
+        self.plugins: HubIntegrations
         self.agent_messages: RateLimiter
         self.pairing_attempts: RateLimiter
         # Set by the TLS setup: what agents pin and what pairing codes mix in.
@@ -234,7 +232,7 @@ class Hub:
     def summary(self, node_id: str, now: float | None = None) -> dict[str, Any]:
         node = self._nodes[node_id]
         metrics = self._metrics.get(node_id, {})
-        headline = {key: metrics[series] for key, series in HEADLINE.items() if series in metrics}
+        headline = {key: metrics[series] for key, series in self.headline.items() if series in metrics}
         problems = sum(1 for i in node.integrations if i.get("state") not in (STATE_LOADED, "disabled", "not_available"))
         loaded = sum(1 for i in node.integrations if i.get("state") == STATE_LOADED)
         return {
@@ -491,6 +489,10 @@ class Hub:
                 except Exception:
                     _LOGGER.exception("cannot record heartbeats")
                 last_touch = time.monotonic()
+            if any(i.state == STATE_SETUP_RETRY for i in self.manager.integrations.values()):
+                # A hub half that was not ready gets its backoff retries here, then its figures and extensions count.
+                await self.manager.retry_due()
+                self.plugins.collect()
             if now - last_prune >= PRUNE_EVERY_SECONDS:
                 try:
                     deleted = await self.store.prune(now, self.config.retention)
