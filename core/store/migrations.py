@@ -340,6 +340,12 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        7,
+        "the name a pairing agent asks for",
+        # `roost agent --name`: shown with the request and what tells two agents on one host apart.
+        ("ALTER TABLE pairing_requests ADD COLUMN name TEXT NOT NULL DEFAULT ''",),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -9,6 +9,7 @@ import time
 from roost.core.const import ENROLL_PATH, MAX_MESSAGE_BYTES
 from roost.core.hub.app import HUB_KEY, create_join_token
 from roost.core.identity import Identity
+from support_hub import enrol_body
 
 
 async def test_enroll_then_report_is_persisted_and_acked(client, fake_agent):
@@ -66,10 +67,10 @@ async def test_new_spool_epoch_starts_sequence_again(client, fake_agent):
 
 async def test_enroll_refuses_reused_expired_revoked_and_malformed_tokens(client):
     hub = client.app[HUB_KEY]
-    key = Identity.generate().public_key
+    me = Identity.generate()
     token, _ = await create_join_token(hub.store, ttl=3600, uses=1)
-    assert (await client.post(ENROLL_PATH, json={"token": token, "public_key": key})).status == 200
-    second = await client.post(ENROLL_PATH, json={"token": token, "public_key": Identity.generate().public_key})
+    assert (await client.post(ENROLL_PATH, json=enrol_body(token, me))).status == 200
+    second = await client.post(ENROLL_PATH, json=enrol_body(token, Identity.generate()))
     assert second.status == 403 and "used up" in (await second.json())["error"]
 
     expired, record = await create_join_token(hub.store, ttl=3600, uses=5)
@@ -78,18 +79,18 @@ async def test_enroll_refuses_reused_expired_revoked_and_malformed_tokens(client
     hub_now = time.time
     try:
         time.time = lambda: hub_now() + 7200  # type: ignore[assignment]
-        late = await client.post(ENROLL_PATH, json={"token": expired, "public_key": Identity.generate().public_key})
+        late = await client.post(ENROLL_PATH, json=enrol_body(expired, Identity.generate()))
     finally:
         time.time = hub_now  # type: ignore[assignment]
     assert late.status == 403
 
     revoked, record = await create_join_token(hub.store, ttl=3600, uses=5)
     await hub.store.revoke_join_token(record.token_id)
-    assert (await client.post(ENROLL_PATH, json={"token": revoked, "public_key": Identity.generate().public_key})).status == 403
+    assert (await client.post(ENROLL_PATH, json=enrol_body(revoked, Identity.generate()))).status == 403
 
     wrong_secret = revoked.rsplit("_", 1)[0] + "_nope"
-    assert (await client.post(ENROLL_PATH, json={"token": wrong_secret, "public_key": key})).status == 403
-    bad = await client.post(ENROLL_PATH, json={"token": "garbage", "public_key": Identity.generate().public_key})
+    assert (await client.post(ENROLL_PATH, json=enrol_body(wrong_secret, me))).status == 403
+    bad = await client.post(ENROLL_PATH, json=enrol_body("garbage", Identity.generate()))
     assert bad.status == 403 and "malformed" in (await bad.json())["error"]
 
 

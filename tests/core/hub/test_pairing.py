@@ -14,7 +14,7 @@ from roost.agent.pairing import PairingFailed, pair
 from roost.core import protocol
 from roost.core.capabilities import Ceiling
 from roost.core.hub.app import HUB_KEY, create_app
-from roost.core.identity import Identity
+from roost.core.identity import Identity, verify
 from roost.core.pairing import check_commitment, new_nonce, pair_payload, short_code
 
 from support_hub import FakeAgent, hub_config
@@ -80,7 +80,10 @@ async def test_codes_match_and_approval_grants_only_what_was_chosen(client):
     assert resp.status == 200, await resp.text()
     node_id = (await resp.json())["node_id"]
     approved = await agent.ws.receive_json(timeout=5)
-    assert approved == {"v": 1, "type": "pair_approved", "node_id": node_id, "hub_id": hub.hub_id, "grants": ["docker.read", "host.metrics.read"]}
+    proof = approved.pop("hub_signature")
+    assert approved == {"v": 1, "type": "pair_approved", "node_id": node_id, "hub_id": hub.hub_id, "grants": ["docker.read", "host.metrics.read"], "hub_key": hub.identity.public_key}
+    # The hub proves its identity key for this node and this connection: what the agent pins.
+    assert verify(hub.identity.public_key, proof, protocol.hub_proof_payload("pair", hub.hub_id, node_id, agent.challenge["nonce"], agent.agent_nonce))
 
     paired = FakeAgent(client, identity=agent.identity, node_id=node_id)
     assert (await paired.connect())["type"] == "welcome"
