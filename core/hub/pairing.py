@@ -56,6 +56,8 @@ class Pairing:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
         self._waiters: dict[str, asyncio.Event] = {}
+        # Requests whose agent socket is open here: only they may hold a pending slot.
+        self._live: set[str] = set()
         self.browser: Browser | None = None
 
     # ------------------------------------------------------------ discovery
@@ -156,8 +158,18 @@ class Pairing:
             peer=conn.peer,
             key_changed_node=key_changed,
         )
+        self._live.add(request.request_id)
         try:
-            await hub.store.add_pairing_request(request, max_pending=hub.config.pairing_max_pending, now=now)
+            await self._queue(conn, request, message, nonce, hub_nonce)
+        finally:
+            self._live.discard(request.request_id)
+
+    async def _queue(self, conn: AgentConnection, request: PairingRequest, message: dict[str, Any], nonce: str, hub_nonce: str) -> None:
+        """Hold a slot for the request (freeing those of agents that went away first) and wait for the decision."""
+        hub, hostname, name, key_changed, public_key = self.hub, request.hostname, request.name, request.key_changed_node, request.public_key
+        await self._withdraw_dead(request.created_at)
+        try:
+            await hub.store.add_pairing_request(request, max_pending=hub.config.pairing_max_pending, now=request.created_at)
         except PairingLimitError as err:
             await hub.audit("pairing.refused", actor="anonymous", outcome="refused", peer=conn.peer, details={"hostname": hostname, "why": "too many pending"})
             await conn.send_error(protocol.ERR_RATE_LIMITED, str(err), close=CLOSE_POLICY)
@@ -179,10 +191,12 @@ class Pairing:
         reader = asyncio.create_task(self._drain(conn))
         try:
             while not conn.ws.closed and not reader.done():
-                try:
-                    await asyncio.wait_for(event.wait(), DECISION_POLL_SECONDS)
-                except asyncio.TimeoutError:
-                    pass
+                decided = asyncio.ensure_future(event.wait())
+                # Woken by a decision, by the agent going away, or once a second to notice the CLI's decisions.
+                await asyncio.wait({decided, reader}, timeout=DECISION_POLL_SECONDS, return_when=asyncio.FIRST_COMPLETED)
+                decided.cancel()
+                if reader.done():
+                    break
                 event.clear()
                 current = await self.hub.store.get_pairing_request(request.request_id)
                 if current is None:
@@ -198,10 +212,17 @@ class Pairing:
                     await conn.send_error(protocol.ERR_PAIRING, "pairing request expired; start the agent again for a new code", close=CLOSE_NORMAL)
                     return
         finally:
+            self._live.discard(request.request_id)  # before the write below: a newcomer may take this slot at once
             self._waiters.pop(request.request_id, None)
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
             await self._withdraw(request)
+
+    async def _withdraw_dead(self, now: float) -> None:
+        """Free the slots of pending requests with no socket here (closed before a decision, or left from before a restart)."""
+        for pending in await self.hub.store.list_pairing_requests(now=now):
+            if pending.request_id not in self._live:
+                await self._withdraw(pending)
 
     async def _withdraw(self, request: PairingRequest) -> None:
         """A request whose socket is gone holds no slot: only that socket could carry the approval and its code."""
