@@ -260,6 +260,10 @@ async def _pair(rt: Any, config: Any, hub_url: str) -> dict[str, Any]:
                 if "expired" not in str(err):
                     raise
                 print("Pairing request expired; asking again with a new code.", flush=True)
+            except OSError as err:  # the hub went away between learning its CA and asking to pair
+                from roost.agent.trust import unreachable
+
+                raise unreachable(hub_url, err) from None
     finally:
         if announcer is not None:
             await announcer.stop()

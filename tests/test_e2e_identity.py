@@ -202,3 +202,61 @@ def test_an_agent_started_before_its_hub_waits_for_it_and_enrols(tmp_path, procs
     assert len(mine) == 1 and "use http://" in mine[0] and f"https://127.0.0.1:{port}" in mine[0], wrong.stderr
     hub.stop()
     assert agent.p.returncode == 0, agent.text()[-2000:]
+
+
+def api(port: int, token: str, method: str, path: str, body: dict | None = None) -> Any:
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", method=method, data=json.dumps(body).encode() if body is not None else None,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def test_two_agents_on_one_host_pair_by_name_and_an_unnamed_third_is_flagged(tmp_path, procs):
+    hub_dir = tmp_path / "hub"
+    subprocess.run([*ROOST, "users", "add", "admin", "--role", "admin", "--data-dir", str(hub_dir)],
+                   input="a long test passphrase\n", capture_output=True, text=True, timeout=60, check=True)
+    token = subprocess.run([*ROOST, "api-token", "create", "--user", "admin", "--scope", "admin", "--data-dir", str(hub_dir)],
+                           capture_output=True, text=True, timeout=60, check=True).stdout.strip()
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    hub = start_hub(tmp_path, procs, port)
+    hub_key = Identity.load(hub_dir / "hub_key.pem").public_key
+    conf = tmp_path / "agent.toml"
+    conf.write_text('[agent]\ninterval = "0.5s"\ndiscovery = false\n')
+
+    def agent(name: str, *extra: str) -> Proc:
+        proc = Proc([*ROOST, "agent", "--data-dir", str(tmp_path / name), "--hub", base, "--config", str(conf), *extra], tmp_path / f"{name}.log")
+        procs.append(proc)
+        return proc
+
+    def pending() -> list[dict]:
+        return api(port, token, "GET", "/api/v1/pairing")["pending"]
+
+    first = agent("first")
+    [request] = wait_for(lambda: pending() or None, 60, "the first agent's pairing request")
+    wait_for(lambda: "Pairing code: " + request["code"] in first.text(), 30, "the first agent's code")
+    first_id = api(port, token, "POST", f"/api/v1/pairing/{request['id']}/approve", {})["node_id"]
+    state = wait_for(lambda: state_of(tmp_path / "first"), 30, "the first agent's approval")
+    assert state["node_id"] == first_id and state["hub_key"] == hub_key  # pinned at pairing
+
+    second = agent("second", "--name", "box-docker")
+    [request] = wait_for(lambda: pending() or None, 60, "the second agent's pairing request")
+    assert request["name"] == "box-docker" and request["hostname"] == api(port, token, "GET", f"/api/v1/nodes/{first_id}")["node"]["hostname"]
+    assert request["key_changed_node"] is None  # same host, its own name: no false alarm
+    wait_for(lambda: "shows for box-docker" in second.text(), 30, "the second agent's code, under its name")
+    second_id = api(port, token, "POST", f"/api/v1/pairing/{request['id']}/approve", {})["node_id"]
+    wait_for(lambda: state_of(tmp_path / "second"), 30, "the second agent's approval")
+    assert second_id != first_id and api(port, token, "GET", f"/api/v1/nodes/{second_id}")["node"]["name"] == "box-docker"
+
+    third = agent("third")  # no --name: it claims the host itself, with a new key
+    [request] = wait_for(lambda: pending() or None, 60, "the third agent's pairing request")
+    assert request["key_changed_node"] == first_id
+    third.stop()  # its socket closes: the request gives its slot back
+    wait_for(lambda: not pending(), 30, "the abandoned request to be withdrawn")
+    for proc in (first, second):
+        proc.stop()
+    hub.stop()
