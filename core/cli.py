@@ -155,7 +155,7 @@ async def _until_reachable(attempt: Any) -> Any:
             if backoff.attempt == 1:
                 print(f"roost agent: {err}; is the hub running and is that the right port? Retrying with backoff until it answers (Ctrl-C to stop)", file=sys.stderr, flush=True)
             else:
-                _LOGGER.info("%s; trying again in %.0f s", err, delay)
+                _LOGGER.debug("%s; trying again in %.0f s", err, delay)
             await asyncio.sleep(delay)
 
 

@@ -112,8 +112,9 @@ async def create_join_token(
     """Make a join token; only its hash is stored, so the returned string is the one chance to copy it.
 
     The token ends with the hub CA's fingerprint and the hub identity key's,
-    so the agent can pin the hub before it sends the secret part. The audit log records who made it (never
-    the secret); if it cannot, this raises and the token is never shown.
+    so the agent can pin the hub before it sends the secret part. The audit
+    log records who made it (never the secret); if it cannot, this raises and
+    the token is never shown.
     """
     token_id = secrets.token_hex(4)
     secret = secrets.token_urlsafe(24).replace("_", "-")
@@ -418,7 +419,7 @@ class Hub:
             _LOGGER.info("node %s enrolled with join token %s", self._label(node.node_id), token_id)
         return node
 
-    async def refuse_enrolment(self, token: str, why: str, message: str, *, peer: str, hostname: str, target: str = "") -> JoinTokenError:
+    async def refuse_enrolment(self, token: str, why: str, message: str = "", *, peer: str, hostname: str, target: str = "") -> JoinTokenError:
         """Audit a refused enrolment (the token's id as actor when it has one, never its secret) and return the error to raise."""
         try:
             actor = f"token:{split_join_token(token)[0]}"

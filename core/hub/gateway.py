@@ -14,10 +14,10 @@ from aiohttp import WSMsgType, web
 from roost.core import protocol
 from roost.core.const import ENROLL_PATH, HUB_IDENTITY_PATH, MAX_MESSAGE_BYTES, WS_PATH
 from roost.core.identity import load_public_key, verify
-from roost.core.tls import csr_key
 from roost.core.integration import humanize_invalid
 from roost.core.pairing import commitment, new_nonce
 from roost.core.store import Report
+from roost.core.tls import csr_key
 
 from .app import HUB_KEY, Hub, JoinTokenError
 from .security import peer_of
@@ -77,12 +77,12 @@ async def enroll(request: web.Request) -> web.Response:
         data = ENROLL_SCHEMA(body)
     except vol.Invalid as err:
         if _unsigned(body):
-            await hub.refuse_enrolment(body["token"], "not signed by the key it enrols", "", peer=peer_of(request), hostname=body.get("hostname", ""))
+            await hub.refuse_enrolment(body["token"], "not signed by the key it enrols", peer=peer_of(request), hostname=body.get("hostname", ""))
             return json_error(400, "enrolment must be signed by the key it enrols (timestamp, nonce, signature): this agent is older than the hub — upgrade it")
         return json_error(400, f"invalid enrolment request: {humanize_invalid(err)}")
     refusal = _enrolment_proof_problem(data)
     if refusal:
-        await hub.refuse_enrolment(data["token"], refusal, "", peer=peer_of(request), hostname=data["hostname"])
+        await hub.refuse_enrolment(data["token"], refusal, peer=peer_of(request), hostname=data["hostname"])
         _LOGGER.warning("refused enrolment from %s: %s", peer_of(request), refusal)
         return json_error(403, refusal)
     try:
