@@ -77,9 +77,9 @@ async def pair(
         compression=None,
     ) as ws:
         challenge = protocol.parse(await asyncio.wait_for(ws.recv(), HANDSHAKE_TIMEOUT), {protocol.TYPE_CHALLENGE: protocol.CHALLENGE_SCHEMA})
-        commit = challenge.get("commitment")
-        if not commit:
-            raise PairingFailed("the hub did not commit to a pairing nonce; is it a Roost hub of the same version?")
+        commit, hub_key = challenge.get("commitment"), challenge.get("hub_key")
+        if not commit or not hub_key:
+            raise PairingFailed("the hub did not commit to a pairing nonce and name its identity key; is it a Roost hub of the same version?")
         agent_nonce = new_nonce()
         await ws.send(
             protocol.encode(
@@ -110,15 +110,17 @@ async def pair(
             if kind == protocol.TYPE_PAIR_PENDING:
                 if not check_commitment(commit, message["hub_nonce"]):
                     raise PairingFailed("the hub's pairing nonce does not match its commitment — something is in the middle; do not approve")
-                code = short_code(agent_public_key=identity.public_key, ca_fingerprint=ca_fingerprint, agent_nonce=agent_nonce, hub_nonce=message["hub_nonce"])
+                code = short_code(
+                    agent_public_key=identity.public_key, ca_fingerprint=ca_fingerprint, hub_key=hub_key, agent_nonce=agent_nonce, hub_nonce=message["hub_nonce"]
+                )
                 show_code(code, message["request_id"], message["expires_at"])
             elif kind == protocol.TYPE_PAIR_APPROVED:
                 if message["hub_id"] != challenge["hub_id"]:
                     raise PairingFailed("approval came from a different hub id")
-                hub_key = message.get("hub_key") or ""
                 proof = protocol.hub_proof_payload(protocol.HUB_PROOF_PAIR, message["hub_id"], message["node_id"], challenge["nonce"], agent_nonce)
-                if not hub_key or not verify(hub_key, message.get("hub_signature") or "", proof):
-                    raise PairingFailed("the approval is not signed by the hub's identity key — refusing it (is the hub older than this agent?)")
+                # The key the code was made with, and no other, is the one pinned.
+                if message.get("hub_key") != hub_key or not verify(hub_key, message.get("hub_signature") or "", proof):
+                    raise PairingFailed("the approval is not signed by the hub identity key the pairing code was made with — refusing it")
                 return Paired(
                     node_id=message["node_id"],
                     hub_id=message["hub_id"],

@@ -214,6 +214,8 @@ CHALLENGE_SCHEMA = vol.Schema(
         vol.Required("nonce"): _NONCE,
         vol.Required("hub_id"): vol.All(str, vol.Length(min=1, max=64)),
         vol.Optional("commitment"): vol.All(str, vol.Length(min=64, max=64)),
+        # The hub's identity key: a pairing agent mixes it into the code and pins it once approved.
+        vol.Optional("hub_key"): _B64KEY,
     },
     extra=vol.ALLOW_EXTRA,
 )

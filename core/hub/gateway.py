@@ -167,7 +167,9 @@ class AgentConnection:
         # Committed now, revealed only if the agent asks to pair (see roost.core.pairing).
         hub_nonce = new_nonce()
         await self.ws.send_str(
-            protocol.encode(protocol.TYPE_CHALLENGE, nonce=nonce, hub_id=self.hub.hub_id, commitment=commitment(hub_nonce))
+            protocol.encode(
+                protocol.TYPE_CHALLENGE, nonce=nonce, hub_id=self.hub.hub_id, commitment=commitment(hub_nonce), hub_key=self.hub.identity.public_key
+            )
         )
         try:
             msg = await self.ws.receive(timeout=HANDSHAKE_TIMEOUT)

@@ -70,7 +70,7 @@ async def ask_to_pair(hub, hostname: str = "newbox", *, capabilities=OFFERED, ce
     )
     pending = await ws.receive_json(timeout=5)
     assert pending["type"] == "pair_pending", pending
-    code = short_code(agent_public_key=identity.public_key, ca_fingerprint=hub.hub.ca_fingerprint, agent_nonce=agent_nonce, hub_nonce=pending["hub_nonce"])
+    code = short_code(agent_public_key=identity.public_key, ca_fingerprint=hub.hub.ca_fingerprint, hub_key=challenge["hub_key"], agent_nonce=agent_nonce, hub_nonce=pending["hub_nonce"])
     return SimpleNamespace(ws=ws, code=code, request_id=pending["request_id"], identity=identity)
 
 

@@ -54,7 +54,9 @@ class Pairer:
 
     def code(self, pending: dict, ca_fingerprint: str) -> str:
         assert check_commitment(self.challenge["commitment"], pending["hub_nonce"])
-        return short_code(agent_public_key=self.identity.public_key, ca_fingerprint=ca_fingerprint, agent_nonce=self.agent_nonce, hub_nonce=pending["hub_nonce"])
+        return short_code(
+            agent_public_key=self.identity.public_key, ca_fingerprint=ca_fingerprint, hub_key=self.challenge["hub_key"], agent_nonce=self.agent_nonce, hub_nonce=pending["hub_nonce"]
+        )
 
 
 async def pending_list(client) -> list[dict]:
@@ -113,8 +115,22 @@ async def test_a_man_in_the_middle_shows_a_different_code(client):
     hub_code = (await pending_list(client))[0]["code"]
     assert hub_code == relay.code(pending, hub.ca_fingerprint)
     victim = Identity.generate()
-    victim_code = short_code(agent_public_key=victim.public_key, ca_fingerprint="ab" * 32, agent_nonce=new_nonce(), hub_nonce=pending["hub_nonce"])
+    victim_code = short_code(agent_public_key=victim.public_key, ca_fingerprint="ab" * 32, hub_key=Identity.generate().public_key, agent_nonce=new_nonce(), hub_nonce=pending["hub_nonce"])
     assert victim_code != hub_code
+
+
+async def test_a_relay_that_offers_its_own_hub_key_shows_a_different_code(client):
+    """Plain HTTP has no CA to catch a relay: the hub identity key it would have the agent pin is in the code too."""
+    hub = client.app[HUB_KEY]
+    agent = Pairer(client)
+    pending = await agent.request()
+    assert agent.challenge["hub_key"] == hub.identity.public_key
+    hub_code = (await pending_list(client))[0]["code"]
+    seen_through_relay = short_code(
+        agent_public_key=agent.identity.public_key, ca_fingerprint=hub.ca_fingerprint, hub_key=Identity.generate().public_key,
+        agent_nonce=agent.agent_nonce, hub_nonce=pending["hub_nonce"],
+    )
+    assert hub_code == agent.code(pending, hub.ca_fingerprint) and seen_through_relay != hub_code
 
 
 async def test_agent_refuses_a_hub_that_breaks_its_commitment(aiohttp_client):
@@ -123,7 +139,7 @@ async def test_agent_refuses_a_hub_that_breaks_its_commitment(aiohttp_client):
     async def lying_hub(request):
         ws = web.WebSocketResponse()
         await ws.prepare(request)
-        await ws.send_str(protocol.encode("challenge", nonce=new_nonce(), hub_id="hfake", commitment="0" * 64))
+        await ws.send_str(protocol.encode("challenge", nonce=new_nonce(), hub_id="hfake", commitment="0" * 64, hub_key=Identity.generate().public_key))
         await ws.receive()
         await ws.send_str(protocol.encode("pair_pending", request_id="p1", hub_nonce=new_nonce(), expires_at=time.time() + 60))
         await ws.receive()
