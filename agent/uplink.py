@@ -246,7 +246,7 @@ class WebSocketUplink:
         if self.hub_key and key != self.hub_key:
             raise HubIdentityError(
                 f"the server at {self.hub_url} proves hub key {fingerprint(key)}, but this agent pinned hub key {fingerprint(self.hub_key)} "
-                f"when it enrolled — refusing it (if you rebuilt the hub on purpose, enrol this agent again)"
+                f"when it enrolled — refusing it (if you rebuilt the hub on purpose, delete agent.json in this agent's data dir and enrol it again)"
             )
         proof = protocol.hub_proof_payload(protocol.HUB_PROOF_CONNECT, hub_id, node_id, challenge["nonce"], agent_nonce)
         if not verify(key, signature, proof):
