@@ -666,7 +666,7 @@ def create_app(config: HubConfig, *, store: Store | None = None, tls: HubTLS | N
     """Build the hub's aiohttp application; nothing starts until the app does."""
     from roost.core.store.sqlite import SQLiteStore
 
-    from . import api, audit, gateway, jobs_api, jointokens, pairing, push
+    from . import api, archnest, audit, gateway, jobs_api, jointokens, pairing, push
     from . import auth, security
     from . import wake
     from .local_agent import local_agent_ctx
@@ -695,6 +695,7 @@ def create_app(config: HubConfig, *, store: Store | None = None, tls: HubTLS | N
     jobs_api.setup(app)
     audit.setup(app)
     push.setup(app)
+    archnest.setup(app)
     wake.setup(app)
     try:
         from roost.frontend import setup as setup_frontend
