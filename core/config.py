@@ -161,6 +161,8 @@ HUB_SCHEMA = vol.Schema(
                 vol.Optional("session_days", default=30): vol.All(vol.Coerce(float), vol.Range(min=1, max=365, msg="must be between 1 and 365 days")),
                 # Accept reports from script-only nodes on POST /api/v1/push/<domain> (bearer token per node).
                 vol.Optional("push", default=False): bool,
+                # Let LAN addresses scrape /metrics without a token (for scrapers that cannot send headers).
+                vol.Optional("metrics_public_lan", default=False): bool,
                 # Operator public keys handed to agents when they pair or enrol (and trusted by the hub's own agent).
                 vol.Optional("operator_keys", default=list): _OPERATOR_KEYS,
             }
@@ -322,6 +324,7 @@ class HubConfig:
     trusted_proxies: list[str] = field(default_factory=list)
     session_days: float = 30.0
     push: bool = False
+    metrics_public_lan: bool = False
     operator_keys: list[str] = field(default_factory=list)
     store_path: Path = Path("roost.db")
     retention: Retention = field(default_factory=Retention)
@@ -421,6 +424,7 @@ def load_hub_config(path: Path | None = None, *, overrides: dict[str, Any] | Non
         trusted_proxies=hub["trusted_proxies"],
         session_days=hub["session_days"],
         push=hub["push"],
+        metrics_public_lan=hub["metrics_public_lan"],
         operator_keys=list(hub["operator_keys"]),
         store_path=store_path if store_path.is_absolute() else data_dir / store_path,
         retention=Retention(raw=store["retention_raw"], minute=store["retention_minute"], hour=store["retention_hour"]),

@@ -7,7 +7,7 @@ import hashlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -127,6 +127,8 @@ class Hub:
             custom_dirs=[config.data_dir / "custom_integrations", *config.custom_integrations],
         )
         self.started_at = time.time()
+        # Called with (job_id, action, state) on every job state change (the Prometheus job counts).
+        self.job_observers: list[Callable[[str, str, str], None]] = []
         # Imported here: their route modules import the auth layer, which imports HUB_KEY from this module.
         from .jobs import JobEngine
         from .pairing import Pairing
@@ -666,7 +668,7 @@ def create_app(config: HubConfig, *, store: Store | None = None, tls: HubTLS | N
     """Build the hub's aiohttp application; nothing starts until the app does."""
     from roost.core.store.sqlite import SQLiteStore
 
-    from . import api, archnest, audit, gateway, jobs_api, jointokens, pairing, push
+    from . import api, archnest, audit, gateway, jobs_api, jointokens, pairing, prometheus, push
     from . import auth, security
     from . import wake
     from .local_agent import local_agent_ctx
@@ -696,6 +698,7 @@ def create_app(config: HubConfig, *, store: Store | None = None, tls: HubTLS | N
     audit.setup(app)
     push.setup(app)
     archnest.setup(app)
+    prometheus.setup(app)
     wake.setup(app)
     try:
         from roost.frontend import setup as setup_frontend
