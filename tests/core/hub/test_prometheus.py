@@ -149,6 +149,7 @@ async def test_access_needs_a_token_unless_the_lan_is_allowed(make_hub, client):
     resp = await anon.get(METRICS, allow_redirects=False)
     assert resp.status == 401 and "Bearer" in resp.headers["WWW-Authenticate"] and "metrics_public_lan" in await resp.text()
     assert (await anon.get(METRICS, headers=bearer("rst_00000000_" + "x" * 30))).status == 401
+    assert (await anon.get("/metrics/nodes/nanything", allow_redirects=False)).status == 401
     reader = await seed_user(client.app[HUB_KEY].config, "grafana", "viewer")
     assert (await anon.get(METRICS, headers=bearer(reader))).status == 200  # a viewer's token (read scope) is enough
     open_lan = await make_hub(as_role=None, metrics_public_lan=True)
