@@ -50,6 +50,8 @@ HEADLINE = {
     "uptime_s": "linux_host.uptime_s",
 }
 SUMMARY_FACTS = ("os", "kernel", "arch", "cpu_cores_logical", "virtualization", "container")
+# Facts the hub alone sets; the same key claimed by a node in its hello, enrolment or pairing request is dropped.
+HUB_FACTS = frozenset({"source"})
 LIVENESS_CHECK_SECONDS = 1.0
 PRUNE_EVERY_SECONDS = 3600.0
 TOUCH_FLUSH_SECONDS = 10.0
@@ -249,6 +251,20 @@ class Hub:
             "spool_dropped": node.spool_dropped,
         }
 
+    def withheld(self, node_id: str) -> dict[str, dict[str, str]]:
+        """What the node's agent leaves out of its reports because its read capability is not effective: {domain: {part: capability}}."""
+        from roost.core.capabilities import is_capability
+
+        node = self._nodes.get(node_id)
+        out: dict[str, dict[str, str]] = {}
+        for status in node.integrations if node is not None else []:
+            parts = status.get("withheld") if isinstance(status, dict) else None
+            if isinstance(parts, dict) and isinstance(status.get("domain"), str):
+                clean = {str(p)[:200]: c for p, c in list(parts.items())[:200] if is_capability(c)}
+                if clean:
+                    out[status["domain"]] = clean
+        return out
+
     async def nodes_summary(self) -> dict[str, Any]:
         now = time.time()
         nodes = [self.summary(node_id, now) for node_id in self._nodes]
@@ -268,6 +284,7 @@ class Hub:
             fields=node.fields,
             created_at=node.created_at,
             interval=node.interval,
+            withheld=self.withheld(node_id),
         )
         return {"node": detail, "state": state.data, "collected_at": state.collected_at, "metrics": state.metrics}
 
@@ -365,7 +382,9 @@ class Hub:
             )
             return existing
         preset = await self.store.get_token_preset(token_id)
-        node = await self.add_node(public_key=public_key, hostname=hostname, name=name, facts=facts, grants=preset)
+        from .pairing import claimed_facts
+
+        node = await self.add_node(public_key=public_key, hostname=hostname, name=name, facts=claimed_facts(facts), grants=preset)
         await self.audit(
             ACTION_NODE_ENROLLED, actor=actor, target=f"node:{node.node_id}", peer=peer, details={"name": node.name, "hostname": hostname}
         )
@@ -373,10 +392,12 @@ class Hub:
         return node
 
     async def hello(self, node_id: str, hello: dict[str, Any]) -> NodeRecord:
+        from .pairing import claimed_facts
+
         node = await self.store.update_node_hello(
             node_id,
             hostname=hello["hostname"],
-            facts=hello["facts"],
+            facts=claimed_facts(hello["facts"]),
             integrations=hello["integrations"],
             fields=hello["fields"],
             capabilities=hello["capabilities"],
@@ -386,7 +407,8 @@ class Hub:
         )
         await self.store.set_ceiling(node_id, hello.get("ceiling") or {}, hello.get("capabilities") or [], now=time.time())
         if (await self.store.get_grants(node_id)).updated_at is None:
-            # Enrolled with a token that named no grants: the read-only part of what it offers.
+            # Enrolled with a token that named no grants: the read-only part of what it offers that Roost
+            # knows, never a name the node made up.
             from roost.core.capabilities import default_grants
 
             await self.store.set_grants(node_id, default_grants(hello.get("capabilities") or []), now=time.time())
