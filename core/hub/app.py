@@ -39,6 +39,7 @@ from roost.core.tls import HubTLS
 
 from .events import EventBus
 from .ingest import Ingestor
+from .limits import Refusal, SeriesGuard
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -120,6 +121,7 @@ class Hub:
         self.hub_id = ""
         self.events = EventBus()
         self.ingestor = Ingestor(store, self._persisted)
+        self.series = SeriesGuard(store, max_series=config.max_series_per_node, max_name=config.max_metric_name)
         self.connections: dict[str, web.WebSocketResponse] = {}
         self.local_node_id = ""
         self.manager = IntegrationManager(
@@ -249,6 +251,7 @@ class Hub:
             "headline": headline,
             "integrations_summary": {"loaded": loaded, "problems": problems},
             "spool_dropped": node.spool_dropped,
+            "limits": refusal.as_dict() if (refusal := self.series.refusals.get(node_id)) is not None else None,
         }
 
     def withheld(self, node_id: str) -> dict[str, dict[str, str]]:
@@ -420,6 +423,18 @@ class Hub:
 
     # ---------------------------------------------------------------- ingest
 
+    async def admit(self, report: Report) -> tuple[Report, Refusal | None]:
+        """Hold a report to the series limits: what is over is left out (and said), the rest goes on to be stored."""
+        had = report.node_id in self.series.refusals
+        report, refusal = await self.series.admit(report)
+        if refusal is not None and not had:
+            # Once per episode: a node over its limit says so with every report.
+            _LOGGER.warning("node %s is over its series limits: %s", self._label(report.node_id), refusal.message)
+            self._publish_node(report.node_id, force=True)
+        elif refusal is None and had:
+            _LOGGER.info("node %s is within its series limits again", self._label(report.node_id))
+        return report, refusal
+
     def _persisted(self, reports: list[Report], results: list[bool]) -> None:
         now = time.time()
         for report, fresh in zip(reports, results):
@@ -516,6 +531,7 @@ class Hub:
             if now - last_prune >= PRUNE_EVERY_SECONDS:
                 try:
                     deleted = await self.store.prune(now, self.config.retention)
+                    self.series.forget()
                     if any(deleted.values()):
                         _LOGGER.info("pruned history: %s", deleted)
                 except Exception:

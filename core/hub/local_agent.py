@@ -58,6 +58,7 @@ class LocalUplink:
                     interval=message.get("interval"),
                     spool_dropped=message["spool_dropped"],
                 )
+                report, _ = await self.hub.admit(report)
                 await (await self.hub.ingestor.submit(report))
                 acked = row.seq
             await rt.spool.delete_upto(acked)
