@@ -372,3 +372,29 @@ async def test_the_cli_decides_and_revokes_and_the_running_hub_follows(client, t
     assert revoked.returncode == 0
     assert await paired.expect_closed(timeout=3) == 4003  # cut off within a second or two
     assert (await paired.connect())["code"] == "auth_failed"
+
+
+# ------------------------------------------------ what a node claims grants nothing
+
+MADE_UP = ["secrets.read", "anything.read.all"]
+
+
+async def test_pairing_defaults_leave_out_what_the_node_made_up(client):
+    hub = client.app[HUB_KEY]
+    pairer = Pairer(client)
+    assert (await pairer.request(capabilities=[*MADE_UP, "host.metrics.read", "docker.read", "docker.manage"]))["type"] == "pair_pending"
+    [shown] = await pending_list(client)
+    assert shown["default_grants"] == ["docker.read", "host.metrics.read"]
+    assert {o["name"]: o["known"] for o in shown["offered"]}["secrets.read"] is False
+    resp = await client.post(f"/api/v1/pairing/{shown['id']}/approve", json={})
+    node_id = (await resp.json())["node_id"]
+    assert (await hub.store.get_grants(node_id)).grants == ["docker.read", "host.metrics.read"]
+
+
+async def test_a_pairing_request_claiming_to_push_is_an_agent_node_once_approved(client):
+    pairer = Pairer(client)
+    await pairer.request(facts={"source": "push", "os": "Testix"})
+    [shown] = await pending_list(client)
+    resp = await client.post(f"/api/v1/pairing/{shown['id']}/approve", json={})
+    node = client.app[HUB_KEY].node((await resp.json())["node_id"])
+    assert "source" not in node.facts and node.facts["os"] == "Testix"
