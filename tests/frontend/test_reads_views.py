@@ -63,3 +63,34 @@ async def test_the_integrations_page_names_the_capability_to_grant(client):
     assert resp.status == 200
     assert "Not granted — grant <code>docker.read</code>" in html
     assert "<code>host.metrics.read</code>, <code>network.info.read</code>" in html
+
+
+async def test_a_made_up_capability_is_shown_as_unknown_and_not_ticked(aiohttp_client, tmp_path):
+    import time
+
+    from support_auth import seed_user
+    from support_hub import hub_config
+
+    from roost.core.hub.app import create_app
+    from roost.core.identity import Identity
+    from roost.core.store import PairingRequest
+
+    config = hub_config(tmp_path)
+    token = await seed_user(config, "alice", "admin")
+    client = await aiohttp_client(create_app(config))
+    now = time.time()
+    request = PairingRequest(
+        request_id="p0123456789ab", public_key=Identity.generate().public_key, hostname="box", code="ABCD-EFGH",
+        created_at=now, expires_at=now + 600, facts={}, offered=["host.metrics.read", "secrets.read"],
+        ceiling={"mode": "read-only", "allow": ["*"], "deny": []}, peer="127.0.0.1",
+    )
+    await client.app[HUB_KEY].store.add_pairing_request(request, max_pending=20, now=now)
+    resp = await client.get("/pairing", headers={"Authorization": f"Bearer {token}"})
+    html = await resp.text()
+    assert resp.status == 200, html[:500]
+    secret_row = html[html.index('data-capability="secrets.read"'):]
+    secret_row = secret_row[: secret_row.index("</li>")]
+    assert "unknown to Roost" in secret_row and "checked" not in secret_row
+    metrics_row = html[html.index('data-capability="host.metrics.read"'):]
+    metrics_row = metrics_row[: metrics_row.index("</li>")]
+    assert "unknown to Roost" not in metrics_row and " checked" in metrics_row
