@@ -239,10 +239,9 @@ class AgentRuntime:
         out = await self.manager.collect_all(permitted=frozenset(self.effective))
         self.withheld = out["withheld"]
         for domain in list(self._integration_facts):
-            if domain in self.withheld or domain not in self.manager.integrations:
-                # Left out or not collected: its facts may only come back with a permitted state.
-                if domain not in out["data"]:
-                    del self._integration_facts[domain]
+            if domain in self.withheld and domain not in out["data"]:
+                # Not collected for want of a grant: its facts come back only with a permitted state.
+                del self._integration_facts[domain]
         for domain, state in out["data"].items():
             if isinstance(state, dict) and isinstance(state.get("facts"), dict):
                 self._integration_facts[domain] = dict(state["facts"])
