@@ -51,6 +51,9 @@ HEADLINE = {
     "uptime_s": "linux_host.uptime_s",
 }
 SUMMARY_FACTS = ("os", "kernel", "arch", "cpu_cores_logical", "virtualization", "container")
+# Capabilities split out of an older one: a node granted the old one before keeps what it allowed.
+SPLIT_GRANTS = {"host.metrics.read": "host.processes.read", "network.probe": "network.probe.read"}
+META_GRANTS_SPLIT = "grants_split_v1"
 # Facts the hub alone sets; the same key claimed by a node in its hello, enrolment or pairing request is dropped.
 HUB_FACTS = frozenset({"source"})
 LIVENESS_CHECK_SECONDS = 1.0
@@ -167,10 +170,31 @@ class Hub:
             await self.store.set_meta("hub_id", self.hub_id)
         for node in await self.store.list_nodes():
             self._remember(node)
+        await self._carry_split_grants()
         self._metrics = await self.store.latest_metrics()
         now = time.time()
         for node_id in self._nodes:
             self._status[node_id] = self.node_status(node_id, now)
+
+    async def _carry_split_grants(self) -> None:
+        """Once: a grant made before a capability was split keeps allowing what it allowed.
+
+        Process lists used to come with host.metrics.read; TCP probe results
+        were network.probe before they became network.probe.read.
+        """
+        if await self.store.get_meta(META_GRANTS_SPLIT):
+            return
+        now = time.time()
+        for node_id, grants in (await self.store.all_grants()).items():
+            added = sorted(new for old, new in SPLIT_GRANTS.items() if old in grants.grants and new not in grants.grants)
+            if added:
+                after = sorted({*grants.grants, *added})
+                await self.store.set_grants(node_id, after, now=now)
+                await self.store.append_audit(
+                    "grants.changed", actor="system", target=f"node:{node_id}",
+                    details={"before": grants.grants, "after": after, "why": "capability split: " + ", ".join(added) + " kept from the old grant"},
+                )
+        await self.store.set_meta(META_GRANTS_SPLIT, "1")
 
     def remember(self, node: NodeRecord) -> None:
         """Take a node created elsewhere (pairing, the CLI) into the caches."""

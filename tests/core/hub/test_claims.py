@@ -88,3 +88,36 @@ async def test_a_node_claiming_to_push_is_still_an_agent_node(client, fake_agent
     made = await client.post("/api/v1/push-tokens", json={"name": "nas-script"})
     assert made.status == 201, await made.text()
     assert hub.node((await made.json())["node_id"]).facts["source"] == "push"
+
+
+async def test_grants_made_before_a_capability_split_keep_what_they_allowed(tmp_path):
+    """An older hub's host.metrics.read covered the process list; after the upgrade it still does, once, audited."""
+    from support_hub import hub_config
+
+    from roost.core.hub.app import Hub
+    from roost.core.store.sqlite import SQLiteStore
+
+    config = hub_config(tmp_path)
+    store = SQLiteStore(config.store_path)
+    first = Hub(config, store)
+    await first.open()
+    old = await first.add_node(public_key=FakeAgent(None).identity.public_key, hostname="old", name="old", facts={}, grants=["host.metrics.read", "network.probe"])
+    bare = await first.add_node(public_key=FakeAgent(None).identity.public_key, hostname="bare", name="bare", facts={}, grants=["docker.read"])
+    await store.set_meta("grants_split_v1", "")  # as a hub from before the split left it
+    await store.close()
+
+    store = SQLiteStore(config.store_path)
+    hub = Hub(config, store)
+    await hub.open()
+    try:
+        assert (await store.get_grants(old.node_id)).grants == ["host.metrics.read", "host.processes.read", "network.probe", "network.probe.read"]
+        assert (await store.get_grants(bare.node_id)).grants == ["docker.read"]
+        # Once only: an admin who takes it away later is not overruled at the next start.
+        await store.set_grants(old.node_id, ["host.metrics.read"], now=1.0)
+        await store.close()
+        store = SQLiteStore(config.store_path)
+        hub = Hub(config, store)
+        await hub.open()
+        assert (await store.get_grants(old.node_id)).grants == ["host.metrics.read"]
+    finally:
+        await store.close()
