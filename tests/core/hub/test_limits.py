@@ -133,3 +133,18 @@ async def test_a_schedule_for_an_action_no_integration_has_is_refused_and_not_st
     resp = await schedule(offline.node_id, "services.status")
     assert resp.status == 201, await resp.text()
     assert [s.action for s in await hub.store.list_schedules(None)] == ["services.status"]
+
+
+async def test_a_push_over_the_limits_is_stored_without_the_refused_metrics_and_says_so(make_hub):
+    client = await make_hub(push=True, max_series_per_node=10)
+    created = await client.post("/api/v1/push-tokens", json={"name": "nas"})
+    token = (await created.json())["token"]
+    body = {"collected_at": time.time(), "data": {"docker": {"containers": [{"name": "web", "state": "running"}]}},
+            "metrics": {f"docker.m{i}": 1.0 for i in range(15)}}
+    resp = await client.post("/api/v1/push/docker", json=body, headers={"Authorization": f"Bearer {token}"})
+    answer = await resp.json()
+    assert resp.status == 200 and answer["accepted"] is True, answer
+    assert "5 new metric series refused" in answer["refused"] and "max_series_per_node" in answer["refused"]
+    hub = client.app[HUB_KEY]
+    assert len(await hub.store.metric_series(answer["node_id"])) == 10
+    assert (await hub.store.latest_state(answer["node_id"])).data["docker"]["containers"][0]["name"] == "web"
