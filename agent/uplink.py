@@ -224,7 +224,8 @@ class WebSocketUplink:
                     rt.key_rotated(data["public_key"])
                 elif data["code"] == protocol.ERR_LIMIT:
                     # Part of a report was over the hub's series limits; it says so with every report, the log once.
-                    why = data["message"].partition(": ")[2]  # without "report N", which changes every time
+                    # Without "report N" and the example names, which change every time.
+                    why = data["message"].partition(": ")[2].split(" (e.g. ")[0]
                     log = _LOGGER.warning if state.get("limit") != why else _LOGGER.debug
                     state["limit"] = why
                     log("the hub stored this report without some metrics: %s", data["message"])

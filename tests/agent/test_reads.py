@@ -80,3 +80,62 @@ async def test_the_last_grant_survives_a_restart_so_spooled_reports_follow_it(tm
         assert "cpu" in sent["data"]["linux_host"] and "network" not in sent["data"]["linux_host"]
     finally:
         await again.stop()
+
+
+COUNTER = '''
+from roost.core import hookimpl
+from roost.core.reads import Reads
+
+READS = Reads.every("counter.read")
+
+@hookimpl
+def roost_collect(ctx):
+    ctx.data["n"] = ctx.data.get("n", 0) + 1
+    # A new series every cycle: a node that would grow its history without end.
+    return {"state": {"n": ctx.data["n"]}, "metrics": {f"fresh[{ctx.data['n']}]": 1.0}}
+'''
+
+
+async def test_the_agent_is_told_once_when_the_hub_refuses_series_and_keeps_reporting(tmp_path, caplog):
+    import asyncio
+    import logging
+
+    from aiohttp.test_utils import TestServer
+    from support import free_port, until
+    from support_hub import hub_config
+
+    from roost.agent.uplink import Backoff, WebSocketUplink
+    from roost.core.hub.app import HUB_KEY, create_app
+
+    caplog.set_level(logging.DEBUG, logger="roost.agent.uplink")
+    port = free_port()
+    server = TestServer(create_app(hub_config(tmp_path, max_series_per_node=10)), host="127.0.0.1", port=port)
+    await server.start_server()
+    hub = server.app[HUB_KEY]
+    folder = tmp_path / "agent" / "custom_integrations" / "counter"
+    folder.mkdir(parents=True)
+    (folder / "manifest.json").write_text(json.dumps({"domain": "counter", "name": "Counter", "version": "1.0", "roles": ["agent"]}))
+    (folder / "__init__.py").write_text(COUNTER)
+    rt = AgentRuntime(data_dir=tmp_path / "agent", settings=AgentSettings(interval=0.1, heartbeat=1, discovery=False),
+                      integrations_config={"linux_host": {"enabled": False}}, entry_points=False)
+    node = await hub.add_node(public_key=rt.identity.public_key, hostname="c", name="c", facts={}, grants=["counter.read"])
+    rt.node_id = node.node_id
+    await rt.start()
+    stop = asyncio.Event()
+    task = asyncio.create_task(rt.run(WebSocketUplink(f"http://127.0.0.1:{port}", backoff=Backoff(0.05, 0.2)), stop))
+
+    async def refused_a_few():
+        state = await hub.store.latest_state(node.node_id)
+        return (state.data.get("counter") or {}).get("n", 0) >= 20
+
+    try:
+        await until(refused_a_few, 20, "twenty reports stored")
+        assert len(await hub.store.metric_series(node.node_id)) == 10  # the state kept coming, the series stopped at the cap
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        await rt.stop()
+        await server.close()
+    told = [r for r in caplog.records if "stored this report without some metrics" in r.getMessage()]
+    assert len(told) >= 9 and [r.levelno for r in told].count(logging.WARNING) == 1, [r.getMessage() for r in told][:3]
+    assert "max_series_per_node" in told[0].getMessage()
