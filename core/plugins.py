@@ -279,8 +279,9 @@ def _clean_metrics(domain: str, raw: Any, log: logging.Logger, once: _Dropped | 
         raise TypeError(f"metrics must be a mapping of name to number, got {type(raw).__name__}")
     out: dict[str, float] = {}
     for name, value in raw.items():
-        if not isinstance(name, str) or not name or len(name) > 200:
-            why = f"dropping metric with bad name {name!r} (a non-empty string of at most 200 characters)"
+        # The limit counts the domain prefix: one name past the protocol's 200 characters would get the whole report refused.
+        if not isinstance(name, str) or not name or len(domain) + 1 + len(name) > 200:
+            why = f"dropping metric with bad name {name!r} (a non-empty string of at most {199 - len(domain)} characters)"
         elif isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             why = f"dropping metric {name} with value {value!r}: metrics must be finite numbers"
         else:

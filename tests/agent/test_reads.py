@@ -139,3 +139,35 @@ async def test_the_agent_is_told_once_when_the_hub_refuses_series_and_keeps_repo
     told = [r for r in caplog.records if "stored this report without some metrics" in r.getMessage()]
     assert len(told) >= 9 and [r.levelno for r in told].count(logging.WARNING) == 1, [r.getMessage() for r in told][:3]
     assert "max_series_per_node" in told[0].getMessage()
+
+
+LONG = '''
+from roost.core import hookimpl
+from roost.core.reads import Reads
+
+READS = Reads.every("long.read")
+
+@hookimpl
+def roost_collect(ctx):
+    return {"state": {"ok": True}, "metrics": {"x" * 197: 1.0, "fine": 2.0}}
+'''
+
+
+async def test_a_name_too_long_with_its_domain_costs_that_metric_not_the_report(tmp_path):
+    from roost.core import protocol
+
+    folder = tmp_path / "agent" / "custom_integrations" / "long"
+    folder.mkdir(parents=True)
+    (folder / "manifest.json").write_text(json.dumps({"domain": "long", "name": "Long", "version": "1.0", "roles": ["agent"]}))
+    (folder / "__init__.py").write_text(LONG)
+    rt = AgentRuntime(data_dir=tmp_path / "agent", settings=AgentSettings(interval=1.0, discovery=False),
+                      integrations_config={"linux_host": {"enabled": False}}, node_id="n-long", entry_points=False)
+    await rt.start()
+    try:
+        rt.set_grants(["long.read"])
+        await rt.collect_once()
+        [row] = await rt.spool.after(0, 10)
+        message = protocol.parse(rt.report_message(row), protocol.AGENT_MESSAGES)  # what the hub would accept
+    finally:
+        await rt.stop()
+    assert message["metrics"] == {"long.fine": 2.0} and message["data"]["long"] == {"ok": True}
