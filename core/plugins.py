@@ -750,7 +750,10 @@ class IntegrationManager:
         withheld: dict[str, dict[str, str]] = {}
         if permitted is not None:
             for integ in active:
-                parts = self._reads(integ).withheld(permitted)
+                # A part whose capability the integration does not offer on this host (services without
+                # systemd) is not there to grant: it is left out without a "grant it" note.
+                offered = self._offered_reads(integ)
+                parts = {p: c for p, c in self._reads(integ).withheld(permitted).items() if c in offered}
                 if parts:
                     withheld[integ.domain] = parts
             active = [i for i in active if self._reads(i).anything_permitted(permitted)]
@@ -774,6 +777,12 @@ class IntegrationManager:
         if permitted is not None:
             out["withheld"] = withheld
         return out
+
+    def _offered_reads(self, integ: Integration) -> set[str]:
+        """The read capabilities an integration offers here: what roost_capabilities names, else all its READS need."""
+        if self.has_hook(integ, "roost_capabilities") and getattr(integ.module, "READS", None) is not None:
+            return set(integ.capabilities) & self._reads(integ).capabilities()
+        return self._reads(integ).capabilities()
 
     @staticmethod
     def _reads(integ: Integration) -> Reads:
@@ -867,10 +876,14 @@ class IntegrationManager:
         return out
 
     def capabilities(self) -> list[str]:
-        """What the active integrations offer: what they name, and for one that collects without READS, ``<domain>.read``."""
+        """What the active integrations offer: what they name, and the read capabilities of what they collect.
+
+        An integration that collects offers the capabilities its READS need
+        unless its roost_capabilities says which of them apply on this host;
+        one with no READS offers ``<domain>.read``.
+        """
         out = {c for i in self.integrations.values() if i.active for c in i.capabilities}
-        undeclared = [i for i in self.integrations.values() if i.active and self.has_hook(i, "roost_collect") and getattr(i.module, "READS", None) is None]
-        out.update(c for i in undeclared for c in self._reads(i).capabilities())
+        out.update(c for i in self.integrations.values() if i.active and self.has_hook(i, "roost_collect") for c in self._offered_reads(i))
         return sorted(out)
 
     def actions(self) -> dict[str, tuple[Integration, ActionSpec]]:

@@ -179,3 +179,33 @@ def test_the_hub_never_receives_what_the_ceiling_denies_or_the_grant_withholds(t
     wait_for(lambda: "cpu_percent" in call("GET", f"/api/v1/nodes/{local['id']}")["node"]["headline"], 20, "the local node's metrics")
     text = Path(tmp_path / "hub.log").read_text(errors="replace")
     assert "Traceback" not in text, text[-3000:]
+
+
+def test_a_freshly_paired_agent_is_a_live_node_with_metrics_by_default(tmp_path, procs):  # noqa: F811
+    port = free_port()
+    hub_dir, agent_dir = tmp_path / "hub", tmp_path / "agent"
+    base = f"http://127.0.0.1:{port}"
+    hub_conf = tmp_path / "hub.toml"
+    hub_conf.write_text('[hub]\ndiscovery = false\nwol_broadcast = "127.0.0.1"\n[agent]\nenabled = false\n')
+    subprocess.run([*ROOST, "users", "add", "root", "--role", "admin", "--data-dir", str(hub_dir)],
+                   input="a long test passphrase\n", capture_output=True, text=True, timeout=30, check=True)
+    api_token = subprocess.run([*ROOST, "api-token", "create", "--user", "root", "--scope", "admin", "--data-dir", str(hub_dir)],
+                               capture_output=True, text=True, timeout=30, check=True).stdout.strip()
+
+    def call(method: str, path: str, body: dict | None = None) -> dict:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(base + path, data=data, method=method, headers={"Authorization": f"Bearer {api_token}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return json.loads(resp.read())
+
+    procs.append(Proc([*ROOST, "hub", "--data-dir", str(hub_dir), "--port", str(port), "--bind", "127.0.0.1", "--config", str(hub_conf)], tmp_path / "hub.log"))
+    wait_for(lambda: call("GET", "/api/v1/health")["status"] == "ok", 30, "the hub to answer")
+    conf = tmp_path / "agent.toml"
+    conf.write_text(f'[agent]\ninterval = "{INTERVAL}s"\nheartbeat = "2s"\ndiscovery = false\n')
+    procs.append(Proc([*ROOST, "agent", "--data-dir", str(agent_dir), "--hub", base, "--config", str(conf)], tmp_path / "agent.log"))
+    [request] = wait_for(lambda: call("GET", "/api/v1/pairing")["pending"], 30, "the pairing request")
+    node_id = call("POST", f"/api/v1/pairing/{request['id']}/approve", {})["node_id"]  # the default grants
+    detail = wait_for(lambda: (d := call("GET", f"/api/v1/nodes/{node_id}")) and "cpu_percent" in d["node"]["headline"] and d, 30, "metrics from the paired agent")
+    assert detail["node"]["status"] == "online" and "network" in detail["state"]["linux_host"]
+    assert {"host.metrics.read", "network.info.read", "host.processes.read"} <= set(call("GET", f"/api/v1/nodes/{node_id}/grants")["grants"])
+    assert detail["node"]["withheld"] == {}
