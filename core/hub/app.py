@@ -804,7 +804,7 @@ def create_app(config: HubConfig, *, store: Store | None = None, tls: HubTLS | N
     """Build the hub's aiohttp application; nothing starts until the app does."""
     from roost.core.store.sqlite import SQLiteStore
 
-    from . import api, archnest, audit, gateway, jobs_api, jointokens, mqtt, pairing, prometheus, push
+    from . import api, archnest, audit, gateway, jobs_api, jointokens, mcp_http, mqtt, pairing, prometheus, push
     from . import auth, security
     from . import wake
     from .local_agent import local_agent_ctx
@@ -836,6 +836,7 @@ def create_app(config: HubConfig, *, store: Store | None = None, tls: HubTLS | N
     archnest.setup(app)
     prometheus.setup(app)
     mqtt.setup(app)
+    mcp_http.setup(app)
     wake.setup(app)
     try:
         from roost.frontend import setup as setup_frontend
