@@ -21,7 +21,7 @@ from roost.core.store import Store
 from roost.core.store.sqlite import SQLiteStore
 from roost.core.tls import CA_PEM_CONTENT_TYPE, HubTLS, ensure_hub_tls
 
-from . import api, archnest, audit, auth, gateway, jobs_api, jointokens, mqtt, pairing, prometheus, push, security, wake
+from . import api, archnest, audit, auth, gateway, jobs_api, jointokens, mcp_http, mqtt, pairing, prometheus, push, security, wake
 from .gateway import MESSAGE_BURST, MESSAGE_RATE
 from .integrations import HubIntegrations
 from .local_agent import local_agent_ctx
@@ -188,6 +188,7 @@ def create_app(config: HubConfig, *, store: Store | None = None, tls: HubTLS | N
     archnest.setup(app)
     prometheus.setup(app)
     mqtt.setup(app)
+    mcp_http.setup(app)
     wake.setup(app)
     if setup_frontend is None:
         _LOGGER.warning("dashboard not available: roost.frontend has no setup()")

@@ -13,7 +13,7 @@ import voluptuous as vol
 from aiohttp import web
 
 from roost.core import protocol
-from roost.core.capabilities import Ceiling, default_grants, describe, effective, is_capability
+from roost.core.capabilities import Ceiling, default_grants, describe, effective, is_capability, is_known
 from roost.core.discovery import AGENT_SERVICE, Browser
 from roost.core.identity import fingerprint, verify
 from roost.core.integration import humanize_invalid
@@ -22,7 +22,7 @@ from roost.core.store import NodeGrants, NodeRecord, PairingLimitError, PairingR
 from roost.core.store.pairing import PAIR_APPROVED, PAIR_PENDING, PAIR_REJECTED, PAIR_WITHDRAWN
 
 from .auth import ROLE_ADMIN, ROLE_VIEWER, actor_of, requires
-from .state import HUB_KEY, Hub, key_changed_node, new_node_id
+from .state import HUB_KEY, Hub, claimed_facts, key_changed_node, new_node_id
 
 if TYPE_CHECKING:
     from .gateway import AgentConnection
@@ -97,7 +97,7 @@ class Pairing:
             "created_at": request.created_at,
             "expires_at": request.expires_at,
             "facts": request.facts,
-            "offered": [{"name": c, "description": describe(c)} for c in offered],
+            "offered": [{"name": c, "description": describe(c), "known": is_known(c)} for c in offered],
             "ceiling": request.ceiling,
             "default_grants": default_grants(offered),
             "key_changed_node": request.key_changed_node,
@@ -272,7 +272,10 @@ class Pairing:
             "node_id": grants.node_id,
             "grants": grants.grants,
             "ceiling": ceiling.as_dict(),
-            "offered": [{"name": c, "description": describe(c), "granted": c in grants.grants, "permitted": ceiling.permits(c)} for c in offered],
+            "offered": [
+                {"name": c, "description": describe(c), "known": is_known(c), "granted": c in grants.grants, "permitted": ceiling.permits(c)}
+                for c in offered
+            ],
             "effective": effective(grants.grants, ceiling),
             "updated_at": grants.updated_at,
         }
@@ -302,7 +305,7 @@ async def approve_request(
         hostname=request.hostname,
         public_key=request.public_key,
         created_at=now,
-        facts=request.facts,
+        facts=claimed_facts(request.facts),
     )
     await store.add_node(node)
     await store.set_grants(node_id, chosen, now=now)
