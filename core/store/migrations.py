@@ -340,6 +340,23 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        7,
+        "rate-limit bans and failures that survive a restart",
+        (
+            # failures: JSON list of wall-clock times; banned_until: wall clock, NULL when not banned.
+            """
+            CREATE TABLE rate_limits (
+                limiter TEXT NOT NULL,
+                key TEXT NOT NULL,
+                failures TEXT NOT NULL DEFAULT '[]',
+                banned_until REAL,
+                updated_at REAL NOT NULL,
+                PRIMARY KEY (limiter, key)
+            ) WITHOUT ROWID
+            """,
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
