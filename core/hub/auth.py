@@ -974,13 +974,14 @@ async def _refuse_anonymous(auth: Auth, request: web.Request, problem: str, stal
 
 
 async def _audit_denied(request: web.Request, why: str) -> None:
-    """Every 403 the hub answers is a refused privileged attempt: audited, repeats by one actor from one address counted."""
+    """Every 403 the hub answers is a refused privileged attempt: audited; repeats of one route by one actor from one address counted."""
     identity = request.get(IDENTITY_KEY)
     actor = identity.actor if identity is not None else "anonymous"
     peer = peer_of(request)
+    route = request.match_info.route.resource
     await request.app[HUB_KEY].security_events.record(
         "access.denied",
-        key=f"{actor} {rate_key(peer)}",
+        key=f"{actor} {rate_key(peer)} {request.method} {route.canonical if route is not None else request.path}",
         actor=actor,
         target=f"{request.method} {request.path}",
         peer=peer,
