@@ -102,6 +102,8 @@ class PushService:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
         self.limiter = RateLimiter(max_failures=BAD_TOKEN_LIMIT, failure_window=BAD_TOKEN_WINDOW, ban_seconds=BAD_TOKEN_BAN)
+        if getattr(hub, "limits", None) is not None:  # bans are kept in the store across restarts
+            hub.limits.add("push", self.limiter)
         self._locks: dict[str, asyncio.Lock] = {}
         self._seq: dict[str, int] = {}
         self._touched: dict[str, float] = {}
