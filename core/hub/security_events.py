@@ -245,10 +245,15 @@ async def security_ctx(app: web.Application) -> AsyncIterator[None]:
 
     hub = app[HUB_KEY]
     await hub.limits.load()
+    stop = asyncio.Event()
 
     async def every_second() -> None:
-        while True:
-            await asyncio.sleep(FLUSH_EVERY_SECONDS)
+        # Stopped by the event, never cancelled: a cancel inside a store write would leave its transaction open.
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), FLUSH_EVERY_SECONDS)
+            except asyncio.TimeoutError:
+                pass
             try:
                 await hub.security_events.flush()
                 await hub.limits.save()
@@ -257,7 +262,7 @@ async def security_ctx(app: web.Application) -> AsyncIterator[None]:
 
     task = asyncio.create_task(every_second(), name="roost-security-events")
     yield
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    stop.set()
+    await task
     await hub.security_events.flush(everything=True)
     await hub.limits.save()
