@@ -73,9 +73,20 @@ class SecurityEvents:
         self._clock = clock
         self._log = logger
         self._tallies: OrderedDict[tuple[str, str], _Tally] = OrderedDict()
+        self._overflow_slots = 0  # tallies keyed OTHER_KEY: one per kind at most
 
     def __len__(self) -> int:
         return len(self._tallies)
+
+    def _open(self, slot: tuple[str, str], tally: _Tally) -> _Tally:
+        self._tallies[slot] = tally
+        if slot[1] == OTHER_KEY:
+            self._overflow_slots += 1
+        return tally
+
+    def _close(self, slot: tuple[str, str]) -> None:
+        if self._tallies.pop(slot, None) is not None and slot[1] == OTHER_KEY:
+            self._overflow_slots -= 1
 
     def _slot(self, kind: str, key: str) -> tuple[tuple[str, str], _Tally | None, bool]:
         """(slot, its tally or None if this event opens one, overflow?)."""
@@ -83,7 +94,7 @@ class SecurityEvents:
         tally = self._tallies.get(slot)
         if tally is not None:
             return slot, tally, False
-        if sum(1 for k in self._tallies if k[1] != OTHER_KEY) < self.max_keys:
+        if len(self._tallies) - self._overflow_slots < self.max_keys:
             return slot, None, False
         slot = (kind, OTHER_KEY)
         return slot, self._tallies.get(slot), True
@@ -108,15 +119,14 @@ class SecurityEvents:
         slot, tally, overflow = self._slot(action, key)
         if tally is not None:
             tally.repeats += 1
-            if overflow:
+            if overflow and len(tally.keys) < MAX_KEYS * 10:  # counted exactly up to there, bounded beyond
                 tally.keys.add(key)
             return False
-        now = self._clock()
-        self._tallies[slot] = _Tally(
-            started=now, keys={key} if overflow else set(), actor=actor, target=target, outcome=outcome, peer=peer, phrase=phrase
+        tally = self._open(
+            slot, _Tally(started=self._clock(), keys={key} if overflow else set(), actor=actor, target=target, outcome=outcome, peer=peer, phrase=phrase)
         )
         if overflow:
-            self._tallies[slot].repeats = 1
+            tally.repeats = 1
             return False
         await self._audit(action, actor=actor, target=target, outcome=outcome, peer=peer, details=details)
         return True
@@ -126,12 +136,12 @@ class SecurityEvents:
         slot, tally, overflow = self._slot(kind, key)
         if tally is not None:
             tally.repeats += 1
-            if overflow:
+            if overflow and len(tally.keys) < MAX_KEYS * 10:  # counted exactly up to there, bounded beyond
                 tally.keys.add(key)
             return False
-        self._tallies[slot] = _Tally(started=self._clock(), keys={key} if overflow else set(), phrase=phrase, level=level, audited=False)
+        tally = self._open(slot, _Tally(started=self._clock(), keys={key} if overflow else set(), phrase=phrase, level=level, audited=False))
         if overflow:
-            self._tallies[slot].repeats = 1
+            tally.repeats = 1
             return False
         self._log.log(level, message, *args)
         return True
@@ -145,7 +155,7 @@ class SecurityEvents:
                 continue
             kind, key = slot
             if tally.repeats == 0:
-                del self._tallies[slot]  # quiet for a whole window: the next event is news again
+                self._close(slot)  # quiet for a whole window: the next event is news again
                 continue
             repeats, tally.repeats, tally.started = tally.repeats, 0, now
             where = f"{len(tally.keys)} other addresses" if key == OTHER_KEY else key
@@ -166,7 +176,7 @@ class SecurityEvents:
                 except Exception:
                     _LOGGER.error("audit log: cannot record %s: %s", kind, summary)
             if everything:
-                del self._tallies[slot]
+                self._close(slot)
             written += 1
         return written
 

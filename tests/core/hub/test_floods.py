@@ -243,3 +243,34 @@ async def test_a_pairing_ban_survives_a_restart(make_hub) -> None:
     second = await make_hub(as_role=None)
     answer = await forged_pair(second)
     assert answer["code"] == protocol.ERR_RATE_LIMITED and "too many pairing requests" in answer["message"]
+
+
+async def test_the_aggregator_summarises_per_window_and_bounds_its_keys() -> None:
+    from roost.core.hub.security_events import SecurityEvents
+
+    written: list[dict[str, Any]] = []
+
+    async def audit(action: str, **fields: Any) -> None:
+        written.append({"action": action, **fields})
+
+    now = [1000.0]
+    events = SecurityEvents(audit, window=60, max_keys=3, clock=lambda: now[0])
+    for _ in range(5):
+        await events.record("agent.auth_failed", key="10.0.0.1", actor="node:x", peer="10.0.0.1", phrase="failed agent logins")
+    assert [w["action"] for w in written] == ["agent.auth_failed"]  # the first at once, the rest counted
+    assert await events.flush() == 0  # the minute is not over
+    now[0] += 60
+    assert await events.flush() == 1
+    assert written[-1]["details"] == {"repeats": 4, "window_seconds": 60, "summary": "4 more failed agent logins from 10.0.0.1 in the last minute"}
+    now[0] += 60
+    await events.flush()  # a quiet minute ends the tally: the next one is news again
+    await events.record("agent.auth_failed", key="10.0.0.1", actor="node:x", peer="10.0.0.1")
+    assert len(written) == 3 and "repeats" not in (written[-1]["details"] or {})
+
+    # Past max_keys, new addresses share one tally per kind.
+    for i in range(2, 50):
+        await events.record("agent.auth_failed", key=f"10.0.0.{i}", actor="anonymous")
+    assert len(events) == 4 and len(written) == 5  # three keys with their own first entry, then one shared tally
+    now[0] += 60
+    await events.flush()
+    assert any(w["details"].get("summary") == "46 more attempts like this from 46 other addresses in the last minute" for w in written if w["details"])
