@@ -222,7 +222,7 @@ class ServerLog:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.logger, name)
 
-    def _malformed(self, args: tuple[Any, ...], exc: Any) -> bool:
+    def _malformed(self, args: tuple[Any, ...], exc: Any, level: int = logging.WARNING) -> bool:
         from aiohttp.http_exceptions import HttpProcessingError
 
         if not isinstance(exc, HttpProcessingError):
@@ -234,6 +234,7 @@ class ServerLog:
             key=peer,
             message="malformed HTTP request from %s: %s (%s)",
             args=(peer, why, type(exc).__name__),
+            level=level,
             phrase="malformed HTTP requests",
         )
         return True
@@ -245,7 +246,8 @@ class ServerLog:
     def debug(self, *args: Any, exc_info: Any = None, **kw: Any) -> None:
         if not self.logger.isEnabledFor(logging.DEBUG):
             return
-        if not self._malformed(args, exc_info):
+        # aiohttp's own choice of debug (non-HTTP bytes on a first request: TLS to a plain port, scanners) stands.
+        if not self._malformed(args, exc_info, logging.DEBUG):
             self.logger.debug(*args, exc_info=exc_info, **kw)
 
 
