@@ -18,6 +18,7 @@ from roost.core import protocol
 from roost.core.const import WS_PATH
 from roost.core.identity import Identity
 from roost.core.pairing import new_nonce, pair_payload
+from support_hub import enrol_body
 from test_e2e import ROOST, Proc
 
 pytestmark = pytest.mark.e2e
@@ -83,7 +84,7 @@ def test_every_entry_point_reaches_the_log_escaped(tmp_path: Path) -> None:
         status, body = _request(
             "POST",
             f"{base}/api/v1/enroll",
-            {"token": join, "public_key": enrolled.public_key, "name": "node-" + EVIL, "hostname": "host-" + EVIL, "facts": {"macs": {"eth0": "02:00:00:aa:bb:cc"}}},
+            enrol_body(join, enrolled, name="node-" + EVIL, hostname="host-" + EVIL, facts={"macs": {"eth0": "02:00:00:aa:bb:cc"}}),
         )
         assert status == 200, body
         node_id = body["node_id"]

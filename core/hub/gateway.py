@@ -12,11 +12,12 @@ import voluptuous as vol
 from aiohttp import WSMsgType, web
 
 from roost.core import protocol
-from roost.core.const import ENROLL_PATH, MAX_MESSAGE_BYTES, WS_PATH
+from roost.core.const import ENROLL_PATH, HUB_IDENTITY_PATH, MAX_MESSAGE_BYTES, WS_PATH
 from roost.core.identity import load_public_key, verify
 from roost.core.integration import humanize_invalid
 from roost.core.pairing import commitment, new_nonce
 from roost.core.store import Report
+from roost.core.tls import csr_key
 
 from .app import HUB_KEY, Hub, JoinTokenError
 from .security import peer_of, rate_key, read_json, retry_after_header, wait_words
@@ -32,12 +33,15 @@ CLOSE_INTERNAL = 1011
 # Agent message flood limits, per node: generous enough for a backlog after an outage.
 MESSAGE_RATE = 1000.0
 MESSAGE_BURST = 20_000
+# How far an enrolment's timestamp may be from the hub's clock: bounds how long a captured request could be replayed.
+ENROLL_CLOCK_SKEW = 300
+
 # Unauthenticated attempts per client address, enrolments and agent sockets together: a burst of 30,
 # then 2 a second; 10 failed hellos or enrolments within 5 minutes ban the address for 15 minutes.
 AGENT_AUTH_LIMITS = {"rate": 2.0, "burst": 30, "max_failures": 10, "failure_window": 300.0, "ban_seconds": 900.0}
 
 
-def refusal(hub: Hub, peer: str) -> tuple[str, float]:
+def attempt_refusal(hub: Hub, peer: str) -> tuple[str, float]:
     """('', 0) if ``peer`` may try to enrol or authenticate now, else (why, seconds to wait); takes a token."""
     key = rate_key(peer)
     banned = hub.agent_auth.banned(key)
@@ -85,6 +89,10 @@ ENROLL_SCHEMA = vol.Schema(
         vol.Optional("name", default=""): vol.All(str, vol.Length(max=100)),
         vol.Optional("facts", default=dict): dict,
         vol.Optional("csr"): vol.All(str, vol.Length(max=4096)),
+        # Proof of possession: the key being enrolled signs protocol.enroll_payload(token, key, csr, timestamp, nonce).
+        vol.Required("timestamp"): vol.All(int, vol.Range(min=0, max=2**33)),
+        vol.Required("nonce"): vol.All(str, vol.Length(min=16, max=128)),
+        vol.Required("signature"): vol.All(str, vol.Length(max=200)),
     }
 )
 
@@ -96,7 +104,7 @@ def json_error(status: int, message: str) -> web.Response:
 async def enroll(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
     peer = peer_of(request)
-    why, wait = refusal(hub, peer)
+    why, wait = attempt_refusal(hub, peer)
     if why:
         await refused_attempt(hub, peer, why)
         response = json_error(429, why)
@@ -108,7 +116,16 @@ async def enroll(request: web.Request) -> web.Response:
     try:
         data = ENROLL_SCHEMA(body)
     except vol.Invalid as err:
+        if _unsigned(body):
+            await hub.refuse_enrolment(body["token"], "not signed by the key it enrols", peer=peer_of(request), hostname=body.get("hostname", ""))
+            return json_error(400, "enrolment must be signed by the key it enrols (timestamp, nonce, signature): this agent is older than the hub — upgrade it")
         return json_error(400, f"invalid enrolment request: {humanize_invalid(err)}")
+    refusal = _enrolment_proof_problem(data)
+    if refusal:
+        await hub.refuse_enrolment(data["token"], refusal, peer=peer_of(request), hostname=data["hostname"])
+        hub.security_events.note("enrolment.refused", key=rate_key(peer), message="refused enrolment from %s: %s", args=(peer, refusal), phrase="refused enrolments")
+        await failed_attempt(hub, peer)
+        return json_error(403, refusal)
     try:
         node = await hub.enroll(
             token=data["token"],
@@ -122,13 +139,48 @@ async def enroll(request: web.Request) -> web.Response:
         hub.security_events.note("enrolment.refused", key=rate_key(peer), message="refused enrolment from %s: %s", args=(peer, str(err)), phrase="refused enrolments")
         await failed_attempt(hub, peer)
         return json_error(403, str(err))
-    answer = {"node_id": node.node_id, "hub_id": hub.hub_id, "name": node.name}
-    cert = hub.client_cert_for(node.node_id, data.get("csr"))
+    answer = {"node_id": node.node_id, "hub_id": hub.hub_id, "name": node.name, "hub_key": hub.identity.public_key}
+    cert = hub.client_cert_for(node.node_id, data.get("csr"), node.public_key)
     if cert:
         answer["client_cert"] = cert
     if hub.config.operator_keys:
         answer["operator_keys"] = list(hub.config.operator_keys)
     return web.json_response(answer)
+
+
+_UNSIGNED_ENROLL_SCHEMA = ENROLL_SCHEMA.extend({vol.Optional(k): object for k in ("timestamp", "nonce", "signature")})
+
+
+def _unsigned(body: Any) -> bool:
+    """A well-formed enrolment, but without its proof of possession (what an older agent sends)."""
+    try:
+        _UNSIGNED_ENROLL_SCHEMA(body)
+    except vol.Invalid:
+        return False
+    return not all(k in body for k in ("timestamp", "nonce", "signature"))
+
+
+def _enrolment_proof_problem(data: dict[str, Any]) -> str:
+    """Why an enrolment does not prove possession of its key ("" when it does)."""
+    skew = abs(time.time() - data["timestamp"])
+    if skew > ENROLL_CLOCK_SKEW:
+        return f"enrolment timestamp is {skew:.0f} s away from the hub's clock (at most {ENROLL_CLOCK_SKEW} s): set this host's clock and try again"
+    payload = protocol.enroll_payload(data["token"], data["public_key"], data.get("csr", ""), data["timestamp"], data["nonce"])
+    if not verify(data["public_key"], data["signature"], payload):
+        return "enrolment is not signed by the key it enrols"
+    if data.get("csr") and csr_key(data["csr"]) != data["public_key"]:
+        return "the certificate request must be for the key being enrolled (made with the node key)"
+    return ""
+
+
+async def hub_identity(request: web.Request) -> web.Response:
+    """The hub proves which hub it is before an agent sends it a join token's secret: it signs the caller's nonce."""
+    hub = request.app[HUB_KEY]
+    nonce = request.query.get("nonce", "")
+    if not 16 <= len(nonce) <= 128 or not nonce.isalnum():
+        return json_error(400, "pass ?nonce= with 16 to 128 letters or digits")
+    signature = hub.identity.sign(protocol.hub_proof_payload(protocol.HUB_PROOF_IDENTITY, hub.hub_id, "", "", nonce))
+    return web.json_response({"hub_id": hub.hub_id, "hub_key": hub.identity.public_key, "signature": signature})
 
 
 class AgentConnection:
@@ -158,7 +210,7 @@ class AgentConnection:
                 await self.ws.close(code=close, message=message[:120].encode())
 
     async def handshake(self) -> bool:
-        why, _wait = refusal(self.hub, self.peer)
+        why, _wait = attempt_refusal(self.hub, self.peer)
         if why:
             await refused_attempt(self.hub, self.peer, why)
             await self.send_error(protocol.ERR_RATE_LIMITED, why, close=CLOSE_POLICY)
@@ -167,7 +219,9 @@ class AgentConnection:
         # Committed now, revealed only if the agent asks to pair (see roost.core.pairing).
         hub_nonce = new_nonce()
         await self.ws.send_str(
-            protocol.encode(protocol.TYPE_CHALLENGE, nonce=nonce, hub_id=self.hub.hub_id, commitment=commitment(hub_nonce))
+            protocol.encode(
+                protocol.TYPE_CHALLENGE, nonce=nonce, hub_id=self.hub.hub_id, commitment=commitment(hub_nonce), hub_key=self.hub.identity.public_key
+            )
         )
         try:
             msg = await self.ws.receive(timeout=HANDSHAKE_TIMEOUT)
@@ -221,7 +275,17 @@ class AgentConnection:
         self.epoch = hello["epoch"]
         last_seq = node.last_seq if node.epoch == self.epoch else 0
         self.nonce = nonce
-        await self.ws.send_str(protocol.encode(protocol.TYPE_WELCOME, node_id=self.node_id, epoch=node.epoch, last_seq=last_seq))
+        proof = protocol.hub_proof_payload(protocol.HUB_PROOF_CONNECT, self.hub.hub_id, self.node_id, nonce, hello["agent_nonce"])
+        await self.ws.send_str(
+            protocol.encode(
+                protocol.TYPE_WELCOME,
+                node_id=self.node_id,
+                epoch=node.epoch,
+                last_seq=last_seq,
+                hub_key=self.hub.identity.public_key,
+                hub_signature=self.hub.identity.sign(proof),
+            )
+        )
         grants = await self.hub.store.get_grants(self.node_id)
         await self.ws.send_str(protocol.encode(protocol.TYPE_GRANTS, grants=grants.grants))
         self.hub.jobs.attach(self.node_id, self.ws.send_str, hello.get("actions") or [])
@@ -354,3 +418,7 @@ async def agent_socket(request: web.Request) -> web.StreamResponse:
 def setup(app: web.Application) -> None:
     app.router.add_post(ENROLL_PATH, enroll)
     app.router.add_get(WS_PATH, agent_socket)
+    app.router.add_get(HUB_IDENTITY_PATH, hub_identity)
+    from .auth import add_public_path
+
+    add_public_path(app, HUB_IDENTITY_PATH)  # the hub's proof of identity, asked for before enrolment

@@ -359,6 +359,12 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         8,
+        "the name a pairing agent asks for",
+        # `roost agent --name`: shown with the request and what tells two agents on one host apart.
+        ("ALTER TABLE pairing_requests ADD COLUMN name TEXT NOT NULL DEFAULT ''",),
+    ),
+    Migration(
+        9,
         "rate-limit bans and failures that survive a restart",
         (
             # failures: JSON list of wall-clock times; banned_until: wall clock, NULL when not banned.

@@ -20,6 +20,7 @@ from roost.core.identity import Identity
 from roost.core.pairing import new_nonce, pair_payload
 from roost.core.store import AuditFilter
 from support_auth import TEST_PASSWORD
+from support_hub import enrol_body
 
 FAILURES_TO_BAN = AGENT_AUTH_LIMITS["max_failures"]
 
@@ -94,7 +95,7 @@ async def test_a_flood_of_bad_join_tokens_is_banned_with_429_and_counted(anon_cl
     long_window(client)
     statuses = []
     for _ in range(25):
-        body = {"token": f"rjt_0000_{secrets.token_urlsafe(8)}", "public_key": Identity.generate().public_key, "hostname": "h"}
+        body = enrol_body(f"rjt_0000_{secrets.token_urlsafe(8)}", Identity.generate(), hostname="h")
         resp = await client.post(ENROLL_PATH, json=body)
         statuses.append(resp.status)
         if resp.status == 429:
@@ -109,7 +110,7 @@ async def test_a_flood_of_bad_join_tokens_is_banned_with_429_and_counted(anon_cl
 
     # A valid token from a banned address is refused too: the ban is on the address.
     token, _ = await create_join_token(client.app[HUB_KEY].store, ttl=600, uses=1)
-    resp = await client.post(ENROLL_PATH, json={"token": token, "public_key": Identity.generate().public_key})
+    resp = await client.post(ENROLL_PATH, json=enrol_body(token, Identity.generate()))
     assert resp.status == 429
 
 
@@ -150,7 +151,7 @@ async def test_refused_privileged_requests_are_audited(make_hub, tmp_path) -> No
     hub = admin.app[HUB_KEY]
     agent_identity = Identity.generate()
     token, _ = await create_join_token(hub.store, ttl=600, uses=1)
-    node_id = (await (await admin.post(ENROLL_PATH, json={"token": token, "public_key": agent_identity.public_key})).json())["node_id"]
+    node_id = (await (await admin.post(ENROLL_PATH, json=enrol_body(token, agent_identity))).json())["node_id"]
 
     from support_auth import seed_user
 
