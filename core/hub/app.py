@@ -437,10 +437,10 @@ class Hub:
             actor = "anonymous"
         from .security import rate_key
 
-        # Counted per address: a flood of bad tokens writes one entry a minute, not one each.
+        # Counted per address and reason (the hub's own few words): a flood of bad tokens writes one entry a minute, not one each.
         await self.security_events.record(
             ACTION_NODE_ENROLMENT_REFUSED,
-            key=rate_key(peer),
+            key=f"{rate_key(peer)} {why}",
             phrase="refused enrolments",
             actor=actor,
             target=target,
