@@ -95,7 +95,7 @@ async def test_a_flood_of_bad_join_tokens_is_banned_with_429_and_counted(anon_cl
     long_window(client)
     statuses = []
     for _ in range(25):
-        body = enrol_body(f"rjt_0000_{secrets.token_urlsafe(8)}", Identity.generate(), hostname="h")
+        body = enrol_body(f"rjt_0000_{secrets.token_hex(8)}", Identity.generate(), hostname="h")
         resp = await client.post(ENROLL_PATH, json=body)
         statuses.append(resp.status)
         if resp.status == 429:
