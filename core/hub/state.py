@@ -50,11 +50,13 @@ from .events import EventBus
 from .ingest import Ingestor
 from .jobs import JobEngine
 from .limits import Refusal, SeriesGuard
+from .security import rate_key
 
 if TYPE_CHECKING:
     from .integrations import HubIntegrations
     from .pairing import Pairing
     from .security import RateLimiter
+    from .security_events import PersistentLimits, SecurityEvents
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -192,6 +194,10 @@ class Hub:
         self.plugins: HubIntegrations
         self.agent_messages: RateLimiter
         self.pairing_attempts: RateLimiter
+        # Repeated refusals are counted, not written one by one; bans and failures outlive a restart.
+        self.security_events: SecurityEvents
+        self.limits: PersistentLimits
+        self.agent_auth: RateLimiter
         # Set by the TLS setup: what agents pin and what pairing codes mix in.
         self.tls: HubTLS | None = None
         self.ca_fingerprint = ""
@@ -474,8 +480,11 @@ class Hub:
             actor = f"token:{split_join_token(token)[0]}"
         except JoinTokenError:
             actor = "anonymous"
-        await self.audit(
+        # Counted per address and reason (the hub's own few words): a flood of bad tokens writes one entry a minute, not one each.
+        await self.security_events.record(
             ACTION_NODE_ENROLMENT_REFUSED,
+            key=f"{rate_key(peer)} {why}",
+            phrase="refused enrolments",
             actor=actor,
             target=target,
             outcome="refused",
