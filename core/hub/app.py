@@ -669,6 +669,7 @@ def create_app(config: HubConfig, *, store: Store | None = None, tls: HubTLS | N
     from . import api, audit, gateway, jobs_api, jointokens, pairing, push
     from . import auth, security
     from . import wake
+    from . import permissions
     from .local_agent import local_agent_ctx
 
     app = web.Application(client_max_size=1024 * 1024)
@@ -678,6 +679,7 @@ def create_app(config: HubConfig, *, store: Store | None = None, tls: HubTLS | N
     # LAN-only first, then login, for every route (auth's cleanup context needs the open store).
     security.setup(app, lan_only=config.lan_only, trusted_proxies=config.trusted_proxies)
     auth.setup(app, session_days=config.session_days)
+    permissions.setup(app)
     app.cleanup_ctx.append(_tls_ctx)
     app.cleanup_ctx.append(_ingest_ctx)
     app.cleanup_ctx.append(_integrations_ctx)

@@ -981,7 +981,7 @@ async def auth_middleware(request: web.Request, handler: Callable[[web.Request],
             elif identity.token is not None and identity.token.scope == SCOPE_READ:
                 return await _denied(request, "this API token has read scope; it cannot change anything")
             if not identity.allows(ROLE_OPERATOR) and not auth.is_self_service(request):
-                return await _denied(request, f"{identity.name} is a viewer: viewers can look at everything but change only their own account")
+                return await _denied(request, f"{identity.name} is a viewer: viewers change nothing but their own account")
     keys = auth.track(request, identity) if identity is not None and request.path in auth.stream_paths else None
     try:
         response = await handler(request)
