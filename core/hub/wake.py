@@ -170,12 +170,12 @@ async def wake_node(request: web.Request) -> web.Response:
     actor = actor_of(request)
     target = f"node:{node_id}"
     via = body.get("via")
-    if via and via == node_id:
+    if via == node_id:
         return _error(400, "a node cannot relay its own wake-up; choose another node on its LAN")
     broadcast = body.get("broadcast") or _hub_target(hub)[0]
     port = body.get("port") or _hub_target(hub)[1]
-    destinations = hub_destinations(hub)
-    if not via:
+    if not via:  # a relay checks its own networks and config when its job runs
+        destinations = hub_destinations(hub)
         why = await asyncio.to_thread(destinations.refusal, broadcast, port)
         if why:
             return web.json_response({"error": why, "allowed": await asyncio.to_thread(destinations.as_dict)}, status=403)
