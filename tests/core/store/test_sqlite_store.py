@@ -693,3 +693,28 @@ async def test_a_final_state_and_its_output_are_one_update(store: SQLiteStore) -
     assert (await store.get_job("j1")).output == "progress\nlast line\n"
     big = await store.update_job("j1", append_output="x" * (MAX_OUTPUT_CHARS + 10), error="")
     assert big is not None and len(big.output) == MAX_OUTPUT_CHARS and big.output == "x" * MAX_OUTPUT_CHARS
+
+
+async def test_a_cancelled_transaction_stays_cancelled_when_its_rollback_finds_nothing(store: SQLiteStore, monkeypatch) -> None:
+    """A COMMIT cancelled mid-flight still completes in aiosqlite's thread, so the ROLLBACK that follows fails.
+
+    That failure must not replace the cancellation: a background loop that
+    catches Exception would swallow it and never stop (a hub shutdown hung so).
+    The race cannot be timed in a test, so the COMMIT is made to land just
+    before the ROLLBACK, which then fails for real in SQLite.
+    """
+    db = store._conn()
+    real_execute = db.execute
+
+    async def commit_lands_first(sql: str, *args: Any) -> Any:
+        if sql == "ROLLBACK":
+            await real_execute("COMMIT")
+        return await real_execute(sql, *args)
+
+    with pytest.raises(asyncio.CancelledError):
+        async with store._transaction() as tx:
+            await tx.execute("INSERT INTO meta (key, value) VALUES ('k', 'v')")
+            monkeypatch.setattr(tx, "execute", commit_lands_first)
+            raise asyncio.CancelledError
+    monkeypatch.undo()
+    assert await store.get_meta("k") == "v" and not db.in_transaction
