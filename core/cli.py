@@ -790,7 +790,40 @@ def build_parser() -> argparse.ArgumentParser:
     sign.add_argument("--key", help="the operator key file (default: $ROOST_OPERATOR_KEY or ~/.config/roost/operator-key.pem)")
     sign.add_argument("--passphrase-file", help="read the passphrase from the first line of this file instead of asking")
     sign.set_defaults(func=cmd_sign)
+    mcp = sub.add_parser("mcp", help="serve MCP over stdio for an AI assistant, through the hub's API with one API token")
+    mcp.add_argument("--hub", required=True, help="the hub's URL, e.g. https://hub.lan:8765")
+    mcp.add_argument("--token-file", help="a file holding the API token (default: $ROOST_API_TOKEN); read scope gives read-only tools")
+    mcp.add_argument("--ca", help="the hub's CA certificate (its /api/v1/ca.pem) when it is not in the system store")
+    mcp.add_argument("--read-only", action="store_true", help="offer only the read tools, whatever the token may do")
+    mcp.add_argument("--tools", help="a comma-separated subset of the tools to offer")
+    mcp.set_defaults(func=cmd_mcp)
     return parser
+
+
+def cmd_mcp(args: argparse.Namespace) -> int:
+    """Serve MCP over stdio for an AI assistant, backed by the hub's REST API and one API token."""
+    import asyncio
+    import os
+
+    from roost.core.assistant import ALL_TOOLS, read_token, serve_stdio
+
+    try:
+        token = read_token(args.token_file, os.environ.get("ROOST_API_TOKEN"))
+    except (OSError, ValueError) as err:
+        print(f"roost mcp: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    tools = [t.strip() for t in args.tools.split(",") if t.strip()] if args.tools else None
+    unknown = sorted(set(tools or ()) - set(ALL_TOOLS))
+    if unknown:
+        print(f"roost mcp: --tools: unknown {', '.join(unknown)}; the tools are {', '.join(ALL_TOOLS)}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        import mcp  # noqa: F401
+    except ImportError:
+        print("roost mcp: the MCP SDK is not installed; pip install 'roost[mcp]'", file=sys.stderr)
+        return EXIT_CONFIG
+    asyncio.run(serve_stdio(args.hub, token, ca_file=args.ca, read_only=args.read_only, tools=tools))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,7 @@ import hashlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -127,6 +127,8 @@ class Hub:
             custom_dirs=[config.data_dir / "custom_integrations", *config.custom_integrations],
         )
         self.started_at = time.time()
+        # Called with (job_id, action, state) on every job state change (the Prometheus job counts).
+        self.job_observers: list[Callable[[str, str, str], None]] = []
         # Imported here: their route modules import the auth layer, which imports HUB_KEY from this module.
         from .jobs import JobEngine
         from .pairing import Pairing
@@ -151,6 +153,7 @@ class Hub:
         self._dirty_seen: dict[str, float] = {}
         self._status: dict[str, str] = {}
         self._event_at: dict[str, float] = {}
+        self._event_later: set[str] = set()
 
     # ------------------------------------------------------------- lifecycle
 
@@ -421,13 +424,23 @@ class Hub:
             self._publish_node(node_id)
 
     def _publish_node(self, node_id: str, *, force: bool = False) -> None:
+        """Tell subscribers (the dashboard, the MQTT bridge) a node changed: at most once a second per node, the last change always."""
         if not self.events.has_subscribers or node_id not in self._nodes:
             return
         now = time.monotonic()
-        if not force and now - self._event_at.get(node_id, 0) < EVENT_MIN_GAP_SECONDS:
+        wait = EVENT_MIN_GAP_SECONDS - (now - self._event_at.get(node_id, 0))
+        if not force and wait > 0:
+            # Too soon after the last one: publish once the gap is over, so the newest state is never left unsent.
+            if node_id not in self._event_later:
+                self._event_later.add(node_id)
+                asyncio.get_running_loop().call_later(wait, self._publish_later, node_id)
             return
         self._event_at[node_id] = now
         self.events.publish("node", self.summary(node_id))
+
+    def _publish_later(self, node_id: str) -> None:
+        self._event_later.discard(node_id)
+        self._publish_node(node_id)
 
     # ----------------------------------------------------------------- audit
 
@@ -666,7 +679,7 @@ def create_app(config: HubConfig, *, store: Store | None = None, tls: HubTLS | N
     """Build the hub's aiohttp application; nothing starts until the app does."""
     from roost.core.store.sqlite import SQLiteStore
 
-    from . import api, audit, gateway, jobs_api, jointokens, pairing, push
+    from . import api, archnest, audit, gateway, jobs_api, jointokens, mqtt, pairing, prometheus, push
     from . import auth, security
     from . import wake
     from . import permissions
@@ -697,6 +710,9 @@ def create_app(config: HubConfig, *, store: Store | None = None, tls: HubTLS | N
     jobs_api.setup(app)
     audit.setup(app)
     push.setup(app)
+    archnest.setup(app)
+    prometheus.setup(app)
+    mqtt.setup(app)
     wake.setup(app)
     try:
         from roost.frontend import setup as setup_frontend

@@ -340,6 +340,23 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        7,
+        "push hosts: the hostIds an ArchNest-style push token reports for, each its own node",
+        (
+            "ALTER TABLE push_tokens ADD COLUMN multi_host INTEGER NOT NULL DEFAULT 0",
+            """
+            CREATE TABLE push_hosts (
+                token_id TEXT NOT NULL REFERENCES push_tokens (token_id) ON DELETE CASCADE,
+                host_id TEXT NOT NULL,
+                node_id TEXT NOT NULL REFERENCES nodes (node_id) ON DELETE CASCADE,
+                created_at REAL NOT NULL,
+                PRIMARY KEY (token_id, host_id)
+            ) WITHOUT ROWID
+            """,
+            "CREATE INDEX push_hosts_node ON push_hosts (node_id)",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
