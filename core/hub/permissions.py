@@ -47,6 +47,10 @@ PERMISSIONS: dict[str, Permission] = {
             "GET /api/v1/nodes/{node_id}/wake",
             "GET /api/v1/integrations",
             "GET /api/v1/events",
+            "GET /api/v1/prometheus/targets",
+            "GET /api/agents/docker/hosts",
+            "GET /api/agents/docker/hosts/{host_id}/containers",
+            "GET /api/agents/docker/hosts/{host_id}/containers/{container_id}",
         ),
     ),
     "jobs.view": Permission(
