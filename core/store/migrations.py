@@ -357,6 +357,12 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX push_hosts_node ON push_hosts (node_id)",
         ),
     ),
+    Migration(
+        8,
+        "the name a pairing agent asks for",
+        # `roost agent --name`: shown with the request and what tells two agents on one host apart.
+        ("ALTER TABLE pairing_requests ADD COLUMN name TEXT NOT NULL DEFAULT ''",),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
