@@ -20,6 +20,7 @@ from .const import (
     DEFAULT_BROADCAST,
     DEFAULT_PORT,
     DEFAULT_RATE_LIMIT,
+    READS,
 )
 from .magic import PORT, ip_literal
 
