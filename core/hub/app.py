@@ -819,6 +819,7 @@ def create_app(config: HubConfig, *, store: Store | None = None, tls: HubTLS | N
     from . import api, archnest, audit, gateway, jobs_api, jointokens, mcp_http, mqtt, pairing, prometheus, push
     from . import auth, security
     from . import wake
+    from . import permissions
     from .local_agent import local_agent_ctx
     from .security_events import ServerLog, security_ctx
 
@@ -831,6 +832,7 @@ def create_app(config: HubConfig, *, store: Store | None = None, tls: HubTLS | N
     # LAN-only first, then login, for every route (auth's cleanup context needs the open store).
     security.setup(app, lan_only=config.lan_only, trusted_proxies=config.trusted_proxies, events=hub.security_events)
     auth.setup(app, session_days=config.session_days)
+    permissions.setup(app)
     app.cleanup_ctx.append(security_ctx)
     app.cleanup_ctx.append(_tls_ctx)
     app.cleanup_ctx.append(_ingest_ctx)
