@@ -22,6 +22,7 @@ from aiohttp import web
 
 from roost.core.const import __version__
 from roost.core.hub.auth import IDENTITY_KEY
+from roost.core.hub.permissions import allows
 from roost.core.hub.state import HUB_KEY
 from roost.core.hub_integration import STATIC_PREFIX as INTEGRATION_STATIC_PREFIX
 from roost.core.hub_integration import VIEWER
@@ -148,5 +149,6 @@ def _identity_context(request: web.Request) -> dict[str, Any]:
     """Who is logged in, for the user menu, and the session's CSRF token for forms and the page's script."""
     identity = request.get(IDENTITY_KEY)
     if identity is None:
-        return {"me": None, "csrf_token": ""}
-    return {"me": identity, "csrf_token": identity.csrf_token}
+        # No one to check (a hub without accounts): nothing is hidden; the API still decides.
+        return {"me": None, "csrf_token": "", "can": lambda name: True}
+    return {"me": identity, "csrf_token": identity.csrf_token, "can": lambda name: allows(identity, name)}

@@ -48,7 +48,9 @@ def test_every_entry_point_reaches_the_log_escaped(tmp_path: Path) -> None:
     hub_dir = tmp_path / "hub"
     conf = tmp_path / "hub.toml"
     conf.write_text(
-        '[hub]\ndiscovery = false\nwol_broadcast = "127.0.0.1"\ntrusted_proxies = ["127.0.0.1"]\n[agent]\nenabled = false\n[logging]\nlevel = "info"\n'
+        '[hub]\ndiscovery = false\nwol_broadcast = "127.0.0.1"\n'
+        # Wakes go to a free loopback port, which only an explicit allow-list lets the hub send to.
+        f'wol_allowed_ports = [{wol_port}]\ntrusted_proxies = ["127.0.0.1"]\n[agent]\nenabled = false\n[logging]\nlevel = "info"\n'
     )
     base = f"http://127.0.0.1:{port}"
     cli = {"capture_output": True, "text": True, "timeout": 60, "check": True}

@@ -21,7 +21,7 @@ from roost.core.store import Store
 from roost.core.store.sqlite import SQLiteStore
 from roost.core.tls import CA_PEM_CONTENT_TYPE, HubTLS, ensure_hub_tls
 
-from . import api, archnest, audit, auth, gateway, jobs_api, jointokens, mcp_http, mqtt, pairing, prometheus, push, security, wake
+from . import api, archnest, audit, auth, gateway, jobs_api, jointokens, mcp_http, mqtt, pairing, permissions, prometheus, push, security, wake
 from .gateway import AGENT_AUTH_LIMITS, MESSAGE_BURST, MESSAGE_RATE
 from .integrations import HubIntegrations
 from .local_agent import local_agent_ctx
@@ -173,6 +173,7 @@ def create_app(config: HubConfig, *, store: Store | None = None, tls: HubTLS | N
     # LAN-only first, then login, for every route (auth's cleanup context needs the open store).
     security.setup(app, lan_only=config.lan_only, trusted_proxies=config.trusted_proxies, events=hub.security_events)
     auth.setup(app, session_days=config.session_days)
+    permissions.setup(app)
     app.cleanup_ctx.append(security_ctx)
     app.cleanup_ctx.append(_tls_ctx)
     app.cleanup_ctx.append(_ingest_ctx)

@@ -130,6 +130,10 @@ DEFAULT_SESSION_DAYS = 30.0
 # last_seen / last_used are written at most this often per session or token.
 TOUCH_EVERY_SECONDS = 60.0
 PRUNE_EVERY_SECONDS = 3600.0
+# Open event streams are checked against the store this often, so a credential
+# ended by another process on the same store (the CLI) or by its expiry ends
+# its streams within a second, like a node revoked from the CLI.
+STREAM_CHECK_SECONDS = 0.5
 
 # Login attempts per peer: a burst of 10, then one every 2 s; 5 failures in
 # 5 minutes ban the peer for 15 minutes.
@@ -893,6 +897,59 @@ class Auth:
                 closed += 1
         return closed
 
+    async def recheck_streams(self) -> int:
+        """End every open stream whose credential no longer holds; the number closed.
+
+        Changes made through this hub's API close streams at once
+        (``close_streams``); this catches the rest: a token revoked, a user
+        deleted, disabled, demoted or given a new password by the CLI, and
+        tokens and sessions that expired while their stream was open.
+        """
+        open_requests = {id(r): r for group in self._streams.values() for r in group.values()}
+        closed = 0
+        for request in open_requests.values():
+            transport = request.transport
+            identity = request.get(IDENTITY_KEY)
+            if identity is None or transport is None or transport.is_closing():
+                continue
+            why = await self._ended(identity)
+            if why:
+                transport.close()
+                closed += 1
+                _LOGGER.info("closed an event stream of %s: %s", identity.actor, why)
+        return closed
+
+    async def _ended(self, identity: Identity) -> str:
+        """Why this identity's access has ended since it was checked, or ''."""
+        now = time.time()
+        if identity.token is not None:
+            if identity.token.expires_at is not None and identity.token.expires_at <= now:
+                return "its API token expired"
+            found_token = await self.store.get_api_token(identity.token.token_id)
+            if found_token is None:
+                return "its API token or its user was deleted"
+            token, user = found_token
+            if token.revoked:
+                return "its API token was revoked"
+        elif identity.session is not None:
+            if now >= identity.session.expires_at:
+                return "its session expired"
+            found_session = await self.store.get_session(identity.session.session_id)
+            if found_session is None:
+                return "its session ended"
+            session, user = found_session
+            if now - session.last_seen >= self.idle_seconds:
+                return "its session expired (idle)"
+        else:
+            return ""
+        if user.disabled:
+            return f"user {user.name} was disabled"
+        if user.password_changed_at != identity.user.password_changed_at:
+            return f"user {user.name}'s password was changed"
+        if user.role != identity.user.role:
+            return f"user {user.name}'s role was changed"
+        return ""
+
     async def prune(self) -> None:
         deleted = await self.store.prune_auth(time.time(), idle_seconds=self.idle_seconds)
         if deleted:
@@ -939,7 +996,7 @@ async def auth_middleware(request: web.Request, handler: Callable[[web.Request],
             elif identity.token is not None and identity.token.scope == SCOPE_READ:
                 return await _denied(request, "this API token has read scope; it cannot change anything")
             if not identity.allows(ROLE_OPERATOR) and not auth.is_self_service(request):
-                return await _denied(request, f"{identity.name} is a viewer: viewers can look at everything but change only their own account")
+                return await _denied(request, f"{identity.name} is a viewer: viewers change nothing but their own account")
     keys = auth.track(request, identity) if identity is not None and request.path in auth.stream_paths else None
     try:
         response = await handler(request)
@@ -1229,10 +1286,22 @@ async def _auth_ctx(app: web.Application) -> AsyncIterator[None]:
                 _LOGGER.exception("cannot prune ended sessions")
             await asyncio.sleep(PRUNE_EVERY_SECONDS)
 
-    task = asyncio.create_task(prune_forever(), name="roost-auth-prune")
+    async def check_streams_forever() -> None:
+        while True:
+            await asyncio.sleep(STREAM_CHECK_SECONDS)
+            try:
+                await auth.recheck_streams()
+            except Exception:
+                _LOGGER.exception("cannot check open event streams against the store")
+
+    tasks = [
+        asyncio.create_task(prune_forever(), name="roost-auth-prune"),
+        asyncio.create_task(check_streams_forever(), name="roost-auth-streams"),
+    ]
     yield
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def setup(app: web.Application, *, session_days: float = DEFAULT_SESSION_DAYS) -> Auth:

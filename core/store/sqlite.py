@@ -427,9 +427,17 @@ class SQLiteStore(SQLitePairingStore, SQLitePushStore, SQLiteUserStore, SQLiteAu
             try:
                 yield db
                 await db.execute("COMMIT")
-            except BaseException:
+            except BaseException as ended:
                 if db.in_transaction:
-                    await db.execute("ROLLBACK")
+                    try:
+                        await db.execute("ROLLBACK")
+                    except sqlite3.Error as err:
+                        # A COMMIT cancelled while it ran finishes in the worker
+                        # thread anyway; the ROLLBACK then finds no transaction.
+                        # Raise what ended the transaction (above all a
+                        # cancellation, which a loop's `except Exception` must
+                        # not swallow), never this.
+                        _LOGGER.debug("rollback after %r: %s", ended, err)
                 raise
 
     async def _write(self, work: Any, *args: Any) -> Any:
