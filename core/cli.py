@@ -671,7 +671,7 @@ def _printable(text: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="roost", description="Roost: a local-first hub and node agent for homelabs.")
     parser.add_argument("--version", action="version", version=f"roost {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{hub,agent,join-token,nodes,users,api-token,audit,operator,sign}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{hub,agent,join-token,nodes,users,api-token,audit,operator,sign,new-integration}")
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--config", type=Path, help="TOML config file (optional; defaults work without one)")
@@ -790,6 +790,12 @@ def build_parser() -> argparse.ArgumentParser:
     sign.add_argument("--key", help="the operator key file (default: $ROOST_OPERATOR_KEY or ~/.config/roost/operator-key.pem)")
     sign.add_argument("--passphrase-file", help="read the passphrase from the first line of this file instead of asking")
     sign.set_defaults(func=cmd_sign)
+
+    from . import scaffold
+
+    new = sub.add_parser("new-integration", help="scaffold a new integration (a folder or a publishable package) with a passing test")
+    scaffold.add_arguments(new)
+    new.set_defaults(func=scaffold.run)
     return parser
 
 
