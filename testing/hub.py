@@ -152,11 +152,12 @@ class HubHarness:
         return body
 
     async def history(self, metric: str, *, range: str = "1h") -> list[tuple[float, float]]:  # noqa: A002 - the API's name
-        """The stored points of one series (full name, ``domain.metric[label]``), oldest first."""
+        """The stored points of one series (full name, ``domain.metric[label]``) as (timestamp, value), oldest first."""
         status, body = await self.get(f"/api/v1/nodes/{self.node_id}/metrics?series={metric}&range={range}&resolution=raw")
         if status != 200:
             raise AssertionError(f"the hub answered {status} for the history of {metric}: {body}")
-        return [tuple(point) for point in body["series"].get(metric, [])]
+        # Raw points come as [time, value, min, max] (rollups fill min and max); raw min and max equal the value.
+        return [(point[0], point[1]) for point in body["series"].get(metric, [])]
 
     # --------------------------------------------------------------- acting
 

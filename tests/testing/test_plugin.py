@@ -1,0 +1,164 @@
+"""roost.testing, the pytest plugin for integration authors: its fixtures load integrations and run hubs for real."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import socket
+from pathlib import Path
+
+import pytest
+
+from roost.testing import Collection, JobRefused
+
+REPO = Path(__file__).resolve().parents[2]
+TCP_PROBE = REPO / "custom_integrations" / "tcp_probe"
+
+# A custom integration with one read action and one that changes things, both counting their runs.
+COUNTER = '''
+import voluptuous as vol
+from pathlib import Path
+from roost.core import hookimpl
+from roost.core.actions import ActionSpec
+
+CONFIG_SCHEMA = vol.Schema({vol.Required("counter_dir"): str})
+
+def bump(ctx, params):
+    path = Path(ctx.config["counter_dir"]) / params["name"]
+    runs = int(path.read_text()) + 1 if path.exists() else 1
+    path.write_text(str(runs))
+    return {"runs": runs}
+
+@hookimpl
+def roost_collect(ctx):
+    return {"state": {"files": sorted(p.name for p in Path(ctx.config["counter_dir"]).iterdir())}, "metrics": {"files": len(list(Path(ctx.config["counter_dir"]).iterdir()))}}
+
+@hookimpl
+def roost_capabilities(ctx):
+    return ["counter.read", "counter.manage"]
+
+@hookimpl
+def roost_actions(ctx):
+    schema = vol.Schema({vol.Required("name"): vol.All(str, vol.Match(r"^[a-z]+$"))})
+    return [
+        ActionSpec(name="counter.peek", capability="counter.read", handler=bump, schema=schema),
+        ActionSpec(name="counter.bump", capability="counter.manage", handler=bump, schema=schema),
+    ]
+'''
+
+
+@pytest.fixture
+def counter(tmp_path: Path) -> Path:
+    folder = tmp_path / "src" / "counter"
+    folder.mkdir(parents=True)
+    (folder / "manifest.json").write_text(json.dumps({"domain": "counter", "name": "Counter", "version": "1.0", "roles": ["agent"]}))
+    (folder / "__init__.py").write_text(COUNTER)
+    # A sibling the test must not load: the fixtures take only the folder they are given.
+    (tmp_path / "src" / "broken").mkdir()
+    (tmp_path / "src" / "broken" / "manifest.json").write_text("{not json")
+    return folder
+
+
+@pytest.fixture
+def counts(tmp_path: Path) -> Path:
+    path = tmp_path / "counts"
+    path.mkdir()
+    return path
+
+
+def test_the_plugin_is_registered_by_installing_roost(pytestconfig: pytest.Config) -> None:
+    entry = [e for e in importlib.metadata.entry_points(group="pytest11") if e.value == "roost.testing.plugin"]
+    assert entry, "pyproject.toml must register roost.testing.plugin under [project.entry-points.pytest11]"
+    assert pytestconfig.pluginmanager.has_plugin(entry[0].name)
+
+
+async def test_loads_a_folder_through_the_real_kernel(roost_integration) -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        integ = await roost_integration(TCP_PROBE, config={"targets": [{"name": "here", "host": "127.0.0.1", "port": port}]})
+        assert integ.state == "loaded", integ.reason
+        assert integ.status["source"] == "custom"
+        assert integ.capabilities == ["network.probe"]
+        assert integ.fields["tcp_probe.latency_ms"]["unit"] == "milliseconds"
+        snapshot = await integ.collect()
+    assert isinstance(snapshot, Collection)
+    assert snapshot.metrics["tcp_probe.up[here]"] == 1
+    assert snapshot.state["targets"][0]["up"] is True
+
+
+async def test_a_bad_config_is_a_state_not_an_exception(roost_integration) -> None:
+    integ = await roost_integration(TCP_PROBE, config={"targets": []})
+    assert integ.state == "setup_error"
+    assert "add at least one target" in integ.reason
+    assert integ.capabilities == [] and integ.actions == {}
+
+
+async def test_loads_a_builtin_by_domain(roost_integration) -> None:
+    integ = await roost_integration("wol", config={"broadcast": "127.0.0.1"})
+    assert integ.state == "loaded", integ.reason
+    assert integ.status["source"] == "builtin"
+    assert "wol.send" in integ.actions
+
+
+async def test_an_agent_only_integration_is_not_loaded_on_the_hub(roost_integration) -> None:
+    integ = await roost_integration(TCP_PROBE, config={"targets": [{"name": "x", "host": "127.0.0.1", "port": 9}]}, role="hub")
+    with pytest.raises(LookupError, match="roles"):
+        integ.state
+
+
+async def test_a_folder_that_is_not_an_integration_is_refused(roost_integration, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="not an integration folder"):
+        await roost_integration(tmp_path)
+
+
+async def test_hub_stores_what_a_triggered_collection_reports(roost_hub, counter: Path, counts: Path) -> None:
+    hub = await roost_hub(counter, config={"counter_dir": str(counts)})
+    (counts / "one").write_text("1")
+    stored = await hub.collect()
+    assert stored.state == {"files": ["one"]}
+    assert stored.metrics == {"counter.files": 1.0}
+    (counts / "two").write_text("1")
+    stored = await hub.collect()
+    assert stored.metrics == {"counter.files": 2.0}
+    assert [value for _, value in await hub.history("counter.files")][-2:] == [1.0, 2.0]
+    node = await hub.node()
+    states = {i["domain"]: i["state"] for i in node["node"]["integrations"]}
+    assert states.pop("counter") == "loaded"
+    assert set(states.values()) == {"disabled"}  # the built-ins are off, so the test sees only its integration
+    # The sibling folder with a broken manifest was never looked at.
+    assert "broken" not in json.dumps(node)
+
+
+async def test_actions_run_as_jobs_through_grant_and_ceiling(roost_hub, counter: Path, counts: Path) -> None:
+    hub = await roost_hub(counter, config={"counter_dir": str(counts)})
+    # An approval grants the read-only part of what the node offers.
+    job = await hub.run_action("counter.peek", {"name": "peek"})
+    assert job["state"] == "succeeded" and job["result"] == {"runs": 1}
+    with pytest.raises(JobRefused, match="counter.manage") as refused:
+        await hub.run_action("counter.bump", {"name": "bump"})
+    assert refused.value.status == 409
+    await hub.grant(["counter.read", "counter.manage"])
+    job = await hub.run_action("counter.bump", {"name": "bump"})
+    assert job["state"] == "succeeded" and job["result"] == {"runs": 1}
+    bad = await hub.run_action("counter.bump", {"name": "NOT valid"})
+    assert bad["state"] == "refused", bad
+    assert (counts / "bump").read_text() == "1"
+
+
+async def test_the_agents_ceiling_holds_whatever_the_hub_grants(roost_hub, counter: Path, counts: Path) -> None:
+    hub = await roost_hub(counter, config={"counter_dir": str(counts)}, grants=["counter.read", "counter.manage"], ceiling={"mode": "read-only"})
+    # The agent tells the hub its ceiling, so the hub already refuses; the agent would refuse again.
+    with pytest.raises(JobRefused, match="ceiling"):
+        await hub.run_action("counter.bump", {"name": "bump"})
+    assert not (counts / "bump").exists()
+    assert (await hub.run_action("counter.peek", {"name": "peek"}))["state"] == "succeeded"
+
+
+async def test_pages_are_served_to_the_admin(roost_hub, counter: Path, counts: Path) -> None:
+    hub = await roost_hub(counter, config={"counter_dir": str(counts)})
+    html = await hub.node_page()
+    assert "roost-test" in html and "counter" in html
+    with pytest.raises(AssertionError, match="404"):
+        await hub.page("/no/such/page")
