@@ -194,6 +194,8 @@ IMPORT_CHECK = textwrap.dedent(
         "templates": sorted(p.name for p in frontend.joinpath("templates").iterdir()),
         "builtins": sorted(discover(entry_points=False)),
         "version": importlib.metadata.version("roost"),
+        "pytest11": [e.value for e in importlib.metadata.entry_points(group="pytest11") if e.value.startswith("roost.")],
+        "scaffold": importlib.resources.files("roost.core.scaffold").joinpath("templates/integration/manifest.json.tmpl").is_file(),
         "dist_files": [str(f) for f in (importlib.metadata.files("roost") or [])],
     }))
     """
@@ -216,6 +218,8 @@ def check_installed(python: Path, venv: Path, source: Path, *, editable: bool) -
     assert "base.html" in out["templates"]
     assert "linux_host" in out["builtins"]
     assert (venv / "bin" / "roost").is_file(), "the roost command was not installed"
+    assert out["pytest11"] == ["roost.testing.plugin"], "the pytest plugin for integration authors is not registered"
+    assert out["scaffold"], "the scaffold's templates were left out (see [tool.setuptools.package-data])"
     return out
 
 
