@@ -198,10 +198,11 @@ class HubHarness:
         grants: list[str] | None = None,
         ceiling: Ceiling | Mapping[str, Any] | None = None,
         hub: Mapping[str, Any] | None = None,
+        custom_dirs: list[Path] | None = None,
         timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
         workdir = self.workdir
-        custom = custom_dir_for(source, workdir)
+        custom = [*custom_dir_for(source, workdir), *(Path(p) for p in custom_dirs or [])]
         integrations = others_disabled(self.domain, config)
         hub_config = load_hub_config(
             None,
@@ -292,7 +293,8 @@ async def start_hub(source: Source, workdir: Path, **options: Any) -> HubHarness
     Options: ``config`` (the integration's config table), ``grants`` (the
     node's grants; default: the read-only part of what it offers, as an
     approval grants), ``ceiling`` (the agent's ceiling; default: execute, allow
-    all), ``hub`` (extra ``[hub]`` settings), ``timeout``.
+    all), ``hub`` (extra ``[hub]`` settings), ``custom_dirs`` (folders of
+    custom integrations to find a domain in), ``timeout``.
     """
     harness = HubHarness(workdir, source_domain(source))
     try:

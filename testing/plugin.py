@@ -15,7 +15,8 @@ test suite:
   ``node_page()``, ``node()``). Stopped after the test.
 
 ``source`` is the integration's folder (``pathlib.Path``) or its domain
-(``str``: a built-in or an installed package's entry point).
+(``str``: a built-in, one in ``custom_dirs``, or an installed package's entry
+point).
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ async def roost_hub(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Any
     started: list[Any] = []
 
     async def start(source: Path | str, **options: Any) -> Any:
+        """Options: config, grants, ceiling, hub, custom_dirs, timeout (see roost.testing.hub.start_hub)."""
         harness = await start_hub(source, tmp_path / f"hub-{len(started)}", **options)
         started.append(harness)
         return harness

@@ -102,6 +102,12 @@ async def test_loads_a_builtin_by_domain(roost_integration) -> None:
     assert "wol.send" in integ.actions
 
 
+async def test_loads_a_domain_from_a_custom_integrations_folder(roost_integration) -> None:
+    integ = await roost_integration("tcp_probe", config={"targets": [{"name": "x", "host": "127.0.0.1", "port": 9}]}, custom_dirs=[TCP_PROBE.parent])
+    assert integ.state == "loaded", integ.reason
+    assert integ.status["source"] == "custom"
+
+
 async def test_an_agent_only_integration_is_not_loaded_on_the_hub(roost_integration) -> None:
     integ = await roost_integration(TCP_PROBE, config={"targets": [{"name": "x", "host": "127.0.0.1", "port": 9}]}, role="hub")
     with pytest.raises(LookupError, match="roles"):
