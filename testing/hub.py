@@ -6,6 +6,7 @@ import asyncio
 import os
 import socket
 import time
+from html.parser import HTMLParser
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -122,6 +123,20 @@ class HubHarness:
     async def node_page(self) -> str:
         """The HTML of the test node's page in the dashboard."""
         return await self.page(f"/nodes/{self.node_id}")
+
+    async def node_panels(self) -> dict[str, dict[str, str]]:
+        """The integrations' panels on the node's page: {title: {"domain", "html", "error"}} ("error" when it failed to draw)."""
+        return _panels(await self.node_page())
+
+    async def node_panel(self, title: str) -> str:
+        """The inner HTML of the node page's panel with this title; fails when it is missing or drew an error instead."""
+        panels = await self.node_panels()
+        if title not in panels:
+            raise AssertionError(f"the node page has no panel titled {title!r}; it has {sorted(panels) or 'none'}")
+        panel = panels[title]
+        if panel["error"]:
+            raise AssertionError(f"the {title!r} panel of {panel['domain']} shows an error instead: {panel['error']}")
+        return panel["html"]
 
     # ------------------------------------------------------------ collecting
 
@@ -271,6 +286,60 @@ class HubHarness:
             await self.http.close()
         if self.server is not None:
             await self.server.close()
+
+
+class _PanelParser(HTMLParser):
+    """Finds the dashboard's integration panels (<section class="integration-panel" aria-label=TITLE>) and their inner HTML."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.text = text
+        self.lines = [0]
+        for line in text.splitlines(keepends=True):
+            self.lines.append(self.lines[-1] + len(line))
+        self.panels: dict[str, dict[str, str]] = {}
+        self._open: list[tuple[dict[str, str] | None, int]] = []  # every open <section>: (its panel, where its content starts)
+        self._error_depth = 0
+
+    def _offset(self) -> int:
+        line, column = self.getpos()
+        return self.lines[line - 1] + column
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = {k: v or "" for k, v in attrs}
+        if tag == "section":
+            panel = None
+            if "integration-panel" in found.get("class", "").split():
+                panel = {"domain": found.get("data-integration", ""), "html": "", "error": ""}
+                self.panels[found.get("aria-label", "")] = panel
+            start = self.text.index(">", self._offset()) + 1
+            self._open.append((panel, start))
+        elif "panel-error" in found.get("class", "").split():
+            self._error_depth = 1
+        elif self._error_depth:
+            self._error_depth += 1
+
+    def handle_endtag(self, tag: str) -> None:
+        if self._error_depth:
+            self._error_depth -= 1
+        if tag == "section" and self._open:
+            panel, start = self._open.pop()
+            if panel is not None:
+                panel["html"] = self.text[start : self._offset()].strip()
+
+    def handle_data(self, data: str) -> None:
+        if self._error_depth:
+            for panel, _start in reversed(self._open):
+                if panel is not None:
+                    panel["error"] = (panel["error"] + data).strip()
+                    break
+
+
+def _panels(html: str) -> dict[str, dict[str, str]]:
+    parser = _PanelParser(html)
+    parser.feed(html)
+    parser.close()
+    return parser.panels
 
 
 async def _seed_admin(config: Any) -> str:

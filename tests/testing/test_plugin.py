@@ -168,3 +168,19 @@ async def test_pages_are_served_to_the_admin(roost_hub, counter: Path, counts: P
     assert "roost-test" in html and "counter" in html
     with pytest.raises(AssertionError, match="404"):
         await hub.page("/no/such/page")
+
+
+def test_panels_are_found_in_the_node_page_markup() -> None:
+    from roost.testing.hub import _panels
+
+    html = (
+        '<section class="card"><h2>Facts</h2></section>'
+        '<section class="card section integration-panel" data-integration="ba" aria-label="Backup age">'
+        '<h2>Backup age</h2><p>two <b>files</b></p><section>nested</section></section>'
+        '<section class="card section integration-panel" data-integration="bad" aria-label="Bad"><h2>Bad</h2>'
+        '<p class="notice tone-bad panel-error" role="alert">The Bad integration (<code>bad</code>) could not draw this panel: boom</p></section>'
+    )
+    panels = _panels(html)
+    assert sorted(panels) == ["Backup age", "Bad"]
+    assert panels["Backup age"] == {"domain": "ba", "html": "<h2>Backup age</h2><p>two <b>files</b></p><section>nested</section>", "error": ""}
+    assert panels["Bad"]["error"] == "The Bad integration (bad) could not draw this panel: boom"
