@@ -160,6 +160,8 @@ class Integration:
     actions: dict[str, Any] = field(default_factory=dict)  # name -> roost.core.actions.ActionSpec
     retry_at: float | None = None
     retries: int = 0
+    # The hub half's declarations after its setup: kind -> list (headline_figures, notification_receivers, ...).
+    hub_declarations: dict[str, list[Any]] = field(default_factory=dict)
 
     @property
     def domain(self) -> str:

@@ -18,7 +18,7 @@ from roost.core.integration import humanize_invalid
 from roost.core.pairing import commitment, new_nonce
 from roost.core.store import Report
 
-from .app import HUB_KEY, Hub, JoinTokenError
+from .state import HUB_KEY, Hub, JoinTokenError
 from .security import peer_of
 
 _LOGGER = logging.getLogger(__name__)

@@ -22,9 +22,9 @@ from roost.core.store import NodeGrants, NodeRecord, PairingLimitError, PairingR
 from roost.core.store.pairing import PAIR_APPROVED, PAIR_PENDING, PAIR_REJECTED
 
 from .auth import ROLE_ADMIN, ROLE_VIEWER, actor_of, requires
+from .state import HUB_KEY, Hub, new_node_id
 
 if TYPE_CHECKING:
-    from .app import Hub
     from .gateway import AgentConnection
 
 _LOGGER = logging.getLogger(__name__)
@@ -275,8 +275,6 @@ async def approve_request(
 
 
 def new_node_id_for_cli() -> str:
-    from .app import new_node_id
-
     return new_node_id()
 
 
@@ -296,8 +294,6 @@ async def reject_request(store: Any, request_id: str, *, actor: str, reason: str
 
 
 def _hub(request: web.Request) -> Hub:
-    from .app import HUB_KEY
-
     return request.app[HUB_KEY]
 
 

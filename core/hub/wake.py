@@ -25,7 +25,7 @@ from roost.core.integration import humanize_invalid
 from roost.integrations.wol.const import ACTION_SEND, CAP_WOL_SEND, DEFAULT_BROADCAST, DEFAULT_PORT
 from roost.integrations.wol.magic import ip_literal, is_universal, mac_address, normalize_mac, port_number, send
 
-from .app import HUB_KEY, Hub
+from .state import HUB_KEY, Hub
 from .auth import ROLE_OPERATOR, ROLE_VIEWER, actor_of, requires
 from .jobs import JobError, job_view
 

@@ -20,3 +20,4 @@ CAPABILITY_PROBE: Final = "network.probe"
 
 METRIC_UP: Final = "up"
 METRIC_LATENCY: Final = "latency_ms"
+METRIC_TARGETS_UP: Final = "targets_up"

@@ -84,9 +84,15 @@ def silent_port() -> Iterator[int]:
         listener.close()
 
 
-async def test_loads_from_custom_dir_for_agents_only(tmp_path: Path, listening_port: int) -> None:
+async def test_the_hub_loads_the_hub_half_and_agents_the_collector(tmp_path: Path, listening_port: int) -> None:
     on_hub = await loaded(tmp_path, {"targets": [{"name": "web", "host": "127.0.0.1", "port": listening_port}]}, ROLE_HUB)
-    assert on_hub.statuses() == []  # a collector runs on agents (the hub's host has its in-process agent)
+    # The hub loads only the hub half (hub.py): the collector runs on agents (the hub's host has its in-process agent).
+    [hub_status] = on_hub.statuses()
+    assert hub_status["state"] == STATE_LOADED, hub_status["reason"]
+    integ = on_hub.integrations["tcp_probe"]
+    assert integ.module.__name__.endswith("tcp_probe.hub")
+    assert not on_hub.has_hook(integ, "roost_collect") and on_hub.capabilities() == [] and on_hub.fields() == {}
+    assert (await on_hub.collect_all())["data"] == {}
     await on_hub.shutdown_all()
     manager = await loaded(tmp_path, {"targets": [{"name": "web", "host": "127.0.0.1", "port": listening_port}]}, ROLE_AGENT)
     [status] = manager.statuses()
@@ -95,7 +101,7 @@ async def test_loads_from_custom_dir_for_agents_only(tmp_path: Path, listening_p
     assert status["state"] == STATE_LOADED, status["reason"]
     assert manager.capabilities() == ["network.probe"]
     fields = manager.fields()
-    assert set(fields) == {"tcp_probe.up", "tcp_probe.latency_ms"}
+    assert set(fields) == {"tcp_probe.up", "tcp_probe.latency_ms", "tcp_probe.targets_up"}
     assert fields["tcp_probe.latency_ms"]["unit"] == "milliseconds"
     assert all(meta["description"] for meta in fields.values())
     await manager.shutdown_all()
@@ -127,6 +133,7 @@ async def test_up_and_down_targets(tmp_path: Path, listening_port: int, closed_p
     assert metrics["tcp_probe.latency_ms[nas-smb]"] == up["latency_ms"]
     assert metrics["tcp_probe.up[router ssh]"] == 0
     assert "tcp_probe.latency_ms[router ssh]" not in metrics  # no value is faked for a down target
+    assert metrics["tcp_probe.targets_up"] == 1
     assert manager.integrations["tcp_probe"].state == STATE_LOADED
 
 

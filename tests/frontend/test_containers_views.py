@@ -16,6 +16,9 @@ from roost.core.hub.app import HUB_KEY
 NOW = time.time()
 EVIL = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 
+# The hub halves these pages come from, loaded through the real kernel.
+HUB_HALVES = ("linux_host", "docker")
+
 
 def web_container(**over: Any) -> dict[str, Any]:
     c = {
@@ -101,9 +104,9 @@ def fake_hub(samples):
 
 
 @pytest.fixture
-async def client(aiohttp_client, fake_hub):
+async def client(aiohttp_client, fake_hub, samples, tmp_path):
     app = web.Application()
-    app[HUB_KEY] = fake_hub
+    app[HUB_KEY] = await samples.with_hub_halves(fake_hub, tmp_path, *HUB_HALVES)
     frontend.setup(app)
     return await aiohttp_client(app)
 
@@ -234,9 +237,9 @@ async def test_no_inline_script_or_style(client, samples):
         assert "style=" not in html and not re.search(r"\son[a-z]+=", html)
 
 
-async def test_an_empty_hub_explains_how_containers_appear(aiohttp_client, samples):
+async def test_an_empty_hub_explains_how_containers_appear(aiohttp_client, samples, tmp_path):
     app = web.Application()
-    app[HUB_KEY] = samples.FakeHub(nodes=[], details={})
+    app[HUB_KEY] = await samples.with_hub_halves(samples.FakeHub(nodes=[], details={}), tmp_path, *HUB_HALVES)
     frontend.setup(app)
     client = await aiohttp_client(app)
     html = await fetch(client, "/containers")

@@ -72,6 +72,9 @@ PROXMOX_STATE: dict[str, Any] = {
 
 PROXMOX_STATUS = {"domain": "proxmox", "name": "Proxmox VE", "version": "0.1.0", "source": "builtin", "state": "loaded", "reason": "", "since": NOW - 600}
 
+# The hub halves these pages come from, loaded through the real kernel.
+HUB_HALVES = ("linux_host", "proxmox")
+
 
 def proxmox_detail(samples, state: Any = None, status: dict[str, Any] | None = None, summary: dict[str, Any] | None = None) -> dict[str, Any]:
     detail = samples.node_detail(summary)
@@ -89,9 +92,9 @@ def fake_hub(samples):
 
 
 @pytest.fixture
-async def client(aiohttp_client, fake_hub):
+async def client(aiohttp_client, fake_hub, samples, tmp_path):
     app = web.Application()
-    app[HUB_KEY] = fake_hub
+    app[HUB_KEY] = await samples.with_hub_halves(fake_hub, tmp_path, *HUB_HALVES)
     frontend.setup(app)
     return await aiohttp_client(app)
 
