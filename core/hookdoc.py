@@ -17,6 +17,11 @@ from types import ModuleType
 
 from .const import HOOK_NAMESPACE
 
+# The two halves of an integration, by hook name; the agent's hooks live in __init__.py, the hub's in hub.py.
+GROUPS = (
+    ("Agent hooks", "called in every agent (and the hub's in-process agent); implement them in the integration's `__init__.py`"),
+    ("Hub hooks", "called in the hub only; a two-role integration implements them in `hub.py` beside `__init__.py`, which agents never import"),
+)
 HEADER = "<!-- Generated from roost/core/hookspecs.py by scripts/gen-hooks-doc; edit the docstrings there, not this file. -->"
 _PARAM = re.compile(r"^:param (\w+):\s*(.*)$")
 SPEC_MARK = f"{HOOK_NAMESPACE}_spec"
@@ -103,13 +108,25 @@ def render(module: ModuleType | None = None) -> str:
     if rest.strip():
         parts += [_markdown(rest.strip()), ""]
     listed = hooks(module)
+    hub_prefix = f"{HOOK_NAMESPACE}_hub_"
+    groups = [
+        (title, blurb, [h for h in listed if h[0].startswith(hub_prefix) == (index == 1)])
+        for index, (title, blurb) in enumerate(GROUPS)
+    ]
     parts += ["| hook | what it is for |", "| --- | --- |"]
-    for name, _signature, doc in listed:
-        first = doc.splitlines()[0] if doc else ""
-        parts.append(f"| [`{name}`](#{name}) | {_markdown(first)} |")
+    for title, _blurb, members in groups:
+        if members:
+            parts.append(f"| **{title}** | |")
+        for name, _signature, doc in members:
+            first = doc.splitlines()[0] if doc else ""
+            parts.append(f"| [`{name}`](#{name}) | {_markdown(first)} |")
     parts.append("")
-    for name, signature, doc in listed:
-        parts += [f"## {name}", "", "```python", signature, "```", "", _markdown(doc), ""]
+    for title, blurb, members in groups:
+        if not members:
+            continue
+        parts += [f"## {title}", "", f"These are {blurb}.", ""]
+        for name, signature, doc in members:
+            parts += [f"### {name}", "", "```python", signature, "```", "", _markdown(doc), ""]
     return "\n".join(parts).rstrip() + "\n"
 
 

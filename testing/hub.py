@@ -132,7 +132,18 @@ class HubHarness:
         """The inner HTML of the node page's panel with this title; fails when it is missing or drew an error instead."""
         panels = await self.node_panels()
         if title not in panels:
-            raise AssertionError(f"the node page has no panel titled {title!r}; it has {sorted(panels) or 'none'}")
+            errors = [p["error"] for p in panels.values() if p["domain"] == self.domain and p["error"]]
+            if errors:
+                # A panel hook that raised has no title of its own: the dashboard shows the error in its place.
+                raise AssertionError(f"the node page has no panel titled {title!r}; {self.domain} shows an error instead: {errors[0]}")
+            status, body = await self.get("/api/v1/integrations")
+            on_hub = [i for i in (body.get("hub", []) if status == 200 and isinstance(body, dict) else []) if i.get("domain") == self.domain]
+            where = (
+                f"; on the hub, {self.domain} is {on_hub[0]['state']}" + (f" ({on_hub[0]['reason']})" if on_hub[0].get("reason") else "")
+                if on_hub
+                else f"; the hub did not load {self.domain} (does its manifest's roles list name 'hub'?)"
+            )
+            raise AssertionError(f"the node page has no panel titled {title!r}; it has {sorted(panels) or 'none'}{where}")
         panel = panels[title]
         if panel["error"]:
             raise AssertionError(f"the {title!r} panel of {panel['domain']} shows an error instead: {panel['error']}")

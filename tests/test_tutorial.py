@@ -69,7 +69,7 @@ def test_the_tutorial_has_what_it_promises() -> None:
     assert sum(1 for c in commands if "pytest" in c) >= 2  # the scaffold's test, then the reader's
     files = [s for s in steps if s.kind == "file"]
     own = [s for s in files if "/tests/" not in s.path]
-    assert {Path(s.path).name for s in own} >= {"const.py", "collector.py", "actions.py"}
+    assert {Path(s.path).name for s in own} >= {"const.py", "collector.py", "actions.py", "panel.html"}
     lines = sum(code_lines(s.text) for s in own)
     assert lines < MAX_LINES, f"the tutorial's integration code is {lines} lines; it promises fewer than {MAX_LINES}"
 
@@ -106,3 +106,8 @@ async def test_following_the_tutorial_gives_a_working_integration(tmp_path: Path
     assert job["state"] == "succeeded" and job["result"]["files"] == ["old.tar"]
     refused = await hub.run_action("backup_age.list", {"count": 0})
     assert refused["state"] == "refused" and "count" in refused["error"]
+    # The hub half: the panel on the node's page, and the scaffold's page listing the node.
+    panel = await hub.node_panel("Backup age")
+    assert "<li>old.tar</li>" in panel and str(backups) in panel
+    page = await hub.page("/backup_age")
+    assert "roost-test" in page and "old.tar" in page

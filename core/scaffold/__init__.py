@@ -50,7 +50,8 @@ class Options:
             "title": self.title,
             "module": self.module,
             "dist": self.dist,
-            "actions_doc": " and actions.py" if self.action else "",
+            "actions_doc": ", actions.py" if self.action else "",
+            "hub_doc": "; the hub half is in hub.py" if self.hub else "",
         }
 
     def flags(self) -> dict[str, bool]:

@@ -143,32 +143,39 @@ def test_module_entry_point_works(tmp_path: Path) -> None:
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("flags", [[], ["--no-action"]], ids=["with-action", "no-action"])
-def test_custom_folder_passes_its_own_tests(tmp_path: Path, flags: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [([], 4), (["--no-action"], 2), (["--hub"], 6)],
+    ids=["with-action", "no-action", "hub"],
+)
+def test_custom_folder_passes_its_own_tests(tmp_path: Path, flags: list[str], expected: int) -> None:
     dest = tmp_path / "custom_integrations"
     made = roost("new-integration", "backup_age", *flags, "--dest", str(dest), cwd=tmp_path)
     assert made.returncode == 0, made.stderr
     tests = dest / "backup_age" / "tests"
     out = run_pytest(sys.executable, tests, cwd=tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
-    expected = 2 if "--no-action" in flags else 4
     assert f"{expected} passed" in out.stdout, out.stdout
+    assert (dest / "backup_age" / "hub.py").exists() == ("--hub" in flags)
 
 
 @pytest.mark.e2e
 def test_the_scaffold_test_fails_when_the_integration_breaks(tmp_path: Path) -> None:
     """Its tests are not decoration: a collector that lost its metric, or an action that lost its check, fails them."""
     dest = tmp_path / "custom_integrations"
-    scaffold(Options("backup_age", "Backup age"), dest)
+    scaffold(Options("backup_age", "Backup age", hub=True), dest)
     folder = dest / "backup_age"
     collector = folder / "collector.py"
     collector.write_text(collector.read_text().replace('"metrics": {METRIC_LOAD: one}', '"metrics": {}'))
     actions = folder / "actions.py"
     actions.write_text(actions.read_text().replace("min=1, max=200", "min=0, max=200"))
+    panel = folder / "templates" / "panel.html"
+    panel.write_text(panel.read_text().replace("state.load | join", "state.load | no_such_filter"))
     out = run_pytest(sys.executable, folder / "tests", cwd=tmp_path)
     assert out.returncode == 1, out.stdout
-    assert "3 failed, 1 passed" in out.stdout, out.stdout
-    for name in ("test_collects_its_metric", "test_the_hub_stores_what_it_collects", "test_echo_runs_as_a_job_once_granted"):
+    assert "4 failed, 2 passed" in out.stdout, out.stdout
+    assert "could not draw this panel" in out.stdout  # the panel's own error, as the dashboard shows it
+    for name in ("test_collects_its_metric", "test_the_hub_stores_what_it_collects", "test_echo_runs_as_a_job_once_granted", "test_the_node_page_shows_its_panel"):
         assert f"::{name}" in out.stdout
 
 
@@ -185,7 +192,7 @@ def fresh_venv(path: Path) -> Path:
 
 @pytest.mark.e2e
 def test_package_installs_and_passes_its_own_tests(tmp_path: Path) -> None:
-    made = roost("new-integration", "backup_age", "--package", "--dest", str(tmp_path), cwd=tmp_path)
+    made = roost("new-integration", "backup_age", "--package", "--hub", "--dest", str(tmp_path), cwd=tmp_path)
     assert made.returncode == 0, made.stderr
     root = tmp_path / "roost-backup-age"
     assert (root / "src" / "roost_backup_age" / "manifest.json").is_file()
@@ -209,7 +216,8 @@ def test_package_installs_and_passes_its_own_tests(tmp_path: Path) -> None:
             "-c",
             "import json, importlib.metadata as m, roost_backup_age, importlib.resources as r; "
             "print(json.dumps({'eps': [e.value for e in m.entry_points(group='roost')], 'file': roost_backup_age.__file__, "
-            "'manifest': r.files('roost_backup_age').joinpath('manifest.json').is_file()}))",
+            "'manifest': r.files('roost_backup_age').joinpath('manifest.json').is_file(), "
+            "'templates': sorted(p.name for p in r.files('roost_backup_age').joinpath('templates').iterdir())}))",
         ],
         cwd=tmp_path,
         env=clean_env(),
@@ -221,7 +229,8 @@ def test_package_installs_and_passes_its_own_tests(tmp_path: Path) -> None:
     found = json.loads(probe.stdout)
     assert found["eps"] == ["roost_backup_age"]
     assert found["manifest"]
+    assert found["templates"] == ["page.html", "panel.html"]  # the hub half's templates are package data
     assert Path(found["file"]).is_relative_to(tmp_path / "venv"), found["file"]  # the installed copy, not the source tree
     out = run_pytest(python, root / "tests", cwd=root)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "4 passed" in out.stdout, out.stdout
+    assert "6 passed" in out.stdout, out.stdout

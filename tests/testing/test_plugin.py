@@ -108,8 +108,8 @@ async def test_loads_a_domain_from_a_custom_integrations_folder(roost_integratio
     assert integ.status["source"] == "custom"
 
 
-async def test_an_agent_only_integration_is_not_loaded_on_the_hub(roost_integration) -> None:
-    integ = await roost_integration(TCP_PROBE, config={"targets": [{"name": "x", "host": "127.0.0.1", "port": 9}]}, role="hub")
+async def test_an_agent_only_integration_is_not_loaded_on_the_hub(roost_integration, counter: Path, counts: Path) -> None:
+    integ = await roost_integration(counter, config={"counter_dir": str(counts)}, role="hub")
     with pytest.raises(LookupError, match="roles"):
         integ.state
 
@@ -184,3 +184,61 @@ def test_panels_are_found_in_the_node_page_markup() -> None:
     assert sorted(panels) == ["Backup age", "Bad"]
     assert panels["Backup age"] == {"domain": "ba", "html": "<h2>Backup age</h2><p>two <b>files</b></p><section>nested</section>", "error": ""}
     assert panels["Bad"]["error"] == "The Bad integration (bad) could not draw this panel: boom"
+
+
+HUB_HALF = '''
+from roost.core import hookimpl
+from roost.core.hub_integration import NodePanel, Page
+
+
+async def listing(page):
+    found = await page.hub.nodes.with_integration("counter")
+    return page.render("list.html", {"names": [item["node"]["name"] for item in found]})
+
+
+@hookimpl
+def roost_hub_pages(ctx):
+    return [Page(path="/counter", handler=listing, nav="Counter")]
+
+
+@hookimpl
+def roost_hub_node_panels(ctx, node, state):
+    return [NodePanel(title="Counted files", template="panel.html", context={"files": state.get("files", [])})]
+'''
+
+
+def two_roles(folder: Path, hub_source: str) -> None:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    (folder / "manifest.json").write_text(json.dumps({**manifest, "roles": ["agent", "hub"]}))
+    (folder / "hub.py").write_text(hub_source)
+    (folder / "templates").mkdir()
+    (folder / "templates" / "panel.html").write_text("<ul>{% for f in files %}<li>{{ f }}</li>{% endfor %}</ul>")
+    (folder / "templates" / "list.html").write_text('{% extends "base.html" %}{% block content %}<p id="names">{{ names | join(",") }}</p>{% endblock %}')
+
+
+async def test_renders_the_hub_halfs_page_and_panel(roost_hub, counter: Path, counts: Path) -> None:
+    two_roles(counter, HUB_HALF)
+    (counts / "alpha").write_text("1")
+    hub = await roost_hub(counter, config={"counter_dir": str(counts)})
+    await hub.collect()
+    assert await hub.node_panel("Counted files") == "<h2>Counted files</h2>\n  <ul><li>alpha</li></ul>"
+    assert '<p id="names">roost-test</p>' in await hub.page("/counter")
+    (counts / "beta").write_text("1")
+    await hub.collect()
+    assert "<li>beta</li>" in await hub.node_panel("Counted files")
+
+
+async def test_a_panel_that_fails_to_draw_fails_with_its_error(roost_hub, counter: Path, counts: Path) -> None:
+    two_roles(counter, HUB_HALF.replace('state.get("files", [])', "state['missing']"))
+    hub = await roost_hub(counter, config={"counter_dir": str(counts)})
+    await hub.collect()
+    with pytest.raises(AssertionError, match=r"shows an error instead: .*could not draw this panel.*missing"):
+        await hub.node_panel("Counted files")
+
+
+async def test_a_missing_panel_says_what_the_hub_made_of_the_integration(roost_hub, counter: Path, counts: Path) -> None:
+    two_roles(counter, HUB_HALF.replace("from roost.core.hub_integration import", "from roost.core.no_such_module import"))
+    hub = await roost_hub(counter, config={"counter_dir": str(counts)})
+    await hub.collect()
+    with pytest.raises(AssertionError, match=r"no panel titled 'Counted files'.*on the hub, counter is setup_error \(import of hub.py failed"):
+        await hub.node_panel("Counted files")
