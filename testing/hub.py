@@ -78,6 +78,7 @@ class HubHarness:
         self.http: aiohttp.ClientSession | None = None
         self.node_id = ""
         self.token = ""
+        self._users: list[str] = []
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -112,6 +113,19 @@ class HubHarness:
 
     async def get(self, path: str) -> tuple[int, Any]:
         return await self.request("GET", path)
+
+    async def api(self, method: str, path: str = "", *, json: Any = None, token: str | None = None) -> tuple[int, Any]:
+        """Call one of the integration's own API routes, ``/api/v1/integrations/<domain><path>``."""
+        return await self.request(method, f"/api/v1/integrations/{self.domain}{path}", json=json, token=token)
+
+    async def token_for(self, role: str, name: str | None = None) -> str:
+        """An API token of a new user with this role (viewer, operator, admin), to test who may see or do what."""
+        name = name or f"{role}-{len(self._users)}"
+        user = new_user(name, await asyncio.to_thread(hash_password, ADMIN_PASSWORD), role)
+        await self.hub.store.add_user(user)
+        self._users.append(name)
+        text, _record = await create_api_token(self.hub.store, user, scope=ROLE_SCOPE[role], name="roost.testing")
+        return text
 
     async def page(self, path: str) -> str:
         """The HTML of a dashboard page as the admin sees it; fails on any status but 200."""

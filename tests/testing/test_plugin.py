@@ -242,3 +242,35 @@ async def test_a_missing_panel_says_what_the_hub_made_of_the_integration(roost_h
     await hub.collect()
     with pytest.raises(AssertionError, match=r"no panel titled 'Counted files'.*on the hub, counter is setup_error \(import of hub.py failed"):
         await hub.node_panel("Counted files")
+
+
+ROUTE_HALF = HUB_HALF.replace(
+    "from roost.core.hub_integration import NodePanel, Page",
+    "from roost.core.hub_integration import ApiRoute, NodePanel, Page, RouteError",
+) + '''
+
+async def total(request):
+    found = await request.hub.nodes.with_integration("counter")
+    if not found:
+        raise RouteError("no node counts anything yet", 404)
+    return {"files": sum(len((item["state"] or {}).get("counter", {}).get("files", [])) for item in found), "actor": request.actor}
+
+
+@hookimpl
+def roost_hub_routes(ctx):
+    return [ApiRoute(method="GET", path="/total", handler=total), ApiRoute(method="POST", path="/total", handler=total, role="admin")]
+'''
+
+
+async def test_calls_the_integrations_api_routes_as_each_role(roost_hub, counter: Path, counts: Path) -> None:
+    two_roles(counter, ROUTE_HALF)
+    (counts / "alpha").write_text("1")
+    hub = await roost_hub(counter, config={"counter_dir": str(counts)})
+    await hub.collect()
+    status, body = await hub.api("GET", "/total")
+    assert status == 200 and body["files"] == 1
+    viewer = await hub.token_for("viewer")
+    assert (await hub.api("GET", "/total", token=viewer))[0] == 200
+    assert (await hub.api("POST", "/total", json={}, token=viewer))[0] == 403
+    assert (await hub.api("POST", "/total", json={}))[0] == 200
+    assert (await hub.api("GET", "/total", token="rst_not_a_token"))[0] == 401
