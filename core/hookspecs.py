@@ -224,8 +224,9 @@ def roost_hub_pages(ctx: HubContext) -> list[Page] | None:
 
     Called once while the hub builds its web application (after the config
     is validated, before ``roost_hub_setup``: the routing table is fixed
-    before the hub starts), on the event loop's thread; it must not block and
-    must not use ``ctx.nodes``, ``ctx.jobs`` or ``ctx.audit`` yet.
+    before the hub starts), as a plain function (not ``async def``) on the
+    thread that builds the app; it must not block and must not use
+    ``ctx.nodes``, ``ctx.jobs`` or ``ctx.audit`` yet.
 
     :param ctx: the hub context (see ``roost_hub_setup``).
 
@@ -249,7 +250,7 @@ def roost_hub_routes(ctx: HubContext) -> list[ApiRoute] | None:
     """Declare the API routes the integration adds under ``/api/v1/integrations/<domain>``.
 
     Called once while the hub builds its web application, like
-    ``roost_hub_pages``; it must not block.
+    ``roost_hub_pages`` (a plain function that must not block).
 
     :param ctx: the hub context (see ``roost_hub_setup``).
 

@@ -10,6 +10,7 @@ dashboard keeps working.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -146,7 +147,8 @@ async def node_panels(request: web.Request, plugins: Any, node: dict[str, Any], 
         if not view.error:
             try:
                 template = env.get_template(f"{view.domain}/{view.template}")
-                item["html"] = Markup(template.render({"node": node, "integration": view.domain, **view.context}))
+                base = {"now": time.time(), "path": request.path, "node": node, "integration": view.domain}
+                item["html"] = Markup(template.render({**base, **view.context}))
             except Exception as err:
                 _LOGGER.exception("integration %s: node panel template %s failed", view.domain, view.template)
                 item["error"] = f"{type(err).__name__}: {err}"

@@ -114,6 +114,7 @@ async def node_page(request: web.Request) -> web.Response:
             "selected_range": selected_range,
             "page_data": page_data,
             "panels": await node_panels(request, getattr(hub, "plugins", None), node, state),
+            "figures": headline_figures(hub),
             **await node_trust(request, node),
             **await node_actions(request, node),
         },

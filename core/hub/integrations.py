@@ -44,7 +44,8 @@ _LOGGER = logging.getLogger(__name__)
 
 # The core API's body limit for small JSON requests (pairing, tokens): the same for integrations.
 MAX_ROUTE_BODY = 64 * 1024
-SAFE_METHODS = ("GET", "HEAD", "OPTIONS", "DELETE")
+# Methods whose parameters come in the query string (a DELETE may carry no body).
+QUERY_METHODS = ("GET", "HEAD", "OPTIONS", "DELETE")
 
 
 # ---------------------------------------------------------------- the context's parts
@@ -352,7 +353,7 @@ class HubIntegrations:
                 return web.json_response({"error": why}, status=503)
             identity = require(request, route.role)
             try:
-                if request.method in SAFE_METHODS and not request.can_read_body:
+                if request.method in QUERY_METHODS and not request.can_read_body:
                     params: dict[str, Any] = dict(request.query)
                 else:
                     params = await read_fields(request, MAX_ROUTE_BODY, json_only=True)

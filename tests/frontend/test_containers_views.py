@@ -244,3 +244,20 @@ async def test_an_empty_hub_explains_how_containers_appear(aiohttp_client, sampl
     client = await aiohttp_client(app)
     html = await fetch(client, "/containers")
     assert "No host reports Docker containers yet" in html and "roost-docker-push.sh" in html
+
+
+async def test_a_docker_hosts_node_page_shows_its_containers(client, fake_hub, samples):
+    """The docker integration's hub half draws a panel from the node's docker state, not just the raw state."""
+    html = await fetch(client, f"/nodes/{samples.SUMMARY['id']}")
+    panel = html.split('data-integration="docker"', 1)[1].split("</section>", 1)[0]
+    assert [m for m in re.findall(r'data-container="([^"]+)" data-state="([^"]+)"', panel)] == [("web", "running"), ("bare", "paused"), ("db", "exited")]
+    assert f'href="/containers/{samples.SUMMARY["id"]}/web"' in panel
+    assert "8080→80/tcp" in panel and "1 of 3 containers running" in panel
+    assert "/static/integrations/docker/containers.css?v=" in html
+    # The live-refreshed details carry the panel too, and a node without docker state has none.
+    assert 'data-integration="docker"' in await fetch(client, f"/nodes/{samples.SUMMARY['id']}?fragment=details")
+    assert 'data-integration="docker"' not in await fetch(client, "/nodes/nplain")
+    state = fake_hub.details[samples.SUMMARY["id"]]["state"]["docker"]
+    state["containers"].append(web_container(name=EVIL, image=EVIL, image_name=EVIL))
+    html = await fetch(client, f"/nodes/{samples.SUMMARY['id']}")
+    assert EVIL not in html and "<script>alert" not in html

@@ -263,3 +263,13 @@ async def test_agents_never_import_the_hub_half_and_refuse_hub_hooks_in_init(tmp
     assert state["hub_hooks_in_init"]["state"] == STATE_SETUP_ERROR
     assert "roost_hub_pages is a hub hook in the module agents load; move it to hub.py" in state["hub_hooks_in_init"]["reason"]
     await manager.shutdown_all()
+
+
+async def test_the_hub_refuses_an_agent_hook_in_hub_py_and_async_declarations(hub_with) -> None:
+    client = await hub_with()
+    state = statuses(client)
+    assert state["agent_hook_in_hub"]["state"] == STATE_SETUP_ERROR
+    assert "roost_capabilities is an agent hook in hub.py" in state["agent_hook_in_hub"]["reason"]
+    assert state["async_pages"]["state"] == STATE_SETUP_ERROR
+    assert "roost_hub_pages must be a plain function" in state["async_pages"]["reason"]
+    assert state["hub_demo"]["state"] == STATE_LOADED
