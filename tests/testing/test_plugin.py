@@ -274,3 +274,24 @@ async def test_calls_the_integrations_api_routes_as_each_role(roost_hub, counter
     assert (await hub.api("POST", "/total", json={}, token=viewer))[0] == 403
     assert (await hub.api("POST", "/total", json={}))[0] == 200
     assert (await hub.api("GET", "/total", token="rst_not_a_token"))[0] == 401
+
+
+async def test_a_headline_figure_reaches_the_node_summary(roost_hub, counter: Path, counts: Path) -> None:
+    two_roles(
+        counter,
+        HUB_HALF.replace("import NodePanel, Page", "import HeadlineFigure, NodePanel, Page")
+        + '''
+
+@hookimpl
+def roost_hub_headline_figures(ctx):
+    return [HeadlineFigure(key="counted", metric="counter.files", label="Counted", unit="count")]
+''',
+    )
+    (counts / "alpha").write_text("1")
+    (counts / "beta").write_text("1")
+    hub = await roost_hub(counter, config={"counter_dir": str(counts)})
+    await hub.collect()
+    status, body = await hub.get("/api/v1/nodes")
+    assert status == 200
+    [node] = body["nodes"]
+    assert node["headline"]["counted"] == 2.0
