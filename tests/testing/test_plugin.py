@@ -295,3 +295,14 @@ def roost_hub_headline_figures(ctx):
     assert status == 200
     [node] = body["nodes"]
     assert node["headline"]["counted"] == 2.0
+
+
+def test_loading_the_plugin_imports_no_hub_code() -> None:
+    """pytest loads the plugin in every run where Roost is installed; it must stay light until a fixture is used."""
+    import subprocess
+    import sys
+
+    script = "import sys, roost.testing.plugin; print(sorted(m for m in sys.modules if m.startswith(('roost.core.hub', 'roost.agent', 'aiohttp', 'jinja2'))))"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
