@@ -21,13 +21,13 @@ from roost.core.store import Store
 from roost.core.store.sqlite import SQLiteStore
 from roost.core.tls import CA_PEM_CONTENT_TYPE, HubTLS, ensure_hub_tls
 
-from . import api, audit, auth, gateway, jobs_api, jointokens, pairing, push, security, wake
+from . import api, archnest, audit, auth, gateway, jobs_api, jointokens, mqtt, pairing, prometheus, push, security, wake
 from .gateway import MESSAGE_BURST, MESSAGE_RATE
 from .integrations import HubIntegrations
 from .local_agent import local_agent_ctx
 from .pairing import Pairing
 from .security import RateLimiter
-from .state import HUB_KEY, Hub, create_join_token
+from .state import HUB_KEY, Hub, create_join_token, load_hub_identity
 
 try:
     from roost.frontend import setup as setup_frontend
@@ -185,6 +185,9 @@ def create_app(config: HubConfig, *, store: Store | None = None, tls: HubTLS | N
     jobs_api.setup(app)
     audit.setup(app)
     push.setup(app)
+    archnest.setup(app)
+    prometheus.setup(app)
+    mqtt.setup(app)
     wake.setup(app)
     if setup_frontend is None:
         _LOGGER.warning("dashboard not available: roost.frontend has no setup()")
@@ -193,4 +196,4 @@ def create_app(config: HubConfig, *, store: Store | None = None, tls: HubTLS | N
     return app
 
 
-__all__ = ["HUB_KEY", "Hub", "create_app", "create_join_token", "__version__"]
+__all__ = ["HUB_KEY", "Hub", "create_app", "create_join_token", "load_hub_identity", "__version__"]
