@@ -21,12 +21,13 @@ from roost.core.store import Store
 from roost.core.store.sqlite import SQLiteStore
 from roost.core.tls import CA_PEM_CONTENT_TYPE, HubTLS, ensure_hub_tls
 
-from . import api, archnest, audit, auth, gateway, jobs_api, jointokens, mqtt, pairing, prometheus, push, security, wake
-from .gateway import MESSAGE_BURST, MESSAGE_RATE
+from . import api, archnest, audit, auth, gateway, jobs_api, jointokens, mcp_http, mqtt, pairing, prometheus, push, security, wake
+from .gateway import AGENT_AUTH_LIMITS, MESSAGE_BURST, MESSAGE_RATE
 from .integrations import HubIntegrations
 from .local_agent import local_agent_ctx
 from .pairing import Pairing
 from .security import RateLimiter
+from .security_events import PersistentLimits, SecurityEvents, ServerLog, security_ctx
 from .state import HUB_KEY, Hub, create_join_token, load_hub_identity
 
 try:
@@ -43,9 +44,15 @@ def build_hub(config: HubConfig, store: Store) -> Hub:
     hub.pairing = Pairing(hub)
     hub.plugins = HubIntegrations(hub)
     hub.manager.context_factory = hub.plugins.context
+    # Repeated refusals are counted, not written one by one; bans and failures outlive a restart.
+    hub.security_events = SecurityEvents(hub.audit)
+    hub.limits = PersistentLimits(store)
     hub.agent_messages = RateLimiter(rate=MESSAGE_RATE, burst=MESSAGE_BURST, max_keys=100_000)
+    hub.agent_auth = hub.limits.add("agent", RateLimiter(**AGENT_AUTH_LIMITS))
     per_minute = config.pairing_attempts_per_minute
-    hub.pairing_attempts = RateLimiter(rate=per_minute / 60.0, burst=max(1, per_minute // 2), max_failures=5, ban_seconds=300)
+    hub.pairing_attempts = hub.limits.add(
+        "pairing", RateLimiter(rate=per_minute / 60.0, burst=max(1, per_minute // 2), max_failures=5, ban_seconds=300)
+    )
     return hub
 
 
@@ -157,13 +164,16 @@ async def ca_pem(request: web.Request) -> web.Response:
 
 def create_app(config: HubConfig, *, store: Store | None = None, tls: HubTLS | None = None) -> web.Application:
     """Build the hub's aiohttp application; nothing starts until the app does."""
-    app = web.Application(client_max_size=1024 * 1024)
-    app[HUB_KEY] = build_hub(config, store or SQLiteStore(config.store_path))
+    hub = build_hub(config, store or SQLiteStore(config.store_path))
+    # aiohttp's HTTP server logs through ServerLog: a malformed request is one counted line, not a traceback.
+    app = web.Application(client_max_size=1024 * 1024, handler_args={"logger": ServerLog(hub.security_events)})
+    app[HUB_KEY] = hub
     app[HUB_KEY].tls = tls
     app.cleanup_ctx.append(_store_ctx)
     # LAN-only first, then login, for every route (auth's cleanup context needs the open store).
-    security.setup(app, lan_only=config.lan_only, trusted_proxies=config.trusted_proxies)
+    security.setup(app, lan_only=config.lan_only, trusted_proxies=config.trusted_proxies, events=hub.security_events)
     auth.setup(app, session_days=config.session_days)
+    app.cleanup_ctx.append(security_ctx)
     app.cleanup_ctx.append(_tls_ctx)
     app.cleanup_ctx.append(_ingest_ctx)
     app.cleanup_ctx.append(_integrations_ctx)
@@ -188,6 +198,7 @@ def create_app(config: HubConfig, *, store: Store | None = None, tls: HubTLS | N
     archnest.setup(app)
     prometheus.setup(app)
     mqtt.setup(app)
+    mcp_http.setup(app)
     wake.setup(app)
     if setup_frontend is None:
         _LOGGER.warning("dashboard not available: roost.frontend has no setup()")

@@ -25,6 +25,7 @@ from typing import Any
 import voluptuous as vol
 from aiohttp import web
 
+from roost.core import jsonparse
 from roost.core.integration import humanize_invalid
 from roost.core.store import PushHost, PushToken
 from roost.integrations.docker import archnest
@@ -114,8 +115,8 @@ async def report(request: web.Request) -> web.Response:
     if isinstance(raw, web.Response):
         return raw
     try:
-        payload = json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError) as err:
+        payload = jsonparse.loads(raw)
+    except (ValueError, UnicodeDecodeError) as err:
         return _error(400, f"payload is not valid JSON: {err}")
     if not isinstance(payload, dict):
         return _error(400, "payload must be a JSON object with hostId and containers")
@@ -139,10 +140,13 @@ async def report(request: web.Request) -> web.Response:
     state["reported_at"] = body.get("reportedAt")
     try:
         # receivedAt is the truth for staleness: the report is filed at the hub's time, its own clock kept as reported_at.
-        stored = await service.ingest(replace(token, node_id=node_id), DOMAIN, {"collected_at": now}, state, metrics_for(state))
+        stored, refused = await service.ingest(replace(token, node_id=node_id), DOMAIN, {"collected_at": now}, state, metrics_for(state))
     except IngestError as err:
         return _error(503, f"the hub could not store the report ({err}); send it again", **{"Retry-After": "10"})
-    return web.json_response({"ok": True, "hostId": body["hostId"], "node_id": stored.node_id, "containers": len(state["containers"])})
+    answer = {"ok": True, "hostId": body["hostId"], "node_id": stored.node_id, "containers": len(state["containers"])}
+    if refused is not None:
+        answer["refused"] = refused.message  # metrics over the series limits; the rest is stored
+    return web.json_response(answer)
 
 
 # ------------------------------------------------------------------ reading

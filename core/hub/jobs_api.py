@@ -15,6 +15,7 @@ from roost.core.store.jobs import JOB_ACTIVE, JOB_FINAL, JobFilter
 from .state import HUB_KEY
 from .auth import ROLE_OPERATOR, ROLE_VIEWER, actor_of, requires
 from .jobs import JobError, job_view, valid_cron
+from .security import read_json
 
 MAX_BODY = 256 * 1024
 
@@ -27,7 +28,7 @@ async def _json(request: web.Request, schema: vol.Schema) -> dict[str, Any]:
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=request.content_length)
     try:
-        raw = await request.json() if request.can_read_body else {}
+        raw = await read_json(request, empty={})
     except ValueError:
         raise web.HTTPBadRequest(text='{"error": "body must be JSON"}', content_type="application/json") from None
     try:
@@ -203,6 +204,8 @@ async def add_schedule(request: web.Request) -> web.Response:
     body = await _json(request, SCHEDULE_SCHEMA)
     if not valid_cron(body["cron"]):
         return _error(400, f"invalid request: cron: {body['cron']!r} is not a cron expression such as '0 3 * * *' (03:00 daily)")
+    if await hub.find_node(body["node_id"]) is not None and (why := hub.jobs.unknown_action(body["node_id"], body["action"])):
+        return _error(400, f"invalid request: action: {why}")
     try:
         schedule = await hub.jobs.add_schedule(body["node_id"], body["action"], body["params"], body["cron"], actor=actor_of(request), note=body["note"])
     except JobError as err:

@@ -28,6 +28,7 @@ from roost.integrations.wol.magic import ip_literal, is_universal, mac_address, 
 from .state import HUB_KEY, Hub
 from .auth import ROLE_OPERATOR, ROLE_VIEWER, actor_of, requires
 from .jobs import JobError, job_view
+from .security import read_json
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -126,7 +127,7 @@ async def wake_node(request: web.Request) -> web.Response:
     if request.content_length is not None and request.content_length > MAX_BODY:
         return _error(413, f"request body is larger than {MAX_BODY} bytes")
     try:
-        raw = await request.json() if request.can_read_body else {}
+        raw = await read_json(request, empty={})
     except ValueError:
         return _error(400, "body must be JSON")
     try:

@@ -103,7 +103,7 @@ async def test_the_hub_loads_the_hub_half_and_agents_the_collector(tmp_path: Pat
     assert status["domain"] == "tcp_probe"
     assert status["source"] == SOURCE_CUSTOM
     assert status["state"] == STATE_LOADED, status["reason"]
-    assert manager.capabilities() == ["network.probe"]
+    assert manager.capabilities() == ["network.probe.read"]
     fields = manager.fields()
     assert set(fields) == {"tcp_probe.up", "tcp_probe.latency_ms", "tcp_probe.targets_up"}
     assert fields["tcp_probe.latency_ms"]["unit"] == "milliseconds"
