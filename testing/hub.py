@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestServer
 
 from roost.agent.runtime import AgentRuntime
 from roost.agent.uplink import Backoff, WebSocketUplink
-from roost.core.capabilities import Ceiling, default_grants
+from roost.core.capabilities import Ceiling, is_capability, is_read_only
 from roost.core.config import AgentSettings, load_hub_config
 from roost.core.hub.app import HUB_KEY, create_app
 from roost.core.hub.auth import ROLE_SCOPE, create_api_token, hash_password, new_user
@@ -283,7 +283,9 @@ class HubHarness:
             hostname="roost-test",
             name="roost-test",
             facts={},
-            grants=default_grants(offered) if grants is None else list(grants),
+            # An admin approving this node for the integration grants its read-only capabilities
+            # (Roost's own default grants only capabilities it knows, and an author's are new).
+            grants=sorted(c for c in offered if is_capability(c) and is_read_only(c)) if grants is None else list(grants),
         )
         self.node_id = self.agent.node_id = node.node_id
         self._task = asyncio.create_task(
@@ -385,8 +387,8 @@ async def start_hub(source: Source, workdir: Path, **options: Any) -> HubHarness
     """Start a hub and an agent running ``source`` (a folder or a domain); call ``close()`` when done.
 
     Options: ``config`` (the integration's config table), ``grants`` (the
-    node's grants; default: the read-only part of what it offers, as an
-    approval grants), ``ceiling`` (the agent's ceiling; default: execute, allow
+    node's grants; default: the read-only capabilities it offers, as an
+    admin approving it for this integration grants), ``ceiling`` (the agent's ceiling; default: execute, allow
     all), ``hub`` (extra ``[hub]`` settings), ``custom_dirs`` (folders of
     custom integrations to find a domain in), ``timeout``.
     """

@@ -20,8 +20,10 @@ import voluptuous as vol
 from pathlib import Path
 from roost.core import hookimpl
 from roost.core.actions import ActionSpec
+from roost.core.reads import Reads
 
 CONFIG_SCHEMA = vol.Schema({vol.Required("counter_dir"): str})
+READS = Reads.every("counter.read")
 
 def bump(ctx, params):
     path = Path(ctx.config["counter_dir"]) / params["name"]
@@ -80,7 +82,7 @@ async def test_loads_a_folder_through_the_real_kernel(roost_integration) -> None
         integ = await roost_integration(TCP_PROBE, config={"targets": [{"name": "here", "host": "127.0.0.1", "port": port}]})
         assert integ.state == "loaded", integ.reason
         assert integ.status["source"] == "custom"
-        assert integ.capabilities == ["network.probe"]
+        assert integ.capabilities == ["network.probe.read"]
         assert integ.fields["tcp_probe.latency_ms"]["unit"] == "milliseconds"
         snapshot = await integ.collect()
     assert isinstance(snapshot, Collection)
