@@ -29,15 +29,67 @@ def _setup_logging(level: str) -> None:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
+_HUB_FLAGS = {"hub.data_dir": "--data-dir", "hub.bind": "--bind", "hub.port": "--port"}
+_AGENT_FLAGS = {"agent.data_dir": "--data-dir", "agent.hub": "--hub", "agent.name": "--name"}
+
+
 def _hub_config(args: argparse.Namespace):
     return load_hub_config(
         args.config,
         overrides={"hub": {"data_dir": args.data_dir, "bind": getattr(args, "bind", None), "port": getattr(args, "port", None)}},
+        flags=_HUB_FLAGS,
     )
+
+
+def _check_integration_tables(integrations: dict[str, Any], roles: list[tuple[str, Path, list[Path]]], source: Path | None) -> None:
+    """Stop before anything starts when an [integrations.*] table is wrong, as for every other bad config value.
+
+    The tables are checked by loading the integrations exactly as the process
+    will (without setting them up): ``roles`` is (role, data dir, custom
+    integration folders) for each part of the process that loads them.
+    """
+    from .plugins import IntegrationManager, config_problems
+
+    managers = [IntegrationManager(role=role, config=integrations, data_dir=data_dir, custom_dirs=dirs) for role, data_dir, dirs in roles]
+    # The real load logs each problem again, with the rest of the start-up; here only the verdict counts.
+    logging.disable(logging.CRITICAL)
+    try:
+        for manager in managers:
+            manager.load()
+    finally:
+        logging.disable(logging.NOTSET)
+    problems = config_problems(managers)
+    if problems:
+        where = str(source) if source else "defaults"
+        raise ConfigError("\n".join(f"{where}: {problem}" for problem in problems))
+
+
+def _listen_error(config: Any, err: OSError) -> str:
+    """Why the hub cannot listen, and what to change."""
+    import errno
+    import socket
+
+    where = f"{config.bind}:{config.port}"
+    if err.errno == errno.EADDRINUSE:
+        return f"cannot listen on {where}: the port is in use — pick another --port or stop what uses it"
+    if err.errno == errno.EADDRNOTAVAIL:
+        return f"cannot listen on {where}: {config.bind} is not an address of this host — pass --bind with one of its addresses, 0.0.0.0 for all of them or 127.0.0.1 for this host only"
+    if isinstance(err, socket.gaierror):
+        return f"cannot listen on {where}: {config.bind!r} does not resolve to an address of this host — pass --bind with one of its addresses"
+    return f"cannot listen on {where}: {err.strerror or err}"
 
 
 def cmd_hub(args: argparse.Namespace) -> int:
     config = _hub_config(args)
+    from .const import ROLE_AGENT, ROLE_HUB
+
+    roles = [(ROLE_HUB, config.data_dir, [config.data_dir / "custom_integrations", *config.custom_integrations])]
+    if config.local_agent_enabled:
+        from .hub.local_agent import LOCAL_DIR
+
+        local = config.data_dir / LOCAL_DIR
+        roles.append((ROLE_AGENT, local, [local / "custom_integrations", *config.local_agent.custom_integrations]))
+    _check_integration_tables(config.integrations, roles, args.config)
     _setup_logging(config.log_level)
     from aiohttp import web
 
@@ -66,13 +118,22 @@ def cmd_hub(args: argparse.Namespace) -> int:
     try:
         web.run_app(app, host=config.bind, port=config.port, ssl_context=ssl_context, access_log=None, shutdown_timeout=5, print=None)
     except OSError as err:
-        print(f"roost hub: cannot listen on {config.bind}:{config.port}: {err.strerror} — pick another --port or stop what uses it", file=sys.stderr)
-        return EXIT_FAILURE
+        import errno
+        import socket
+
+        print(f"roost hub: {_listen_error(config, err)}", file=sys.stderr)
+        # An address this host does not have is a config mistake; a busy port is not.
+        return EXIT_CONFIG if err.errno == errno.EADDRNOTAVAIL or isinstance(err, socket.gaierror) else EXIT_FAILURE
     return 0
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
-    config = load_agent_config(args.config, overrides={"agent": {"data_dir": args.data_dir, "hub": args.hub, "name": args.name}})
+    config = load_agent_config(args.config, overrides={"agent": {"data_dir": args.data_dir, "hub": args.hub, "name": args.name}}, flags=_AGENT_FLAGS)
+    from .const import ROLE_AGENT
+
+    _check_integration_tables(
+        config.integrations, [(ROLE_AGENT, config.data_dir, [config.data_dir / "custom_integrations", *config.settings.custom_integrations])], args.config
+    )
     _setup_logging(config.log_level)
     return asyncio.run(_run_agent(config, args.join, rotate_key=args.rotate_key))
 

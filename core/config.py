@@ -197,7 +197,7 @@ AGENT_SCHEMA = vol.Schema(
 )
 
 
-def _describe_error(err: vol.Invalid, raw: dict[str, Any], source: str) -> str:
+def _describe_error(err: vol.Invalid, raw: dict[str, Any], source: str, flags: dict[str, str] | None = None) -> str:
     errors = err.errors if isinstance(err, vol.MultipleInvalid) else [err]
     lines = []
     for one in errors:
@@ -209,7 +209,9 @@ def _describe_error(err: vol.Invalid, raw: dict[str, Any], source: str) -> str:
         msg = one.msg
         if msg.startswith("extra keys not allowed"):
             msg = "unknown key; check the spelling against the configuration reference in README.md"
-        lines.append(f"{source}: {key}: {msg}{got}")
+        # A value given on the command line is reported by its flag, not by the key it overrides.
+        where = flags[key] if flags and key in flags else f"{source}: {key}"
+        lines.append(f"{where}: {msg}{got}")
     return "\n".join(lines)
 
 
@@ -228,11 +230,29 @@ def _read_toml(path: Path | None) -> tuple[dict[str, Any], str]:
         raise ConfigError(f"{path}: not valid TOML: {err}") from None
 
 
-def _validate(schema: vol.Schema, raw: dict[str, Any], source: str) -> dict[str, Any]:
+def _validate(schema: vol.Schema, raw: dict[str, Any], source: str, flags: dict[str, str] | None = None) -> dict[str, Any]:
     try:
         return schema(raw)
     except vol.Invalid as err:
-        raise ConfigError(_describe_error(err, raw, source)) from None
+        raise ConfigError(_describe_error(err, raw, source, flags)) from None
+
+
+def _apply_overrides(
+    raw: dict[str, Any], source: str, overrides: dict[str, Any] | None, flags: dict[str, str] | None
+) -> dict[str, str]:
+    """Merge command-line values into the file's; returns which keys came from which flag."""
+    given: dict[str, str] = {}
+    for section, values in (overrides or {}).items():
+        raw.setdefault(section, {})
+        if not isinstance(raw[section], dict):
+            raise ConfigError(f"{source}: {section}: must be a table")
+        for key, value in values.items():
+            if value is None:
+                continue
+            raw[section][key] = value
+            if flags and f"{section}.{key}" in flags:
+                given[f"{section}.{key}"] = flags[f"{section}.{key}"]
+    return given
 
 
 def _discovery(enabled: bool, interfaces: list[str]) -> tuple[bool, list[str]]:
@@ -368,15 +388,17 @@ def _agent_settings(table: dict[str, Any]) -> AgentSettings:
     )
 
 
-def load_hub_config(path: Path | None = None, *, overrides: dict[str, Any] | None = None) -> HubConfig:
-    """Read, merge command-line overrides ({'hub': {'port': 9000}}), validate."""
+def load_hub_config(
+    path: Path | None = None, *, overrides: dict[str, Any] | None = None, flags: dict[str, str] | None = None
+) -> HubConfig:
+    """Read, merge command-line overrides ({'hub': {'port': 9000}}), validate.
+
+    ``flags`` names the command-line flag behind an override ({'hub.port': '--port'})
+    so that an error in a value given on the command line names that flag.
+    """
     raw, source = _read_toml(path)
-    for section, values in (overrides or {}).items():
-        raw.setdefault(section, {})
-        if not isinstance(raw[section], dict):
-            raise ConfigError(f"{source}: {section}: must be a table")
-        raw[section].update({k: v for k, v in values.items() if v is not None})
-    data = _validate(HUB_SCHEMA, raw, source)
+    given = _apply_overrides(raw, source, overrides, flags)
+    data = _validate(HUB_SCHEMA, raw, source, given)
     hub = data["hub"]
     if hub["offline_after"] <= hub["stale_after"]:
         raise ConfigError(f"{source}: hub.offline_after: must be longer than hub.stale_after ({_fmt(hub['stale_after'])})")
@@ -431,12 +453,12 @@ def load_hub_config(path: Path | None = None, *, overrides: dict[str, Any] | Non
     )
 
 
-def load_agent_config(path: Path | None = None, *, overrides: dict[str, Any] | None = None) -> AgentConfig:
+def load_agent_config(
+    path: Path | None = None, *, overrides: dict[str, Any] | None = None, flags: dict[str, str] | None = None
+) -> AgentConfig:
     raw, source = _read_toml(path)
-    for section, values in (overrides or {}).items():
-        raw.setdefault(section, {})
-        raw[section].update({k: v for k, v in values.items() if v is not None})
-    data = _validate(AGENT_SCHEMA, raw, source)
+    given = _apply_overrides(raw, source, overrides, flags)
+    data = _validate(AGENT_SCHEMA, raw, source, given)
     agent = data["agent"]
     data_dir = Path(agent["data_dir"]).expanduser() if "data_dir" in agent else default_data_dir("agent")
     return AgentConfig(
