@@ -272,6 +272,26 @@ def _discovery(enabled: bool, interfaces: list[str]) -> tuple[bool, list[str]]:
     return enabled, chosen
 
 
+def _listen_interfaces(bind: str) -> list[str] | None:
+    """The interface addresses a hub bound to ``bind`` listens on: [] for all of them, None for none (a name that does not resolve)."""
+    import ipaddress
+    import socket
+
+    host = bind.strip().strip("[]")
+    if host in ("", "0.0.0.0", "::"):
+        return []
+    if host == "localhost":
+        return ["127.0.0.1"]
+    try:
+        return [str(ipaddress.ip_address(host))]
+    except ValueError:
+        pass
+    try:
+        return [socket.gethostbyname(host)]
+    except OSError:
+        return None  # the hub cannot listen there either, and says so when it tries
+
+
 def _is_loopback(host: str) -> bool:
     import ipaddress
 
@@ -406,6 +426,10 @@ def load_hub_config(
     store = data["store"]
     store_path = Path(store["path"]).expanduser()
     discovery, interfaces = _discovery(hub["discovery"], hub["discovery_interfaces"])
+    if discovery and not interfaces:
+        # Announce only where agents can reach the hub: a hub bound to 127.0.0.1 is not on the LAN.
+        listening = _listen_interfaces(hub["bind"])
+        discovery, interfaces = (False, []) if listening is None else (True, listening)
     loopback = _is_loopback(hub["bind"])
     tls = (not loopback) if hub["tls"] == "auto" else hub["tls"]
     if not tls and not loopback and not hub.get("trusted_proxies"):
