@@ -108,6 +108,8 @@ def test_agent_spools_through_a_hub_outage_and_delivers_everything_in_order(tmp_
     time.sleep(4)
     hub = start_hub()
     outage_end = time.time()
+    # The agent comes back on its own backoff (jittered, up to 60 s between tries), not when the hub does.
+    wait_for(lambda: "again; sending" in agent.text(), 90, "the agent to reconnect after the outage")
 
     # Every report collected during the outage arrives; the series has no hole.
     def caught_up():
