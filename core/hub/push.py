@@ -125,7 +125,7 @@ class PushService:
             return None
         return found[0]
 
-    async def create(self, *, name: str, node_id: str | None, note: str, actor: str) -> tuple[str, PushToken]:
+    async def create(self, *, name: str, node_id: str | None, note: str, actor: str, multi_host: bool = False) -> tuple[str, PushToken]:
         hub = self.hub
         if node_id:
             node = await hub.find_node(node_id)
@@ -143,15 +143,20 @@ class PushService:
             )
         token_id = secrets.token_hex(4)
         secret = secrets.token_urlsafe(24).replace("_", "-")
-        record = PushToken(token_id=token_id, node_id=node.node_id, created_at=time.time(), created_by=actor, note=note)
+        record = PushToken(
+            token_id=token_id, node_id=node.node_id, created_at=time.time(), created_by=actor, note=note, multi_host=multi_host
+        )
         await hub.store.add_push_token(record, hash_secret(secret))
         await hub.audit(
-            "push_token.created", actor=actor, target=f"node:{node.node_id}", details={"token": token_id, "note": note, "name": node.name}
+            "push_token.created", actor=actor, target=f"node:{node.node_id}", details={"token": token_id, "note": note, "name": node.name, "multi_host": multi_host}
         )
         return f"{TOKEN_PREFIX}_{token_id}_{secret}", record
 
-    async def ingest(self, token: PushToken, domain: str, body: dict[str, Any], state: dict[str, Any], metrics: dict[str, float]) -> Report:
-        """Hand the report to the ingest pipeline and wait until it is on disk; sequence numbers stay in order per node."""
+    async def ingest(self, token: PushToken, domain: str, body: dict[str, Any], state: dict[str, Any], metrics: dict[str, float]) -> tuple[Report, Any]:
+        """Hand the report to the ingest pipeline and wait until it is on disk; sequence numbers stay in order per node.
+
+        Returns the stored report and what of it the series limits refused (None when nothing was).
+        """
         hub = self.hub
         node_id = token.node_id
         lock = self._locks.setdefault(node_id, asyncio.Lock())
@@ -181,13 +186,14 @@ class PushService:
                 ],
                 interval=body.get("interval"),
             )
+            report, refused = await hub.admit(report)
             future = await hub.ingestor.submit(report)
             await future
             self._seq[node_id] = seq
         if now - self._touched.get(token.token_id, 0.0) >= TOUCH_EVERY_SECONDS:
             self._touched[token.token_id] = now
             await hub.store.touch_push_token(token.token_id, now)
-        return report
+        return report, refused
 
 
 PUSH_KEY = web.AppKey("roost_push", PushService)
@@ -259,10 +265,13 @@ async def push(request: web.Request) -> web.Response:
     if not metrics:
         metrics = checker.metrics_for(state)
     try:
-        report = await service.ingest(token, domain, body, state, metrics)
+        report, refused = await service.ingest(token, domain, body, state, metrics)
     except IngestError as err:
         return _error(503, f"the hub could not store the report ({err}); push again", **{"Retry-After": "10"})
-    return web.json_response({"accepted": True, "node_id": report.node_id, "seq": report.seq, "containers": len(state.get("containers", ()))})
+    answer = {"accepted": True, "node_id": report.node_id, "seq": report.seq, "containers": len(state.get("containers", ()))}
+    if refused is not None:
+        answer["refused"] = refused.message
+    return web.json_response(answer)
 
 
 # ---------------------------------------------------------------- token admin
@@ -272,6 +281,8 @@ CREATE_SCHEMA = vol.Schema(
         vol.Optional("name", default=""): vol.All(str, vol.Length(max=100)),
         vol.Optional("node_id"): vol.Match(NODE_ID_RE),
         vol.Optional("note", default=""): vol.All(str, vol.Length(max=200)),
+        # ArchNest's shared-token mode: one token for several hostIds, each its own node.
+        vol.Optional("multi_host", default=False): bool,
     }
 )
 
@@ -285,6 +296,7 @@ def token_view(token: PushToken) -> dict[str, Any]:
         "note": token.note,
         "last_used": token.last_used,
         "state": "revoked" if token.revoked else "active",
+        "multi_host": token.multi_host,
     }
 
 
@@ -307,7 +319,7 @@ async def create_token(request: web.Request) -> web.Response:
         return _error(400, "invalid request: name: give the new push node a name (or the node_id of an existing push node)")
     try:
         token, record = await request.app[PUSH_KEY].create(
-            name=body["name"].strip(), node_id=body.get("node_id"), note=body["note"], actor=actor_of(request)
+            name=body["name"].strip(), node_id=body.get("node_id"), note=body["note"], actor=actor_of(request), multi_host=body["multi_host"]
         )
     except LookupError as err:
         return _error(404, str(err))
@@ -315,7 +327,14 @@ async def create_token(request: web.Request) -> web.Response:
         return _error(400, str(err))
     url = f"{hub.config.url()}{PUSH_PATH.format(domain='docker')}"
     return web.json_response(
-        {"token": token, "push_url": url, "push_enabled": hub.config.push, **token_view(record)}, status=201
+        {
+            "token": token,
+            "push_url": url,
+            "archnest_url": f"{hub.config.url()}/api/agents/docker/report",
+            "push_enabled": hub.config.push,
+            **token_view(record),
+        },
+        status=201,
     )
 
 

@@ -21,6 +21,7 @@ from .cgroups import CgroupLayout, Mount, detect_container, parse_mountinfo, rea
 from .const import (
     CAP_HOST_METRICS,
     CAP_NETWORK_INFO,
+    CAP_PROCESSES,
     CAP_SERVICES,
     CMDLINE_MAX_CHARS,
     CONF_IGNORE_INTERFACES,
@@ -201,7 +202,7 @@ class Collector:
         self._processes.clear()
 
     def capabilities(self) -> list[str]:
-        caps = [CAP_HOST_METRICS, CAP_NETWORK_INFO]
+        caps = [CAP_HOST_METRICS, CAP_NETWORK_INFO, CAP_PROCESSES]
         if self.systemd and self.services_enabled:
             caps.append(CAP_SERVICES)
         return caps
@@ -244,6 +245,8 @@ class Collector:
         sized = [d for d in disks if "percent" in d]
         for disk in sized:
             metrics[f"disk_used_percent[{disk['mount']}]"] = disk["percent"]
+            metrics[f"disk_total_bytes[{disk['mount']}]"] = disk["total_bytes"]
+            metrics[f"disk_free_bytes[{disk['mount']}]"] = disk["free_bytes"]
         headline = next((d for d in sized if d["mount"] == "/"), None) or max(
             sized, key=lambda d: d["percent"], default=None
         )
