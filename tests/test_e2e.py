@@ -39,7 +39,9 @@ class Proc:
         if self.p.poll() is None:
             self.p.send_signal(sig)
             try:
-                self.p.wait(10)
+                # Returns as soon as the process has exited; the bound only ends a process that never will
+                # (a clean stop on a loaded host took more than 10 s).
+                self.p.wait(60)
             except subprocess.TimeoutExpired:
                 self.p.kill()
                 self.p.wait(5)
