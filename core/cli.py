@@ -20,13 +20,9 @@ EXIT_FAILURE = 1
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # aiohttp's access log is noise for a homelab hub; errors still show.
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    from .logs import setup_logging
+
+    setup_logging(level)
 
 
 _HUB_FLAGS = {"hub.data_dir": "--data-dir", "hub.bind": "--bind", "hub.port": "--port"}
@@ -416,7 +412,7 @@ def _on_hub_store(args: argparse.Namespace, work: Any) -> int:
     except NoHubHere as err:
         print(f"roost {args.command}: {err}", file=sys.stderr)
         return EXIT_CONFIG
-    logging.basicConfig(level=logging.WARNING)
+    _setup_logging("warning")
 
     async def run() -> int:
         from .store.sqlite import SQLiteStore
@@ -615,7 +611,7 @@ async def _api_token(store: Any, config: Any, args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.WARNING)
+    _setup_logging("warning")
     return asyncio.run(_audit(args))
 
 
