@@ -9,11 +9,26 @@ from support import free_port
 from support_hub import hub_config
 
 from roost.agent.pairing import PairingFailed, find_hub
-from roost.core.discovery import AGENT_SERVICE, HUB_SERVICE, Announcer, browse
+from roost.core.discovery import AGENT_SERVICE, HUB_SERVICE, Announcer, Browser
 from roost.core.hub.app import HUB_KEY, create_app
 from roost.core.identity import Identity, fingerprint
 
 LOOPBACK = ["127.0.0.1"]
+
+
+async def seen_on_loopback(hub_id: str, timeout: float = 20.0):
+    """The hub announcing itself with this id, as a browser on loopback sees it; waits for that event, bounded."""
+    watcher = Browser(HUB_SERVICE, interfaces=LOOPBACK)
+    await watcher.start()
+    try:
+        for _ in range(int(timeout / 0.05)):
+            found = [f for f in watcher.found.values() if f.properties.get("id") == hub_id]
+            if found:
+                return found[0]
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"hub {hub_id} never showed on loopback within {timeout:g} s")
+    finally:
+        await watcher.stop()
 
 
 async def test_hub_announces_itself_and_lists_unpaired_agents(tmp_path):
@@ -25,8 +40,8 @@ async def test_hub_announces_itself_and_lists_unpaired_agents(tmp_path):
     key = Identity.generate().public_key
     agent = Announcer(AGENT_SERVICE, "pi-garage", 9, {"key": fingerprint(key), "hostname": "pi-garage"}, interfaces=LOOPBACK)
     try:
-        # Other hubs of concurrent test runs may announce on loopback too: pick ours by id.
-        [found] = [f for f in await browse(HUB_SERVICE, interfaces=LOOPBACK, timeout=2.5) if f.properties.get("id") == hub.hub_id]
+        # Other hubs of concurrent test runs may announce on loopback too: pick ours by id, once it shows (bounded).
+        found = await seen_on_loopback(hub.hub_id)
         assert found.port == port and found.addresses == ("127.0.0.1",)
         assert found.properties["id"] == hub.hub_id
         assert found.properties["ca"] == hub.ca_fingerprint  # a hint the agent checks against what the hub presents
@@ -49,13 +64,24 @@ async def test_several_hubs_is_a_clear_error():
     await one.start()
     await two.start()
     try:
+        # Wait until both announcements can be seen (an event, bounded), so a busy machine cannot make it one hub.
+        watcher = Browser(HUB_SERVICE, interfaces=LOOPBACK)
+        await watcher.start()
+        try:
+            for _ in range(400):
+                if {"ha", "hb"} <= {f.properties.get("id") for f in watcher.found.values()}:
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("the two hubs' announcements never showed on loopback within 20 s")
+        finally:
+            await watcher.stop()
         try:
             await find_hub(interfaces=LOOPBACK, timeout=2.0)
         except PairingFailed as err:
             assert "several" in str(err) and "--hub" in str(err) and "8765" in str(err) and "8766" in str(err)
         else:
             raise AssertionError("several hubs must not be chosen between silently")
-        assert {"ha", "hb"} <= {f.properties["id"] for f in await browse(HUB_SERVICE, interfaces=LOOPBACK, timeout=1.5)}
     finally:
         await one.stop()
         await two.stop()
