@@ -669,6 +669,7 @@ def create_app(config: HubConfig, *, store: Store | None = None, tls: HubTLS | N
     from . import api, audit, gateway, jobs_api, jointokens, pairing, push
     from . import auth, security
     from . import wake
+    from . import downloads
     from .local_agent import local_agent_ctx
 
     app = web.Application(client_max_size=1024 * 1024)
@@ -696,6 +697,7 @@ def create_app(config: HubConfig, *, store: Store | None = None, tls: HubTLS | N
     audit.setup(app)
     push.setup(app)
     wake.setup(app)
+    downloads.setup(app)
     try:
         from roost.frontend import setup as setup_frontend
     except ImportError:  # the dashboard is optional for API-only use

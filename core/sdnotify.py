@@ -1,0 +1,54 @@
+"""systemd's notify protocol in a few lines: READY=1, STATUS= and the watchdog ping, with no library."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+
+_LOGGER = logging.getLogger(__name__)
+
+
+def notify(message: str) -> bool:
+    """Send one datagram to $NOTIFY_SOCKET; False when not started by systemd (or the socket is gone).
+
+    An abstract socket is named with a leading "@", which is a NUL byte on the wire.
+    """
+    address = os.environ.get("NOTIFY_SOCKET", "")
+    if not address or address[0] not in "/@":
+        return False
+    if address[0] == "@":
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.connect(address)
+            sock.sendall(message.encode())
+        return True
+    except OSError as err:
+        _LOGGER.debug("sd_notify to %s failed: %s", address, err)
+        return False
+
+
+def watchdog_interval() -> float | None:
+    """Half of WatchdogSec= in seconds when systemd asks this process (not a child) for pings, else None."""
+    usec = os.environ.get("WATCHDOG_USEC", "")
+    pid = os.environ.get("WATCHDOG_PID", "")
+    if not usec.isdigit() or int(usec) <= 0 or (pid and pid != str(os.getpid())):
+        return None
+    return int(usec) / 2_000_000
+
+
+async def watchdog(alive=None) -> None:
+    """Ping the watchdog from the event loop until cancelled: a stuck loop (or `alive()` false) stops the pings and systemd restarts us.
+
+    `alive` is an optional callable saying the process still does its work;
+    while it returns False no ping is sent.
+    """
+    interval = watchdog_interval()
+    if interval is None:
+        return
+    while True:
+        if alive is None or alive():
+            notify("WATCHDOG=1")
+        await asyncio.sleep(interval)
