@@ -48,7 +48,7 @@ def render_install_script(*, hub_url: str, pin: str, operator_keys: Iterable[str
 
 def install_command(hub_url: str, pin: str, token: str) -> str:
     """The one line a person pastes on a new host (as a user with sudo)."""
-    return f"curl -fsSLk --pinnedpubkey {shlex.quote(pin)} {hub_url}/install.sh | sudo sh -s -- --join {shlex.quote(token)}"
+    return f"curl -fsSLk --pinnedpubkey '{pin}' {hub_url}/install.sh | sudo sh -s -- --join {shlex.quote(token)}"
 
 
 def compose_snippet(hub_url: str, token: str, version: str) -> str:
