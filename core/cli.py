@@ -140,14 +140,22 @@ async def _run_agent(config: Any, join: str | None, *, rotate_key: bool = False,
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         _LOGGER.info("agent for node %s reporting to %s every %g s", rt.node_id, hub_url, config.settings.interval)
+        from roost.agent import update as self_update
         from roost.core import sdnotify
 
+        await self_update.report_rollback(rt)
+        if failed := self_update.last_failure_fact(config.data_dir):
+            rt.facts["update_failed"] = failed
+        pending = self_update.pending_for(config.data_dir)
+        health = asyncio.create_task(self_update.watch_health(rt, pending, stop)) if pending else None
         sdnotify.notify(f"READY=1\nSTATUS=node {rt.node_id} reporting to {hub_url}")
         pinger = asyncio.create_task(sdnotify.watchdog(), name="roost-watchdog")
         try:
             await rt.run(WebSocketUplink(hub_url, ssl_context=ssl_context), stop)
         finally:
             pinger.cancel()
+        if health is not None and not await health:
+            return EXIT_FAILURE
     finally:
         await rt.stop()
     return 0
@@ -693,7 +701,7 @@ def _printable(text: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="roost", description="Roost: a local-first hub and node agent for homelabs.")
     parser.add_argument("--version", action="version", version=f"roost {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{hub,agent,join-token,nodes,users,api-token,audit,operator,sign,release}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{hub,agent,join-token,nodes,users,api-token,audit,operator,sign,release,update}")
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--config", type=Path, help="TOML config file (optional; defaults work without one)")

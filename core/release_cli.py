@@ -116,5 +116,29 @@ def add_release_parser(sub: argparse._SubParsersAction, common) -> None:
     common(rsub.add_parser("list", help="list the releases this hub serves"))
     release.set_defaults(func=cmd_release)
 
+    update = sub.add_parser("update", help="update this installed agent to the newest signed release its hub holds (checked, staged, rolled back if unhealthy)")
+    common(update)
+    update.add_argument("--no-restart", action="store_true", help="switch, but leave restarting the service to you")
+    update.set_defaults(func=cmd_update)
+
+
+def cmd_update(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from roost.agent.update import UpdateRefused, update_from_hub
+
+    from .config import load_agent_config
+
+    logging.basicConfig(level=logging.WARNING)
+    config = load_agent_config(args.config, overrides={"agent": {"data_dir": args.data_dir}})
+    try:
+        version = asyncio.run(update_from_hub(config.data_dir, restart=not args.no_restart))
+    except UpdateRefused as err:
+        print(f"roost update: {err}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"switched to roost {version}; it is committed after its health window, or rolled back by the supervisor")
+    return 0
+
 
 __all__ = ["add_release_parser", "cmd_release", "parse_manifest"]
