@@ -63,6 +63,7 @@ def compose_snippet(hub_url: str, token: str, version: str) -> str:
         "    pid: host           # the host's processes, not the container's\n"
         "    read_only: true\n"
         "    cap_drop: [ALL]\n"
+        "    # group_add: [\"998\"]  # the host's docker group id (getent group docker), to read its socket\n"
         "    security_opt: [\"no-new-privileges:true\"]\n"
         "    volumes:\n"
         "      - roost-agent:/data\n"
