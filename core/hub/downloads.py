@@ -14,7 +14,7 @@ from roost.core.const import __version__
 from roost.core.release import NAME_RE, releases_dir, stored_release, stored_releases
 
 from .app import HUB_KEY
-from .auth import add_public_path
+from .auth import ROLE_OPERATOR, ROLE_VIEWER, actor_of, add_public_path, requires
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -84,6 +84,73 @@ async def download(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(directory / name, headers={**headers, "Content-Type": SUFFIXES[suffix]})
 
 
+UPDATE_ACTION = "self_update.update"
+UPDATES_PATH = "/api/v1/updates"
+
+
+async def _versions(hub: Any) -> list[dict[str, Any]]:
+    """Every active node's agent version against the newest release this hub holds for its architecture."""
+    from roost.core.release import ReleaseError, artefact_name, version_key
+
+    releases = await asyncio.to_thread(stored_releases, releases_dir(hub.config.data_dir))
+    out = []
+    for node in await hub.store.list_nodes():
+        if node.revoked:
+            continue
+        arch = str((node.facts or {}).get("arch", ""))
+        release = releases.get(artefact_name(arch)) if arch else None
+        try:
+            outdated = bool(release and node.agent_version and version_key(node.agent_version) < version_key(release.version))
+        except ReleaseError:
+            outdated = False
+        offered = UPDATE_ACTION in hub.jobs.actions.get(node.node_id, {})
+        out.append({
+            "node_id": node.node_id, "name": node.name, "version": node.agent_version, "arch": arch,
+            "latest": release.version if release else None, "outdated": outdated, "updatable": offered,
+            "online": node.node_id in hub.jobs.channels,
+            "update_failed": (node.facts or {}).get("update_failed"),
+        })
+    return out
+
+
+@requires(ROLE_VIEWER)
+async def list_updates(request: web.Request) -> web.Response:
+    return web.json_response({"nodes": await _versions(request.app[HUB_KEY])})
+
+
+@requires(ROLE_OPERATOR)
+async def update_outdated(request: web.Request) -> web.Response:
+    """Start self_update.update on the nodes asked for (`{"nodes": [...]}`) or on every outdated one; each is a job, audited."""
+    from .jobs import JobError, job_view
+
+    hub = request.app[HUB_KEY]
+    try:
+        body = await request.json() if request.can_read_body else {}
+    except ValueError:
+        return web.json_response({"error": "body must be JSON"}, status=400)
+    wanted = body.get("nodes") if isinstance(body, dict) else None
+    if wanted is not None and (not isinstance(wanted, list) or not all(isinstance(n, str) for n in wanted) or len(wanted) > 10_000):
+        return web.json_response({"error": "invalid request: nodes must be a list of node ids, or left out for every outdated node"}, status=400)
+    started, skipped = [], []
+    for node in await _versions(hub):
+        if wanted is not None and node["node_id"] not in wanted:
+            continue
+        if wanted is None and not node["outdated"]:
+            continue
+        if not node["updatable"]:
+            skipped.append({"node_id": node["node_id"], "reason": "it does not offer self_update.update (not installed by install.sh, offline, or not granted agent.update within its ceiling)"})
+            continue
+        try:
+            job = await hub.jobs.create(node["node_id"], UPDATE_ACTION, {}, actor=actor_of(request))
+        except JobError as err:
+            skipped.append({"node_id": node["node_id"], "reason": str(err)})
+            continue
+        started.append(job_view(job))
+    await hub.audit("update.requested", actor=actor_of(request), target="nodes",
+                    details={"started": [j["node_id"] for j in started], "skipped": [s["node_id"] for s in skipped]})
+    return web.json_response({"started": started, "skipped": skipped}, status=202 if started else 200)
+
+
 async def _notify_ctx(app: web.Application) -> AsyncIterator[None]:
     """Tell systemd the hub is up (Type=notify) and ping its watchdog while the event loop runs."""
     sdnotify.notify(f"READY=1\nSTATUS=serving {app[HUB_KEY].config.url()}")
@@ -99,4 +166,6 @@ def setup(app: web.Application) -> None:
     app.router.add_get(DOWNLOAD_PREFIX + "{name}", download)
     add_public_path(app, INSTALL_PATH)
     add_public_path(app, DOWNLOAD_PREFIX, prefix=True)
+    app.router.add_get(UPDATES_PATH, list_updates)
+    app.router.add_post(UPDATES_PATH, update_outdated)
     app.cleanup_ctx.append(_notify_ctx)

@@ -170,7 +170,8 @@ class Runner:
         self.stopfile = base / "stop-runner"
         self.log = base / "runner.log"
         conf = base / "agent.toml"
-        conf.write_text('[agent]\ninterval = "1s"\nheartbeat = "2s"\ndiscovery = false\n')
+        # The host owner allows updates from the hub (agent.update is not read-only).
+        conf.write_text('[agent]\ninterval = "1s"\nheartbeat = "2s"\ndiscovery = false\n[agent.ceiling]\nmode = "execute"\nallow = ["host.*", "agent.update"]\n')
         script = (
             f'while [ ! -f "{self.stopfile}" ]; do\n'
             f'  sh "{SUPERVISE}" --root "{layout.root}" --state "{layout.data_dir}"\n'
@@ -220,18 +221,22 @@ def test_update_from_a_to_b_commits_and_a_b_that_crashes_at_start_rolls_back(zip
         added = roost("release", "add", str(release), "--data-dir", str(hub_dir), "--config", str(hub_conf))
         assert added.returncode == 0, added.stderr
 
-    def node(node_id: str) -> dict:
+    def call(method: str, path: str, body=None) -> dict:
         import urllib.request
 
-        req = urllib.request.Request(f"{hub_url}/api/v1/nodes/{node_id}", headers={"Authorization": f"Bearer {api}"})
+        req = urllib.request.Request(f"{hub_url}{path}", method=method, data=json.dumps(body).encode() if body is not None else None,
+                                     headers={"Authorization": f"Bearer {api}", "Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=10) as resp:
-            return json.loads(resp.read())["node"]
+            return json.loads(resp.read())
+
+    def node(node_id: str) -> dict:
+        return call("GET", f"/api/v1/nodes/{node_id}")["node"]
 
     hub = subprocess.Popen([*ROOST_PY, "hub", "--data-dir", str(hub_dir), "--config", str(hub_conf)], stdout=open(tmp_path / "hub.log", "ab"), stderr=subprocess.STDOUT)
     runner = None
     try:
         wait_for(lambda: node_or_health(hub_url), 60, "the hub")
-        token = roost("join-token", "create", "--data-dir", str(hub_dir), "--config", str(hub_conf), "--hub-url", hub_url).stdout.strip()
+        token = call("POST", "/api/v1/join-tokens", {"grants": ["host.metrics.read", "agent.update"]})["token"]
         # Version A installed the way install.sh lays it out, enrolled with the hub (and its operator key pinned).
         layout = make_layout(tmp_path, {"0.1.0": zipapps["0.1.0"].read_bytes()}, "0.1.0")
         a = layout.root / "current" / "roost"
@@ -256,21 +261,30 @@ def test_update_from_a_to_b_commits_and_a_b_that_crashes_at_start_rolls_back(zip
         wait_for(lambda: (layout.data_dir / "update" / "good").read_text().strip() == "0.1.1", 120, f"B to commit ({runner.text()[-2000:]})")
         wait_for(lambda: node(node_id)["agent_version"] == "0.1.1" and node(node_id)["status"] == "online", 60, "B reporting")
 
-        # C crashes at start: the supervisor (not C) switches back to B, which reports why and backs off from C.
+        # C crashes at start. The update comes from the hub this time ("update all outdated"): a job on B,
+        # which switches and restarts; the supervisor (not C) switches back to B, which reports why and backs off.
         crash = tmp_path / "crash"
         crash.write_text("#!/bin/sh\necho 'roost 0.1.2: cannot start' >&2\nexit 3\n")
         crash.chmod(0o755)
         publish(crash, "0.1.2")
         b = layout.root / "current" / "roost"
-        done = subprocess.run([str(b), "update", "--data-dir", str(layout.data_dir), "--no-restart"], capture_output=True, text=True, timeout=180)
-        assert done.returncode == 0, done.stderr
-        runner.restart_agent()
+        wait_for(lambda: [n for n in call("GET", "/api/v1/updates")["nodes"] if n["node_id"] == node_id and n["outdated"] and n["updatable"]], 60, "B listed as outdated")
+        asked = call("POST", "/api/v1/updates", {})
+        assert [j["node_id"] for j in asked["started"]] == [node_id], asked
+        job_id = asked["started"][0]["id"]
+        job = wait_for(lambda: (j := call("GET", f"/api/v1/jobs/{job_id}"))["state"] in ("succeeded", "failed") and j, 120, "the update job")
+        assert job["state"] == "succeeded" and "switched from roost 0.1.1 to 0.1.2" in json.dumps(job), job
         wait_for(lambda: (layout.data_dir / "update" / "failed.reported").exists(), 120, f"the rollback to be reported ({runner.text()[-2000:]})")
         assert layout.current_version() == "0.1.1"
         assert "roost 0.1.2: cannot start" in runner.text() and "switched back to 0.1.1" in runner.text()
         wait_for(lambda: node(node_id)["status"] == "online" and node(node_id)["agent_version"] == "0.1.1", 60, "B back online")
         again = subprocess.run([str(b), "update", "--data-dir", str(layout.data_dir), "--no-restart"], capture_output=True, text=True, timeout=120)
         assert again.returncode == 1 and "rolled back here" in again.stderr and "still running 0.1.1" in again.stderr, again.stderr
+        # The hub hears why (the node's facts) and has the request and the job in its own audit log.
+        listed = wait_for(lambda: [n for n in call("GET", "/api/v1/updates")["nodes"] if n["node_id"] == node_id and n["update_failed"]], 60, "the rollback on the hub")
+        assert listed[0]["update_failed"]["version"] == "0.1.2" and "rolled back to 0.1.1" in listed[0]["update_failed"]["reason"]
+        hub_audit = roost("audit", "list", "--data-dir", str(hub_dir), "--config", str(hub_conf), "--limit", "500").stdout
+        assert "update.requested" in hub_audit and "self_update.update" in hub_audit, hub_audit[-3000:]
         log = subprocess.run([str(b), "audit", "list", "--agent", "--data-dir", str(layout.data_dir), "--action", "agent.update"],
                              capture_output=True, text=True, timeout=120).stdout
         for action in ("agent.update.staged", "agent.update.committed", "agent.update.rolled_back", "agent.update.refused"):
