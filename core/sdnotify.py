@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import socket
+import sys
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -30,11 +31,19 @@ def notify(message: str) -> bool:
         return False
 
 
+def _watched_pids() -> set[str]:
+    """This process, and under a PyInstaller one-file build also its bootloader: the main PID systemd watches is the parent then."""
+    pids = {str(os.getpid())}
+    if getattr(sys, "frozen", False):
+        pids.add(str(os.getppid()))
+    return pids
+
+
 def watchdog_interval() -> float | None:
-    """Half of WatchdogSec= in seconds when systemd asks this process (not a child) for pings, else None."""
+    """Half of WatchdogSec= in seconds when systemd asks this process (not a child of it) for pings, else None."""
     usec = os.environ.get("WATCHDOG_USEC", "")
     pid = os.environ.get("WATCHDOG_PID", "")
-    if not usec.isdigit() or int(usec) <= 0 or (pid and pid != str(os.getpid())):
+    if not usec.isdigit() or int(usec) <= 0 or (pid and pid not in _watched_pids()):
         return None
     return int(usec) / 2_000_000
 

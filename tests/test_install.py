@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -139,8 +140,13 @@ def test_the_single_executable_runs_a_hub_and_an_agent_that_enrols_and_reports(e
         agent_log = tmp_path / "agent.log"
         conf = tmp_path / "agent.toml"
         conf.write_text('[agent]\ninterval = "1s"\ndiscovery = false\n')
-        agent = subprocess.Popen([str(executable), "agent", "--hub", hub.url, "--join", token, "--data-dir", str(agent_dir), "--config", str(conf)],
-                                 stdout=open(agent_log, "ab"), stderr=subprocess.STDOUT)
+        # As systemd starts it: NOTIFY_SOCKET, and WATCHDOG_PID naming the started process (the one-file bootloader).
+        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        notify.bind(str(tmp_path / "notify"))
+        notify.settimeout(60)
+        env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "2000000"}
+        agent = subprocess.Popen(["sh", "-c", 'WATCHDOG_PID=$$ exec "$0" "$@"', str(executable), "agent", "--hub", hub.url, "--join", token,
+                                  "--data-dir", str(agent_dir), "--config", str(conf)], stdout=open(agent_log, "ab"), stderr=subprocess.STDOUT, env=env)
         state = wait_for(lambda: json.loads((agent_dir / "agent.json").read_text()) if (agent_dir / "agent.json").exists() else None, 60, "enrolment")
         node = wait_for(lambda: (n := hub.node(state["node_id"])) and n["status"] == "online" and "cpu_percent" in n["headline"] and n, 60,
                         f"the agent's first report ({agent_log.read_text()[-1500:] if agent_log.exists() else ''})")
@@ -150,6 +156,8 @@ def test_the_single_executable_runs_a_hub_and_an_agent_that_enrols_and_reports(e
         text = agent_log.read_text()
         assert "missing requirement" not in text and "No module named" not in text, text[-3000:]
         assert node["status"] == "online"
+        messages = [notify.recv(4096) for _ in range(3)]
+        assert messages[0].startswith(b"READY=1") and messages[1:] == [b"WATCHDOG=1", b"WATCHDOG=1"], messages
     finally:
         if agent is not None:
             agent.send_signal(signal.SIGTERM)
