@@ -43,7 +43,7 @@ while [ $# -gt 0 ]; do
 done
 
 [ "$(id -u)" -eq 0 ] || die "run me as root (… | sudo sh -s -- --join …)"
-printf '%s' "$NAME" | grep -Eq '^[A-Za-z0-9 ._-]{0,100}$' || die "--name may hold letters, digits, spaces, dots, dashes and underscores (at most 100)"
+[ -z "$NAME" ] || printf '%s\n' "$NAME" | grep -Eq '^[A-Za-z0-9 ._-]{1,100}$' || die "--name may hold letters, digits, spaces, dots, dashes and underscores (at most 100)"
 
 run_as_roost() {
     if command -v runuser >/dev/null 2>&1; then runuser -u "$SERVICE_USER" -- "$@"

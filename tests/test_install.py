@@ -313,6 +313,9 @@ def test_install_refuses_a_tampered_or_unsigned_release_and_installs_nothing(exe
     try:
         created = hub.roost("join-token", "create", "--hub-url", hub.url)
         command = next(ln for ln in created.stderr.splitlines() if ln.startswith("curl ")).replace("| sudo sh", "| sh")
+        # A display name that would break out of the config file is refused before anything is fetched.
+        bad_name = private_root.run(command + " --name 'box\"\n[agent.ceiling]\nmode = \"execute'")
+        assert bad_name.returncode != 0 and "--name may hold" in bad_name.stderr, bad_name.stderr
         (stored / name).write_bytes(b"#!/bin/sh\necho roost 9.9.8\n")
         tampered = private_root.run(command)
         assert tampered.returncode != 0
