@@ -17,7 +17,7 @@ async def updates_page(request: web.Request) -> web.Response:
     context = {
         "page": "updates",
         "nodes": nodes,
-        "outdated": sum(1 for n in nodes if n["outdated"] and n["updatable"]),
+        "outdated": sum(1 for n in nodes if n["outdated"]),
         "can_operate": identity is not None and identity.allows(ROLE_OPERATOR),
     }
     return _render(request, "updates/page.html", context)
