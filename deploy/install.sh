@@ -20,6 +20,8 @@ PREFIX=/opt/roost
 CONF_DIR=/etc/roost
 CONF=$CONF_DIR/agent.toml
 STATE_DIR=/var/lib/roost-agent
+# Root's own place: the agent user may write /opt/roost (to stage updates), never what root runs.
+SUPERVISOR_DIR=/usr/local/lib/roost
 UNIT=/etc/systemd/system/roost-agent.service
 RECORD=$CONF_DIR/.installed-by-roost
 SERVICE_USER=roost
@@ -31,14 +33,16 @@ JOIN=""
 NAME=""
 UNINSTALL=0
 SIG_CHECK=1
+DOCKER=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --join) [ $# -ge 2 ] || die "--join needs a token (rjt_…)"; JOIN=$2; shift 2 ;;
         --name) [ $# -ge 2 ] || die "--name needs a value"; NAME=$2; shift 2 ;;
         --uninstall) UNINSTALL=1; shift ;;
         --no-signature-check) SIG_CHECK=0; shift ;;
+        --docker) DOCKER=1; shift ;;
         -h|--help) sed -n '2,12p' "$0" 2>/dev/null || true; exit 0 ;;
-        *) die "unknown option $1 (expected --join TOKEN, --name NAME, --uninstall)" ;;
+        *) die "unknown option $1 (expected --join TOKEN, --name NAME, --docker, --uninstall)" ;;
     esac
 done
 
@@ -59,7 +63,7 @@ uninstall() {
     fi
     rm -f "$UNIT"
     command -v systemctl >/dev/null 2>&1 && systemctl daemon-reload >/dev/null 2>&1 || true
-    rm -rf "$PREFIX" "$STATE_DIR"
+    rm -rf "$PREFIX" "$STATE_DIR" "$SUPERVISOR_DIR"
     if [ -f "$RECORD" ]; then
         if grep -qx 'config=1' "$RECORD"; then rm -f "$CONF"; fi
         if grep -qx 'user=1' "$RECORD" && getent passwd "$SERVICE_USER" >/dev/null 2>&1; then
@@ -68,7 +72,7 @@ uninstall() {
         rm -f "$RECORD"
     fi
     rmdir "$CONF_DIR" 2>/dev/null || true
-    say "removed the Roost agent (unit, $PREFIX, $STATE_DIR and what this script created)"
+    say "removed the Roost agent (unit, $PREFIX, $SUPERVISOR_DIR, $STATE_DIR and what this script created)"
 }
 
 if [ "$UNINSTALL" -eq 1 ]; then uninstall; exit 0; fi
@@ -140,8 +144,11 @@ if ! getent passwd "$SERVICE_USER" >/dev/null 2>&1; then
         || die "cannot create the system user $SERVICE_USER"
     created_user=1
 fi
-# Read the Docker engine when there is one (read-only ceiling: it only lists and inspects).
-if getent group docker >/dev/null 2>&1; then usermod -a -G docker "$SERVICE_USER" 2>/dev/null || true; fi
+# The docker group is root on that host: only when asked (--docker), for the docker integration.
+if [ "$DOCKER" -eq 1 ]; then
+    getent group docker >/dev/null 2>&1 || die "--docker: this host has no docker group"
+    usermod -a -G docker "$SERVICE_USER"
+fi
 
 install -d -m 0755 "$CONF_DIR"
 if [ ! -f "$RECORD" ]; then printf 'user=%s\n' "$created_user" >"$RECORD"; fi
@@ -168,11 +175,12 @@ if [ ! -x "$DEST/roost" ] || [ "$(sha256sum "$DEST/roost" | cut -d' ' -f1)" != "
     install -o root -g root -m 0755 "$WORK/roost" "$DEST/roost.new"
     mv -f "$DEST/roost.new" "$DEST/roost"
 fi
-cat >"$PREFIX/supervise" <<'SUPERVISE'
+install -d -o root -g root -m 0755 "$SUPERVISOR_DIR"
+cat >"$SUPERVISOR_DIR/supervise.new" <<'SUPERVISE'
 @SUPERVISE@
 SUPERVISE
-chown root:root "$PREFIX/supervise"
-chmod 0755 "$PREFIX/supervise"
+chmod 0755 "$SUPERVISOR_DIR/supervise.new"
+mv -f "$SUPERVISOR_DIR/supervise.new" "$SUPERVISOR_DIR/supervise"
 cp "$WORK/manifest" "$DEST/release.manifest"
 ln -sfn "$VERSION" "$PREFIX/current.new" && mv -Tf "$PREFIX/current.new" "$PREFIX/current"
 [ -f "$STATE_DIR/update/good" ] || { install -d -o "$SERVICE_USER" -g "$SERVICE_USER" -m 0700 "$STATE_DIR/update"; printf '%s\n' "$VERSION" >"$STATE_DIR/update/good"; chown "$SERVICE_USER:$SERVICE_USER" "$STATE_DIR/update/good"; }

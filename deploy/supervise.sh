@@ -45,9 +45,11 @@ if [ -f "$PENDING" ] && [ ! -L "$PENDING" ]; then
             point_at "$previous"
             why="roost $new did not become healthy (connected and collecting) within its health window"
             [ "$now" -gt "$deadline" ] && why="$why (deadline passed)"
-            tmp=$UPDATE/failed.tmp
+            # A fresh file (mktemp: never one the agent user prepared), readable by the agent.
+            tmp=$(mktemp "$UPDATE/.failed.XXXXXX")
             printf 'version=%s\nprevious=%s\nat=%s\nreason=%s; started %s time(s); rolled back to %s\n' \
                 "$new" "$previous" "$now" "$why" "$((starts - 1))" "$previous" >"$tmp"
+            chmod 0644 "$tmp"
             mv -f "$tmp" "$UPDATE/failed"
             rm -f "$PENDING"
             echo "supervise: $why; switched back to $previous" >&2
@@ -56,10 +58,9 @@ if [ -f "$PENDING" ] && [ ! -L "$PENDING" ]; then
             rm -f "$PENDING"
         fi
     else
-        tmp=$PENDING.tmp
-        sed "/^starts=/d" "$PENDING" >"$tmp" && printf 'starts=%s\n' "$starts" >>"$tmp" && mv -f "$tmp" "$PENDING"
+        tmp=$(mktemp "$UPDATE/.pending.XXXXXX")
+        sed "/^starts=/d" "$PENDING" >"$tmp" && printf 'starts=%s\n' "$starts" >>"$tmp" && chmod 0644 "$tmp" && mv -f "$tmp" "$PENDING"
     fi
-    chown -R --reference="$STATE" "$UPDATE" 2>/dev/null || true
 fi
 
 # A broken `current` (removed or half-written version) falls back to the last good one.

@@ -2,7 +2,7 @@
 
 The executable is built once by scripts/build-binary (PyInstaller one-file)
 and reused while its inputs are unchanged (tests/support_binary.py). The
-install script runs in a mount namespace whose /etc, /opt and /var/lib are
+install script runs in a mount namespace whose /etc, /opt, /var/lib and /usr/local are
 overlays: useradd, install, runuser, curl with the pin and the enrolment are
 all real, nothing of it reaches the machine. systemd is not PID 1 here, so a
 fake systemctl (tests/fixtures/install/fake-systemctl) starts the unit's
@@ -170,7 +170,7 @@ def test_the_single_executable_runs_a_hub_and_an_agent_that_enrols_and_reports(e
 
 
 class PrivateRoot:
-    """A mount namespace whose /etc, /opt and /var/lib are overlays on this machine's, with systemctl replaced by the fake."""
+    """A mount namespace whose /etc, /opt, /var/lib and /usr/local are overlays on this machine's, with systemctl replaced by the fake."""
 
     def __init__(self, base: Path) -> None:
         self.base = base
@@ -178,7 +178,7 @@ class PrivateRoot:
         self.fake_dir.mkdir(parents=True)
         script = base / "enter.sh"
         lines = ["set -e", "mount --make-rprivate /"]
-        for d in ("etc", "opt", "var/lib"):
+        for d in ("etc", "opt", "var/lib", "usr/local"):
             (base / "up" / d).mkdir(parents=True)
             (base / "work" / d).mkdir(parents=True)
             lines.append(f"mount -t overlay overlay -o lowerdir=/{d},upperdir={base}/up/{d},workdir={base}/work/{d} /{d}")
@@ -200,7 +200,7 @@ class PrivateRoot:
                               capture_output=True, text=True, timeout=timeout, env=env)
 
     def path(self, inside: str) -> Path:
-        """Where a file made inside /etc, /opt or /var/lib lands (the overlay's upper layer)."""
+        """Where a file made inside /etc, /opt, /var/lib or /usr/local lands (the overlay's upper layer)."""
         return self.base / "up" / inside.lstrip("/")
 
     def close(self) -> None:
@@ -271,6 +271,9 @@ def test_one_line_install_from_the_hub_enrols_and_starts_then_reruns_harmlessly_
         assert 'mode = "read-only"' in conf
         unit = private_root.path("/etc/systemd/system/roost-agent.service").read_text()
         assert "ExecStart=/opt/roost/current/roost agent" in unit and "ProtectSystem=strict" in unit
+        # What root runs before each start is root's, outside what the agent user may write.
+        supervisor = private_root.run("stat -c '%U %a' /usr/local/lib/roost /usr/local/lib/roost/supervise /opt/roost").stdout.split("\n")
+        assert supervisor[:3] == ["root 755", "root 755", "roost 755"], supervisor
         calls = (private_root.fake_dir / "calls").read_text().splitlines()
         assert "daemon-reload" in calls and "enable roost-agent.service" in calls and "restart roost-agent.service" in calls
         state_file = private_root.path("/var/lib/roost-agent/agent.json")
@@ -292,8 +295,8 @@ def test_one_line_install_from_the_hub_enrols_and_starts_then_reruns_harmlessly_
 
         gone = private_root.run(command.split(" | ")[0] + " | sh -s -- --uninstall")
         assert gone.returncode == 0, gone.stderr
-        check = private_root.run("getent passwd roost; ls /opt/roost /var/lib/roost-agent /etc/systemd/system/roost-agent.service /etc/roost 2>&1; true")
-        assert "roost:" not in check.stdout and check.stdout.count("No such file") == 4, check.stdout
+        check = private_root.run("getent passwd roost; ls /opt/roost /var/lib/roost-agent /etc/systemd/system/roost-agent.service /etc/roost /usr/local/lib/roost 2>&1; true")
+        assert "roost:" not in check.stdout and check.stdout.count("No such file") == 5, check.stdout
         assert not (private_root.fake_dir / "roost-agent.pid").exists()
     finally:
         hub.stop()

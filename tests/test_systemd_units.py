@@ -27,7 +27,7 @@ DOCS = Path(__file__).resolve().parent.parent / "docs" / "install.md"
 
 def analyzable(unit: str, tmp_path: Path) -> Path:
     """The unit with its programs pointed at ones that exist here (verify checks that ExecStart= exists)."""
-    text = read(unit).replace("/opt/roost/current/roost", "/bin/true").replace("/opt/roost/supervise", "/bin/true")
+    text = read(unit).replace("/opt/roost/current/roost", "/bin/true").replace("/usr/local/lib/roost/supervise", "/bin/true")
     path = tmp_path / unit
     path.write_text(text)
     return path
