@@ -15,7 +15,7 @@ from roost.core import protocol
 from roost.core.capabilities import Ceiling
 from roost.core.const import MAX_MESSAGE_BYTES, __version__
 from roost.core.discovery import HUB_SERVICE, Found, browse
-from roost.core.identity import Identity
+from roost.core.identity import Identity, verify
 from roost.core.pairing import check_commitment, new_nonce, pair_payload, short_code
 
 from .trust import PairingFailed
@@ -33,6 +33,7 @@ class Paired:
     grants: list[str]
     client_cert: str | None = None
     operator_keys: list[str] = field(default_factory=list)
+    hub_key: str = ""  # the hub's identity key, proven in the approval: pinned from now on
 
 
 async def find_hub(*, interfaces: list[str] | None, timeout: float = DISCOVERY_SECONDS) -> Found:
@@ -54,6 +55,7 @@ async def pair(
     hostname: str,
     facts: dict[str, Any],
     capabilities: list[str],
+    name: str = "",
     ceiling: Ceiling,
     ca_fingerprint: str,
     ssl_context: ssl.SSLContext | None,
@@ -75,9 +77,9 @@ async def pair(
         compression=None,
     ) as ws:
         challenge = protocol.parse(await asyncio.wait_for(ws.recv(), HANDSHAKE_TIMEOUT), {protocol.TYPE_CHALLENGE: protocol.CHALLENGE_SCHEMA})
-        commit = challenge.get("commitment")
-        if not commit:
-            raise PairingFailed("the hub did not commit to a pairing nonce; is it a Roost hub of the same version?")
+        commit, hub_key = challenge.get("commitment"), challenge.get("hub_key")
+        if not commit or not hub_key:
+            raise PairingFailed("the hub did not commit to a pairing nonce and name its identity key; is it a Roost hub of the same version?")
         agent_nonce = new_nonce()
         await ws.send(
             protocol.encode(
@@ -87,6 +89,7 @@ async def pair(
                 agent_nonce=agent_nonce,
                 agent_version=__version__,
                 hostname=hostname,
+                name=name,
                 facts=facts,
                 capabilities=capabilities,
                 ceiling=ceiling.as_dict(),
@@ -107,12 +110,25 @@ async def pair(
             if kind == protocol.TYPE_PAIR_PENDING:
                 if not check_commitment(commit, message["hub_nonce"]):
                     raise PairingFailed("the hub's pairing nonce does not match its commitment — something is in the middle; do not approve")
-                code = short_code(agent_public_key=identity.public_key, ca_fingerprint=ca_fingerprint, agent_nonce=agent_nonce, hub_nonce=message["hub_nonce"])
+                code = short_code(
+                    agent_public_key=identity.public_key, ca_fingerprint=ca_fingerprint, hub_key=hub_key, agent_nonce=agent_nonce, hub_nonce=message["hub_nonce"]
+                )
                 show_code(code, message["request_id"], message["expires_at"])
             elif kind == protocol.TYPE_PAIR_APPROVED:
                 if message["hub_id"] != challenge["hub_id"]:
                     raise PairingFailed("approval came from a different hub id")
-                return Paired(node_id=message["node_id"], hub_id=message["hub_id"], grants=message["grants"], client_cert=message.get("client_cert"), operator_keys=message["operator_keys"])
+                proof = protocol.hub_proof_payload(protocol.HUB_PROOF_PAIR, message["hub_id"], message["node_id"], challenge["nonce"], agent_nonce)
+                # The key the code was made with, and no other, is the one pinned.
+                if message.get("hub_key") != hub_key or not verify(hub_key, message.get("hub_signature") or "", proof):
+                    raise PairingFailed("the approval is not signed by the hub identity key the pairing code was made with — refusing it")
+                return Paired(
+                    node_id=message["node_id"],
+                    hub_id=message["hub_id"],
+                    grants=message["grants"],
+                    client_cert=message.get("client_cert"),
+                    operator_keys=message["operator_keys"],
+                    hub_key=hub_key,
+                )
             elif kind == protocol.TYPE_PAIR_REJECTED:
                 raise PairingFailed(f"the hub refused to pair: {message['reason']}")
             else:

@@ -184,6 +184,19 @@ class AgentRuntime:
         self.connected_at = time.time()
         await self.note_event(ACTION_AGENT_CONNECTED, target=f"node:{self.node_id}", peer=hub_url)
 
+    async def hub_proven(self, hub_url: str, hub_id: str, hub_key: str) -> None:
+        """The hub proved its identity on this connect: only now are its URL and key remembered in agent.json."""
+        state = load_state(self.data_dir)
+        if not state.get("node_id"):
+            return  # not enrolled through the CLI (tests, the hub's own in-process agent)
+        wanted = {"hub": hub_url, "hub_id": hub_id, "hub_key": hub_key}
+        if all(state.get(k) == v for k, v in wanted.items()):
+            return
+        if state.get("hub") and state.get("hub") != hub_url:
+            _LOGGER.info("hub %s proved its identity at %s; remembering that URL (was %s)", hub_id, hub_url, state["hub"])
+        state.update(wanted)
+        save_state(self.data_dir, state)
+
     async def on_rejected(self, hub_url: str, reason: str) -> None:
         """The hub refused this node's credentials; recorded once per streak, not on every retry."""
         if reason == self._rejected_because:

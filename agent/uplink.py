@@ -7,6 +7,7 @@ import json
 import logging
 import random
 import ssl
+import time
 import urllib.error
 import urllib.request
 from typing import TYPE_CHECKING, Any
@@ -16,6 +17,10 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from roost.core import protocol
 from roost.core.const import ENROLL_PATH, MAX_MESSAGE_BYTES, WS_PATH
+from roost.core.identity import fingerprint, verify
+from roost.core.pairing import new_nonce
+
+from .trust import HubIdentityError, unreachable
 
 if TYPE_CHECKING:
     from roost.core.identity import Identity
@@ -94,15 +99,28 @@ async def enroll(
     ssl_context: ssl.SSLContext | None = None,
     csr: str | None = None,
 ) -> dict[str, Any]:
-    """Trade a join token for a node id bound to this agent's public key (a one-off, so plain urllib in a thread)."""
-    body = {"token": token, "public_key": identity.public_key, "hostname": hostname, "name": name, "facts": facts}
+    """Trade a join token for a node id bound to this agent's public key (a one-off, so plain urllib in a thread).
+
+    The request is signed by that key (over the token, the key, the CSR, the
+    time and a nonce): the hub enrols only a key whose holder asks.
+    """
+    timestamp, nonce = int(time.time()), new_nonce()
+    body = {
+        "token": token,
+        "public_key": identity.public_key,
+        "hostname": hostname,
+        "name": name,
+        "facts": facts,
+        "timestamp": timestamp,
+        "nonce": nonce,
+        "signature": identity.sign(protocol.enroll_payload(token, identity.public_key, csr or "", timestamp, nonce)),
+    }
     if csr:
         body["csr"] = csr
     try:
         status, payload = await asyncio.to_thread(_post_json, hub_url + ENROLL_PATH, body, 30, ssl_context)
     except (urllib.error.URLError, OSError) as err:
-        reason = getattr(err, "reason", err)
-        raise EnrollError(f"cannot reach the hub at {hub_url}: {reason} — check the URL and that the hub is running") from None
+        raise unreachable(hub_url, err) from None
     if status != 200:
         reason = payload.get("error") if isinstance(payload, dict) else None
         raise EnrollError(f"hub refused enrolment (HTTP {status}): {reason or 'no reason given'}")
@@ -114,9 +132,20 @@ async def enroll(
 class WebSocketUplink:
     """Keeps one WebSocket to the hub open, reconnecting with jittered backoff, and drains the spool through it."""
 
-    def __init__(self, hub_url: str, *, ssl_context: ssl.SSLContext | None = None, backoff: Backoff | None = None) -> None:
+    def __init__(
+        self,
+        hub_url: str,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        backoff: Backoff | None = None,
+        hub_id: str = "",
+        hub_key: str = "",
+    ) -> None:
         self.hub_url = hub_url
         self.ssl_context = ssl_context
+        # Who the hub must prove to be on every connect: pinned at enrolment or pairing (see _check_hub).
+        self.expected_hub_id = hub_id
+        self.hub_key = hub_key
         self.url = ws_url(hub_url)
         self.backoff = backoff or Backoff()
         self.connected = asyncio.Event()
@@ -130,6 +159,8 @@ class WebSocketUplink:
             try:
                 await self._connection(rt)
                 reason = "connection closed by the hub"
+            except HubIdentityError as err:
+                reason = f"{err}; no grants or jobs are taken from it"
             except AuthRejected as err:
                 reason = f"hub rejected this node: {err}"
                 if rt.next_identity is not None:
@@ -176,12 +207,21 @@ class WebSocketUplink:
             compression=None,
         ) as ws:
             challenge = await self._receive(ws, {protocol.TYPE_CHALLENGE: protocol.CHALLENGE_SCHEMA, protocol.TYPE_ERROR: protocol.ERROR_SCHEMA})
+            if self.expected_hub_id and challenge["hub_id"] != self.expected_hub_id:
+                raise HubIdentityError(
+                    f"the server at {self.hub_url} says it is hub {challenge['hub_id']!r}, but this agent is enrolled with hub "
+                    f"{self.expected_hub_id!r} — refusing it (wrong --hub URL, or something else answers on that port)"
+                )
             hello = rt.hello()
+            hello["agent_nonce"] = agent_nonce = new_nonce()
             hello["signature"] = rt.identity.sign(protocol.auth_payload(challenge["hub_id"], rt.node_id, challenge["nonce"]))
             await ws.send(protocol.encode(protocol.TYPE_HELLO, **hello))
             welcome = await self._receive(ws, {protocol.TYPE_WELCOME: protocol.WELCOME_SCHEMA, protocol.TYPE_ERROR: protocol.ERROR_SCHEMA})
             if welcome["node_id"] != rt.node_id:
                 raise protocol.ProtocolError(protocol.ERR_WRONG_NODE, "hub welcomed a different node id")
+            # Nothing from this hub (grants, jobs) is taken before it proved who it is.
+            hub_key = self._check_hub(challenge, welcome, rt.node_id, agent_nonce)
+            await rt.hub_proven(self.hub_url, challenge["hub_id"], hub_key)
             self.nonce = challenge["nonce"]
             self.hub_id = challenge["hub_id"]
             acked = welcome["last_seq"] if welcome["epoch"] == rt.spool.epoch else 0
@@ -196,6 +236,30 @@ class WebSocketUplink:
             self.connected.set()
             await rt.on_connected(self.hub_url)
             await self._pump(ws, rt, acked)
+
+    def _check_hub(self, challenge: dict[str, Any], welcome: dict[str, Any], node_id: str, agent_nonce: str) -> str:
+        """The hub's identity key, once it signed this connection's nonces with the key pinned here; HubIdentityError otherwise."""
+        hub_id = challenge["hub_id"]
+        key, signature = welcome.get("hub_key"), welcome.get("hub_signature")
+        if not key or not signature:
+            raise HubIdentityError(f"the server at {self.hub_url} did not prove it is hub {hub_id!r} (no identity signature; a Roost hub older than this agent?) — refusing it")
+        if self.hub_key and key != self.hub_key:
+            raise HubIdentityError(
+                f"the server at {self.hub_url} proves hub key {fingerprint(key)}, but this agent pinned hub key {fingerprint(self.hub_key)} "
+                f"when it enrolled — refusing it (if you rebuilt the hub on purpose, delete agent.json in this agent's data dir and enrol it again)"
+            )
+        proof = protocol.hub_proof_payload(protocol.HUB_PROOF_CONNECT, hub_id, node_id, challenge["nonce"], agent_nonce)
+        if not verify(key, signature, proof):
+            raise HubIdentityError(f"the server at {self.hub_url} did not sign this connection with the hub key it names — refusing it")
+        if not self.hub_key:
+            # Enrolled before hubs had identity keys: pin on this first proven connect (docs/security.md, "Upgrading").
+            _LOGGER.warning(
+                "pinning hub %s's identity key %s on this first connect%s",
+                hub_id, fingerprint(key), " (authenticated by the pinned hub CA)" if self.ssl_context is not None else " (plain http: trusted on first use)",
+            )
+            self.hub_key = key
+        self.expected_hub_id = hub_id
+        return key
 
     async def _pump(self, ws: ClientConnection, rt: AgentRuntime, acked: int) -> None:
         state = {"acked": acked}

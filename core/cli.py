@@ -95,9 +95,9 @@ async def _run_agent(config: Any, join: str | None, *, rotate_key: bool = False,
                     if not hub_url:
                         print("roost agent: --join needs --hub https://HUB:8765 (the command printed by `roost join-token create` has both)", file=sys.stderr)
                         return EXIT_CONFIG
-                    state = await _enroll_with_token(rt, config, hub_url, join)
+                    state = await _until_reachable(lambda: _enroll_with_token(rt, config, hub_url, join))
                 else:
-                    state = await _pair(rt, config, hub_url)
+                    state = await _until_reachable(lambda: _pair(rt, config, hub_url))
             except (EnrollError, TrustError, PairingFailed, OSError) as err:
                 await rt.note_event(
                     ACTION_AGENT_ENROLMENT_REFUSED,
@@ -125,8 +125,8 @@ async def _run_agent(config: Any, join: str | None, *, rotate_key: bool = False,
             print(f"Already enrolled: this host is node {state['node_id']}.", flush=True)
             return 0
         if state.get("hub") != hub_url:
-            state["hub"] = hub_url
-            save_state(config.data_dir, state)
+            # Remembered only once the hub there proves it is this agent's hub (WebSocketUplink -> hub_proven).
+            _LOGGER.info("trying hub URL %s (agent.json keeps %s until the hub there proves its identity)", hub_url, state.get("hub"))
         try:
             ssl_context = pinned_context(hub_url, config.data_dir)
         except TrustError as err:
@@ -151,7 +151,8 @@ async def _run_agent(config: Any, join: str | None, *, rotate_key: bool = False,
         sdnotify.notify(f"READY=1\nSTATUS=node {rt.node_id} reporting to {hub_url}")
         pinger = asyncio.create_task(sdnotify.watchdog(), name="roost-watchdog")
         try:
-            await rt.run(WebSocketUplink(hub_url, ssl_context=ssl_context), stop)
+            uplink = WebSocketUplink(hub_url, ssl_context=ssl_context, hub_id=state.get("hub_id", ""), hub_key=state.get("hub_key", ""))
+            await rt.run(uplink, stop)
         finally:
             pinger.cancel()
         if health is not None and not await health:
@@ -161,17 +162,37 @@ async def _run_agent(config: Any, join: str | None, *, rotate_key: bool = False,
     return 0
 
 
+async def _until_reachable(attempt: Any) -> Any:
+    """Run a first enrolment or pairing, trying again with jittered backoff while nothing answers at the hub URL."""
+    from roost.agent.trust import HubUnreachable
+    from roost.agent.uplink import Backoff
+
+    backoff = Backoff(base=1.0, cap=30.0)
+    while True:
+        try:
+            return await attempt()
+        except HubUnreachable as err:
+            delay = backoff.next()
+            if backoff.attempt == 1:
+                print(f"roost agent: {err}; is the hub running and is that the right port? Retrying with backoff until it answers (Ctrl-C to stop)", file=sys.stderr, flush=True)
+            else:
+                _LOGGER.debug("%s; trying again in %.0f s", err, delay)
+            await asyncio.sleep(delay)
+
+
 async def _enroll_with_token(rt: Any, config: Any, hub_url: str, token: str) -> dict[str, Any]:
-    """Pin the hub CA named in the token before the token's secret goes anywhere, then enrol."""
-    from roost.agent.trust import learn_hub_ca, new_client_request, pinned_context, save_ca, save_client_cert
+    """Pin the hub CA and identity key named in the token before the token's secret goes anywhere, then enrol."""
+    from roost.agent.trust import HubIdentityError, learn_hub_ca, new_client_request, pinned_context, prove_hub_identity, save_ca, save_client_cert
     from roost.agent.uplink import EnrollError, enroll
-    from roost.core.jointoken import join_token_fingerprint
+    from roost.core.jointoken import join_token_fingerprint, join_token_hub_key
 
     expected = join_token_fingerprint(token)
     if expected is None and not hub_url.startswith("http://"):
         raise EnrollError("this join token carries no hub fingerprint; create a new one with `roost join-token create`")
     ca_pem, fp = await learn_hub_ca(hub_url, expected=expected)
     save_ca(config.data_dir, ca_pem)
+    context = pinned_context(hub_url, config.data_dir)
+    hub_id, hub_key = await prove_hub_identity(hub_url, context, expected_key=join_token_hub_key(token))
     answer = await enroll(
         hub_url,
         token,
@@ -179,11 +200,13 @@ async def _enroll_with_token(rt: Any, config: Any, hub_url: str, token: str) -> 
         hostname=rt.facts["hostname"],
         name=config.settings.name,
         facts=rt.facts,
-        ssl_context=pinned_context(hub_url, config.data_dir),
-        csr=new_client_request(config.data_dir),
+        ssl_context=context,
+        csr=new_client_request(config.data_dir, rt.identity),
     )
+    if answer.get("hub_id") != hub_id or answer.get("hub_key") != hub_key:
+        raise HubIdentityError(f"the hub at {hub_url} enrolled this agent as another hub than the one that proved its identity — refusing")
     save_client_cert(config.data_dir, answer.get("client_cert"))
-    state = {"node_id": answer["node_id"], "hub_id": answer.get("hub_id", ""), "hub": hub_url, "ca_fingerprint": fp}
+    state = {"node_id": answer["node_id"], "hub_id": hub_id, "hub_key": hub_key, "hub": hub_url, "ca_fingerprint": fp}
     return _with_operator_keys(state, answer.get("operator_keys"))
 
 
@@ -231,7 +254,7 @@ async def _pair(rt: Any, config: Any, hub_url: str) -> dict[str, Any]:
         left = max(0, int(expires_at - _time.time()) // 60)
         print(
             f"\nPairing code: {code}\n"
-            f"  Compare it with the code the Roost dashboard shows for {rt.facts['hostname']} and approve it there.\n"
+            f"  Compare it with the code the Roost dashboard shows for {settings.name or rt.facts['hostname']} and approve it there.\n"
             f"  Hub CA fingerprint: {short_fingerprint(fp)}   (request {request_id}, expires in {left} min)\n",
             flush=True,
         )
@@ -244,25 +267,30 @@ async def _pair(rt: Any, config: Any, hub_url: str) -> dict[str, Any]:
                     hub_url,
                     rt.identity,
                     hostname=rt.facts["hostname"],
+                    name=settings.name,
                     facts=rt.facts,
                     capabilities=rt.manager.capabilities(),
                     ceiling=settings.ceiling,
                     ca_fingerprint=fp,
                     ssl_context=pinned_context(hub_url, config.data_dir),
                     show_code=show,
-                    csr=new_client_request(config.data_dir),
+                    csr=new_client_request(config.data_dir, rt.identity),
                 )
                 break
             except PairingFailed as err:
                 if "expired" not in str(err):
                     raise
                 print("Pairing request expired; asking again with a new code.", flush=True)
+            except OSError as err:  # the hub went away between learning its CA and asking to pair
+                from roost.agent.trust import unreachable
+
+                raise unreachable(hub_url, err) from None
     finally:
         if announcer is not None:
             await announcer.stop()
     save_client_cert(config.data_dir, paired.client_cert)
     print(f"Approved: this host is node {paired.node_id}.", flush=True)
-    state = {"node_id": paired.node_id, "hub_id": paired.hub_id, "hub": hub_url, "ca_fingerprint": fp}
+    state = {"node_id": paired.node_id, "hub_id": paired.hub_id, "hub_key": paired.hub_key, "hub": hub_url, "ca_fingerprint": fp}
     return _with_operator_keys(state, paired.operator_keys)
 
 
@@ -304,9 +332,17 @@ async def _join_token(store: Any, config: Any, args: argparse.Namespace) -> int:
         if not 60 <= ttl <= 365 * 86400:
             print("roost join-token: --expires must be between 1m and 365d", file=sys.stderr)
             return EXIT_CONFIG
+        from .hub.app import load_hub_identity
+
         tls = await asyncio.to_thread(hub_tls, config)
         token, record = await create_join_token(
-            store, ttl=ttl, uses=args.uses, note=args.note or "", ca_fingerprint=tls.ca_fingerprint, actor=cli_actor()
+            store,
+            ttl=ttl,
+            uses=args.uses,
+            note=args.note or "",
+            ca_fingerprint=tls.ca_fingerprint,
+            hub_key=load_hub_identity(config.data_dir).public_key,
+            actor=cli_actor(),
         )
         hub_url = args.hub_url or config.url()
         print(token)
@@ -701,7 +737,7 @@ def _printable(text: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="roost", description="Roost: a local-first hub and node agent for homelabs.")
     parser.add_argument("--version", action="version", version=f"roost {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{hub,agent,join-token,nodes,users,api-token,audit,operator,sign,release,update}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{hub,agent,join-token,nodes,users,api-token,audit,operator,sign,mcp,release,update}")
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--config", type=Path, help="TOML config file (optional; defaults work without one)")
@@ -821,11 +857,44 @@ def build_parser() -> argparse.ArgumentParser:
     sign.add_argument("--key", help="the operator key file (default: $ROOST_OPERATOR_KEY or ~/.config/roost/operator-key.pem)")
     sign.add_argument("--passphrase-file", help="read the passphrase from the first line of this file instead of asking")
     sign.set_defaults(func=cmd_sign)
+    mcp = sub.add_parser("mcp", help="serve MCP over stdio for an AI assistant, through the hub's API with one API token")
+    mcp.add_argument("--hub", required=True, help="the hub's URL, e.g. https://hub.lan:8765")
+    mcp.add_argument("--token-file", help="a file holding the API token (default: $ROOST_API_TOKEN); read scope gives read-only tools")
+    mcp.add_argument("--ca", help="the hub's CA certificate (its /api/v1/ca.pem) when it is not in the system store")
+    mcp.add_argument("--read-only", action="store_true", help="offer only the read tools, whatever the token may do")
+    mcp.add_argument("--tools", help="a comma-separated subset of the tools to offer")
+    mcp.set_defaults(func=cmd_mcp)
 
     from .release_cli import add_release_parser
 
     add_release_parser(sub, common)
     return parser
+
+
+def cmd_mcp(args: argparse.Namespace) -> int:
+    """Serve MCP over stdio for an AI assistant, backed by the hub's REST API and one API token."""
+    import asyncio
+    import os
+
+    from roost.core.assistant import ALL_TOOLS, read_token, serve_stdio
+
+    try:
+        token = read_token(args.token_file, os.environ.get("ROOST_API_TOKEN"))
+    except (OSError, ValueError) as err:
+        print(f"roost mcp: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    tools = [t.strip() for t in args.tools.split(",") if t.strip()] if args.tools else None
+    unknown = sorted(set(tools or ()) - set(ALL_TOOLS))
+    if unknown:
+        print(f"roost mcp: --tools: unknown {', '.join(unknown)}; the tools are {', '.join(ALL_TOOLS)}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        import mcp  # noqa: F401
+    except ImportError:
+        print("roost mcp: the MCP SDK is not installed; pip install 'roost[mcp]'", file=sys.stderr)
+        return EXIT_CONFIG
+    asyncio.run(serve_stdio(args.hub, token, ca_file=args.ca, read_only=args.read_only, tools=tools))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -129,6 +129,33 @@ _AGENT_TABLE = {
     vol.Optional("operator_keys", default=list): _OPERATOR_KEYS,
 }
 
+_TOPIC_PART = vol.All(str, vol.Match(r"^[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-]+)*$", msg="must be topic words of A-Z a-z 0-9 _ - joined by /, without wildcards"))
+# Home Assistant over MQTT (docs/home-assistant.md); off while url is empty.
+_MQTT = vol.Schema(
+    {
+        vol.Optional("url", default=""): vol.All(
+            str, vol.Match(r"^(mqtts?://[^\s/:@]+(:\d{1,5})?/?)?$", msg="must be mqtt://HOST[:PORT] or mqtts://HOST[:PORT] (credentials go in username and password_file)")
+        ),
+        vol.Optional("username", default=""): vol.All(str, vol.Length(max=200)),
+        vol.Optional("password_file", default=""): str,
+        vol.Optional("ca_file", default=""): str,
+        vol.Optional("discovery_prefix", default="homeassistant"): _TOPIC_PART,
+        vol.Optional("base_topic", default="roost"): _TOPIC_PART,
+        vol.Optional("client_id", default=""): vol.All(str, vol.Length(max=64)),
+        # Actions an admin puts on Home Assistant as buttons; a press runs them as a job, through the normal checks.
+        vol.Optional("buttons", default=list): [
+            vol.Schema(
+                {
+                    vol.Required("node"): vol.All(str, vol.Length(min=1, max=200)),
+                    vol.Required("action"): vol.All(str, vol.Match(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$", msg="must be an action name such as docker.container.restart")),
+                    vol.Optional("params", default=dict): dict,
+                    vol.Optional("name", default=""): vol.All(str, vol.Length(max=100)),
+                }
+            )
+        ],
+    }
+)
+
 HUB_SCHEMA = vol.Schema(
     {
         vol.Optional("hub", default=dict): vol.Schema(
@@ -161,6 +188,8 @@ HUB_SCHEMA = vol.Schema(
                 vol.Optional("session_days", default=30): vol.All(vol.Coerce(float), vol.Range(min=1, max=365, msg="must be between 1 and 365 days")),
                 # Accept reports from script-only nodes on POST /api/v1/push/<domain> (bearer token per node).
                 vol.Optional("push", default=False): bool,
+                # Let LAN addresses scrape /metrics without a token (for scrapers that cannot send headers).
+                vol.Optional("metrics_public_lan", default=False): bool,
                 # Operator public keys handed to agents when they pair or enrol (and trusted by the hub's own agent).
                 vol.Optional("operator_keys", default=list): _OPERATOR_KEYS,
             }
@@ -178,6 +207,7 @@ HUB_SCHEMA = vol.Schema(
             {vol.Optional("enabled", default=True): bool, **_AGENT_TABLE}
         ),
         vol.Optional("integrations", default=dict): _INTEGRATIONS,
+        vol.Optional("mqtt", default=dict): _MQTT,
         vol.Optional("logging", default=dict): _LOGGING,
     }
 )
@@ -322,12 +352,14 @@ class HubConfig:
     trusted_proxies: list[str] = field(default_factory=list)
     session_days: float = 30.0
     push: bool = False
+    metrics_public_lan: bool = False
     operator_keys: list[str] = field(default_factory=list)
     store_path: Path = Path("roost.db")
     retention: Retention = field(default_factory=Retention)
     local_agent_enabled: bool = True
     local_agent: AgentSettings = field(default_factory=AgentSettings)
     integrations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    mqtt: dict[str, Any] = field(default_factory=dict)
     log_level: str = "info"
 
     def url(self) -> str:
@@ -421,12 +453,14 @@ def load_hub_config(path: Path | None = None, *, overrides: dict[str, Any] | Non
         trusted_proxies=hub["trusted_proxies"],
         session_days=hub["session_days"],
         push=hub["push"],
+        metrics_public_lan=hub["metrics_public_lan"],
         operator_keys=list(hub["operator_keys"]),
         store_path=store_path if store_path.is_absolute() else data_dir / store_path,
         retention=Retention(raw=store["retention_raw"], minute=store["retention_minute"], hour=store["retention_hour"]),
         local_agent_enabled=data["agent"]["enabled"],
         local_agent=local_agent,
         integrations=data["integrations"],
+        mqtt=data["mqtt"],
         log_level=data["logging"]["level"],
     )
 

@@ -12,6 +12,7 @@ ENTRY_POINT_GROUP: Final = "roost"
 PROTOCOL_VERSION: Final = 1
 WS_PATH: Final = "/api/v1/agent/ws"
 ENROLL_PATH: Final = "/api/v1/enroll"
+HUB_IDENTITY_PATH: Final = "/api/v1/hub-identity"
 MAX_MESSAGE_BYTES: Final = 1024 * 1024
 
 DEFAULT_HUB_PORT: Final = 8765

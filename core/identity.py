@@ -64,6 +64,9 @@ class Identity:
     def sign(self, payload: bytes) -> str:
         return b64(self.private_key.sign(payload))
 
+    def private_pem(self) -> bytes:
+        return self.private_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
     @classmethod
     def generate(cls) -> Identity:
         return cls(Ed25519PrivateKey.generate())
@@ -99,3 +102,8 @@ class Identity:
         if not isinstance(key, Ed25519PrivateKey):
             raise KeyFileError(f"identity key {path} is not an Ed25519 key")
         return cls(key)
+
+
+def key_digest(public_key: str) -> str:
+    """The full SHA-256 (hex) of a raw public key: what a join token pins, in compact form."""
+    return hashlib.sha256(unb64(public_key)).hexdigest()

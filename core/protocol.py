@@ -103,6 +103,8 @@ PAIR_SCHEMA = vol.Schema(
         vol.Required("agent_nonce"): _NONCE,
         vol.Required("agent_version"): vol.All(str, vol.Length(max=50)),
         vol.Required("hostname"): vol.All(str, vol.Length(min=1, max=255)),
+        # The agent's --name: two agents on one host are told apart by it (docs/security.md).
+        vol.Optional("name", default=""): vol.All(str, vol.Length(max=100)),
         vol.Optional("facts", default=dict): vol.All(dict, vol.Length(max=200)),
         vol.Optional("capabilities", default=list): _CAPABILITIES,
         vol.Optional("ceiling", default=lambda: {"mode": "read-only", "allow": ["*"], "deny": []}): _CEILING,
@@ -173,6 +175,8 @@ HELLO_SCHEMA = vol.Schema(
         vol.Required("signature"): vol.All(str, vol.Length(max=200)),
         vol.Required("agent_version"): vol.All(str, vol.Length(max=50)),
         vol.Required("epoch"): vol.All(str, vol.Length(min=1, max=64)),
+        # Fresh per connection: the hub signs it in its welcome to prove which hub it is.
+        vol.Optional("agent_nonce", default=""): vol.Any("", _NONCE),
         vol.Optional("hostname", default=""): vol.All(str, vol.Length(max=255)),
         vol.Optional("facts", default=dict): dict,
         vol.Optional("integrations", default=list): [_STATUS],
@@ -210,6 +214,8 @@ CHALLENGE_SCHEMA = vol.Schema(
         vol.Required("nonce"): _NONCE,
         vol.Required("hub_id"): vol.All(str, vol.Length(min=1, max=64)),
         vol.Optional("commitment"): vol.All(str, vol.Length(min=64, max=64)),
+        # The hub's identity key: a pairing agent mixes it into the code and pins it once approved.
+        vol.Optional("hub_key"): _B64KEY,
     },
     extra=vol.ALLOW_EXTRA,
 )
@@ -227,6 +233,9 @@ PAIR_APPROVED_SCHEMA = vol.Schema(
         vol.Optional("client_cert"): vol.All(str, vol.Length(max=8192)),
         # Operator public keys that may sign destructive operations on this node (learned once, here).
         vol.Optional("operator_keys", default=list): vol.All([_B64KEY], vol.Length(max=16)),
+        # The hub's identity key and its signature over hub_proof_payload("pair", ...): what the agent pins.
+        vol.Optional("hub_key"): _B64KEY,
+        vol.Optional("hub_signature"): vol.All(str, vol.Length(max=200)),
     },
     extra=vol.ALLOW_EXTRA,
 )
@@ -240,6 +249,9 @@ WELCOME_SCHEMA = vol.Schema(
         vol.Required("node_id"): vol.Match(NODE_ID_RE),
         vol.Required("epoch"): str,
         vol.Required("last_seq"): vol.All(int, vol.Range(min=0)),
+        # The hub proves on every connect that it holds the identity key the agent pinned.
+        vol.Optional("hub_key"): _B64KEY,
+        vol.Optional("hub_signature"): vol.All(str, vol.Length(max=200)),
     },
     extra=vol.ALLOW_EXTRA,
 )
@@ -372,3 +384,24 @@ def rotate_payload(hub_id: str, node_id: str, new_public_key: str, nonce: str) -
 def auth_payload(hub_id: str, node_id: str, nonce: str) -> bytes:
     """The bytes an agent signs to prove its key; binding the hub id stops relaying to another hub."""
     return f"roost-auth-v{PROTOCOL_VERSION}\n{hub_id}\n{node_id}\n{nonce}".encode()
+
+
+HUB_PROOF_CONNECT = "connect"
+HUB_PROOF_PAIR = "pair"
+HUB_PROOF_IDENTITY = "identity"
+
+
+def hub_proof_payload(context: str, hub_id: str, node_id: str, nonce: str, agent_nonce: str) -> bytes:
+    """What the hub's identity key signs to prove which hub it is.
+
+    ``context`` keeps a proof made for one step (connect, pair, identity)
+    from being replayed as another; the agent's fresh nonce keeps it from
+    being replayed at all, and the node id and the hub's own nonce bind it
+    to this node and this connection.
+    """
+    return f"roost-hub-proof-v{PROTOCOL_VERSION}\n{context}\n{hub_id}\n{node_id}\n{nonce}\n{agent_nonce}".encode()
+
+
+def enroll_payload(token: str, public_key: str, csr: str, timestamp: int, nonce: str) -> bytes:
+    """What an enrolling agent signs with the key it enrols: proves it holds that key, for this token and this CSR, now."""
+    return f"roost-enroll-v{PROTOCOL_VERSION}\n{token}\n{public_key}\n{csr}\n{int(timestamp)}\n{nonce}".encode()

@@ -24,7 +24,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 _LOGGER = logging.getLogger(__name__)
@@ -306,7 +306,7 @@ def build_server_cert(
 
 
 def build_client_cert(
-    ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, node_id: str, *, days: int = DEFAULT_CLIENT_DAYS, public_key: ec.EllipticCurvePublicKey | None = None
+    ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, node_id: str, *, days: int = DEFAULT_CLIENT_DAYS, public_key: ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | None = None
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey | None]:
     """A client certificate (clientAuth, CN = node id); a fresh key unless the node's own public key is given."""
     if not node_id or len(node_id) > 64:
@@ -450,11 +450,13 @@ class HubTLS:
         assert key is not None
         return cert_pem(cert), key_pem(key)
 
-    def sign_client_csr(self, csr_pem: bytes, node_id: str, *, days: int = DEFAULT_CLIENT_DAYS) -> bytes:
+    def sign_client_csr(self, csr_pem: bytes, node_id: str, *, node_key: str | None = None, days: int = DEFAULT_CLIENT_DAYS) -> bytes:
         """A client certificate for the key in a node's CSR (see `client_key_and_csr`); the hub never sees that key.
 
         The CSR's subject is ignored: the certificate names node_id, which the
-        caller has already authenticated.
+        caller has already authenticated. With ``node_key`` (the node's base64
+        Ed25519 identity key) the CSR must be for exactly that key, so a
+        certificate is only ever issued to the key that proved itself.
         """
         try:
             csr = x509.load_pem_x509_csr(csr_pem)
@@ -463,7 +465,10 @@ class HubTLS:
         if not csr.is_signature_valid:
             raise ValueError("the certificate signing request is not signed by its own key")
         public = csr.public_key()
-        if not isinstance(public, ec.EllipticCurvePublicKey) or not isinstance(public.curve, ec.SECP256R1):
+        if node_key is not None:
+            if csr_key(csr_pem.decode("ascii", "replace")) != node_key:
+                raise ValueError("the certificate signing request is not for this node's identity key")
+        elif not isinstance(public, ec.EllipticCurvePublicKey) or not isinstance(public.curve, ec.SECP256R1):
             raise ValueError("a client certificate key must be ECDSA P-256")
         ca_cert, ca_key = self._client_ca()
         cert, _ = build_client_cert(ca_cert, ca_key, node_id, days=days, public_key=public)
@@ -723,6 +728,24 @@ def pinned_client_context(ca_pem: bytes, *, client_cert: tuple[Path, Path] | tup
 def _first_pem(data: bytes) -> str:
     """Only the first certificate of a PEM bundle: pinning a document must not quietly trust its intermediates too."""
     return cert_pem(_first_cert(data)).decode("ascii")
+
+
+def csr_key(csr_pem: str) -> str:
+    """The base64 raw Ed25519 key a CSR is for and signed by ("" for anything else)."""
+    try:
+        csr = x509.load_pem_x509_csr(csr_pem.encode())
+    except ValueError:
+        return ""
+    public = csr.public_key()
+    if not isinstance(public, ed25519.Ed25519PublicKey) or not csr.is_signature_valid:
+        return ""
+    return base64.b64encode(public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)).decode()
+
+
+def identity_csr(private_key: ed25519.Ed25519PrivateKey, common_name: str) -> bytes:
+    """A CSR for a node's own Ed25519 identity key: the client certificate the hub issues is then for the key it enrolled."""
+    csr = x509.CertificateSigningRequestBuilder().subject_name(_name(common_name)).sign(private_key, None)
+    return csr.public_bytes(serialization.Encoding.PEM)
 
 
 def client_key_and_csr(node_id: str) -> tuple[bytes, bytes]:

@@ -38,6 +38,7 @@ import os
 import platform
 import random
 import resource
+import secrets
 import shutil
 import subprocess
 import sys
@@ -362,7 +363,16 @@ class Bench:
     # ----------------------------------------------------------- agents
 
     async def enrol(self, agent: SimAgent, token: str) -> None:
-        body = {"token": token, "public_key": agent.identity.public_key, "hostname": f"sim{agent.index:05d}", "facts": {"os": "Simulix 1", "arch": "x86_64"}}
+        stamp, nonce = int(time.time()), secrets.token_hex(16)
+        body = {
+            "token": token,
+            "public_key": agent.identity.public_key,
+            "hostname": f"sim{agent.index:05d}",
+            "facts": {"os": "Simulix 1", "arch": "x86_64"},
+            "timestamp": stamp,
+            "nonce": nonce,
+            "signature": agent.identity.sign(protocol.enroll_payload(token, agent.identity.public_key, "", stamp, nonce)),
+        }
         async with self.session.post(self.url + ENROLL_PATH, json=body) as resp:
             answer = await resp.json(content_type=None)
             if resp.status != 200:

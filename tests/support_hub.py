@@ -17,6 +17,25 @@ from roost.core.hub.app import HUB_KEY, create_join_token
 from roost.core.identity import Identity
 
 
+def enrol_body(token: str, identity: Identity, *, public_key: str | None = None, csr: str | None = None, **extra: Any) -> dict[str, Any]:
+    """A POST /api/v1/enroll body signed by ``identity``, as the agent sends it (``public_key`` overrides the key it names)."""
+    import secrets
+
+    key = public_key or identity.public_key
+    timestamp, nonce = int(time.time()), secrets.token_hex(16)
+    body = {
+        "token": token,
+        "public_key": key,
+        "timestamp": timestamp,
+        "nonce": nonce,
+        "signature": identity.sign(protocol.enroll_payload(token, key, csr or "", timestamp, nonce)),
+        **extra,
+    }
+    if csr:
+        body["csr"] = csr
+    return body
+
+
 def hub_config(tmp_path: Path, **hub: Any):
     return load_hub_config(
         None,
@@ -47,7 +66,7 @@ class FakeAgent:
 
     async def enroll(self, **extra: Any) -> dict[str, Any]:
         token, _ = await create_join_token(self.hub.store, ttl=3600, uses=1)
-        resp = await self.client.post(ENROLL_PATH, json={"token": token, "public_key": self.identity.public_key, "hostname": "box", **extra})
+        resp = await self.client.post(ENROLL_PATH, json=enrol_body(token, self.identity, **{"hostname": "box", **extra}))
         assert resp.status == 200, await resp.text()
         body = await resp.json()
         self.node_id = body["node_id"]

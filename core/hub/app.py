@@ -7,7 +7,7 @@ import hashlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -31,6 +31,7 @@ from roost.core.const import (
     STATE_LOADED,
     __version__,
 )
+from roost.core.identity import Identity, fingerprint
 from roost.core.jointoken import JOIN_TOKEN_PREFIX, JoinTokenError, split_join_token
 from roost.core.plugins import IntegrationManager
 from roost.core.store import JoinToken, NodeRecord, Report, Store
@@ -54,6 +55,8 @@ LIVENESS_CHECK_SECONDS = 1.0
 PRUNE_EVERY_SECONDS = 3600.0
 TOUCH_FLUSH_SECONDS = 10.0
 EVENT_MIN_GAP_SECONDS = 1.0
+# The hub's long-term identity key (Ed25519, 0600 in its data dir): agents pin it and it signs every connect.
+HUB_KEY_FILE = "hub_key.pem"
 
 
 def new_node_id() -> str:
@@ -62,6 +65,37 @@ def new_node_id() -> str:
 
 def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def load_hub_identity(data_dir: Any) -> Identity:
+    """The hub's identity key, made on first start; the CLI uses it too, to put its fingerprint in join tokens."""
+    from pathlib import Path
+
+    return Identity.load_or_create(Path(data_dir) / HUB_KEY_FILE)
+
+
+def same_host(a: str, b: str) -> bool:
+    """Host names compared as DNS does: case-insensitively and without a trailing dot."""
+    return bool(a) and a.strip().rstrip(".").lower() == b.strip().rstrip(".").lower()
+
+
+def key_changed_node(nodes: Any, *, hostname: str, name: str, public_key: str) -> str | None:
+    """The live node that a newcomer with another key claims to be, if any (docs/security.md, "Key changed").
+
+    A newcomer claims (hostname, name), its name being `roost agent --name`
+    or its hostname when it has none. It claims an existing node when the
+    hostnames match and its name is that node's name or the host's own name:
+    an impersonator cannot dodge the flag by changing case or adding a dot,
+    and a second agent on the same host with a name of its own is not taken
+    for the first one.
+    """
+    claimed = (name or hostname).strip().rstrip(".").lower()
+    for node in nodes:
+        if node.revoked or node.local or node.public_key == public_key or not same_host(node.hostname, hostname):
+            continue
+        if claimed in {node.name.strip().rstrip(".").lower(), node.hostname.strip().rstrip(".").lower()}:
+            return node.node_id
+    return None
 
 
 async def create_join_token(
@@ -73,12 +107,14 @@ async def create_join_token(
     ca_fingerprint: str = "",
     actor: str = "system",
     grants: list[str] | None = None,
+    hub_key: str = "",
 ) -> tuple[str, JoinToken]:
     """Make a join token; only its hash is stored, so the returned string is the one chance to copy it.
 
-    The token ends with the hub CA's fingerprint so the agent can pin the hub
-    before it sends the secret part. The audit log records who made it (never
-    the secret); if it cannot, this raises and the token is never shown.
+    The token ends with the hub CA's fingerprint and the hub identity key's,
+    so the agent can pin the hub before it sends the secret part. The audit
+    log records who made it (never the secret); if it cannot, this raises and
+    the token is never shown.
     """
     token_id = secrets.token_hex(4)
     secret = secrets.token_urlsafe(24).replace("_", "-")
@@ -106,6 +142,10 @@ async def create_join_token(
         from roost.core.tls import compact_fingerprint
 
         token += "." + compact_fingerprint(ca_fingerprint)
+        if hub_key:
+            from roost.core.identity import key_digest
+
+            token += "." + compact_fingerprint(key_digest(hub_key))
     return token, record
 
 
@@ -116,6 +156,7 @@ class Hub:
         self.config = config
         self.store = store
         self.hub_id = ""
+        self.identity: Identity | None = None  # loaded by open(): what the hub proves itself with
         self.events = EventBus()
         self.ingestor = Ingestor(store, self._persisted)
         self.connections: dict[str, web.WebSocketResponse] = {}
@@ -127,6 +168,8 @@ class Hub:
             custom_dirs=[config.data_dir / "custom_integrations", *config.custom_integrations],
         )
         self.started_at = time.time()
+        # Called with (job_id, action, state) on every job state change (the Prometheus job counts).
+        self.job_observers: list[Callable[[str, str, str], None]] = []
         # Imported here: their route modules import the auth layer, which imports HUB_KEY from this module.
         from .jobs import JobEngine
         from .pairing import Pairing
@@ -151,6 +194,7 @@ class Hub:
         self._dirty_seen: dict[str, float] = {}
         self._status: dict[str, str] = {}
         self._event_at: dict[str, float] = {}
+        self._event_later: set[str] = set()
 
     # ------------------------------------------------------------- lifecycle
 
@@ -161,6 +205,7 @@ class Hub:
         if not self.hub_id:
             self.hub_id = "h" + secrets.token_hex(8)
             await self.store.set_meta("hub_id", self.hub_id)
+        self.identity = load_hub_identity(self.config.data_dir)
         for node in await self.store.list_nodes():
             self._remember(node)
         self._metrics = await self.store.latest_metrics()
@@ -277,12 +322,12 @@ class Hub:
             "nodes": {nid: {"name": n.name, "integrations": n.integrations} for nid, n in self._nodes.items()},
         }
 
-    def client_cert_for(self, node_id: str, csr: str | None) -> str | None:
-        """Sign a node's CSR for mTLS; a bad CSR just means no certificate (logged)."""
+    def client_cert_for(self, node_id: str, csr: str | None, public_key: str) -> str | None:
+        """Sign a node's CSR for mTLS, only for the node's own key; a bad CSR just means no certificate (logged)."""
         if not csr or self.tls is None:
             return None
         try:
-            return self.tls.sign_client_csr(csr.encode(), node_id).decode()
+            return self.tls.sign_client_csr(csr.encode(), node_id, node_key=public_key).decode()
         except Exception as err:
             _LOGGER.warning("node %s sent a certificate request that cannot be signed: %s", node_id, err)
             return None
@@ -326,18 +371,13 @@ class Hub:
     async def enroll(
         self, *, token: str, public_key: str, hostname: str, name: str, facts: dict[str, Any], peer: str = ""
     ) -> NodeRecord:
-        """Trade a join token for a node; every outcome is audited (refusals with the peer that asked)."""
+        """Trade a join token for a node; every outcome is audited (refusals with the peer that asked).
+
+        The caller has checked that the request is signed by the key it enrols.
+        """
 
         async def refuse(actor: str, why: str, message: str, target: str = "") -> JoinTokenError:
-            await self.audit(
-                ACTION_NODE_ENROLMENT_REFUSED,
-                actor=actor,
-                target=target,
-                outcome="refused",
-                peer=peer,
-                details={"why": why, "hostname": hostname},
-            )
-            return JoinTokenError(message)
+            return await self.refuse_enrolment(token, why, message, peer=peer, hostname=hostname, target=target)
 
         try:
             token_id, secret = split_join_token(token)
@@ -365,12 +405,38 @@ class Hub:
             )
             return existing
         preset = await self.store.get_token_preset(token_id)
+        # A token is no licence to take over a known host: flagged exactly like a pairing request.
+        changed = key_changed_node(self._nodes.values(), hostname=hostname, name=name, public_key=public_key)
         node = await self.add_node(public_key=public_key, hostname=hostname, name=name, facts=facts, grants=preset)
-        await self.audit(
-            ACTION_NODE_ENROLLED, actor=actor, target=f"node:{node.node_id}", peer=peer, details={"name": node.name, "hostname": hostname}
-        )
-        _LOGGER.info("node %s enrolled with join token %s", self._label(node.node_id), token_id)
+        details: dict[str, Any] = {"name": node.name, "hostname": hostname, "key": fingerprint(public_key)}
+        if changed:
+            details["key_changed_node"] = changed
+        await self.audit(ACTION_NODE_ENROLLED, actor=actor, target=f"node:{node.node_id}", peer=peer, details=details)
+        if changed:
+            _LOGGER.warning(
+                "node %s enrolled with join token %s — KEY CHANGED: it claims to be node %s (same host and name, another key); "
+                "revoke one of them if that is not what you did",
+                self._label(node.node_id), token_id, self._label(changed),
+            )
+        else:
+            _LOGGER.info("node %s enrolled with join token %s", self._label(node.node_id), token_id)
         return node
+
+    async def refuse_enrolment(self, token: str, why: str, message: str = "", *, peer: str, hostname: str, target: str = "") -> JoinTokenError:
+        """Audit a refused enrolment (the token's id as actor when it has one, never its secret) and return the error to raise."""
+        try:
+            actor = f"token:{split_join_token(token)[0]}"
+        except JoinTokenError:
+            actor = "anonymous"
+        await self.audit(
+            ACTION_NODE_ENROLMENT_REFUSED,
+            actor=actor,
+            target=target,
+            outcome="refused",
+            peer=peer,
+            details={"why": why, "hostname": hostname},
+        )
+        return JoinTokenError(message)
 
     async def hello(self, node_id: str, hello: dict[str, Any]) -> NodeRecord:
         node = await self.store.update_node_hello(
@@ -421,13 +487,23 @@ class Hub:
             self._publish_node(node_id)
 
     def _publish_node(self, node_id: str, *, force: bool = False) -> None:
+        """Tell subscribers (the dashboard, the MQTT bridge) a node changed: at most once a second per node, the last change always."""
         if not self.events.has_subscribers or node_id not in self._nodes:
             return
         now = time.monotonic()
-        if not force and now - self._event_at.get(node_id, 0) < EVENT_MIN_GAP_SECONDS:
+        wait = EVENT_MIN_GAP_SECONDS - (now - self._event_at.get(node_id, 0))
+        if not force and wait > 0:
+            # Too soon after the last one: publish once the gap is over, so the newest state is never left unsent.
+            if node_id not in self._event_later:
+                self._event_later.add(node_id)
+                asyncio.get_running_loop().call_later(wait, self._publish_later, node_id)
             return
         self._event_at[node_id] = now
         self.events.publish("node", self.summary(node_id))
+
+    def _publish_later(self, node_id: str) -> None:
+        self._event_later.discard(node_id)
+        self._publish_node(node_id)
 
     # ----------------------------------------------------------------- audit
 
@@ -666,7 +742,7 @@ def create_app(config: HubConfig, *, store: Store | None = None, tls: HubTLS | N
     """Build the hub's aiohttp application; nothing starts until the app does."""
     from roost.core.store.sqlite import SQLiteStore
 
-    from . import api, audit, gateway, jobs_api, jointokens, pairing, push
+    from . import api, archnest, audit, gateway, jobs_api, jointokens, mqtt, pairing, prometheus, push
     from . import auth, security
     from . import wake
     from . import downloads
@@ -696,6 +772,9 @@ def create_app(config: HubConfig, *, store: Store | None = None, tls: HubTLS | N
     jobs_api.setup(app)
     audit.setup(app)
     push.setup(app)
+    archnest.setup(app)
+    prometheus.setup(app)
+    mqtt.setup(app)
     wake.setup(app)
     downloads.setup(app)
     try:

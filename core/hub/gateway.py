@@ -12,11 +12,12 @@ import voluptuous as vol
 from aiohttp import WSMsgType, web
 
 from roost.core import protocol
-from roost.core.const import ENROLL_PATH, MAX_MESSAGE_BYTES, WS_PATH
+from roost.core.const import ENROLL_PATH, HUB_IDENTITY_PATH, MAX_MESSAGE_BYTES, WS_PATH
 from roost.core.identity import load_public_key, verify
 from roost.core.integration import humanize_invalid
 from roost.core.pairing import commitment, new_nonce
 from roost.core.store import Report
+from roost.core.tls import csr_key
 
 from .app import HUB_KEY, Hub, JoinTokenError
 from .security import peer_of
@@ -32,6 +33,8 @@ CLOSE_INTERNAL = 1011
 # Agent message flood limits, per node: generous enough for a backlog after an outage.
 MESSAGE_RATE = 1000.0
 MESSAGE_BURST = 20_000
+# How far an enrolment's timestamp may be from the hub's clock: bounds how long a captured request could be replayed.
+ENROLL_CLOCK_SKEW = 300
 
 
 def _public_key(value: Any) -> str:
@@ -50,6 +53,10 @@ ENROLL_SCHEMA = vol.Schema(
         vol.Optional("name", default=""): vol.All(str, vol.Length(max=100)),
         vol.Optional("facts", default=dict): dict,
         vol.Optional("csr"): vol.All(str, vol.Length(max=4096)),
+        # Proof of possession: the key being enrolled signs protocol.enroll_payload(token, key, csr, timestamp, nonce).
+        vol.Required("timestamp"): vol.All(int, vol.Range(min=0, max=2**33)),
+        vol.Required("nonce"): vol.All(str, vol.Length(min=16, max=128)),
+        vol.Required("signature"): vol.All(str, vol.Length(max=200)),
     }
 )
 
@@ -69,7 +76,15 @@ async def enroll(request: web.Request) -> web.Response:
     try:
         data = ENROLL_SCHEMA(body)
     except vol.Invalid as err:
+        if _unsigned(body):
+            await hub.refuse_enrolment(body["token"], "not signed by the key it enrols", peer=peer_of(request), hostname=body.get("hostname", ""))
+            return json_error(400, "enrolment must be signed by the key it enrols (timestamp, nonce, signature): this agent is older than the hub — upgrade it")
         return json_error(400, f"invalid enrolment request: {humanize_invalid(err)}")
+    refusal = _enrolment_proof_problem(data)
+    if refusal:
+        await hub.refuse_enrolment(data["token"], refusal, peer=peer_of(request), hostname=data["hostname"])
+        _LOGGER.warning("refused enrolment from %s: %s", peer_of(request), refusal)
+        return json_error(403, refusal)
     try:
         node = await hub.enroll(
             token=data["token"],
@@ -82,13 +97,48 @@ async def enroll(request: web.Request) -> web.Response:
     except JoinTokenError as err:
         _LOGGER.warning("refused enrolment from %s: %s", peer_of(request), err)
         return json_error(403, str(err))
-    answer = {"node_id": node.node_id, "hub_id": hub.hub_id, "name": node.name}
-    cert = hub.client_cert_for(node.node_id, data.get("csr"))
+    answer = {"node_id": node.node_id, "hub_id": hub.hub_id, "name": node.name, "hub_key": hub.identity.public_key}
+    cert = hub.client_cert_for(node.node_id, data.get("csr"), node.public_key)
     if cert:
         answer["client_cert"] = cert
     if hub.config.operator_keys:
         answer["operator_keys"] = list(hub.config.operator_keys)
     return web.json_response(answer)
+
+
+_UNSIGNED_ENROLL_SCHEMA = ENROLL_SCHEMA.extend({vol.Optional(k): object for k in ("timestamp", "nonce", "signature")})
+
+
+def _unsigned(body: Any) -> bool:
+    """A well-formed enrolment, but without its proof of possession (what an older agent sends)."""
+    try:
+        _UNSIGNED_ENROLL_SCHEMA(body)
+    except vol.Invalid:
+        return False
+    return not all(k in body for k in ("timestamp", "nonce", "signature"))
+
+
+def _enrolment_proof_problem(data: dict[str, Any]) -> str:
+    """Why an enrolment does not prove possession of its key ("" when it does)."""
+    skew = abs(time.time() - data["timestamp"])
+    if skew > ENROLL_CLOCK_SKEW:
+        return f"enrolment timestamp is {skew:.0f} s away from the hub's clock (at most {ENROLL_CLOCK_SKEW} s): set this host's clock and try again"
+    payload = protocol.enroll_payload(data["token"], data["public_key"], data.get("csr", ""), data["timestamp"], data["nonce"])
+    if not verify(data["public_key"], data["signature"], payload):
+        return "enrolment is not signed by the key it enrols"
+    if data.get("csr") and csr_key(data["csr"]) != data["public_key"]:
+        return "the certificate request must be for the key being enrolled (made with the node key)"
+    return ""
+
+
+async def hub_identity(request: web.Request) -> web.Response:
+    """The hub proves which hub it is before an agent sends it a join token's secret: it signs the caller's nonce."""
+    hub = request.app[HUB_KEY]
+    nonce = request.query.get("nonce", "")
+    if not 16 <= len(nonce) <= 128 or not nonce.isalnum():
+        return json_error(400, "pass ?nonce= with 16 to 128 letters or digits")
+    signature = hub.identity.sign(protocol.hub_proof_payload(protocol.HUB_PROOF_IDENTITY, hub.hub_id, "", "", nonce))
+    return web.json_response({"hub_id": hub.hub_id, "hub_key": hub.identity.public_key, "signature": signature})
 
 
 class AgentConnection:
@@ -117,7 +167,9 @@ class AgentConnection:
         # Committed now, revealed only if the agent asks to pair (see roost.core.pairing).
         hub_nonce = new_nonce()
         await self.ws.send_str(
-            protocol.encode(protocol.TYPE_CHALLENGE, nonce=nonce, hub_id=self.hub.hub_id, commitment=commitment(hub_nonce))
+            protocol.encode(
+                protocol.TYPE_CHALLENGE, nonce=nonce, hub_id=self.hub.hub_id, commitment=commitment(hub_nonce), hub_key=self.hub.identity.public_key
+            )
         )
         try:
             msg = await self.ws.receive(timeout=HANDSHAKE_TIMEOUT)
@@ -168,7 +220,17 @@ class AgentConnection:
         self.epoch = hello["epoch"]
         last_seq = node.last_seq if node.epoch == self.epoch else 0
         self.nonce = nonce
-        await self.ws.send_str(protocol.encode(protocol.TYPE_WELCOME, node_id=self.node_id, epoch=node.epoch, last_seq=last_seq))
+        proof = protocol.hub_proof_payload(protocol.HUB_PROOF_CONNECT, self.hub.hub_id, self.node_id, nonce, hello["agent_nonce"])
+        await self.ws.send_str(
+            protocol.encode(
+                protocol.TYPE_WELCOME,
+                node_id=self.node_id,
+                epoch=node.epoch,
+                last_seq=last_seq,
+                hub_key=self.hub.identity.public_key,
+                hub_signature=self.hub.identity.sign(proof),
+            )
+        )
         grants = await self.hub.store.get_grants(self.node_id)
         await self.ws.send_str(protocol.encode(protocol.TYPE_GRANTS, grants=grants.grants))
         self.hub.jobs.attach(self.node_id, self.ws.send_str, hello.get("actions") or [])
@@ -301,3 +363,7 @@ async def agent_socket(request: web.Request) -> web.StreamResponse:
 def setup(app: web.Application) -> None:
     app.router.add_post(ENROLL_PATH, enroll)
     app.router.add_get(WS_PATH, agent_socket)
+    app.router.add_get(HUB_IDENTITY_PATH, hub_identity)
+    from .auth import add_public_path
+
+    add_public_path(app, HUB_IDENTITY_PATH)  # the hub's proof of identity, asked for before enrolment

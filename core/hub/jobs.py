@@ -228,6 +228,8 @@ class JobEngine:
         self._wake.set()
 
     def _publish(self, job: Job) -> None:
+        for observe in self.hub.job_observers:
+            observe(job.job_id, job.action, job.state)
         self.hub.publish("job", job_view(job, with_output=False))
 
     # ------------------------------------------------------------- the loop

@@ -73,6 +73,7 @@ async def create_token(request: web.Request) -> web.Response:
         uses=body["uses"],
         note=body["note"],
         ca_fingerprint=hub.ca_fingerprint,
+        hub_key=hub.identity.public_key,
         grants=body["grants"],
         actor=actor_of(request),
     )

@@ -19,8 +19,9 @@ from roost.core.identity import fingerprint, verify
 from roost.core.integration import humanize_invalid
 from roost.core.pairing import pair_payload, short_code
 from roost.core.store import NodeGrants, NodeRecord, PairingLimitError, PairingRequest
-from roost.core.store.pairing import PAIR_APPROVED, PAIR_PENDING, PAIR_REJECTED
+from roost.core.store.pairing import PAIR_APPROVED, PAIR_PENDING, PAIR_REJECTED, PAIR_WITHDRAWN
 
+from .app import key_changed_node
 from .auth import ROLE_ADMIN, ROLE_VIEWER, actor_of, requires
 
 if TYPE_CHECKING:
@@ -55,6 +56,8 @@ class Pairing:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
         self._waiters: dict[str, asyncio.Event] = {}
+        # Requests whose agent socket is open here: only they may hold a pending slot.
+        self._live: set[str] = set()
         self.browser: Browser | None = None
 
     # ------------------------------------------------------------ discovery
@@ -88,6 +91,7 @@ class Pairing:
         return {
             "id": request.request_id,
             "hostname": request.hostname,
+            "name": request.name or request.hostname,
             "code": request.code,
             "key_fingerprint": fingerprint(request.public_key),
             "peer": request.peer,
@@ -135,16 +139,23 @@ class Pairing:
                 await conn.send_error(protocol.ERR_AUTH, "this key belongs to a revoked node — give the agent a new key (delete its node_key.pem)", close=CLOSE_POLICY)
                 return
             # The agent lost its state but kept its key: it is already approved.
-            await self._approved(conn, node.node_id, message.get("csr"))
+            await self._approved(conn, node.node_id, message, nonce)
             return
-        hostname = message["hostname"]
-        key_changed = next((n.node_id for n in hub._nodes.values() if n.hostname == hostname and not n.revoked and not n.local), None)
+        hostname, name = message["hostname"], message["name"]
+        key_changed = key_changed_node(hub._nodes.values(), hostname=hostname, name=name, public_key=public_key)
         now = time.time()
         request = PairingRequest(
             request_id="p" + secrets.token_hex(6),
             public_key=public_key,
             hostname=hostname,
-            code=short_code(agent_public_key=public_key, ca_fingerprint=hub.ca_fingerprint, agent_nonce=message["agent_nonce"], hub_nonce=hub_nonce),
+            name=name,
+            code=short_code(
+                agent_public_key=public_key,
+                ca_fingerprint=hub.ca_fingerprint,
+                hub_key=hub.identity.public_key,
+                agent_nonce=message["agent_nonce"],
+                hub_nonce=hub_nonce,
+            ),
             created_at=now,
             expires_at=now + hub.config.pairing_ttl,
             facts=message["facts"],
@@ -153,8 +164,18 @@ class Pairing:
             peer=conn.peer,
             key_changed_node=key_changed,
         )
+        self._live.add(request.request_id)
         try:
-            await hub.store.add_pairing_request(request, max_pending=hub.config.pairing_max_pending, now=now)
+            await self._queue(conn, request, message, nonce, hub_nonce)
+        finally:
+            self._live.discard(request.request_id)
+
+    async def _queue(self, conn: AgentConnection, request: PairingRequest, message: dict[str, Any], nonce: str, hub_nonce: str) -> None:
+        """Hold a slot for the request (freeing those of agents that went away first) and wait for the decision."""
+        hub, hostname, name, key_changed, public_key = self.hub, request.hostname, request.name, request.key_changed_node, request.public_key
+        await self._withdraw_dead(request.created_at)
+        try:
+            await hub.store.add_pairing_request(request, max_pending=hub.config.pairing_max_pending, now=request.created_at)
         except PairingLimitError as err:
             await hub.audit("pairing.refused", actor="anonymous", outcome="refused", peer=conn.peer, details={"hostname": hostname, "why": "too many pending"})
             await conn.send_error(protocol.ERR_RATE_LIMITED, str(err), close=CLOSE_POLICY)
@@ -166,26 +187,28 @@ class Pairing:
             peer=conn.peer,
             details={"hostname": hostname, "key": fingerprint(public_key), "code": request.code, "key_changed_node": key_changed},
         )
-        _LOGGER.info("pairing request %s from %s (%s), code %s%s", request.request_id, hostname, conn.peer, request.code, f" — KEY CHANGED for node {key_changed}" if key_changed else "")
+        _LOGGER.info("pairing request %s from %s (%s), code %s%s", request.request_id, name or hostname, conn.peer, request.code, f" — KEY CHANGED for node {key_changed}" if key_changed else "")
         await conn.ws.send_str(protocol.encode(protocol.TYPE_PAIR_PENDING, request_id=request.request_id, hub_nonce=hub_nonce, expires_at=request.expires_at))
         hub.publish("pairing", {"pending": len(await hub.store.list_pairing_requests(now=time.time()))})
-        await self._wait(conn, request, message.get("csr"))
+        await self._wait(conn, request, message, nonce)
 
-    async def _wait(self, conn: AgentConnection, request: PairingRequest, csr: str | None) -> None:
+    async def _wait(self, conn: AgentConnection, request: PairingRequest, message: dict[str, Any], nonce: str) -> None:
         event = self._waiters.setdefault(request.request_id, asyncio.Event())
         reader = asyncio.create_task(self._drain(conn))
         try:
             while not conn.ws.closed and not reader.done():
-                try:
-                    await asyncio.wait_for(event.wait(), DECISION_POLL_SECONDS)
-                except asyncio.TimeoutError:
-                    pass
+                decided = asyncio.ensure_future(event.wait())
+                # Woken by a decision, by the agent going away, or once a second to notice the CLI's decisions.
+                await asyncio.wait({decided, reader}, timeout=DECISION_POLL_SECONDS, return_when=asyncio.FIRST_COMPLETED)
+                decided.cancel()
+                if reader.done():
+                    break
                 event.clear()
                 current = await self.hub.store.get_pairing_request(request.request_id)
                 if current is None:
                     return
                 if current.status == PAIR_APPROVED and current.node_id:
-                    await self._approved(conn, current.node_id, csr)
+                    await self._approved(conn, current.node_id, message, nonce)
                     return
                 if current.status == PAIR_REJECTED:
                     await conn.ws.send_str(protocol.encode(protocol.TYPE_PAIR_REJECTED, reason="an admin rejected this pairing request"))
@@ -195,9 +218,24 @@ class Pairing:
                     await conn.send_error(protocol.ERR_PAIRING, "pairing request expired; start the agent again for a new code", close=CLOSE_NORMAL)
                     return
         finally:
+            self._live.discard(request.request_id)  # before the write below: a newcomer may take this slot at once
             self._waiters.pop(request.request_id, None)
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
+            await self._withdraw(request)
+
+    async def _withdraw_dead(self, now: float) -> None:
+        """Free the slots of pending requests with no socket here (closed before a decision, or left from before a restart)."""
+        for pending in await self.hub.store.list_pairing_requests(now=now):
+            if pending.request_id not in self._live:
+                await self._withdraw(pending)
+
+    async def _withdraw(self, request: PairingRequest) -> None:
+        """A request whose socket is gone holds no slot: only that socket could carry the approval and its code."""
+        withdrawn = await self.hub.store.decide_pairing_request(request.request_id, status=PAIR_WITHDRAWN, node_id=None, decided_by="agent disconnected", now=time.time())
+        if withdrawn is not None:
+            _LOGGER.info("pairing request %s withdrawn: its agent disconnected before a decision", request.request_id)
+            self.hub.publish("pairing", {"pending": len(await self.hub.store.list_pairing_requests(now=time.time()))})
 
     async def _drain(self, conn: AgentConnection) -> None:
         """A pending agent may not report or ask for anything; it only waits."""
@@ -207,15 +245,20 @@ class Pairing:
             if msg.type == WSMsgType.TEXT:
                 await conn.send_error(protocol.ERR_AUTH, "this agent is not paired yet: wait for an admin to approve it")
 
-    async def _approved(self, conn: AgentConnection, node_id: str, csr: str | None) -> None:
-        grants = await self.hub.store.get_grants(node_id)
+    async def _approved(self, conn: AgentConnection, node_id: str, message: dict[str, Any], nonce: str) -> None:
+        hub = self.hub
+        grants = await hub.store.get_grants(node_id)
         extra = {}
-        cert = self.hub.client_cert_for(node_id, csr)
+        cert = hub.client_cert_for(node_id, message.get("csr"), message["public_key"])
         if cert:
             extra["client_cert"] = cert
-        if self.hub.config.operator_keys:
-            extra["operator_keys"] = list(self.hub.config.operator_keys)
-        await conn.ws.send_str(protocol.encode(protocol.TYPE_PAIR_APPROVED, node_id=node_id, hub_id=self.hub.hub_id, grants=grants.grants, **extra))
+        if hub.config.operator_keys:
+            extra["operator_keys"] = list(hub.config.operator_keys)
+        # The key the agent pins from now on, proven for this node and this connection.
+        proof = protocol.hub_proof_payload(protocol.HUB_PROOF_PAIR, hub.hub_id, node_id, nonce, message["agent_nonce"])
+        extra["hub_key"] = hub.identity.public_key
+        extra["hub_signature"] = hub.identity.sign(proof)
+        await conn.ws.send_str(protocol.encode(protocol.TYPE_PAIR_APPROVED, node_id=node_id, hub_id=hub.hub_id, grants=grants.grants, **extra))
         await conn.ws.close(code=CLOSE_NORMAL, message=b"paired; reconnect with hello")
 
     # ---------------------------------------------------------------- grants
@@ -256,7 +299,7 @@ async def approve_request(
     now = time.time()
     node = NodeRecord(
         node_id=node_id,
-        name=name or request.hostname,
+        name=name or request.name or request.hostname,
         hostname=request.hostname,
         public_key=request.public_key,
         created_at=now,

@@ -125,7 +125,7 @@ class PushService:
             return None
         return found[0]
 
-    async def create(self, *, name: str, node_id: str | None, note: str, actor: str) -> tuple[str, PushToken]:
+    async def create(self, *, name: str, node_id: str | None, note: str, actor: str, multi_host: bool = False) -> tuple[str, PushToken]:
         hub = self.hub
         if node_id:
             node = await hub.find_node(node_id)
@@ -143,10 +143,12 @@ class PushService:
             )
         token_id = secrets.token_hex(4)
         secret = secrets.token_urlsafe(24).replace("_", "-")
-        record = PushToken(token_id=token_id, node_id=node.node_id, created_at=time.time(), created_by=actor, note=note)
+        record = PushToken(
+            token_id=token_id, node_id=node.node_id, created_at=time.time(), created_by=actor, note=note, multi_host=multi_host
+        )
         await hub.store.add_push_token(record, hash_secret(secret))
         await hub.audit(
-            "push_token.created", actor=actor, target=f"node:{node.node_id}", details={"token": token_id, "note": note, "name": node.name}
+            "push_token.created", actor=actor, target=f"node:{node.node_id}", details={"token": token_id, "note": note, "name": node.name, "multi_host": multi_host}
         )
         return f"{TOKEN_PREFIX}_{token_id}_{secret}", record
 
@@ -272,6 +274,8 @@ CREATE_SCHEMA = vol.Schema(
         vol.Optional("name", default=""): vol.All(str, vol.Length(max=100)),
         vol.Optional("node_id"): vol.Match(NODE_ID_RE),
         vol.Optional("note", default=""): vol.All(str, vol.Length(max=200)),
+        # ArchNest's shared-token mode: one token for several hostIds, each its own node.
+        vol.Optional("multi_host", default=False): bool,
     }
 )
 
@@ -285,6 +289,7 @@ def token_view(token: PushToken) -> dict[str, Any]:
         "note": token.note,
         "last_used": token.last_used,
         "state": "revoked" if token.revoked else "active",
+        "multi_host": token.multi_host,
     }
 
 
@@ -307,7 +312,7 @@ async def create_token(request: web.Request) -> web.Response:
         return _error(400, "invalid request: name: give the new push node a name (or the node_id of an existing push node)")
     try:
         token, record = await request.app[PUSH_KEY].create(
-            name=body["name"].strip(), node_id=body.get("node_id"), note=body["note"], actor=actor_of(request)
+            name=body["name"].strip(), node_id=body.get("node_id"), note=body["note"], actor=actor_of(request), multi_host=body["multi_host"]
         )
     except LookupError as err:
         return _error(404, str(err))
@@ -315,7 +320,14 @@ async def create_token(request: web.Request) -> web.Response:
         return _error(400, str(err))
     url = f"{hub.config.url()}{PUSH_PATH.format(domain='docker')}"
     return web.json_response(
-        {"token": token, "push_url": url, "push_enabled": hub.config.push, **token_view(record)}, status=201
+        {
+            "token": token,
+            "push_url": url,
+            "archnest_url": f"{hub.config.url()}/api/agents/docker/report",
+            "push_enabled": hub.config.push,
+            **token_view(record),
+        },
+        status=201,
     )
 
 

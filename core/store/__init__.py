@@ -8,12 +8,12 @@ from typing import Any
 
 from ..config import Retention
 from .pairing import NodeGrants, PairingLimitError, PairingRequest, PairingStore
-from .push import PushStore, PushToken
+from .push import PushHost, PushStore, PushToken
 from .users import ApiTokenRecord, LastAdminError, SessionRecord, UserExistsError, UserRecord, UserStore
 from .audit import AuditFilter, AuditStore
 from .jobs import Job, JobFilter, JobStore, Schedule
 
-__all__ = ["Retention", "Store", "PushToken", "NodeRecord", "JoinToken", "Report", "NodeState", "NodeGrants", "PairingLimitError", "PairingRequest",
+__all__ = ["Retention", "Store", "PushHost", "PushToken", "NodeRecord", "JoinToken", "Report", "NodeState", "NodeGrants", "PairingLimitError", "PairingRequest",
            "UserRecord", "SessionRecord", "ApiTokenRecord", "UserExistsError", "LastAdminError",
            "AuditFilter", "Job", "JobFilter", "JobStore", "Schedule"]
 

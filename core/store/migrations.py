@@ -340,6 +340,29 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        7,
+        "push hosts: the hostIds an ArchNest-style push token reports for, each its own node",
+        (
+            "ALTER TABLE push_tokens ADD COLUMN multi_host INTEGER NOT NULL DEFAULT 0",
+            """
+            CREATE TABLE push_hosts (
+                token_id TEXT NOT NULL REFERENCES push_tokens (token_id) ON DELETE CASCADE,
+                host_id TEXT NOT NULL,
+                node_id TEXT NOT NULL REFERENCES nodes (node_id) ON DELETE CASCADE,
+                created_at REAL NOT NULL,
+                PRIMARY KEY (token_id, host_id)
+            ) WITHOUT ROWID
+            """,
+            "CREATE INDEX push_hosts_node ON push_hosts (node_id)",
+        ),
+    ),
+    Migration(
+        8,
+        "the name a pairing agent asks for",
+        # `roost agent --name`: shown with the request and what tells two agents on one host apart.
+        ("ALTER TABLE pairing_requests ADD COLUMN name TEXT NOT NULL DEFAULT ''",),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -9,6 +9,7 @@ from typing import Any
 PAIR_PENDING = "pending"
 PAIR_APPROVED = "approved"
 PAIR_REJECTED = "rejected"
+PAIR_WITHDRAWN = "withdrawn"  # the agent's socket closed before anyone decided
 
 
 class PairingLimitError(Exception):
@@ -27,11 +28,12 @@ class PairingRequest:
     offered: list[str] = field(default_factory=list)
     ceiling: dict[str, Any] = field(default_factory=dict)
     peer: str = ""
-    key_changed_node: str | None = None  # an approved node with this hostname and another key
+    key_changed_node: str | None = None  # a live node this request claims to be (same host and name), with another key
     status: str = PAIR_PENDING
     node_id: str | None = None
     decided_by: str = ""
     decided_at: float | None = None
+    name: str = ""  # the agent's --name; empty means its hostname
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,18 @@ class PushToken:
     note: str = ""
     last_used: float | None = None
     revoked: bool = False
+    # A multi-host token (ArchNest's shared-token mode) accepts reports for several hostIds, each its own node.
+    multi_host: bool = False
+
+
+@dataclass(frozen=True)
+class PushHost:
+    """A hostId that reported with a push token, and the node its reports land on."""
+
+    token_id: str
+    host_id: str
+    node_id: str
+    created_at: float
 
 
 class PushStore(abc.ABC):
@@ -39,3 +51,11 @@ class PushStore(abc.ABC):
     @abc.abstractmethod
     async def touch_push_token(self, token_id: str, now: float) -> None:
         """Record the token's last use."""
+
+    @abc.abstractmethod
+    async def add_push_host(self, host: PushHost) -> None:
+        """Remember which node a token's hostId reports land on; raise ValueError if that hostId is taken."""
+
+    @abc.abstractmethod
+    async def list_push_hosts(self, token_id: str | None = None) -> list[PushHost]:
+        """Every push host (of one token, or of all), oldest first."""

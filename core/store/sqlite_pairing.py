@@ -9,7 +9,7 @@ from .pairing import PAIR_PENDING, NodeGrants, PairingLimitError, PairingRequest
 
 _COLUMNS = (
     "request_id, public_key, hostname, code, created_at, expires_at, facts, offered, ceiling, peer, "
-    "key_changed_node, status, node_id, decided_by, decided_at"
+    "key_changed_node, status, node_id, decided_by, decided_at, name"
 )
 
 
@@ -30,6 +30,7 @@ def _request_from_row(row: Any) -> PairingRequest:
         node_id=row[12],
         decided_by=row[13] or "",
         decided_at=row[14],
+        name=row[15],
     )
 
 
@@ -46,11 +47,11 @@ class SQLitePairingStore:
             if next(iter(rows))[0] >= max_pending:
                 raise PairingLimitError(f"{max_pending} pairing requests are already waiting; approve or reject some in the dashboard")
             await db.execute(
-                f"INSERT OR REPLACE INTO pairing_requests ({_COLUMNS}) VALUES ({', '.join('?' * 15)})",
+                f"INSERT OR REPLACE INTO pairing_requests ({_COLUMNS}) VALUES ({', '.join('?' * 16)})",
                 (
                     request.request_id, request.public_key, request.hostname, request.code, request.created_at,
                     request.expires_at, json.dumps(request.facts), json.dumps(request.offered), json.dumps(request.ceiling),
-                    request.peer, request.key_changed_node, request.status, request.node_id, request.decided_by, request.decided_at,
+                    request.peer, request.key_changed_node, request.status, request.node_id, request.decided_by, request.decided_at, request.name,
                 ),
             )
 

@@ -105,17 +105,18 @@ METRIC_FIELDS: Final[dict[str, dict[str, str]]] = {
     "disk_volumes_bytes": {"unit": UNIT_BYTES, "description": "Disk used by local volumes.", "label": "Disk: volumes"},
     "disk_build_cache_bytes": {"unit": UNIT_BYTES, "description": "Disk used by the build cache.", "label": "Disk: build cache"},
     "cpu_percent": {
+        "label_name": "container",
         "unit": UNIT_PERCENT,
         "description": "CPU use of a container as `docker stats` shows it: 100 % is one full core.",
         "label": "CPU",
     },
-    "mem_used_bytes": {"unit": UNIT_BYTES, "description": "Memory a container uses, without reclaimable page cache.", "label": "Memory"},
-    "mem_percent": {"unit": UNIT_PERCENT, "description": "Memory a container uses, of its limit (or of the host's memory).", "label": "Memory"},
-    "net_rx_bytes_per_s": {"unit": UNIT_BYTES_PER_SECOND, "description": "Bytes a container received per second.", "label": "Net in"},
-    "net_tx_bytes_per_s": {"unit": UNIT_BYTES_PER_SECOND, "description": "Bytes a container sent per second.", "label": "Net out"},
-    "block_read_bytes_per_s": {"unit": UNIT_BYTES_PER_SECOND, "description": "Bytes a container read from block devices per second.", "label": "Disk read"},
-    "block_write_bytes_per_s": {"unit": UNIT_BYTES_PER_SECOND, "description": "Bytes a container wrote to block devices per second.", "label": "Disk write"},
-    "restart_count": {"unit": UNIT_COUNT, "description": "How often the engine restarted a container.", "label": "Restarts"},
+    "mem_used_bytes": {"label_name": "container", "unit": UNIT_BYTES, "description": "Memory a container uses, without reclaimable page cache.", "label": "Memory"},
+    "mem_percent": {"label_name": "container", "unit": UNIT_PERCENT, "description": "Memory a container uses, of its limit (or of the host's memory).", "label": "Memory"},
+    "net_rx_bytes_per_s": {"label_name": "container", "unit": UNIT_BYTES_PER_SECOND, "description": "Bytes a container received per second.", "label": "Net in"},
+    "net_tx_bytes_per_s": {"label_name": "container", "unit": UNIT_BYTES_PER_SECOND, "description": "Bytes a container sent per second.", "label": "Net out"},
+    "block_read_bytes_per_s": {"label_name": "container", "unit": UNIT_BYTES_PER_SECOND, "description": "Bytes a container read from block devices per second.", "label": "Disk read"},
+    "block_write_bytes_per_s": {"label_name": "container", "unit": UNIT_BYTES_PER_SECOND, "description": "Bytes a container wrote to block devices per second.", "label": "Disk write"},
+    "restart_count": {"label_name": "container", "prometheus_name": "restarts", "unit": UNIT_COUNT, "description": "How often the engine restarted a container.", "label": "Restarts"},
 }
 # Per-container stats that become metrics ("cpu_percent[web]").
 STAT_METRICS: Final = frozenset(

@@ -244,6 +244,8 @@ class Collector:
         sized = [d for d in disks if "percent" in d]
         for disk in sized:
             metrics[f"disk_used_percent[{disk['mount']}]"] = disk["percent"]
+            metrics[f"disk_total_bytes[{disk['mount']}]"] = disk["total_bytes"]
+            metrics[f"disk_free_bytes[{disk['mount']}]"] = disk["free_bytes"]
         headline = next((d for d in sized if d["mount"] == "/"), None) or max(
             sized, key=lambda d: d["percent"], default=None
         )

@@ -123,9 +123,22 @@ METRIC_FIELDS: Final[dict[str, dict[str, str]]] = {
     },
     "swap_used_percent": {"unit": UNIT_PERCENT, "description": "Swap space in use.", "label": "Swap"},
     "disk_used_percent": {
+        "label_name": "mountpoint",
         "unit": UNIT_PERCENT,
         "description": "Space used on a mounted filesystem; without a label, the root filesystem (or the fullest one).",
         "label": "Disk",
+    },
+    "disk_total_bytes": {
+        "label_name": "mountpoint",
+        "unit": UNIT_BYTES,
+        "description": "Size of a mounted filesystem, labelled by its mount point.",
+        "label": "Disk size",
+    },
+    "disk_free_bytes": {
+        "label_name": "mountpoint",
+        "unit": UNIT_BYTES,
+        "description": "Space an unprivileged user can still write on a mounted filesystem (as df shows it).",
+        "label": "Disk free",
     },
     "disk_read_bytes_per_s": {
         "unit": UNIT_BYTES_PER_SECOND,
@@ -138,21 +151,24 @@ METRIC_FIELDS: Final[dict[str, dict[str, str]]] = {
         "label": "Disk write",
     },
     "net_rx_bytes_per_s": {
+        "label_name": "device",
         "unit": UNIT_BYTES_PER_SECOND,
         "description": "Bytes received per second; without a label, summed over non-loopback interfaces.",
         "label": "Net in",
     },
     "net_tx_bytes_per_s": {
+        "label_name": "device",
         "unit": UNIT_BYTES_PER_SECOND,
         "description": "Bytes sent per second; without a label, summed over non-loopback interfaces.",
         "label": "Net out",
     },
     "temperature_c": {
+        "label_name": "sensor",
         "unit": UNIT_CELSIUS,
         "description": "Temperature of a hardware sensor, labelled chip/sensor.",
         "label": "Temperature",
     },
-    "fan_rpm": {"unit": UNIT_RPM, "description": "Fan speed, labelled chip/fan.", "label": "Fan"},
+    "fan_rpm": {"label_name": "sensor", "unit": UNIT_RPM, "description": "Fan speed, labelled chip/fan.", "label": "Fan"},
     "uptime_s": {"unit": UNIT_SECONDS, "description": "Time since the host booted.", "label": "Uptime"},
-    "process_count": {"unit": UNIT_COUNT, "description": "Number of processes.", "label": "Processes"},
+    "process_count": {"prometheus_name": "processes", "unit": UNIT_COUNT, "description": "Number of processes.", "label": "Processes"},
 }

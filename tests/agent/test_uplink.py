@@ -161,3 +161,48 @@ def test_an_oversized_report_keeps_the_rest_and_says_what_was_left_out():
     import json
 
     assert len(json.dumps(body)) <= MAX_REPORT_BYTES
+
+
+async def test_an_agent_enrolled_before_hub_keys_pins_the_key_of_its_first_proven_connect(tmp_path, caplog):
+    from roost.agent.runtime import load_state, save_state
+    from roost.core.identity import Identity
+
+    port = free_port()
+    config = load_hub_config(None, overrides={"hub": {"data_dir": str(tmp_path / "hub")}, "agent": {"enabled": False}})
+    server = TestServer(create_app(config), host="127.0.0.1", port=port)
+    await server.start_server()
+    hub = server.app[HUB_KEY]
+    agent_dir = tmp_path / "agent"
+    make_ticker(agent_dir)
+    rt = AgentRuntime(data_dir=agent_dir, settings=AgentSettings(interval=0.1, heartbeat=1), integrations_config={"linux_host": {"enabled": False}}, entry_points=False)
+    node = await hub.add_node(public_key=rt.identity.public_key, hostname="t", name="t", facts={})
+    rt.node_id = node.node_id
+    url = f"http://127.0.0.1:{port}"
+    # What an agent enrolled by an older Roost kept: the hub id, no hub key.
+    save_state(agent_dir, {"node_id": node.node_id, "hub_id": hub.hub_id, "hub": url})
+    await rt.start()
+    stop = asyncio.Event()
+    uplink = WebSocketUplink(url, backoff=Backoff(0.05, 0.2), hub_id=hub.hub_id)
+    task = asyncio.create_task(rt.run(uplink, stop))
+    try:
+        await wait_until(lambda: _true(load_state(agent_dir).get("hub_key") == hub.identity.public_key))
+        assert "plain http: trusted on first use" in caplog.text
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+
+    # From then on a hub with another identity key (same id, same URL) is refused, and nothing it sends is taken.
+    hub.identity = Identity.generate()
+    rt.grants = []
+    stop = asyncio.Event()
+    pinned = WebSocketUplink(url, backoff=Backoff(0.05, 0.2), hub_id=load_state(agent_dir)["hub_id"], hub_key=load_state(agent_dir)["hub_key"])
+    task = asyncio.create_task(rt.run(pinned, stop))
+    try:
+        await wait_until(lambda: _true("but this agent pinned hub key" in caplog.text))
+        assert not pinned.connected.is_set() and rt.grants == []
+        assert load_state(agent_dir)["hub_key"] != hub.identity.public_key
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+        await rt.stop()
+        await server.close()

@@ -25,7 +25,7 @@ from roost.core.config import load_hub_config
 from roost.core.const import ENROLL_PATH
 from roost.core.identity import Identity
 from support_auth import TEST_PASSWORD, seed_user
-from support_hub import FakeAgent
+from support_hub import FakeAgent, enrol_body
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
@@ -526,7 +526,7 @@ def report_and_fall_silent(hub: JobsHub) -> str:
     async def main() -> str:
         async with aiohttp.ClientSession(base_url=hub.base_url) as session:
             agent = FakeAgent(client=session, identity=Identity.generate())
-            resp = await session.post(ENROLL_PATH, json={"token": token, "public_key": agent.identity.public_key, "hostname": "sleepy"})
+            resp = await session.post(ENROLL_PATH, json=enrol_body(token, agent.identity, hostname="sleepy"))
             assert resp.status == 200, await resp.text()
             agent.node_id = (await resp.json())["node_id"]
             assert (await agent.connect())["type"] == "welcome"

@@ -45,7 +45,7 @@ async def call(hub, method: str, path: str, body=None, role: str = "admin"):
     return data
 
 
-async def ask_to_pair(hub, hostname: str = "newbox", *, capabilities=OFFERED, ceiling=None, facts=None):
+async def ask_to_pair(hub, hostname: str = "newbox", *, capabilities=OFFERED, ceiling=None, facts=None, name: str = ""):
     """What `roost agent` does without a token: open the socket, send a signed pair request, compute the code."""
     identity = Identity.generate()
     ws = await hub.client.ws_connect(WS_PATH)
@@ -61,6 +61,7 @@ async def ask_to_pair(hub, hostname: str = "newbox", *, capabilities=OFFERED, ce
                 "agent_nonce": agent_nonce,
                 "agent_version": "test",
                 "hostname": hostname,
+                "name": name,
                 "facts": facts if facts is not None else {"os": "Debian GNU/Linux", "os_version": "12", "arch": "x86_64", "mem_total_bytes": 8 * 1024**3},
                 "capabilities": capabilities,
                 "ceiling": ceiling or READ_ONLY_CEILING,
@@ -69,7 +70,7 @@ async def ask_to_pair(hub, hostname: str = "newbox", *, capabilities=OFFERED, ce
     )
     pending = await ws.receive_json(timeout=5)
     assert pending["type"] == "pair_pending", pending
-    code = short_code(agent_public_key=identity.public_key, ca_fingerprint=hub.hub.ca_fingerprint, agent_nonce=agent_nonce, hub_nonce=pending["hub_nonce"])
+    code = short_code(agent_public_key=identity.public_key, ca_fingerprint=hub.hub.ca_fingerprint, hub_key=challenge["hub_key"], agent_nonce=agent_nonce, hub_nonce=pending["hub_nonce"])
     return SimpleNamespace(ws=ws, code=code, request_id=pending["request_id"], identity=identity)
 
 
@@ -151,6 +152,17 @@ async def test_a_known_hostname_with_a_new_key_is_flagged_key_changed(hub):
     assert f'KEY CHANGED for node <a href="/nodes/{old.node_id}">box</a>' in card
     assert "pair-card key-changed" in (await page(hub, "/pairing"))
     assert "This host's key changed" in card  # repeated in the confirm step
+    await agent.ws.close()
+
+
+async def test_a_second_agent_on_a_host_shows_its_own_name_and_no_key_change(hub):
+    old = FakeAgent(hub.client)
+    await old.enroll(hostname="box")
+    agent = await ask_to_pair(hub, "box", name="box-docker")
+    card = card_of(await page(hub, "/pairing"), agent.request_id)
+    assert 'data-testid="key-changed"' not in card
+    assert ">box-docker <span class=\"muted small\">on box</span></h2>" in card
+    assert 'placeholder="box-docker"' in card  # approval names the node after it unless the admin types another
     await agent.ws.close()
 
 

@@ -8,6 +8,7 @@ import time
 
 import pytest
 from support_auth import seed_user
+from support_hub import enrol_body
 
 from roost.core.audit import AuditWriteError
 from roost.core.const import ENROLL_PATH
@@ -186,7 +187,7 @@ async def test_an_entry_that_cannot_be_written_fails_the_action(client, caplog: 
     assert "audit log: cannot record grants.changed" in caplog.text
     from roost.core.identity import Identity
 
-    resp = await client.post(ENROLL_PATH, json={"token": token, "public_key": Identity.generate().public_key, "hostname": "box"})
+    resp = await client.post(ENROLL_PATH, json=enrol_body(token, Identity.generate(), hostname="box"))
     assert resp.status >= 500  # the agent gets no node id it could use
     with pytest.raises(AuditWriteError):
         await create_join_token(hub.store, ttl=3600, uses=1, actor="user:admin")

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 
 from roost.core.const import ENROLL_PATH, MAX_MESSAGE_BYTES
 from roost.core.hub.app import HUB_KEY, create_join_token
-from roost.core.identity import Identity
+from roost.core import protocol
+from roost.core.identity import Identity, verify
+from support_hub import enrol_body
 
 
 async def test_enroll_then_report_is_persisted_and_acked(client, fake_agent):
@@ -66,10 +69,10 @@ async def test_new_spool_epoch_starts_sequence_again(client, fake_agent):
 
 async def test_enroll_refuses_reused_expired_revoked_and_malformed_tokens(client):
     hub = client.app[HUB_KEY]
-    key = Identity.generate().public_key
+    me = Identity.generate()
     token, _ = await create_join_token(hub.store, ttl=3600, uses=1)
-    assert (await client.post(ENROLL_PATH, json={"token": token, "public_key": key})).status == 200
-    second = await client.post(ENROLL_PATH, json={"token": token, "public_key": Identity.generate().public_key})
+    assert (await client.post(ENROLL_PATH, json=enrol_body(token, me))).status == 200
+    second = await client.post(ENROLL_PATH, json=enrol_body(token, Identity.generate()))
     assert second.status == 403 and "used up" in (await second.json())["error"]
 
     expired, record = await create_join_token(hub.store, ttl=3600, uses=5)
@@ -78,18 +81,18 @@ async def test_enroll_refuses_reused_expired_revoked_and_malformed_tokens(client
     hub_now = time.time
     try:
         time.time = lambda: hub_now() + 7200  # type: ignore[assignment]
-        late = await client.post(ENROLL_PATH, json={"token": expired, "public_key": Identity.generate().public_key})
+        late = await client.post(ENROLL_PATH, json=enrol_body(expired, Identity.generate()))
     finally:
         time.time = hub_now  # type: ignore[assignment]
     assert late.status == 403
 
     revoked, record = await create_join_token(hub.store, ttl=3600, uses=5)
     await hub.store.revoke_join_token(record.token_id)
-    assert (await client.post(ENROLL_PATH, json={"token": revoked, "public_key": Identity.generate().public_key})).status == 403
+    assert (await client.post(ENROLL_PATH, json=enrol_body(revoked, Identity.generate()))).status == 403
 
     wrong_secret = revoked.rsplit("_", 1)[0] + "_nope"
-    assert (await client.post(ENROLL_PATH, json={"token": wrong_secret, "public_key": key})).status == 403
-    bad = await client.post(ENROLL_PATH, json={"token": "garbage", "public_key": Identity.generate().public_key})
+    assert (await client.post(ENROLL_PATH, json=enrol_body(wrong_secret, me))).status == 403
+    bad = await client.post(ENROLL_PATH, json=enrol_body("garbage", Identity.generate()))
     assert bad.status == 403 and "malformed" in (await bad.json())["error"]
 
 
@@ -276,3 +279,112 @@ async def test_a_node_that_reports_rarely_is_judged_by_its_own_interval(client, 
     assert hub.node_status(agent.node_id, seen + 90) == "online"  # default stale_after is 30 s, but 3 intervals is 180 s
     assert hub.node_status(agent.node_id, seen + 200) == "stale"
     assert hub.node_status(agent.node_id, seen + 400) == "offline"
+
+
+# ------------------------------------------------------ proof of possession
+
+
+async def test_enrolment_with_another_nodes_key_and_ones_own_csr_is_refused(client, caplog):
+    from cryptography import x509
+
+    from roost.core.tls import client_key_and_csr, identity_csr
+
+    hub = client.app[HUB_KEY]
+    victim = Identity.generate()
+    token, _ = await create_join_token(hub.store, ttl=3600, uses=1)
+    enrolled = await client.post(ENROLL_PATH, json=enrol_body(token, victim, hostname="victim"))
+    victim_id = (await enrolled.json())["node_id"]
+
+    attacker = Identity.generate()
+    second, record = await create_join_token(hub.store, ttl=3600, uses=3)
+    # The attacker's own CSR (its own ECDSA key, as agents made before) and the victim's public key.
+    _, own_csr = client_key_and_csr("roost-agent")
+    for body in (
+        enrol_body(second, attacker, public_key=victim.public_key, csr=own_csr.decode()),  # signed, but not by the victim's key
+        enrol_body(second, attacker, public_key=victim.public_key, csr=identity_csr(attacker.private_key, "x").decode()),
+        {k: v for k, v in enrol_body(second, attacker, public_key=victim.public_key, csr=own_csr.decode()).items() if k != "signature"},
+    ):
+        resp = await client.post(ENROLL_PATH, json=body)
+        answer = await resp.json()
+        assert resp.status in (400, 403), answer
+        assert "node_id" not in answer and "client_cert" not in answer
+        assert "signed by the key it enrols" in answer["error"]
+    # The victim's key holder signing for a CSR of another key is refused too: a certificate is only for the enrolled key.
+    resp = await client.post(ENROLL_PATH, json=enrol_body(second, victim, csr=own_csr.decode()))
+    assert resp.status == 403 and "certificate request must be for the key being enrolled" in (await resp.json())["error"]
+    # None of it spent a use of the token, and every refusal is in the audit log.
+    assert [t.uses_left for t in await hub.store.list_join_tokens() if t.token_id == record.token_id] == [3]
+    refused = [e for e in await hub.store.list_audit(limit=50) if e.action == "node.enrolment_refused"]
+    assert {e.details["why"] for e in refused} == {
+        "enrolment is not signed by the key it enrols",
+        "not signed by the key it enrols",
+        "the certificate request must be for the key being enrolled (made with the node key)",
+    }
+    assert all(e.actor == f"token:{record.token_id}" for e in refused)
+
+    # The real owner of a key gets its node id and a certificate for exactly that key.
+    mine = Identity.generate()
+    resp = await client.post(ENROLL_PATH, json=enrol_body(second, mine, csr=identity_csr(mine.private_key, "roost-agent").decode()))
+    answer = await resp.json()
+    assert resp.status == 200 and answer["node_id"] != victim_id and answer["hub_key"] == hub.identity.public_key
+    cert = x509.load_pem_x509_certificate(answer["client_cert"].encode())
+    from cryptography.hazmat.primitives import serialization
+
+    assert cert.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw) == mine.private_key.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
+
+
+async def test_an_enrolment_signed_long_ago_or_for_another_token_is_refused(client):
+    hub = client.app[HUB_KEY]
+    me = Identity.generate()
+    token, _ = await create_join_token(hub.store, ttl=3600, uses=2)
+    old = enrol_body(token, me)
+    old["timestamp"] -= 3600
+    old["signature"] = me.sign(protocol.enroll_payload(token, me.public_key, "", old["timestamp"], old["nonce"]))
+    resp = await client.post(ENROLL_PATH, json=old)
+    assert resp.status == 403 and "away from the hub's clock" in (await resp.json())["error"]
+    other, _ = await create_join_token(hub.store, ttl=3600, uses=1)
+    moved = {**enrol_body(other, me), "token": token}  # a signature made for another token
+    resp = await client.post(ENROLL_PATH, json=moved)
+    assert resp.status == 403 and "not signed" in (await resp.json())["error"]
+
+
+async def test_a_join_token_enrolment_claiming_a_known_host_is_flagged(client, caplog):
+    hub = client.app[HUB_KEY]
+    token, _ = await create_join_token(hub.store, ttl=3600, uses=5)
+    first = await (await client.post(ENROLL_PATH, json=enrol_body(token, Identity.generate(), hostname="nas"))).json()
+    caplog.set_level(logging.WARNING)
+    again = await (await client.post(ENROLL_PATH, json=enrol_body(token, Identity.generate(), hostname="NAS."))).json()
+    assert again["node_id"] != first["node_id"]
+    [entry] = [e for e in await hub.store.list_audit(limit=50) if e.action == "node.enrolled" and e.target == f"node:{again['node_id']}"]
+    assert entry.details["key_changed_node"] == first["node_id"]
+    assert "KEY CHANGED" in caplog.text
+    # A second agent on that host with a name of its own is a new node, not a key change.
+    named = await (await client.post(ENROLL_PATH, json=enrol_body(token, Identity.generate(), hostname="nas", name="nas-backup"))).json()
+    [entry] = [e for e in await hub.store.list_audit(limit=50) if e.action == "node.enrolled" and e.target == f"node:{named['node_id']}"]
+    assert "key_changed_node" not in entry.details and named["name"] == "nas-backup"
+
+
+async def test_the_hub_proves_its_identity_on_every_connect(client, fake_agent):
+    hub = client.app[HUB_KEY]
+    agent = fake_agent()
+    await agent.enroll()
+    assert oct((hub.config.data_dir / "hub_key.pem").stat().st_mode & 0o777) == "0o600"
+    for _ in range(2):
+        agent.ws = await client.ws_connect("/api/v1/agent/ws")
+        challenge = await agent.ws.receive_json(timeout=5)
+        agent_nonce = "a" * 32
+        await agent.send(
+            {
+                "v": 1, "type": "hello", "node_id": agent.node_id, "agent_version": "test", "epoch": "e1", "agent_nonce": agent_nonce,
+                "signature": agent.identity.sign(protocol.auth_payload(challenge["hub_id"], agent.node_id, challenge["nonce"])),
+            }
+        )
+        welcome = await agent.expect("welcome")
+        proof = protocol.hub_proof_payload("connect", hub.hub_id, agent.node_id, challenge["nonce"], agent_nonce)
+        assert welcome["hub_key"] == hub.identity.public_key and verify(hub.identity.public_key, welcome["hub_signature"], proof)
+        await agent.ws.close()
+    resp = await client.get("/api/v1/hub-identity", params={"nonce": "b" * 32})
+    answer = await resp.json()
+    assert verify(answer["hub_key"], answer["signature"], protocol.hub_proof_payload("identity", hub.hub_id, "", "", "b" * 32))

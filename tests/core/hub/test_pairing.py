@@ -8,13 +8,13 @@ import time
 
 import pytest
 from aiohttp.test_utils import TestServer
-from support import free_port
+from support import free_port, until
 
 from roost.agent.pairing import PairingFailed, pair
 from roost.core import protocol
 from roost.core.capabilities import Ceiling
 from roost.core.hub.app import HUB_KEY, create_app
-from roost.core.identity import Identity
+from roost.core.identity import Identity, verify
 from roost.core.pairing import check_commitment, new_nonce, pair_payload, short_code
 
 from support_hub import FakeAgent, hub_config
@@ -54,7 +54,9 @@ class Pairer:
 
     def code(self, pending: dict, ca_fingerprint: str) -> str:
         assert check_commitment(self.challenge["commitment"], pending["hub_nonce"])
-        return short_code(agent_public_key=self.identity.public_key, ca_fingerprint=ca_fingerprint, agent_nonce=self.agent_nonce, hub_nonce=pending["hub_nonce"])
+        return short_code(
+            agent_public_key=self.identity.public_key, ca_fingerprint=ca_fingerprint, hub_key=self.challenge["hub_key"], agent_nonce=self.agent_nonce, hub_nonce=pending["hub_nonce"]
+        )
 
 
 async def pending_list(client) -> list[dict]:
@@ -80,7 +82,10 @@ async def test_codes_match_and_approval_grants_only_what_was_chosen(client):
     assert resp.status == 200, await resp.text()
     node_id = (await resp.json())["node_id"]
     approved = await agent.ws.receive_json(timeout=5)
-    assert approved == {"v": 1, "type": "pair_approved", "node_id": node_id, "hub_id": hub.hub_id, "grants": ["docker.read", "host.metrics.read"]}
+    proof = approved.pop("hub_signature")
+    assert approved == {"v": 1, "type": "pair_approved", "node_id": node_id, "hub_id": hub.hub_id, "grants": ["docker.read", "host.metrics.read"], "hub_key": hub.identity.public_key}
+    # The hub proves its identity key for this node and this connection: what the agent pins.
+    assert verify(hub.identity.public_key, proof, protocol.hub_proof_payload("pair", hub.hub_id, node_id, agent.challenge["nonce"], agent.agent_nonce))
 
     paired = FakeAgent(client, identity=agent.identity, node_id=node_id)
     assert (await paired.connect())["type"] == "welcome"
@@ -110,8 +115,22 @@ async def test_a_man_in_the_middle_shows_a_different_code(client):
     hub_code = (await pending_list(client))[0]["code"]
     assert hub_code == relay.code(pending, hub.ca_fingerprint)
     victim = Identity.generate()
-    victim_code = short_code(agent_public_key=victim.public_key, ca_fingerprint="ab" * 32, agent_nonce=new_nonce(), hub_nonce=pending["hub_nonce"])
+    victim_code = short_code(agent_public_key=victim.public_key, ca_fingerprint="ab" * 32, hub_key=Identity.generate().public_key, agent_nonce=new_nonce(), hub_nonce=pending["hub_nonce"])
     assert victim_code != hub_code
+
+
+async def test_a_relay_that_offers_its_own_hub_key_shows_a_different_code(client):
+    """Plain HTTP has no CA to catch a relay: the hub identity key it would have the agent pin is in the code too."""
+    hub = client.app[HUB_KEY]
+    agent = Pairer(client)
+    pending = await agent.request()
+    assert agent.challenge["hub_key"] == hub.identity.public_key
+    hub_code = (await pending_list(client))[0]["code"]
+    seen_through_relay = short_code(
+        agent_public_key=agent.identity.public_key, ca_fingerprint=hub.ca_fingerprint, hub_key=Identity.generate().public_key,
+        agent_nonce=agent.agent_nonce, hub_nonce=pending["hub_nonce"],
+    )
+    assert hub_code == agent.code(pending, hub.ca_fingerprint) and seen_through_relay != hub_code
 
 
 async def test_agent_refuses_a_hub_that_breaks_its_commitment(aiohttp_client):
@@ -120,7 +139,7 @@ async def test_agent_refuses_a_hub_that_breaks_its_commitment(aiohttp_client):
     async def lying_hub(request):
         ws = web.WebSocketResponse()
         await ws.prepare(request)
-        await ws.send_str(protocol.encode("challenge", nonce=new_nonce(), hub_id="hfake", commitment="0" * 64))
+        await ws.send_str(protocol.encode("challenge", nonce=new_nonce(), hub_id="hfake", commitment="0" * 64, hub_key=Identity.generate().public_key))
         await ws.receive()
         await ws.send_str(protocol.encode("pair_pending", request_id="p1", hub_nonce=new_nonce(), expires_at=time.time() + 60))
         await ws.receive()
@@ -372,3 +391,104 @@ async def test_the_cli_decides_and_revokes_and_the_running_hub_follows(client, t
     assert revoked.returncode == 0
     assert await paired.expect_closed(timeout=3) == 4003  # cut off within a second or two
     assert (await paired.connect())["code"] == "auth_failed"
+
+
+# ------------------------------------------------- key changed, names, floods
+
+
+async def test_the_key_changed_flag_ignores_case_and_a_trailing_dot(client):
+    first = Pairer(client, hostname="nas")
+    await first.request()
+    [req] = await pending_list(client)
+    node_id = (await (await client.post(f"/api/v1/pairing/{req['id']}/approve", json={})).json())["node_id"]
+    for spelling in ("NAS", "nas.", "Nas."):
+        impostor = Pairer(client, hostname=spelling)
+        assert (await impostor.request())["type"] == "pair_pending"
+        flagged = [r for r in await pending_list(client) if r["hostname"] == spelling]
+        assert flagged and flagged[0]["key_changed_node"] == node_id, spelling
+        await impostor.ws.close()
+
+
+async def test_a_second_named_agent_on_a_host_is_not_a_key_change_but_an_impostor_is(client):
+    hub = client.app[HUB_KEY]
+    first = Pairer(client, hostname="box")
+    await first.request()
+    [req] = await pending_list(client)
+    first_id = (await (await client.post(f"/api/v1/pairing/{req['id']}/approve", json={})).json())["node_id"]
+    assert hub.node(first_id).name == "box"
+
+    # A second agent on the same host, with a name of its own: a new node, no false alarm, shown by its name.
+    second = Pairer(client, hostname="box")
+    assert (await second.request(name="box-docker"))["type"] == "pair_pending"
+    [shown] = await pending_list(client)
+    assert shown["key_changed_node"] is None and shown["name"] == "box-docker" and shown["hostname"] == "box"
+    second_id = (await (await client.post(f"/api/v1/pairing/{shown['id']}/approve", json={})).json())["node_id"]
+    assert hub.node(second_id).name == "box-docker"  # --name is honoured as the node's name
+
+    # Claiming either node's name (or the host's own, with no --name) with a new key is flagged.
+    for name, claimed in (("", first_id), ("BOX-DOCKER", second_id), ("box.", first_id)):
+        impostor = Pairer(client, hostname="Box.")
+        assert (await impostor.request(name=name))["type"] == "pair_pending"
+        [flagged] = await pending_list(client)
+        assert flagged["key_changed_node"] == claimed, name
+        await impostor.ws.close()
+        await until(lambda: _none_pending(client), 5, "the closed request to be withdrawn")
+
+
+async def _none_pending(client) -> bool:
+    return not await pending_list(client)
+
+
+async def test_a_request_whose_socket_closed_holds_no_slot(make_hub):
+    client = await make_hub(pairing_max_pending=20)
+    hub = client.app[HUB_KEY]
+    # Twenty-five requests, every socket closed at once: before, they held all 20 slots for 15 minutes.
+    flood = [Pairer(client) for _ in range(25)]
+    answers = await asyncio.gather(*(p.request() for p in flood))
+    assert sum(a["type"] == "pair_pending" for a in answers) == 20
+    await asyncio.gather(*(p.ws.close() for p in flood))
+
+    # A real agent pairs at once, while the hub is still taking the flood's sockets down.
+    codes: list[str] = []
+    task = asyncio.create_task(
+        pair(
+            str(client.make_url("")).rstrip("/"),
+            Identity.generate(),
+            hostname="real",
+            facts={},
+            capabilities=OFFERED,
+            ceiling=Ceiling(),
+            ca_fingerprint=hub.ca_fingerprint,
+            ssl_context=None,
+            show_code=lambda code, rid, exp: codes.append(rid),
+        )
+    )
+    await until(lambda: _shown(codes, task), 10, "the real agent's pending request")
+    assert not task.done(), task.exception() if task.done() else None
+    await hub.pairing.approve(codes[0], actor="user:test")
+    paired = await asyncio.wait_for(task, 10)
+    assert paired.node_id and paired.hub_key == hub.identity.public_key
+    requests = await hub.store.list_pairing_requests(now=time.time(), pending_only=False)
+    assert sum(r.status == "withdrawn" for r in requests) == 20  # kept for the record, holding nothing
+    assert not await pending_list(client)
+
+
+async def _shown(codes: list[str], task: asyncio.Task) -> bool:
+    return bool(codes) or task.done()
+
+
+async def test_pending_requests_left_from_before_a_restart_hold_no_slot(make_hub, tmp_path):
+    from roost.core.store import PairingRequest
+
+    client = await make_hub(pairing_max_pending=2)
+    hub = client.app[HUB_KEY]
+    now = time.time()
+    for i in range(2):  # no socket in this process waits for these
+        await hub.store.add_pairing_request(
+            PairingRequest(request_id=f"pold{i}", public_key=Identity.generate().public_key, hostname="old", code="000 000", created_at=now, expires_at=now + 900),
+            max_pending=2,
+            now=now,
+        )
+    agent = Pairer(client)
+    assert (await agent.request())["type"] == "pair_pending"
+    assert [r["id"] for r in await pending_list(client)] != ["pold0", "pold1"]

@@ -1,0 +1,149 @@
+"""The MCP server for AI assistants, driven by the MCP SDK's own client: in-process against a real hub, and `roost mcp` over stdio."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+
+import pytest
+from support_auth import seed_user
+from support_hub import FakeAgent
+
+from roost.core.assistant import READ_TOOLS, HubAPI, build_server, token_may_operate
+from roost.core.hub.app import HUB_KEY
+
+mcp = pytest.importorskip("mcp")
+from mcp import Client, StdioServerParameters  # noqa: E402
+
+DOCKER = {
+    "containers": [
+        {"id": "a" * 64, "name": "web", "state": "running", "health": "unhealthy", "image": "nginx:1.27", "restart_count": 0},
+        {"id": "b" * 64, "name": "db", "state": "restarting", "image": "postgres:16", "restart_count": 7},
+    ]
+}
+
+
+async def wait_until(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        await asyncio.sleep(0.05)
+    return value
+
+
+def content(result) -> object:
+    """A tool's answer as the SDK's structured content (lists come wrapped in "result")."""
+    assert not result.is_error, result
+    structured = result.structured_content
+    if structured is None:
+        return json.loads(result.content[0].text)
+    return structured["result"] if set(structured) == {"result"} else structured
+
+
+@pytest.fixture
+async def homelab(client):
+    agent = FakeAgent(client)
+    await agent.enroll()
+    assert (await agent.connect())["type"] == "welcome"
+    await agent.send(
+        agent.report(
+            data={"linux_host": {"cpu": {"percent": 12.5}}, "docker": DOCKER},
+            metrics={"linux_host.cpu_percent": 12.5, "linux_host.disk_used_percent[/srv]": 96.0},
+        )
+    )
+    await wait_until(lambda: agent.hub._metrics.get(agent.node_id), 10, "the report")
+    return agent
+
+
+def api_for(client, token: str) -> HubAPI:
+    return HubAPI(str(client.make_url("")).rstrip("/"), token)
+
+
+async def test_read_only_tools_answer_what_is_wrong(client, homelab):
+    viewer = await seed_user(client.app[HUB_KEY].config, "assistant", "viewer")
+    api = api_for(client, viewer)
+    try:
+        assert await token_may_operate(api) is False
+        async with Client(build_server(api, read_only=True)) as session:
+            tools = (await session.list_tools()).tools
+            assert sorted(t.name for t in tools) == sorted(READ_TOOLS)
+            assert all(t.annotations.read_only_hint for t in tools)
+            nodes = content(await session.call_tool("list_nodes", {}))
+            assert nodes[0]["name"] == "box" and nodes[0]["status"] == "online" and nodes[0]["headline"]["cpu_percent"] == 12.5
+            health = content(await session.call_tool("node_health", {"node": "box"}))
+            assert health["healthy"] is False
+            assert "container web is unhealthy" in health["problems"]
+            assert "container db is restarting (restarted 7 times)" in health["problems"]
+            assert "filesystem /srv is 96% full" in health["problems"]
+            containers = content(await session.call_tool("list_containers", {}))
+            assert {(c["node"], c["name"], c["state"]) for c in containers} == {("box", "web", "running"), ("box", "db", "restarting")}
+            history = content(await session.call_tool("query_metrics", {"node": homelab.node_id, "series": ["linux_host.cpu_percent"], "range": "1h"}))
+            assert "linux_host.cpu_percent" in json.dumps(history)
+            missing = await session.call_tool("node_health", {"node": "nope"})
+            assert missing.is_error and "the nodes are: box" in missing.content[0].text
+            # A viewer's token cannot be talked into acting: there is no such tool, and the API would refuse it anyway.
+            refused = await session.call_tool("run_action", {"node": "box", "action": "services.restart"})
+            assert refused.is_error
+    finally:
+        await api.close()
+
+
+async def test_run_action_goes_through_the_job_path_and_never_signs(client, homelab):
+    hub = client.app[HUB_KEY]
+    nid = homelab.node_id
+    hub.jobs.attach(
+        nid,
+        hub.connections[nid].send_str,
+        [
+            {"name": "linux_host.ping", "capability": "host.metrics.read", "timeout": 10},
+            {"name": "files.wipe", "capability": "host.metrics.read", "timeout": 10, "destructive": True, "target": "path"},
+        ],
+    )
+    assert (await client.put(f"/api/v1/nodes/{nid}/grants", json={"grants": ["host.metrics.read"]})).status == 200
+    operator = await seed_user(hub.config, "opbot", "operator")
+    api = api_for(client, operator)
+
+    async def agent_answers() -> None:
+        while True:
+            message = await homelab.ws.receive_json(timeout=30)
+            if message["type"] == "job":
+                await homelab.send({"v": 1, "type": "job_result", "job_id": message["job_id"], "attempt": message["attempt"], "status": "succeeded", "result": {"pong": True}, "output": "pong\n"})
+                return
+
+    try:
+        assert await token_may_operate(api) is True
+        async with Client(build_server(api, read_only=False)) as session:
+            names = {t.name for t in (await session.list_tools()).tools}
+            assert "run_action" in names
+            answering = asyncio.create_task(agent_answers())
+            ran = content(await session.call_tool("run_action", {"node": "box", "action": "linux_host.ping", "params": {}}))
+            await answering
+            assert ran["state"] == "succeeded" and ran["result"] == {"pong": True} and ran["output"] == "pong\n"
+            jobs = (await (await client.get("/api/v1/jobs")).json())["jobs"]
+            # Audited as the operator's token, which names its user in the token list.
+            assert [(j["action"], j["created_by"]) for j in jobs] == [("linux_host.ping", f"token:{operator.split('_')[1]}")]
+            signed = content(await session.call_tool("run_action", {"node": "box", "action": "files.wipe", "params": {"path": "/srv"}}))
+            assert signed["executed"] is False and "roost sign" in signed["sign_command"]
+            assert len((await (await client.get("/api/v1/jobs")).json())["jobs"]) == 1  # nothing destructive was queued
+        async with Client(build_server(api, read_only=True)) as session:
+            assert "run_action" not in {t.name for t in (await session.list_tools()).tools}
+    finally:
+        await api.close()
+
+
+async def test_roost_mcp_over_stdio(client, homelab, tmp_path):
+    token = await seed_user(client.app[HUB_KEY].config, "desktop", "viewer")
+    token_file = tmp_path / "token"
+    token_file.write_text(token + "\n")
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "roost.core.cli", "mcp", "--hub", str(client.make_url("")).rstrip("/"), "--token-file", str(token_file), "--tools", "list_nodes,node_health"],
+        env={**os.environ},
+    )
+    async with Client(params, read_timeout_seconds=60) as session:
+        assert sorted(t.name for t in (await session.list_tools()).tools) == ["list_nodes", "node_health"]
+        nodes = content(await session.call_tool("list_nodes", {}))
+        assert [n["name"] for n in nodes] == ["box"]
