@@ -29,6 +29,8 @@ _LOGGER = logging.getLogger(__name__)
 KEY_FILE = "node_key.pem"
 SPOOL_FILE = "spool.db"
 STATE_FILE = "agent.json"
+# The hub's last grant, so reports collected while the hub is away follow it too.
+GRANTS_FILE = "grants.json"
 
 
 class Uplink(Protocol):
@@ -108,8 +110,13 @@ class AgentRuntime:
             custom_dirs=[self.data_dir / "custom_integrations", *settings.custom_integrations],
             entry_points=entry_points,
         )
-        self.facts = base_facts()
-        self.grants: list[str] = []
+        self._base_facts = base_facts()
+        # Facts from each integration's latest permitted state, so a withdrawn grant takes them out of the hello too.
+        self._integration_facts: dict[str, dict[str, Any]] = {}
+        self.grants: list[str] = self._load_grants()
+        # What the last cycle left out because its read capability is not effective: {domain: {part: capability}}.
+        self.withheld: dict[str, dict[str, str]] = {}
+        self._grants_changed = asyncio.Event()
         # A new key waiting to replace the current one (roost agent --rotate-key).
         self.next_identity: Identity | None = None
         self.executor = Executor(self, self.data_dir)
@@ -223,28 +230,42 @@ class AgentRuntime:
         interval = self.settings.interval
         next_at = time.monotonic()
         while not stop.is_set():
+            self._grants_changed.clear()
             await self.collect_once()
             # Keep to a fixed schedule; a slow cycle skips ahead rather than piling up.
             next_at += interval
             now = time.monotonic()
             if next_at < now:
                 next_at = now + interval - ((now - next_at) % interval)
+            # A changed grant starts a cycle at once, so what it allows (or takes away) shows without waiting.
+            waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._grants_changed.wait())]
             try:
-                await asyncio.wait_for(stop.wait(), next_at - now)
-            except asyncio.TimeoutError:
-                pass
+                await asyncio.wait(waits, timeout=next_at - now, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiting in waits:
+                    waiting.cancel()
+            if self._grants_changed.is_set():
+                next_at = time.monotonic()
 
     async def collect_once(self) -> int:
         """One cycle: collect from every integration, spool the report, wake the uplink."""
         collected_at = time.time()
-        out = await self.manager.collect_all()
-        for state in out["data"].values():
+        # Only what the hub granted and this host's ceiling allows leaves the agent (roost.core.reads).
+        out = await self.manager.collect_all(permitted=frozenset(self.effective))
+        self.withheld = out["withheld"]
+        for domain in list(self._integration_facts):
+            if domain in self.withheld and domain not in out["data"]:
+                # Not collected for want of a grant: its facts come back only with a permitted state.
+                del self._integration_facts[domain]
+        for domain, state in out["data"].items():
             if isinstance(state, dict) and isinstance(state.get("facts"), dict):
-                self.facts.update(state["facts"])
+                self._integration_facts[domain] = dict(state["facts"])
+            else:
+                self._integration_facts.pop(domain, None)
         body = {
             "collected_at": collected_at,
             "interval": self.settings.interval,
-            "integrations": self.manager.statuses(),
+            "integrations": self.statuses(),
             "data": out["data"],
             "metrics": out["metrics"],
         }
@@ -274,9 +295,46 @@ class AgentRuntime:
         """What may run here: the hub's grant intersected with this host's ceiling (enforced here, not on the hub)."""
         return effective(self.grants, self.settings.ceiling)
 
+    @property
+    def facts(self) -> dict[str, Any]:
+        """What this host says about itself in its hello: the basics, and the facts of permitted integration states."""
+        facts = dict(self._base_facts)
+        for domain in sorted(self._integration_facts):
+            facts.update(self._integration_facts[domain])
+        return facts
+
+    def statuses(self) -> list[dict[str, Any]]:
+        """Each integration's status, with the parts of its report this node may not send and the capability each needs."""
+        out = self.manager.statuses()
+        for status in out:
+            withheld = self.withheld.get(status["domain"])
+            if withheld:
+                status["withheld"] = dict(withheld)
+        return out
+
+    def _load_grants(self) -> list[str]:
+        try:
+            grants = json.loads((self.data_dir / GRANTS_FILE).read_text())
+        except (OSError, ValueError):
+            return []
+        return sorted({g for g in grants if isinstance(g, str)}) if isinstance(grants, list) else []
+
+    def _save_grants(self) -> None:
+        path = self.data_dir / GRANTS_FILE
+        try:
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.grants))
+            tmp.replace(path)
+        except OSError as err:
+            _LOGGER.warning("cannot keep the hub's grants in %s (%s); until the hub is reached again after a restart, nothing is reported", path, err.strerror)
+
     def set_grants(self, grants: list[str]) -> None:
         if sorted(grants) != self.grants:
+            before = self.effective
             self.grants = sorted(grants)
+            self._save_grants()
+            if self.effective != before:
+                self._grants_changed.set()
             refused = sorted(set(self.grants) - set(self.effective))
             _LOGGER.info(
                 "hub grants %s; effective here %s%s",
@@ -293,7 +351,7 @@ class AgentRuntime:
             "epoch": self.spool.epoch,
             "hostname": self.facts.get("hostname", ""),
             "facts": self.facts,
-            "integrations": self.manager.statuses(),
+            "integrations": self.statuses(),
             "fields": self.manager.fields(),
             "capabilities": self.manager.capabilities(),
             "ceiling": self.settings.ceiling.as_dict(),

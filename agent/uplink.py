@@ -262,7 +262,7 @@ class WebSocketUplink:
         return key
 
     async def _pump(self, ws: ClientConnection, rt: AgentRuntime, acked: int) -> None:
-        state = {"acked": acked}
+        state: dict[str, Any] = {"acked": acked}
         ack_event = asyncio.Event()
 
         async def receiver() -> None:
@@ -286,6 +286,13 @@ class WebSocketUplink:
                     await rt.executor.handle(data)
                 elif data["type"] == protocol.TYPE_KEY_ROTATED:
                     rt.key_rotated(data["public_key"])
+                elif data["code"] == protocol.ERR_LIMIT:
+                    # Part of a report was over the hub's series limits; it says so with every report, the log once.
+                    # Without "report N" and the example names, which change every time.
+                    why = data["message"].partition(": ")[2].split(" (e.g. ")[0]
+                    log = _LOGGER.warning if state.get("limit") != why else _LOGGER.debug
+                    state["limit"] = why
+                    log("the hub stored this report without some metrics: %s", data["message"])
                 else:
                     _LOGGER.error("hub reported an error (%s): %s", data["code"], data["message"])
 

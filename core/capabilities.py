@@ -20,10 +20,11 @@ READ_SEGMENTS = frozenset({"read", "readonly"})
 
 # Capabilities Roost itself knows, with what each allows.
 KNOWN: dict[str, str] = {
-    "host.metrics.read": "read CPU, memory, disk, network and process metrics",
-    "network.info.read": "read network interfaces and addresses",
+    "host.metrics.read": "read CPU, memory, disk, sensor, uptime and network throughput metrics and host facts",
+    "network.info.read": "read network interfaces, their addresses and MACs",
+    "host.processes.read": "read the process list (top processes with their command lines and users)",
     "services.read": "read systemd service states",
-    "network.probe": "probe TCP reachability of configured targets",
+    "network.probe.read": "read whether the TCP targets this host's owner configured answer, and how fast",
     "logs.read": "read logs from configured sources",
     "filesystem.read.scoped": "list and read files under configured roots",
     "docker.read": "read containers, images and volumes",
@@ -91,10 +92,22 @@ def effective(grants: Iterable[str], ceiling: Ceiling) -> list[str]:
     return sorted({c for c in grants if ceiling.permits(c)})
 
 
+def is_known(name: Any) -> bool:
+    """Defined by one of Roost's integrations: a name a node merely claims is not."""
+    return isinstance(name, str) and name in KNOWN
+
+
 def default_grants(offered: Iterable[str]) -> list[str]:
-    """What an approval grants unless the admin chooses otherwise: the read-only part of what is offered."""
-    return sorted({c for c in offered if is_capability(c) and is_read_only(c)})
+    """What an approval grants unless the admin chooses otherwise: the read-only part of what is offered that Roost knows.
+
+    A node chooses what it claims to offer; a made-up name such as
+    ``secrets.read`` is shown to the admin but never granted without them.
+    """
+    return sorted({c for c in offered if is_known(c) and is_read_only(c)})
+
+
+UNKNOWN_DESCRIPTION = "not defined by any Roost integration: claimed by the node, granted only if an admin chooses it"
 
 
 def describe(name: str) -> str:
-    return KNOWN.get(name, "")
+    return KNOWN.get(name, UNKNOWN_DESCRIPTION)

@@ -188,6 +188,9 @@ HUB_SCHEMA = vol.Schema(
                 vol.Optional("session_days", default=30): vol.All(vol.Coerce(float), vol.Range(min=1, max=365, msg="must be between 1 and 365 days")),
                 # Accept reports from script-only nodes on POST /api/v1/push/<domain> (bearer token per node).
                 vol.Optional("push", default=False): bool,
+                # Bounded series: what one node may keep as history; what is over is refused, the rest stored.
+                vol.Optional("max_series_per_node", default=3000): vol.All(int, vol.Range(min=10, max=1_000_000, msg="must be between 10 and 1000000")),
+                vol.Optional("max_metric_name", default=128): vol.All(int, vol.Range(min=16, max=200, msg="must be between 16 and 200 characters")),
                 # Let LAN addresses scrape /metrics without a token (for scrapers that cannot send headers).
                 vol.Optional("metrics_public_lan", default=False): bool,
                 # Operator public keys handed to agents when they pair or enrol (and trusted by the hub's own agent).
@@ -352,6 +355,8 @@ class HubConfig:
     trusted_proxies: list[str] = field(default_factory=list)
     session_days: float = 30.0
     push: bool = False
+    max_series_per_node: int = 3000
+    max_metric_name: int = 128
     metrics_public_lan: bool = False
     operator_keys: list[str] = field(default_factory=list)
     store_path: Path = Path("roost.db")
@@ -453,6 +458,8 @@ def load_hub_config(path: Path | None = None, *, overrides: dict[str, Any] | Non
         trusted_proxies=hub["trusted_proxies"],
         session_days=hub["session_days"],
         push=hub["push"],
+        max_series_per_node=hub["max_series_per_node"],
+        max_metric_name=hub["max_metric_name"],
         metrics_public_lan=hub["metrics_public_lan"],
         operator_keys=list(hub["operator_keys"]),
         store_path=store_path if store_path.is_absolute() else data_dir / store_path,

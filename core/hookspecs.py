@@ -90,6 +90,13 @@ def roost_collect(ctx: IntegrationContext) -> Mapping[str, Any] | None | Awaitab
       ``cpu_percent``); a per-instance series carries its label in brackets:
       ``disk_used_percent[/srv]``. The core prefixes each name with the domain.
 
+    Only the parts whose read capability the node holds (the hub's grant
+    intersected with the host's ceiling) leave the agent: declare the
+    capability of each state key and metric in a module-level ``READS``
+    (``roost.core.reads.Reads``). When none of them is effective the hook is
+    not called at all; an integration without ``READS`` needs
+    ``<domain>.read`` for everything it reports.
+
     Leave out a value the platform cannot give; never fake one. Raising, or
     returning a state that is not JSON (NaN included), marks the integration
     ``collect_error`` for this cycle with the message; the next good cycle

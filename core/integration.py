@@ -158,6 +158,7 @@ class Integration:
     fields: dict[str, dict[str, str]] = field(default_factory=dict)
     capabilities: list[str] = field(default_factory=list)
     actions: dict[str, Any] = field(default_factory=dict)  # name -> roost.core.actions.ActionSpec
+    reads: Any = None  # roost.core.reads.Reads: the capability each part of its report needs
     retry_at: float | None = None
     retries: int = 0
 

@@ -15,7 +15,7 @@ import math
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -37,6 +37,7 @@ from .const import (
     STATE_SETUP_RETRY,
 )
 from .actions import ActionSpec
+from .reads import Reads, default_reads
 from .integration import (
     DOMAIN_RE,
     SOURCE_BUILTIN,
@@ -278,8 +279,9 @@ def _clean_metrics(domain: str, raw: Any, log: logging.Logger, once: _Dropped | 
         raise TypeError(f"metrics must be a mapping of name to number, got {type(raw).__name__}")
     out: dict[str, float] = {}
     for name, value in raw.items():
-        if not isinstance(name, str) or not name or len(name) > 200:
-            why = f"dropping metric with bad name {name!r} (a non-empty string of at most 200 characters)"
+        # The limit counts the domain prefix: one name past the protocol's 200 characters would get the whole report refused.
+        if not isinstance(name, str) or not name or len(domain) + 1 + len(name) > 200:
+            why = f"dropping metric with bad name {name!r} (a non-empty string of at most {199 - len(domain)} characters)"
         elif isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             why = f"dropping metric {name} with value {value!r}: metrics must be finite numbers"
         else:
@@ -457,6 +459,21 @@ class IntegrationManager:
         if problem:
             self._fail_load(integ, f"invalid hook implementation: {problem} (see roost.core.hookspecs)")
             return
+        reads = getattr(module, "READS", None)
+        if reads is None:
+            reads = default_reads(domain)
+            if self.has_hook(integ, "roost_collect"):
+                _LOGGER.warning(
+                    "integration %s declares no READS; nothing it collects is sent until capability %s is granted "
+                    "(declare READS = roost.core.reads.Reads(...) next to its collector)",
+                    domain,
+                    f"{domain}.read",
+                )
+        elif not isinstance(reads, Reads) or reads.problems():
+            why = "; ".join(reads.problems()) if isinstance(reads, Reads) else f"READS must be a roost.core.reads.Reads, got {type(reads).__name__}"
+            self._fail_load(integ, why)
+            return
+        integ.reads = reads
         integ.module = module
         integ.context = IntegrationContext(
             domain=domain,
@@ -718,15 +735,29 @@ class IntegrationManager:
             if integ.state == STATE_SETUP_RETRY and integ.retry_at is not None and integ.retry_at <= now:
                 await self._setup_one(integ)
 
-    async def collect_all(self) -> dict[str, Any]:
+    async def collect_all(self, permitted: Collection[str] | None = None) -> dict[str, Any]:
         """One collection cycle over every active integration, concurrently.
 
         Returns ``{"data": {domain: state}, "metrics": {name: value}}``; each
-        integration's outcome is reflected in its state.
+        integration's outcome is reflected in its state. With ``permitted``
+        (the node's effective capabilities), only the parts of each report
+        whose read capability is in it are kept (see roost.core.reads), the
+        others are named in ``"withheld": {domain: {part: capability}}``, and
+        an integration none of whose parts is permitted is not called at all.
         """
         await self.retry_due()
         active = [i for i in self.integrations.values() if i.active and self.has_hook(i, "roost_collect")]
-        results = await asyncio.gather(*(self._collect_one(i) for i in active), return_exceptions=True)
+        withheld: dict[str, dict[str, str]] = {}
+        if permitted is not None:
+            for integ in active:
+                # A part whose capability the integration does not offer on this host (services without
+                # systemd) is not there to grant: it is left out without a "grant it" note.
+                offered = self._offered_reads(integ)
+                parts = {p: c for p, c in self._reads(integ).withheld(permitted).items() if c in offered}
+                if parts:
+                    withheld[integ.domain] = parts
+            active = [i for i in active if self._reads(i).anything_permitted(permitted)]
+        results = await asyncio.gather(*(self._collect_one(i, permitted) for i in active), return_exceptions=True)
         data: dict[str, Any] = {}
         metrics: dict[str, float] = {}
         for integ, result in zip(active, results):
@@ -742,9 +773,37 @@ class IntegrationManager:
             if state is not None:
                 data[integ.domain] = state
             metrics.update(integ_metrics)
-        return {"data": data, "metrics": metrics}
+        out: dict[str, Any] = {"data": data, "metrics": metrics}
+        if permitted is not None:
+            out["withheld"] = withheld
+        return out
 
-    async def _collect_one(self, integ: Integration) -> tuple[Any, dict[str, float]] | None:
+    def _offered_reads(self, integ: Integration) -> set[str]:
+        """The read capabilities an integration offers here: what roost_capabilities names, else all its READS need."""
+        if self.has_hook(integ, "roost_capabilities") and getattr(integ.module, "READS", None) is not None:
+            return set(integ.capabilities) & self._reads(integ).capabilities()
+        return self._reads(integ).capabilities()
+
+    @staticmethod
+    def _reads(integ: Integration) -> Reads:
+        return integ.reads if isinstance(integ.reads, Reads) else default_reads(integ.domain)
+
+    def _keep_permitted(self, integ: Integration, state: Any, metrics: Any, permitted: Collection[str]) -> tuple[Any, Any]:
+        """Leave out every part whose read capability is not effective, before anything else looks at it."""
+        reads = self._reads(integ)
+        undeclared: list[str] = []
+        if state is not None:
+            state, undeclared = reads.filter_state(state, permitted)
+        if isinstance(metrics, Mapping):
+            metrics, dropped = reads.filter_metrics({k: v for k, v in metrics.items() if isinstance(k, str)}, permitted)
+            undeclared += dropped
+        for part in undeclared:
+            # An author's oversight, the same every cycle: say it once.
+            if self._once(integ).first(f"undeclared:{part}"):
+                _LOGGER.warning("integration %s: %s is not declared in READS, so it is never sent", integ.domain, part)
+        return state, metrics
+
+    async def _collect_one(self, integ: Integration, permitted: Collection[str] | None = None) -> tuple[Any, dict[str, float]] | None:
         assert integ.context is not None
         try:
             result = await self.call(integ, "roost_collect", timeout=integ.timeout, thread=True)
@@ -760,8 +819,11 @@ class IntegrationManager:
                         integ.domain,
                         ", ".join(unknown),
                     )
-                state = _snapshot_state(result.get("state"))
-                metrics = _clean_metrics(integ.domain, result.get("metrics"), integ.context.logger, self._once(integ))
+                state, raw_metrics = result.get("state"), result.get("metrics")
+                if permitted is not None:
+                    state, raw_metrics = self._keep_permitted(integ, state, raw_metrics, permitted)
+                state = _snapshot_state(state)
+                metrics = _clean_metrics(integ.domain, raw_metrics, integ.context.logger, self._once(integ))
         except TimeoutError as err:
             self._collect_failed(integ, f"collect timed out: {err}")
             return None
@@ -814,7 +876,15 @@ class IntegrationManager:
         return out
 
     def capabilities(self) -> list[str]:
-        return sorted({c for i in self.integrations.values() if i.active for c in i.capabilities})
+        """What the active integrations offer: what they name, and the read capabilities of what they collect.
+
+        An integration that collects offers the capabilities its READS need
+        unless its roost_capabilities says which of them apply on this host;
+        one with no READS offers ``<domain>.read``.
+        """
+        out = {c for i in self.integrations.values() if i.active for c in i.capabilities}
+        out.update(c for i in self.integrations.values() if i.active and self.has_hook(i, "roost_collect") for c in self._offered_reads(i))
+        return sorted(out)
 
     def actions(self) -> dict[str, tuple[Integration, ActionSpec]]:
         """Every action of an active integration, by name."""

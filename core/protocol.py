@@ -52,6 +52,8 @@ ERR_WRONG_NODE = "wrong_node"
 ERR_INTERNAL = "internal"
 ERR_RATE_LIMITED = "rate_limited"
 ERR_PAIRING = "pairing_refused"
+# Part of a report was over the hub's series limits and left out; the rest was stored.
+ERR_LIMIT = "limit_exceeded"
 
 MAX_METRICS_PER_REPORT = 5000
 MAX_NAME = 200

@@ -79,6 +79,7 @@ def capability_rows(items: list[dict[str, Any]], *, ceiling: Ceiling | None, che
                 "name": name,
                 "description": item.get("description") or KNOWN.get(name, ""),
                 "read_only": is_read_only(name),
+                "known": name in KNOWN,
                 "permitted": ceiling is None or ceiling.permits(name),
                 "checked": name in checked,
             }

@@ -185,6 +185,7 @@ async def node_page(request: web.Request) -> web.Response:
     if selected_range not in RANGES:
         selected_range = DEFAULT_RANGE
     other_state = {domain: value for domain, value in state.items() if domain != "linux_host"}
+    withheld = _withheld_rows(node.get("withheld"))
     # What the page's script needs, read from a <script type="application/json"> block.
     page_data = {
         "id": node.get("id", node_id),
@@ -201,6 +202,8 @@ async def node_page(request: web.Request) -> web.Response:
             "detail": detail,
             "host": state.get("linux_host") or {},
             "other_state": other_state,
+            "withheld": withheld,
+            "host_withheld": (node.get("withheld") or {}).get("linux_host") or {},
             "collected_at": detail.get("collected_at"),
             "ranges": RANGES,
             "selected_range": selected_range,
@@ -210,6 +213,28 @@ async def node_page(request: web.Request) -> web.Response:
         },
         fragments=NODE_FRAGMENTS,
     )
+
+
+def _withheld_rows(withheld: Any) -> list[dict[str, Any]]:
+    """What a node's agent leaves out for want of a grant, one row per integration and capability to grant."""
+    from roost.core.reads import PART_METRIC_PREFIX, PART_METRICS, PART_STATE_REST
+
+    rows = []
+    for domain, parts in sorted((withheld or {}).items()) if isinstance(withheld, dict) else ():
+        by_capability: dict[str, list[str]] = {}
+        for part, capability in (parts or {}).items() if isinstance(parts, dict) else ():
+            if part == PART_STATE_REST:
+                label = "its state"
+            elif part == PART_METRICS:
+                label = "metrics"
+            elif part.startswith(PART_METRIC_PREFIX):
+                label = "metric " + part[len(PART_METRIC_PREFIX):]
+            else:
+                label = part
+            by_capability.setdefault(str(capability), []).append(label)
+        for capability, labels in sorted(by_capability.items()):
+            rows.append({"domain": domain, "capability": capability, "parts": sorted(labels)})
+    return rows
 
 
 async def integrations_page(request: web.Request) -> web.Response:

@@ -40,6 +40,7 @@ from roost.core.tls import HubTLS
 
 from .events import EventBus
 from .ingest import Ingestor
+from .limits import Refusal, SeriesGuard
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -51,6 +52,11 @@ HEADLINE = {
     "uptime_s": "linux_host.uptime_s",
 }
 SUMMARY_FACTS = ("os", "kernel", "arch", "cpu_cores_logical", "virtualization", "container")
+# Capabilities split out of an older one: a node granted the old one before keeps what it allowed.
+SPLIT_GRANTS = {"host.metrics.read": "host.processes.read", "network.probe": "network.probe.read"}
+META_GRANTS_SPLIT = "grants_split_v1"
+# Facts the hub alone sets; the same key claimed by a node in its hello, enrolment or pairing request is dropped.
+HUB_FACTS = frozenset({"source"})
 LIVENESS_CHECK_SECONDS = 1.0
 PRUNE_EVERY_SECONDS = 3600.0
 TOUCH_FLUSH_SECONDS = 10.0
@@ -159,6 +165,7 @@ class Hub:
         self.identity: Identity | None = None  # loaded by open(): what the hub proves itself with
         self.events = EventBus()
         self.ingestor = Ingestor(store, self._persisted)
+        self.series = SeriesGuard(store, max_series=config.max_series_per_node, max_name=config.max_metric_name)
         self.connections: dict[str, web.WebSocketResponse] = {}
         self.local_node_id = ""
         self.manager = IntegrationManager(
@@ -208,10 +215,31 @@ class Hub:
         self.identity = load_hub_identity(self.config.data_dir)
         for node in await self.store.list_nodes():
             self._remember(node)
+        await self._carry_split_grants()
         self._metrics = await self.store.latest_metrics()
         now = time.time()
         for node_id in self._nodes:
             self._status[node_id] = self.node_status(node_id, now)
+
+    async def _carry_split_grants(self) -> None:
+        """Once: a grant made before a capability was split keeps allowing what it allowed.
+
+        Process lists used to come with host.metrics.read; TCP probe results
+        were network.probe before they became network.probe.read.
+        """
+        if await self.store.get_meta(META_GRANTS_SPLIT):
+            return
+        now = time.time()
+        for node_id, grants in (await self.store.all_grants()).items():
+            added = sorted(new for old, new in SPLIT_GRANTS.items() if old in grants.grants and new not in grants.grants)
+            if added:
+                after = sorted({*grants.grants, *added})
+                await self.store.set_grants(node_id, after, now=now)
+                await self.store.append_audit(
+                    "grants.changed", actor="system", target=f"node:{node_id}",
+                    details={"before": grants.grants, "after": after, "why": "capability split: " + ", ".join(added) + " kept from the old grant"},
+                )
+        await self.store.set_meta(META_GRANTS_SPLIT, "1")
 
     def remember(self, node: NodeRecord) -> None:
         """Take a node created elsewhere (pairing, the CLI) into the caches."""
@@ -292,7 +320,22 @@ class Hub:
             "headline": headline,
             "integrations_summary": {"loaded": loaded, "problems": problems},
             "spool_dropped": node.spool_dropped,
+            "limits": refusal.as_dict() if (refusal := self.series.refusals.get(node_id)) is not None else None,
         }
+
+    def withheld(self, node_id: str) -> dict[str, dict[str, str]]:
+        """What the node's agent leaves out of its reports because its read capability is not effective: {domain: {part: capability}}."""
+        from roost.core.capabilities import is_capability
+
+        node = self._nodes.get(node_id)
+        out: dict[str, dict[str, str]] = {}
+        for status in node.integrations if node is not None else []:
+            parts = status.get("withheld") if isinstance(status, dict) else None
+            if isinstance(parts, dict) and isinstance(status.get("domain"), str):
+                clean = {str(p)[:200]: c for p, c in list(parts.items())[:200] if is_capability(c)}
+                if clean:
+                    out[status["domain"]] = clean
+        return out
 
     async def nodes_summary(self) -> dict[str, Any]:
         now = time.time()
@@ -313,6 +356,7 @@ class Hub:
             fields=node.fields,
             created_at=node.created_at,
             interval=node.interval,
+            withheld=self.withheld(node_id),
         )
         return {"node": detail, "state": state.data, "collected_at": state.collected_at, "metrics": state.metrics}
 
@@ -405,9 +449,11 @@ class Hub:
             )
             return existing
         preset = await self.store.get_token_preset(token_id)
+        from .pairing import claimed_facts
+
         # A token is no licence to take over a known host: flagged exactly like a pairing request.
         changed = key_changed_node(self._nodes.values(), hostname=hostname, name=name, public_key=public_key)
-        node = await self.add_node(public_key=public_key, hostname=hostname, name=name, facts=facts, grants=preset)
+        node = await self.add_node(public_key=public_key, hostname=hostname, name=name, facts=claimed_facts(facts), grants=preset)
         details: dict[str, Any] = {"name": node.name, "hostname": hostname, "key": fingerprint(public_key)}
         if changed:
             details["key_changed_node"] = changed
@@ -439,10 +485,12 @@ class Hub:
         return JoinTokenError(message)
 
     async def hello(self, node_id: str, hello: dict[str, Any]) -> NodeRecord:
+        from .pairing import claimed_facts
+
         node = await self.store.update_node_hello(
             node_id,
             hostname=hello["hostname"],
-            facts=hello["facts"],
+            facts=claimed_facts(hello["facts"]),
             integrations=hello["integrations"],
             fields=hello["fields"],
             capabilities=hello["capabilities"],
@@ -452,7 +500,8 @@ class Hub:
         )
         await self.store.set_ceiling(node_id, hello.get("ceiling") or {}, hello.get("capabilities") or [], now=time.time())
         if (await self.store.get_grants(node_id)).updated_at is None:
-            # Enrolled with a token that named no grants: the read-only part of what it offers.
+            # Enrolled with a token that named no grants: the read-only part of what it offers that Roost
+            # knows, never a name the node made up.
             from roost.core.capabilities import default_grants
 
             await self.store.set_grants(node_id, default_grants(hello.get("capabilities") or []), now=time.time())
@@ -463,6 +512,18 @@ class Hub:
         return node
 
     # ---------------------------------------------------------------- ingest
+
+    async def admit(self, report: Report) -> tuple[Report, Refusal | None]:
+        """Hold a report to the series limits: what is over is left out (and said), the rest goes on to be stored."""
+        had = report.node_id in self.series.refusals
+        report, refusal = await self.series.admit(report)
+        if refusal is not None and not had:
+            # Once per episode: a node over its limit says so with every report.
+            _LOGGER.warning("node %s is over its series limits: %s", self._label(report.node_id), refusal.message)
+            self._publish_node(report.node_id, force=True)
+        elif refusal is None and had:
+            _LOGGER.info("node %s is within its series limits again", self._label(report.node_id))
+        return report, refusal
 
     def _persisted(self, reports: list[Report], results: list[bool]) -> None:
         now = time.time()
@@ -570,6 +631,7 @@ class Hub:
             if now - last_prune >= PRUNE_EVERY_SECONDS:
                 try:
                     deleted = await self.store.prune(now, self.config.retention)
+                    self.series.forget()
                     if any(deleted.values()):
                         _LOGGER.info("pruned history: %s", deleted)
                 except Exception:
@@ -742,7 +804,7 @@ def create_app(config: HubConfig, *, store: Store | None = None, tls: HubTLS | N
     """Build the hub's aiohttp application; nothing starts until the app does."""
     from roost.core.store.sqlite import SQLiteStore
 
-    from . import api, archnest, audit, gateway, jobs_api, jointokens, mqtt, pairing, prometheus, push
+    from . import api, archnest, audit, gateway, jobs_api, jointokens, mcp_http, mqtt, pairing, prometheus, push
     from . import auth, security
     from . import wake
     from . import downloads
@@ -775,6 +837,7 @@ def create_app(config: HubConfig, *, store: Store | None = None, tls: HubTLS | N
     archnest.setup(app)
     prometheus.setup(app)
     mqtt.setup(app)
+    mcp_http.setup(app)
     wake.setup(app)
     downloads.setup(app)
     try:

@@ -139,10 +139,13 @@ async def report(request: web.Request) -> web.Response:
     state["reported_at"] = body.get("reportedAt")
     try:
         # receivedAt is the truth for staleness: the report is filed at the hub's time, its own clock kept as reported_at.
-        stored = await service.ingest(replace(token, node_id=node_id), DOMAIN, {"collected_at": now}, state, metrics_for(state))
+        stored, refused = await service.ingest(replace(token, node_id=node_id), DOMAIN, {"collected_at": now}, state, metrics_for(state))
     except IngestError as err:
         return _error(503, f"the hub could not store the report ({err}); send it again", **{"Retry-After": "10"})
-    return web.json_response({"ok": True, "hostId": body["hostId"], "node_id": stored.node_id, "containers": len(state["containers"])})
+    answer = {"ok": True, "hostId": body["hostId"], "node_id": stored.node_id, "containers": len(state["containers"])}
+    if refused is not None:
+        answer["refused"] = refused.message  # metrics over the series limits; the rest is stored
+    return web.json_response(answer)
 
 
 # ------------------------------------------------------------------ reading

@@ -313,8 +313,12 @@ class AgentConnection:
             interval=message.get("interval"),
             spool_dropped=message["spool_dropped"],
         )
+        report, refused = await self.hub.admit(report)
         future = await self.hub.ingestor.submit(report)
         self._acks.put_nowait((report.seq, future))
+        if refused is not None and not self.ws.closed:
+            # Not fatal: the rest of the report is stored and acknowledged as usual.
+            await self.ws.send_str(protocol.error(protocol.ERR_LIMIT, f"report {report.seq}: {refused.message}"))
 
 
     async def rotate_key(self, message: dict[str, Any]) -> None:

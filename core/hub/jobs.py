@@ -58,6 +58,7 @@ class JobEngine:
         self.actions: dict[str, dict[str, dict[str, Any]]] = {}  # node -> action name -> description
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._domains: set[str] | None = None  # every integration the hub can find, agent-only ones too
 
     # ------------------------------------------------------------ lifecycle
 
@@ -302,6 +303,32 @@ class JobEngine:
             except JobError as err:
                 _LOGGER.warning("schedule %s could not run %s: %s", schedule.schedule_id, schedule.action, err)
                 await self.hub.store.update_schedule(schedule.schedule_id, next_run=upcoming)
+
+    def unknown_action(self, node_id: str, action: str) -> str:
+        """Why ``action`` names no action of any integration this node could run ('' when it may be one)."""
+        from roost.core.actions import ACTION_NAME_RE
+
+        if not ACTION_NAME_RE.match(action):
+            return f"action {action[:80]!r} is not an action name: actions are dotted lower_snake_case, such as services.restart"
+        offered = self.actions.get(node_id)
+        if offered is not None:
+            if action in offered:
+                return ""
+            names = ", ".join(sorted(offered)[:20]) or "none"
+            return f"node {node_id} offers no action {action!r}; its actions: {names}"
+        # The node has not said what it offers since the hub started: at least an integration Roost knows must own it.
+        domain = action.split(".", 1)[0]
+        if domain not in self._known_domains():
+            return f"no integration {domain!r} has action {action!r}; connect the node once so the hub learns its actions"
+        return ""
+
+    def _known_domains(self) -> set[str]:
+        if self._domains is None:
+            from roost.core.plugins import discover
+
+            manager = self.hub.manager
+            self._domains = set(discover(manager.custom_dirs, entry_points=manager.entry_points))
+        return self._domains
 
     async def add_schedule(self, node_id: str, action: str, params: dict[str, Any], cron: str, *, actor: str, note: str = "") -> Schedule:
         if await self.hub.find_node(node_id) is None:

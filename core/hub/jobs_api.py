@@ -203,6 +203,8 @@ async def add_schedule(request: web.Request) -> web.Response:
     body = await _json(request, SCHEDULE_SCHEMA)
     if not valid_cron(body["cron"]):
         return _error(400, f"invalid request: cron: {body['cron']!r} is not a cron expression such as '0 3 * * *' (03:00 daily)")
+    if await hub.find_node(body["node_id"]) is not None and (why := hub.jobs.unknown_action(body["node_id"], body["action"])):
+        return _error(400, f"invalid request: action: {why}")
     try:
         schedule = await hub.jobs.add_schedule(body["node_id"], body["action"], body["params"], body["cron"], actor=actor_of(request), note=body["note"])
     except JobError as err:

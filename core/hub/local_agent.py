@@ -58,6 +58,7 @@ class LocalUplink:
                     interval=message.get("interval"),
                     spool_dropped=message["spool_dropped"],
                 )
+                report, _ = await self.hub.admit(report)
                 await (await self.hub.ingestor.submit(report))
                 acked = row.seq
             await rt.spool.delete_upto(acked)
@@ -104,6 +105,8 @@ async def local_agent_ctx(app: web.Application) -> AsyncIterator[None]:
     if not (await hub.store.get_grants(node.node_id)).updated_at:
         # The hub's own host starts with the read-only part of what it offers.
         await hub.store.set_grants(node.node_id, default_grants(rt.manager.capabilities()), now=time.time())
+    # Known before the first cycle, so the first report already carries what the grant allows.
+    rt.set_grants((await hub.store.get_grants(node.node_id)).grants)
     stop = asyncio.Event()
     task = asyncio.create_task(rt.run(LocalUplink(hub), stop), name="roost-local-agent")
     yield

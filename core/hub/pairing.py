@@ -13,7 +13,7 @@ import voluptuous as vol
 from aiohttp import web
 
 from roost.core import protocol
-from roost.core.capabilities import Ceiling, default_grants, describe, effective, is_capability
+from roost.core.capabilities import Ceiling, default_grants, describe, effective, is_capability, is_known
 from roost.core.discovery import AGENT_SERVICE, Browser
 from roost.core.identity import fingerprint, verify
 from roost.core.integration import humanize_invalid
@@ -98,7 +98,7 @@ class Pairing:
             "created_at": request.created_at,
             "expires_at": request.expires_at,
             "facts": request.facts,
-            "offered": [{"name": c, "description": describe(c)} for c in offered],
+            "offered": [{"name": c, "description": describe(c), "known": is_known(c)} for c in offered],
             "ceiling": request.ceiling,
             "default_grants": default_grants(offered),
             "key_changed_node": request.key_changed_node,
@@ -273,7 +273,10 @@ class Pairing:
             "node_id": grants.node_id,
             "grants": grants.grants,
             "ceiling": ceiling.as_dict(),
-            "offered": [{"name": c, "description": describe(c), "granted": c in grants.grants, "permitted": ceiling.permits(c)} for c in offered],
+            "offered": [
+                {"name": c, "description": describe(c), "known": is_known(c), "granted": c in grants.grants, "permitted": ceiling.permits(c)}
+                for c in offered
+            ],
             "effective": effective(grants.grants, ceiling),
             "updated_at": grants.updated_at,
         }
@@ -303,7 +306,7 @@ async def approve_request(
         hostname=request.hostname,
         public_key=request.public_key,
         created_at=now,
-        facts=request.facts,
+        facts=claimed_facts(request.facts),
     )
     await store.add_node(node)
     await store.set_grants(node_id, chosen, now=now)
@@ -315,6 +318,13 @@ async def approve_request(
         details={"request": request_id, "hostname": request.hostname, "key": fingerprint(request.public_key), "grants": chosen, "code": request.code},
     )
     return node
+
+
+def claimed_facts(facts: dict[str, Any]) -> dict[str, Any]:
+    """What a node says about itself, without the facts only the hub may set (``source``: how the node reports)."""
+    from .app import HUB_FACTS
+
+    return {k: v for k, v in facts.items() if k not in HUB_FACTS}
 
 
 def new_node_id_for_cli() -> str:

@@ -152,8 +152,11 @@ class PushService:
         )
         return f"{TOKEN_PREFIX}_{token_id}_{secret}", record
 
-    async def ingest(self, token: PushToken, domain: str, body: dict[str, Any], state: dict[str, Any], metrics: dict[str, float]) -> Report:
-        """Hand the report to the ingest pipeline and wait until it is on disk; sequence numbers stay in order per node."""
+    async def ingest(self, token: PushToken, domain: str, body: dict[str, Any], state: dict[str, Any], metrics: dict[str, float]) -> tuple[Report, Any]:
+        """Hand the report to the ingest pipeline and wait until it is on disk; sequence numbers stay in order per node.
+
+        Returns the stored report and what of it the series limits refused (None when nothing was).
+        """
         hub = self.hub
         node_id = token.node_id
         lock = self._locks.setdefault(node_id, asyncio.Lock())
@@ -183,13 +186,14 @@ class PushService:
                 ],
                 interval=body.get("interval"),
             )
+            report, refused = await hub.admit(report)
             future = await hub.ingestor.submit(report)
             await future
             self._seq[node_id] = seq
         if now - self._touched.get(token.token_id, 0.0) >= TOUCH_EVERY_SECONDS:
             self._touched[token.token_id] = now
             await hub.store.touch_push_token(token.token_id, now)
-        return report
+        return report, refused
 
 
 PUSH_KEY = web.AppKey("roost_push", PushService)
@@ -261,10 +265,13 @@ async def push(request: web.Request) -> web.Response:
     if not metrics:
         metrics = checker.metrics_for(state)
     try:
-        report = await service.ingest(token, domain, body, state, metrics)
+        report, refused = await service.ingest(token, domain, body, state, metrics)
     except IngestError as err:
         return _error(503, f"the hub could not store the report ({err}); push again", **{"Retry-After": "10"})
-    return web.json_response({"accepted": True, "node_id": report.node_id, "seq": report.seq, "containers": len(state.get("containers", ()))})
+    answer = {"accepted": True, "node_id": report.node_id, "seq": report.seq, "containers": len(state.get("containers", ()))}
+    if refused is not None:
+        answer["refused"] = refused.message
+    return web.json_response(answer)
 
 
 # ---------------------------------------------------------------- token admin

@@ -10,6 +10,7 @@ from roost.core import hookimpl
 from roost.core.integration import IntegrationContext
 
 from .const import (
+    READS,
     CAPABILITY_PROBE,
     CONF_HOST,
     CONF_NAME,

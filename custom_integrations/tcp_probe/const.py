@@ -2,6 +2,8 @@
 
 from typing import Final
 
+from roost.core.reads import Reads
+
 DOMAIN: Final = "tcp_probe"
 
 CONF_TARGETS: Final = "targets"
@@ -16,7 +18,9 @@ DEFAULT_TIMEOUT: Final = 2.0
 # timeout must stay below it.
 MAX_TIMEOUT: Final = 7.0
 
-CAPABILITY_PROBE: Final = "network.probe"
+CAPABILITY_PROBE: Final = "network.probe.read"
+# The probe results (state and metrics) leave the agent only with network.probe.read.
+READS: Final = Reads.every(CAPABILITY_PROBE)
 
 METRIC_UP: Final = "up"
 METRIC_LATENCY: Final = "latency_ms"

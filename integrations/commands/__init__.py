@@ -10,7 +10,7 @@ from roost.core.integration import IntegrationContext, NotAvailable
 
 from .actions import DATA_ACCOUNTS, DATA_COMMANDS, action_specs
 from .allowlist import CONFIG_SCHEMA
-from .const import CAP_EXECUTE_LIMITED, CONF_ALLOW, CONF_GROUP, CONF_RATE_LIMIT, CONF_USER
+from .const import CAP_EXECUTE_LIMITED, CONF_ALLOW, CONF_GROUP, CONF_RATE_LIMIT, CONF_USER, READS
 from .runner import AccountError, resolve_account
 
 __all__ = ["CONFIG_SCHEMA"]

@@ -14,6 +14,7 @@ from roost.core.integration import IntegrationContext, NotAvailable, NotReady
 from .actions import DATA_COLLECTOR, action_specs, close_action_client
 from .collector import Collector
 from .const import (
+    READS,
     CAP_LOGS,
     CAP_MANAGE,
     CAP_READ,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from roost.core.reads import Reads
+
 DOMAIN: Final = "docker"
 
 CONF_URL: Final = "url"
@@ -64,6 +66,8 @@ LABEL_PODMAN_COMPOSE_PROJECT: Final = "io.podman.compose.project"
 CAP_READ: Final = "docker.read"
 CAP_MANAGE: Final = "docker.manage"
 CAP_LOGS: Final = "logs.read"
+# Everything a report carries about containers, images, volumes and the engine needs docker.read.
+READS: Final = Reads.every(CAP_READ)
 
 ACTION_START: Final = "docker.container.start"
 ACTION_STOP: Final = "docker.container.stop"

@@ -12,6 +12,7 @@ from roost.integrations.fields import whole_number
 
 from .actions import action_specs
 from .const import (
+    READS,
     CAP_READ_SCOPED,
     CONF_MAX_ENTRIES,
     CONF_MAX_READ_BYTES,

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from typing import Final
 
+from roost.core.reads import Reads
+
 DOMAIN: Final = "files"
+# Reports nothing on its own (only its actions answer, each under its own capability).
+READS: Final = Reads()
 CAP_READ_SCOPED: Final = "filesystem.read.scoped"
 
 ACTION_LIST: Final = "files.list"

@@ -26,6 +26,7 @@ from .const import (
     DEFAULT_TOP_PROCESSES,
     MAX_TOP_PROCESSES,
     METRIC_FIELDS,
+    READS,
 )
 
 DATA_COLLECTOR = "collector"

@@ -21,6 +21,7 @@ from .cgroups import CgroupLayout, Mount, detect_container, parse_mountinfo, rea
 from .const import (
     CAP_HOST_METRICS,
     CAP_NETWORK_INFO,
+    CAP_PROCESSES,
     CAP_SERVICES,
     CMDLINE_MAX_CHARS,
     CONF_IGNORE_INTERFACES,
@@ -201,7 +202,7 @@ class Collector:
         self._processes.clear()
 
     def capabilities(self) -> list[str]:
-        caps = [CAP_HOST_METRICS, CAP_NETWORK_INFO]
+        caps = [CAP_HOST_METRICS, CAP_NETWORK_INFO, CAP_PROCESSES]
         if self.systemd and self.services_enabled:
             caps.append(CAP_SERVICES)
         return caps

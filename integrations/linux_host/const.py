@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from roost.core.reads import Reads
+
 DOMAIN: Final = "linux_host"
 
 CONF_TOP_PROCESSES: Final = "top_processes"
@@ -85,6 +87,27 @@ NON_DISK_BLOCK_PREFIXES: Final = ("loop", "ram", "zram", "fd", "sr")
 CAP_HOST_METRICS: Final = "host.metrics.read"
 CAP_NETWORK_INFO: Final = "network.info.read"
 CAP_SERVICES: Final = "services.read"
+CAP_PROCESSES: Final = "host.processes.read"
+
+# The capability each part of a report needs before it leaves the agent. The
+# MACs among the facts are network identity; every metric (network throughput
+# included) is a host metric.
+READS: Final = Reads(
+    state={
+        "facts": CAP_HOST_METRICS,
+        "facts.macs": CAP_NETWORK_INFO,
+        "cpu": CAP_HOST_METRICS,
+        "memory": CAP_HOST_METRICS,
+        "disks": CAP_HOST_METRICS,
+        "disk_io": CAP_HOST_METRICS,
+        "sensors": CAP_HOST_METRICS,
+        "uptime_s": CAP_HOST_METRICS,
+        "network": CAP_NETWORK_INFO,
+        "processes": CAP_PROCESSES,
+        "services": CAP_SERVICES,
+    },
+    metrics={"*": CAP_HOST_METRICS},
+)
 
 UNIT_PERCENT: Final = "percent"
 UNIT_BYTES: Final = "bytes"

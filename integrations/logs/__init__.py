@@ -12,6 +12,7 @@ from roost.integrations.files.paths import roots_schema
 
 from .actions import action_specs
 from .const import (
+    READS,
     CAP_LOGS_READ,
     CONF_DIRECTORY,
     CONF_JOURNAL,

@@ -13,6 +13,7 @@ from roost.core.integration import IntegrationContext, NotAvailable, NotReady
 
 from .client import TOKEN_ID_RE, settings_from_config
 from .const import (
+    READS,
     CONF_API_TIMEOUT,
     CONF_BACKUP_EXCLUDE,
     CONF_BACKUP_REFRESH,

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from typing import Final
 
+from roost.core.reads import Reads
+
 DOMAIN: Final = "proxmox"
 
 CAP_READ: Final = "proxmox.readonly"
 CAP_MANAGE: Final = "proxmox.manage"
+# Everything a report carries about the cluster, its guests and backups needs proxmox.readonly.
+READS: Final = Reads.every(CAP_READ)
 
 # Config keys of [integrations.proxmox]. The core keeps `timeout` (the whole
 # collection's limit) for itself, so the HTTP limit is `api_timeout`.

@@ -14,6 +14,7 @@ from roost.integrations.linux_host.systemd import NOT_RUNNING_REASON, systemd_ru
 
 from .actions import action_specs
 from .const import (
+    READS,
     CAP_SERVICES_MANAGE,
     CAP_SERVICES_READ,
     CONF_ALLOW,

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from typing import Final
 
+from roost.core.reads import Reads
+
 DOMAIN: Final = "services"
+# Reports nothing on its own (only its actions answer, each under its own capability).
+READS: Final = Reads()
 CAP_SERVICES_READ: Final = "services.read"
 CAP_SERVICES_MANAGE: Final = "services.manage"
 

@@ -9,7 +9,7 @@ from roost.core.actions import ActionSpec
 from roost.core.integration import IntegrationContext
 
 from .actions import action_specs
-from .const import CAP_WOL_SEND, CONF_BROADCAST, CONF_INTERFACE, CONF_PORT, CONF_RATE_LIMIT, DEFAULT_BROADCAST, DEFAULT_PORT, DEFAULT_RATE_LIMIT
+from .const import CAP_WOL_SEND, CONF_BROADCAST, CONF_INTERFACE, CONF_PORT, CONF_RATE_LIMIT, DEFAULT_BROADCAST, DEFAULT_PORT, DEFAULT_RATE_LIMIT, READS
 from .magic import PORT, ip_literal
 
 

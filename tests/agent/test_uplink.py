@@ -55,7 +55,8 @@ async def test_backlog_from_a_hub_outage_arrives_complete_and_in_order(tmp_path)
         integrations_config={"linux_host": {"enabled": False}},
         entry_points=False,
     )
-    node = await hub.add_node(public_key=rt.identity.public_key, hostname="t", name="t", facts={})
+    # The ticker declares no READS, so its reports need ticker.read, granted here by name as an admin would.
+    node = await hub.add_node(public_key=rt.identity.public_key, hostname="t", name="t", facts={}, grants=["ticker.read"])
     rt.node_id = node.node_id
     await rt.start()
     uplink = WebSocketUplink(f"http://127.0.0.1:{port}", backoff=Backoff(0.05, 0.2))

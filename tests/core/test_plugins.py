@@ -160,7 +160,9 @@ async def test_every_broken_fixture_at_once_leaves_the_good_one_reporting(
 
     assert set(out["data"]) == {"good", "bad_metrics"}
     assert {name.split(".")[0] for name in out["metrics"]} == {"good", "dep_child", "dep_parent", "bad_metrics"}
-    assert manager.capabilities() == ["test.good", "test.unmarked"]
+    # What they name, and for each that collects without declaring READS, the capability its reports then need.
+    undeclared = {f"{domain}.read" for domain, integ in manager.integrations.items() if integ.active and manager.has_hook(integ, "roost_collect")}
+    assert manager.capabilities() == sorted({"test.good", "test.unmarked"} | undeclared)
     await manager.shutdown_all()
     # Nothing escaped as an unhandled error in the event loop.
     assert not [r for r in caplog.records if r.name == "asyncio" and r.levelno >= logging.ERROR]

@@ -93,7 +93,7 @@ async def test_loads_from_custom_dir_for_agents_only(tmp_path: Path, listening_p
     assert status["domain"] == "tcp_probe"
     assert status["source"] == SOURCE_CUSTOM
     assert status["state"] == STATE_LOADED, status["reason"]
-    assert manager.capabilities() == ["network.probe"]
+    assert manager.capabilities() == ["network.probe.read"]
     fields = manager.fields()
     assert set(fields) == {"tcp_probe.up", "tcp_probe.latency_ms"}
     assert fields["tcp_probe.latency_ms"]["unit"] == "milliseconds"

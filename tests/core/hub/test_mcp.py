@@ -147,3 +147,25 @@ async def test_roost_mcp_over_stdio(client, homelab, tmp_path):
         assert sorted(t.name for t in (await session.list_tools()).tools) == ["list_nodes", "node_health"]
         nodes = content(await session.call_tool("list_nodes", {}))
         assert [n["name"] for n in nodes] == ["box"]
+
+
+async def test_mcp_over_http_on_the_hub_for_the_callers_token(client, homelab):
+    from mcp.client.streamable_http import streamable_http_client
+    import httpx2 as httpx
+
+    hub = client.app[HUB_KEY]
+    viewer = await seed_user(hub.config, "remote-assistant", "viewer")
+    url = str(client.make_url("/mcp"))
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {viewer}"}, timeout=30) as http:
+        async with Client(streamable_http_client(url, http_client=http)) as session:
+            tools = {t.name for t in (await session.list_tools()).tools}
+            assert tools == set(READ_TOOLS)  # a read token: no run_action
+            nodes = content(await session.call_tool("list_nodes", {}))
+            assert [n["name"] for n in nodes] == ["box"]
+    # No token, a session cookie's absence, a foreign Host or Origin: refused before anything runs.
+    async with httpx.AsyncClient(timeout=10) as http:
+        body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+        assert (await http.post(url, json=body)).status_code == 401
+        headers = {"Authorization": f"Bearer {viewer}"}
+        assert (await http.post(url, json=body, headers={**headers, "Host": "evil.example:80"})).status_code == 421
+        assert (await http.post(url, json=body, headers={**headers, "Origin": "https://evil.example"})).status_code == 403

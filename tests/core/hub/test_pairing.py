@@ -492,3 +492,29 @@ async def test_pending_requests_left_from_before_a_restart_hold_no_slot(make_hub
     agent = Pairer(client)
     assert (await agent.request())["type"] == "pair_pending"
     assert [r["id"] for r in await pending_list(client)] != ["pold0", "pold1"]
+
+
+# ------------------------------------------------ what a node claims grants nothing
+
+MADE_UP = ["secrets.read", "anything.read.all"]
+
+
+async def test_pairing_defaults_leave_out_what_the_node_made_up(client):
+    hub = client.app[HUB_KEY]
+    pairer = Pairer(client)
+    assert (await pairer.request(capabilities=[*MADE_UP, "host.metrics.read", "docker.read", "docker.manage"]))["type"] == "pair_pending"
+    [shown] = await pending_list(client)
+    assert shown["default_grants"] == ["docker.read", "host.metrics.read"]
+    assert {o["name"]: o["known"] for o in shown["offered"]}["secrets.read"] is False
+    resp = await client.post(f"/api/v1/pairing/{shown['id']}/approve", json={})
+    node_id = (await resp.json())["node_id"]
+    assert (await hub.store.get_grants(node_id)).grants == ["docker.read", "host.metrics.read"]
+
+
+async def test_a_pairing_request_claiming_to_push_is_an_agent_node_once_approved(client):
+    pairer = Pairer(client)
+    await pairer.request(facts={"source": "push", "os": "Testix"})
+    [shown] = await pending_list(client)
+    resp = await client.post(f"/api/v1/pairing/{shown['id']}/approve", json={})
+    node = client.app[HUB_KEY].node((await resp.json())["node_id"])
+    assert "source" not in node.facts and node.facts["os"] == "Testix"
