@@ -143,9 +143,8 @@ async def _run_agent(config: Any, join: str | None, *, rotate_key: bool = False,
         from roost.agent import update as self_update
         from roost.core import sdnotify
 
+        # The hub hears of a rollback through the self_update integration's facts.
         await self_update.report_rollback(rt)
-        if failed := self_update.last_failure_fact(config.data_dir):
-            rt.facts["update_failed"] = failed
         pending = self_update.pending_for(config.data_dir)
         health = asyncio.create_task(self_update.watch_health(rt, pending, stop)) if pending else None
         sdnotify.notify(f"READY=1\nSTATUS=node {rt.node_id} reporting to {hub_url}")

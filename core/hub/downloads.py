@@ -104,11 +104,15 @@ async def _versions(hub: Any) -> list[dict[str, Any]]:
         except ReleaseError:
             outdated = False
         offered = UPDATE_ACTION in hub.jobs.actions.get(node.node_id, {})
+        # A rolled-back version arrives in the self_update state's facts (reports, not the hello).
+        state = (await hub.store.latest_state(node.node_id)).data.get("self_update")
+        facts = state.get("facts") if isinstance(state, dict) else None
+        failed = facts.get("update_failed") if isinstance(facts, dict) else None
         out.append({
             "node_id": node.node_id, "name": node.name, "version": node.agent_version, "arch": arch,
             "latest": release.version if release else None, "outdated": outdated, "updatable": offered,
             "online": node.node_id in hub.jobs.channels,
-            "update_failed": (node.facts or {}).get("update_failed"),
+            "update_failed": failed if isinstance(failed, dict) else None,
         })
     return out
 

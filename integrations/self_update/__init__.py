@@ -11,7 +11,7 @@ from roost.core import hookimpl
 from roost.core.actions import ActionContext, ActionError, ActionSpec
 from roost.core.integration import IntegrationContext, NotAvailable
 
-from .const import ACTION_TIMEOUT_SECONDS, ACTION_UPDATE, CAP_AGENT_UPDATE, RESTART_DELAY_SECONDS
+from .const import ACTION_TIMEOUT_SECONDS, ACTION_UPDATE, CAP_AGENT_UPDATE, READS, RESTART_DELAY_SECONDS
 
 
 @hookimpl
@@ -20,6 +20,15 @@ def roost_setup(ctx: IntegrationContext) -> None:
 
     if running_layout(ctx.data_dir) is None:
         raise NotAvailable("this roost is not installed as /opt/roost/<version>/roost with a current link (install.sh does that); update it the way it was installed")
+
+
+@hookimpl
+def roost_collect(ctx: IntegrationContext) -> dict[str, Any]:
+    """The last rolled-back update while this host backs off from it (version, reason, when it may retry), as a fact for the hub."""
+    from roost.agent.update import last_failure_fact
+
+    failed = last_failure_fact(ctx.data_dir)
+    return {"facts": {"update_failed": failed}} if failed else {}
 
 
 @hookimpl
