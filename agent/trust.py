@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import http.client
 import ipaddress
-import json
 import ssl
 import urllib.error
 import urllib.parse
@@ -13,7 +12,7 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from roost.core import protocol
+from roost.core import jsonparse, protocol
 from roost.core.const import HUB_IDENTITY_PATH
 from roost.core.identity import fingerprint, key_digest, verify
 from roost.core.pairing import new_nonce
@@ -123,7 +122,7 @@ def _get_plain(url: str) -> bytes:
 
 def _get_json(url: str, context: ssl.SSLContext | None) -> object:
     with urllib.request.urlopen(url, timeout=10, context=context) as resp:
-        return json.loads(resp.read())
+        return jsonparse.loads(resp.read())
 
 
 async def prove_hub_identity(hub_url: str, ssl_context: ssl.SSLContext | None, *, expected_key: str | None) -> tuple[str, str]:

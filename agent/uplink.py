@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from roost.core import protocol
+from roost.core import jsonparse, protocol
 from roost.core.const import ENROLL_PATH, MAX_MESSAGE_BYTES, WS_PATH
 from roost.core.identity import fingerprint, verify
 from roost.core.pairing import new_nonce
@@ -83,7 +83,7 @@ def _post_json(url: str, body: dict[str, Any], timeout: float, context: ssl.SSLC
     except urllib.error.HTTPError as err:
         status, raw = err.code, err.read()
     try:
-        return status, json.loads(raw)
+        return status, jsonparse.loads(raw)
     except ValueError:
         return status, None
 

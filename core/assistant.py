@@ -13,7 +13,6 @@ person to sign.
 from __future__ import annotations
 
 import asyncio
-import json
 import ssl
 import time
 from collections.abc import Iterable
@@ -23,6 +22,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from roost.core import jsonparse
 from roost.core.const import __version__
 
 READ_TOOLS = ("list_nodes", "node_health", "query_metrics", "list_jobs", "job_output", "list_containers", "search_logs")
@@ -72,7 +72,7 @@ class HubAPI:
         try:
             async with http.request(method, self.url + path, params=params, json=body, headers=headers, ssl=self.ssl) as resp:
                 text = await resp.text()
-                data = json.loads(text) if text and resp.content_type == "application/json" else text
+                data = jsonparse.loads(text) if text and resp.content_type == "application/json" else text
                 if resp.status >= 400:
                     why = data.get("error") if isinstance(data, dict) else text[:300]
                     raise ToolError(f"the hub answered {resp.status}: {why}")

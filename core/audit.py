@@ -361,15 +361,18 @@ def entry_from_row(row: Mapping[str, Any] | Any) -> AuditEntry:
 _SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\", '"': '\\"'}
 
 
-def escape(text: str) -> str:
+def escape(text: str, *, quotes: bool = True) -> str:
     """Text safe for one terminal or log line: control, format and separator characters become escapes.
 
-    Backslash and double quote are escaped too, so an escape sequence typed
-    into a name never looks like one that was produced here.
+    Backslash is escaped too, so an escape sequence typed into a name never
+    looks like one that was produced here; so is the double quote, unless
+    ``quotes`` is False (the process log, which never quotes a value itself).
     """
     out = []
     for char in text:
-        if char in _SHORT_ESCAPES:
+        if char == '"' and not quotes:
+            out.append(char)
+        elif char in _SHORT_ESCAPES:
             out.append(_SHORT_ESCAPES[char])
         elif unicodedata.category(char) in ("Cc", "Cf", "Cs", "Zl", "Zp", "Co", "Cn"):
             code = ord(char)

@@ -20,13 +20,9 @@ EXIT_FAILURE = 1
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # aiohttp's access log is noise for a homelab hub; errors still show.
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    from .logs import setup_logging
+
+    setup_logging(level)
 
 
 def _hub_config(args: argparse.Namespace):
@@ -299,7 +295,7 @@ def _on_hub_store(args: argparse.Namespace, work: Any) -> int:
     A running hub shares the file (WAL) and picks the changes up by itself.
     """
     config = _hub_config(args)
-    logging.basicConfig(level=logging.WARNING)
+    _setup_logging("warning")
 
     async def run() -> int:
         from .store.sqlite import SQLiteStore
@@ -505,7 +501,7 @@ async def _api_token(store: Any, config: Any, args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.WARNING)
+    _setup_logging("warning")
     return asyncio.run(_audit(args))
 
 

@@ -176,6 +176,11 @@ HUB_SCHEMA = vol.Schema(
                 # Where the hub sends Wake-on-LAN packets itself (POST /api/v1/nodes/<id>/wake without "via").
                 vol.Optional("wol_broadcast", default="255.255.255.255"): _wol_address,
                 vol.Optional("wol_port", default=9): _PORT,
+                # Where a wake request may send besides wol_broadcast and the hub's own networks' broadcasts; ports besides wol_port, 7 and 9.
+                vol.Optional("wol_allowed_broadcasts", default=list): vol.All([_wol_address], vol.Length(max=64)),
+                vol.Optional("wol_allowed_ports", default=list): vol.All([_PORT], vol.Length(max=64)),
+                # Wakes of one node (from the hub or relayed) in any minute; 0: no limit.
+                vol.Optional("wol_wakes_per_minute", default=6): vol.All(int, vol.Range(min=0, max=10_000)),
                 # "auto": HTTPS unless bound to loopback only.
                 vol.Optional("tls", default="auto"): vol.Any(bool, vol.All(str, vol.In(["auto"], msg="must be true, false or \"auto\""))),
                 vol.Optional("tls_cert"): vol.All(str, vol.Length(min=1)),
@@ -346,6 +351,9 @@ class HubConfig:
     pairing_attempts_per_minute: int = 12
     wol_broadcast: str = "255.255.255.255"
     wol_port: int = 9
+    wol_allowed_broadcasts: list[str] = field(default_factory=list)
+    wol_allowed_ports: list[int] = field(default_factory=list)
+    wol_wakes_per_minute: int = 6
     tls: bool = True
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -449,6 +457,9 @@ def load_hub_config(path: Path | None = None, *, overrides: dict[str, Any] | Non
         pairing_attempts_per_minute=hub["pairing_attempts_per_minute"],
         wol_broadcast=hub["wol_broadcast"],
         wol_port=hub["wol_port"],
+        wol_allowed_broadcasts=list(hub["wol_allowed_broadcasts"]),
+        wol_allowed_ports=list(hub["wol_allowed_ports"]),
+        wol_wakes_per_minute=hub["wol_wakes_per_minute"],
         tls=tls,
         tls_cert=_opt_path(hub.get("tls_cert")),
         tls_key=_opt_path(hub.get("tls_key")),

@@ -18,6 +18,7 @@ import voluptuous as vol
 
 from .const import MAX_MESSAGE_BYTES, PROTOCOL_VERSION
 from .integration import humanize_invalid
+from .jsonparse import JSONTooDeep, loads
 
 TYPE_CHALLENGE = "challenge"
 TYPE_HELLO = "hello"
@@ -292,7 +293,9 @@ def parse(text: str | bytes, schemas: dict[str, vol.Schema], *, max_bytes: int =
     if len(text) > max_bytes:
         raise ProtocolError(ERR_TOO_LARGE, f"message of {len(text)} bytes exceeds the {max_bytes}-byte limit", fatal=True)
     try:
-        raw = json.loads(text)
+        raw = loads(text)
+    except JSONTooDeep as err:
+        raise ProtocolError(ERR_BAD_JSON, f"message refused: {err}") from None
     except (ValueError, UnicodeDecodeError) as err:
         raise ProtocolError(ERR_BAD_JSON, f"message is not valid JSON: {err}") from None
     if not isinstance(raw, dict):

@@ -36,6 +36,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from . import jsonparse
 from .audit import canonical_json, escape
 from .identity import b64, fingerprint, load_public_key, unb64
 
@@ -304,7 +305,7 @@ def envelope_from_text(text: str) -> dict[str, Any]:
     if len(text) > MAX_ENVELOPE_BYTES:
         raise EnvelopeError(f"the envelope is larger than {MAX_ENVELOPE_BYTES // 1024} KiB")
     try:
-        value = json.loads(text, parse_constant=_no_constant)
+        value = jsonparse.loads(text, parse_constant=_no_constant)
     except ValueError as err:
         raise EnvelopeError(f"the envelope is not valid JSON: {err}") from None
     if not isinstance(value, dict):

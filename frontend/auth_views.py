@@ -50,6 +50,10 @@ def setup(app: web.Application) -> None:
 
 
 async def forbidden_page(request: web.Request, message: str) -> web.Response:
+    if "fragment" in request.query:  # a live refresh of part of a page: the sentence alone
+        import html
+
+        return web.Response(text=f'<p class="notice" data-testid="not-allowed">{html.escape(message)}</p>', content_type="text/html", status=403, headers={"Cache-Control": "no-store"})
     return _render(request, "auth/forbidden.html", {"page": "forbidden", "quiet": True, "message": message}, status=403)
 
 

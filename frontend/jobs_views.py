@@ -88,18 +88,11 @@ def fmt_until(value: Any, now: float | None = None) -> str:
 # ---------------------------------------------------------------- roles
 
 
-def _allows(request: web.Request, role: str) -> bool:
-    """Whether to render a control; the API checks the role again on every change."""
-    from roost.core.hub.auth import IDENTITY_KEY
-
-    identity = request.get(IDENTITY_KEY)
-    return identity is not None and identity.allows(role)
-
-
 def can_operate(request: web.Request) -> bool:
-    from roost.core.hub.auth import ROLE_OPERATOR
+    """Whether to render run, cancel, schedule and wake controls: the permission table's jobs.run; the API checks again on every change."""
+    from roost.core.hub.permissions import can
 
-    return _allows(request, ROLE_OPERATOR)
+    return can(request, "jobs.run")
 
 
 # ----------------------------------------------------------- forms from schemas

@@ -2,8 +2,10 @@
 
 The pages only read. Every change (approve, reject, grants, revoke, join
 tokens) is a fetch from ``static/js/pairing.js`` to the hub's JSON API,
-which checks the role, the CSRF token and writes the audit log. Controls are
-rendered for admins only, so a viewer sees the same facts without buttons.
+which checks the role, the CSRF token and writes the audit log. Who may see
+each page, and which controls it renders, come from the one permission table
+the API uses (``roost.core.hub.permissions``): the pairing and join token
+pages are for admins, like ``GET /api/v1/pairing`` and ``/api/v1/join-tokens``.
 """
 
 from __future__ import annotations
@@ -48,12 +50,14 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/join-tokens", join_tokens_page, name="join_tokens")
 
 
-def is_admin(request: web.Request) -> bool:
-    """Whether to show controls that change trust; the API checks the role again on every change."""
-    from roost.core.hub.auth import IDENTITY_KEY, ROLE_ADMIN
+def can(request: web.Request, permission: str) -> bool:
+    """Whether to show controls that need this permission (roost.core.hub.permissions); the API checks again on every change.
 
-    identity = request.get(IDENTITY_KEY)
-    return identity is not None and identity.allows(ROLE_ADMIN)
+    Who may open these pages at all is the same table's decision, made before the view runs.
+    """
+    from roost.core.hub.permissions import can as allowed
+
+    return allowed(request, permission)
 
 
 def group_hex(value: Any, size: int = 4) -> str:
@@ -141,7 +145,7 @@ async def pairing_page(request: web.Request) -> web.Response:
         "discovered": [dict(d, key_fingerprint=group_hex(d.get("key_fingerprint"))) for d in hub.pairing.discovered()],
         "ca_fingerprint": group_hex(ca),
         "ca_short": group_hex(ca[:16]),
-        "can_admin": is_admin(request),
+        "can_admin": can(request, "pairing.decide"),
         "hub_url": await _hub_url(hub),
     }
     return _render(request, "pairing/page.html", context, fragments=PAIRING_FRAGMENTS)
@@ -166,7 +170,6 @@ async def node_trust(request: web.Request, node: dict[str, Any]) -> dict[str, An
     for row in rows:
         row["effective"] = row["name"] in effective
     revoked = node.get("status") == "revoked"
-    admin = is_admin(request)
     return {
         "trust": {
             "node_id": node_id,
@@ -176,8 +179,8 @@ async def node_trust(request: web.Request, node: dict[str, Any]) -> dict[str, An
             "updated_at": view.get("updated_at"),
             "local": bool(node.get("local")),
             "revoked": revoked,
-            "can_edit": admin and not revoked,
-            "can_revoke": admin and not revoked and not node.get("local"),
+            "can_edit": can(request, "grants.change") and not revoked,
+            "can_revoke": can(request, "nodes.revoke") and not revoked and not node.get("local"),
         }
     }
 
@@ -193,7 +196,7 @@ async def join_tokens_page(request: web.Request) -> web.Response:
     context = {
         "page": "join_tokens",
         "tokens": tokens,
-        "can_admin": is_admin(request),
+        "can_admin": can(request, "join_tokens.manage"),
         "capabilities": capability_rows(known, ceiling=None, checked={c["name"] for c in known if is_read_only(c["name"])}),
         "expiry_choices": TOKEN_EXPIRY_CHOICES,
         "default_expiry": DEFAULT_TOKEN_EXPIRY,

@@ -128,8 +128,11 @@ def _identity_context(request: web.Request) -> dict[str, Any]:
 
     identity = request.get(IDENTITY_KEY)
     if identity is None:
-        return {"me": None, "csrf_token": ""}
-    return {"me": identity, "csrf_token": identity.csrf_token}
+        # No one to check (a hub without accounts): nothing is hidden; the API still decides.
+        return {"me": None, "csrf_token": "", "can": lambda name: True}
+    from roost.core.hub.permissions import allows
+
+    return {"me": identity, "csrf_token": identity.csrf_token, "can": lambda name: allows(identity, name)}
 
 
 def _node_sort_key(node: dict[str, Any]) -> tuple[Any, ...]:

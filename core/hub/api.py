@@ -44,7 +44,13 @@ HISTORY_QUERY = vol.Schema(
 
 
 async def health(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok", "version": __version__})
+    """Up or not, for anyone; the exact version only for someone logged in (a scanner learns nothing to match)."""
+    from .auth import identity_of
+
+    body = {"status": "ok"}
+    if identity_of(request) is not None:
+        body["version"] = __version__
+    return web.json_response(body)
 
 
 async def nodes(request: web.Request) -> web.Response:

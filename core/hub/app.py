@@ -184,12 +184,19 @@ class Hub:
         self.pairing = Pairing(self)
         self.jobs = JobEngine(self)
         self.local_grants: Any = None  # the in-process agent's grant setter
-        from .gateway import MESSAGE_BURST, MESSAGE_RATE
+        from .gateway import AGENT_AUTH_LIMITS, MESSAGE_BURST, MESSAGE_RATE
         from .security import RateLimiter
+        from .security_events import PersistentLimits, SecurityEvents
 
+        # Repeated refusals are counted, not written one by one; bans and failures outlive a restart.
+        self.security_events = SecurityEvents(self.audit)
+        self.limits = PersistentLimits(store)
         self.agent_messages = RateLimiter(rate=MESSAGE_RATE, burst=MESSAGE_BURST, max_keys=100_000)
+        self.agent_auth = self.limits.add("agent", RateLimiter(**AGENT_AUTH_LIMITS))
         per_minute = config.pairing_attempts_per_minute
-        self.pairing_attempts = RateLimiter(rate=per_minute / 60.0, burst=max(1, per_minute // 2), max_failures=5, ban_seconds=300)
+        self.pairing_attempts = self.limits.add(
+            "pairing", RateLimiter(rate=per_minute / 60.0, burst=max(1, per_minute // 2), max_failures=5, ban_seconds=300)
+        )
         # Set by the TLS setup: what agents pin and what pairing codes mix in.
         self.tls: HubTLS | None = None
         self.ca_fingerprint = ""
@@ -474,8 +481,13 @@ class Hub:
             actor = f"token:{split_join_token(token)[0]}"
         except JoinTokenError:
             actor = "anonymous"
-        await self.audit(
+        from .security import rate_key
+
+        # Counted per address and reason (the hub's own few words): a flood of bad tokens writes one entry a minute, not one each.
+        await self.security_events.record(
             ACTION_NODE_ENROLMENT_REFUSED,
+            key=f"{rate_key(peer)} {why}",
+            phrase="refused enrolments",
             actor=actor,
             target=target,
             outcome="refused",
@@ -807,16 +819,22 @@ def create_app(config: HubConfig, *, store: Store | None = None, tls: HubTLS | N
     from . import api, archnest, audit, gateway, jobs_api, jointokens, mcp_http, mqtt, pairing, prometheus, push
     from . import auth, security
     from . import wake
+    from . import permissions
     from . import downloads
     from .local_agent import local_agent_ctx
+    from .security_events import ServerLog, security_ctx
 
-    app = web.Application(client_max_size=1024 * 1024)
-    app[HUB_KEY] = Hub(config, store or SQLiteStore(config.store_path))
+    hub = Hub(config, store or SQLiteStore(config.store_path))
+    # aiohttp's HTTP server logs through ServerLog: a malformed request is one counted line, not a traceback.
+    app = web.Application(client_max_size=1024 * 1024, handler_args={"logger": ServerLog(hub.security_events)})
+    app[HUB_KEY] = hub
     app[HUB_KEY].tls = tls
     app.cleanup_ctx.append(_store_ctx)
     # LAN-only first, then login, for every route (auth's cleanup context needs the open store).
-    security.setup(app, lan_only=config.lan_only, trusted_proxies=config.trusted_proxies)
+    security.setup(app, lan_only=config.lan_only, trusted_proxies=config.trusted_proxies, events=hub.security_events)
     auth.setup(app, session_days=config.session_days)
+    permissions.setup(app)
+    app.cleanup_ctx.append(security_ctx)
     app.cleanup_ctx.append(_tls_ctx)
     app.cleanup_ctx.append(_ingest_ctx)
     app.cleanup_ctx.append(_integrations_ctx)

@@ -25,6 +25,7 @@ from typing import Any
 import voluptuous as vol
 from aiohttp import web
 
+from roost.core import jsonparse
 from roost.core.integration import humanize_invalid
 from roost.core.store import PushHost, PushToken
 from roost.integrations.docker import archnest
@@ -114,8 +115,8 @@ async def report(request: web.Request) -> web.Response:
     if isinstance(raw, web.Response):
         return raw
     try:
-        payload = json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError) as err:
+        payload = jsonparse.loads(raw)
+    except (ValueError, UnicodeDecodeError) as err:
         return _error(400, f"payload is not valid JSON: {err}")
     if not isinstance(payload, dict):
         return _error(400, "payload must be a JSON object with hostId and containers")

@@ -38,7 +38,9 @@ from urllib.parse import parse_qsl, quote, urlsplit
 import voluptuous as vol
 from aiohttp import web
 
+from roost.core import jsonparse
 from roost.core.const import ENROLL_PATH, WS_PATH
+from roost.core.jsonparse import JSONTooDeep
 from roost.core.integration import humanize_invalid
 from roost.core.store import Store
 from roost.core.store.users import (
@@ -128,6 +130,10 @@ DEFAULT_SESSION_DAYS = 30.0
 # last_seen / last_used are written at most this often per session or token.
 TOUCH_EVERY_SECONDS = 60.0
 PRUNE_EVERY_SECONDS = 3600.0
+# Open event streams are checked against the store this often, so a credential
+# ended by another process on the same store (the CLI) or by its expiry ends
+# its streams within a second, like a node revoked from the CLI.
+STREAM_CHECK_SECONDS = 0.5
 
 # Login attempts per peer: a burst of 10, then one every 2 s; 5 failures in
 # 5 minutes ban the peer for 15 minutes.
@@ -418,7 +424,9 @@ async def read_fields(request: web.Request, limit: int, *, json_only: bool = Fal
         raise AuthError("request body is not UTF-8") from None
     if ctype == "application/json":
         try:
-            data = json.loads(text) if text else {}
+            data = jsonparse.loads(text) if text else {}
+        except JSONTooDeep as err:
+            raise AuthError(f"request body refused: {err}") from None
         except ValueError:
             raise AuthError("request body is not valid JSON") from None
         if not isinstance(data, dict):
@@ -474,6 +482,8 @@ class Auth:
             failure_window=LOGIN_FAILURE_WINDOW,
             ban_seconds=LOGIN_BAN_SECONDS,
         )
+        if getattr(hub, "limits", None) is not None:  # failures and bans are kept in the store across restarts
+            hub.limits.add("login", self.login_limiter)
         self.public_paths: set[str] = set(PUBLIC_PATHS)
         self.public_prefixes: list[str] = [STATIC_PREFIX]
         self.stream_paths: set[str] = {EVENTS_PATH}
@@ -511,6 +521,11 @@ class Auth:
     async def hash_password(self, password: str) -> str:
         check_password_policy(password)
         return await self._kdf(hash_password, password)
+
+    async def _save_limits(self) -> None:
+        """A new ban is written to the store at once, so a crash right after it forgives nothing."""
+        if getattr(self.hub, "limits", None) is not None:
+            await self.hub.limits.save()
 
     async def _audit(self, action: str, *, actor: str, target: str = "", outcome: str = "ok", peer: str = "", details: dict[str, Any] | None = None) -> None:
         await self.hub.audit(action, actor=actor, target=target, outcome=outcome, peer=peer, details=details)
@@ -659,6 +674,7 @@ class Auth:
             if banned:
                 _LOGGER.warning("login: %s banned for %s after %d failed logins", peer, wait_words(banned), LOGIN_MAX_FAILURES)
                 await self._audit("login.banned", actor="system", target=f"peer:{peer}", outcome="refused", peer=peer, details={"seconds": int(banned)})
+                await self._save_limits()
                 raise AuthError(f"too many failed logins from {peer}; try again in {wait_words(banned)}", 429, retry_after=banned)
             raise AuthError("wrong user name or password", 401)
         if user.disabled:
@@ -788,6 +804,7 @@ class Auth:
             banned = self.login_limiter.failure(rate_key(peer))
             await self._audit("user.password_failed", actor=identity.actor, target=f"user:{identity.name}", outcome="refused", peer=peer)
             if banned:
+                await self._save_limits()
                 raise AuthError(f"too many wrong passwords from {peer}; try again in {wait_words(banned)}", 429, retry_after=banned)
             raise AuthError("the current password is wrong", 403)
         return await self.change_user(identity, request, identity.user.user_id, password=new)
@@ -880,6 +897,59 @@ class Auth:
                 closed += 1
         return closed
 
+    async def recheck_streams(self) -> int:
+        """End every open stream whose credential no longer holds; the number closed.
+
+        Changes made through this hub's API close streams at once
+        (``close_streams``); this catches the rest: a token revoked, a user
+        deleted, disabled, demoted or given a new password by the CLI, and
+        tokens and sessions that expired while their stream was open.
+        """
+        open_requests = {id(r): r for group in self._streams.values() for r in group.values()}
+        closed = 0
+        for request in open_requests.values():
+            transport = request.transport
+            identity = request.get(IDENTITY_KEY)
+            if identity is None or transport is None or transport.is_closing():
+                continue
+            why = await self._ended(identity)
+            if why:
+                transport.close()
+                closed += 1
+                _LOGGER.info("closed an event stream of %s: %s", identity.actor, why)
+        return closed
+
+    async def _ended(self, identity: Identity) -> str:
+        """Why this identity's access has ended since it was checked, or ''."""
+        now = time.time()
+        if identity.token is not None:
+            if identity.token.expires_at is not None and identity.token.expires_at <= now:
+                return "its API token expired"
+            found_token = await self.store.get_api_token(identity.token.token_id)
+            if found_token is None:
+                return "its API token or its user was deleted"
+            token, user = found_token
+            if token.revoked:
+                return "its API token was revoked"
+        elif identity.session is not None:
+            if now >= identity.session.expires_at:
+                return "its session expired"
+            found_session = await self.store.get_session(identity.session.session_id)
+            if found_session is None:
+                return "its session ended"
+            session, user = found_session
+            if now - session.last_seen >= self.idle_seconds:
+                return "its session expired (idle)"
+        else:
+            return ""
+        if user.disabled:
+            return f"user {user.name} was disabled"
+        if user.password_changed_at != identity.user.password_changed_at:
+            return f"user {user.name}'s password was changed"
+        if user.role != identity.user.role:
+            return f"user {user.name}'s role was changed"
+        return ""
+
     async def prune(self) -> None:
         deleted = await self.store.prune_auth(time.time(), idle_seconds=self.idle_seconds)
         if deleted:
@@ -914,25 +984,32 @@ async def auth_middleware(request: web.Request, handler: Callable[[web.Request],
         request[IDENTITY_KEY] = identity
     if not auth.is_public(request):
         if identity is None:
+            if problem and "Authorization" in request.headers:
+                await _audit_bearer_refused(auth, request, problem)
             raise await _refuse_anonymous(auth, request, problem, stale_cookie)
         if request.method not in SAFE_METHODS:
             if identity.via == VIA_SESSION:
                 error = await auth.csrf_error(request, identity)
                 if error:
                     await auth._audit("csrf.refused", actor=identity.actor, target=f"{request.method} {request.path}", outcome="refused", peer=peer_of(request))
-                    return await _denied(request, error)
+                    return await _denied(request, error, audited=True)
             elif identity.token is not None and identity.token.scope == SCOPE_READ:
                 return await _denied(request, "this API token has read scope; it cannot change anything")
             if not identity.allows(ROLE_OPERATOR) and not auth.is_self_service(request):
-                return await _denied(request, f"{identity.name} is a viewer: viewers can look at everything but change only their own account")
+                return await _denied(request, f"{identity.name} is a viewer: viewers change nothing but their own account")
     keys = auth.track(request, identity) if identity is not None and request.path in auth.stream_paths else None
     try:
         response = await handler(request)
     except AccessDenied as err:
         return await _denied(request, err.message)
+    except web.HTTPForbidden as err:
+        await _audit_denied(request, _error_text(err))
+        raise
     finally:
         if keys is not None:
             auth.untrack(request, keys)
+    if response.status == 403:  # a handler's own refusal (AuthError 403, a JSON 403)
+        await _audit_denied(request, _error_text(response))
     if stale_cookie and SESSION_COOKIE in request.cookies and SESSION_COOKIE not in response.cookies and not response.prepared:
         # The browser holds a cookie for a session that ended; drop it (unless this response starts a new one).
         response.del_cookie(SESSION_COOKIE, path="/")
@@ -953,7 +1030,53 @@ async def _refuse_anonymous(auth: Auth, request: web.Request, problem: str, stal
     return exc
 
 
-async def _denied(request: web.Request, message: str) -> web.StreamResponse:
+async def _audit_denied(request: web.Request, why: str) -> None:
+    """Every 403 the hub answers is a refused privileged attempt: audited; repeats of one route by one actor from one address counted."""
+    identity = request.get(IDENTITY_KEY)
+    actor = identity.actor if identity is not None else "anonymous"
+    peer = peer_of(request)
+    route = request.match_info.route.resource
+    await request.app[HUB_KEY].security_events.record(
+        "access.denied",
+        key=f"{actor} {rate_key(peer)} {request.method} {route.canonical if route is not None else request.path}",
+        actor=actor,
+        target=f"{request.method} {request.path}",
+        peer=peer,
+        details={"status": 403, "why": why, "role": identity.role if identity is not None else None},
+        phrase="refused requests",
+    )
+
+
+async def _audit_bearer_refused(auth: Auth, request: web.Request, why: str) -> None:
+    """An Authorization header that names no valid token: audited, repeats from one address counted."""
+    parsed = split_api_token(request.headers.get("Authorization", "").strip().partition(" ")[2].strip())
+    peer = peer_of(request)
+    await auth.hub.security_events.record(
+        "api_token.refused",
+        key=rate_key(peer),
+        actor=f"token:{parsed[0]}" if parsed else "anonymous",
+        target=f"{request.method} {request.path}",
+        peer=peer,
+        details={"status": 401, "why": why},
+        phrase="requests with an unknown, expired or revoked API token",
+    )
+
+
+def _error_text(response: web.StreamResponse) -> str:
+    """The ``error`` of a small JSON answer (or its text), for the audit entry; '' when there is none."""
+    body = getattr(response, "text", None) if isinstance(response, (web.Response, web.HTTPException)) else None
+    if not isinstance(body, str) or len(body) > 4096:
+        return ""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body[:500]
+    return str(data.get("error", ""))[:500] if isinstance(data, dict) else ""
+
+
+async def _denied(request: web.Request, message: str, *, audited: bool = False) -> web.StreamResponse:
+    if not audited:
+        await _audit_denied(request, message)
     if wants_json(request):
         return web.json_response({"error": message}, status=403)
     render = request.app.get(FORBIDDEN_PAGE_KEY)
@@ -1163,10 +1286,22 @@ async def _auth_ctx(app: web.Application) -> AsyncIterator[None]:
                 _LOGGER.exception("cannot prune ended sessions")
             await asyncio.sleep(PRUNE_EVERY_SECONDS)
 
-    task = asyncio.create_task(prune_forever(), name="roost-auth-prune")
+    async def check_streams_forever() -> None:
+        while True:
+            await asyncio.sleep(STREAM_CHECK_SECONDS)
+            try:
+                await auth.recheck_streams()
+            except Exception:
+                _LOGGER.exception("cannot check open event streams against the store")
+
+    tasks = [
+        asyncio.create_task(prune_forever(), name="roost-auth-prune"),
+        asyncio.create_task(check_streams_forever(), name="roost-auth-streams"),
+    ]
     yield
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def setup(app: web.Application, *, session_days: float = DEFAULT_SESSION_DAYS) -> Auth:

@@ -20,7 +20,7 @@ from roost.core.store import Report
 from roost.core.tls import csr_key
 
 from .app import HUB_KEY, Hub, JoinTokenError
-from .security import peer_of
+from .security import peer_of, rate_key, read_json, retry_after_header, wait_words
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -35,6 +35,42 @@ MESSAGE_RATE = 1000.0
 MESSAGE_BURST = 20_000
 # How far an enrolment's timestamp may be from the hub's clock: bounds how long a captured request could be replayed.
 ENROLL_CLOCK_SKEW = 300
+
+# Unauthenticated attempts per client address, enrolments and agent sockets together: a burst of 30,
+# then 2 a second; 10 failed hellos or enrolments within 5 minutes ban the address for 15 minutes.
+AGENT_AUTH_LIMITS = {"rate": 2.0, "burst": 30, "max_failures": 10, "failure_window": 300.0, "ban_seconds": 900.0}
+
+
+def attempt_refusal(hub: Hub, peer: str) -> tuple[str, float]:
+    """('', 0) if ``peer`` may try to enrol or authenticate now, else (why, seconds to wait); takes a token."""
+    key = rate_key(peer)
+    banned = hub.agent_auth.banned(key)
+    if banned:
+        return f"too many failed enrolments or agent logins from {peer}; banned for another {wait_words(banned)} — check the agent's join token or node key", banned
+    wait = hub.agent_auth.allow(key)
+    if wait:
+        return f"too many enrolments or agent connections from {peer}; try again in {wait_words(wait)}", wait
+    return "", 0.0
+
+
+async def refused_attempt(hub: Hub, peer: str, why: str) -> None:
+    """Audit (counted) an attempt refused because of the limits above."""
+    await hub.security_events.record(
+        "agent.rate_limited", key=rate_key(peer), actor="anonymous", peer=peer, details={"why": why}, phrase="attempts refused by the rate limit or a ban"
+    )
+
+
+async def failed_attempt(hub: Hub, peer: str) -> float:
+    """Count a failed enrolment or hello from ``peer``; the one that earns a ban is audited and the ban saved at once."""
+    key = rate_key(peer)
+    banned = hub.agent_auth.failure(key)
+    if banned:
+        _LOGGER.warning("agent gateway: %s banned for %s after %d failed enrolments or agent logins", peer, wait_words(banned), hub.agent_auth.max_failures)
+        await hub.audit(
+            "agent.banned", actor="system", target=f"peer:{key}", outcome="refused", peer=peer, details={"seconds": int(banned), "failures": hub.agent_auth.max_failures}
+        )
+        await hub.limits.save()
+    return banned
 
 
 def _public_key(value: Any) -> str:
@@ -67,12 +103,16 @@ def json_error(status: int, message: str) -> web.Response:
 
 async def enroll(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
+    peer = peer_of(request)
+    why, wait = attempt_refusal(hub, peer)
+    if why:
+        await refused_attempt(hub, peer, why)
+        response = json_error(429, why)
+        response.headers["Retry-After"] = retry_after_header(wait)
+        return response
     if request.content_length is not None and request.content_length > 64 * 1024:
         return json_error(413, "enrolment request is larger than 64 KiB")
-    try:
-        body = await request.json()
-    except ValueError:
-        return json_error(400, "body must be JSON")
+    body = await read_json(request)
     try:
         data = ENROLL_SCHEMA(body)
     except vol.Invalid as err:
@@ -83,7 +123,8 @@ async def enroll(request: web.Request) -> web.Response:
     refusal = _enrolment_proof_problem(data)
     if refusal:
         await hub.refuse_enrolment(data["token"], refusal, peer=peer_of(request), hostname=data["hostname"])
-        _LOGGER.warning("refused enrolment from %s: %s", peer_of(request), refusal)
+        hub.security_events.note("enrolment.refused", key=rate_key(peer), message="refused enrolment from %s: %s", args=(peer, refusal), phrase="refused enrolments")
+        await failed_attempt(hub, peer)
         return json_error(403, refusal)
     try:
         node = await hub.enroll(
@@ -95,7 +136,8 @@ async def enroll(request: web.Request) -> web.Response:
             peer=peer_of(request),
         )
     except JoinTokenError as err:
-        _LOGGER.warning("refused enrolment from %s: %s", peer_of(request), err)
+        hub.security_events.note("enrolment.refused", key=rate_key(peer), message="refused enrolment from %s: %s", args=(peer, str(err)), phrase="refused enrolments")
+        await failed_attempt(hub, peer)
         return json_error(403, str(err))
     answer = {"node_id": node.node_id, "hub_id": hub.hub_id, "name": node.name, "hub_key": hub.identity.public_key}
     cert = hub.client_cert_for(node.node_id, data.get("csr"), node.public_key)
@@ -156,13 +198,23 @@ class AgentConnection:
         self._acks: asyncio.Queue[tuple[int, asyncio.Future[bool]] | None] = asyncio.Queue()
 
     async def send_error(self, code: str, message: str, *, close: int | None = None) -> None:
-        _LOGGER.warning("agent %s (%s): %s: %s", self.node_id or "unauthenticated", self.peer, code, message)
+        if self.node_id:
+            _LOGGER.warning("agent %s (%s): %s: %s", self.node_id, self.peer, code, message)
+        else:  # anyone can open a socket: repeats from one address are counted, not logged one by one
+            self.hub.security_events.note(
+                "agent.refused", key=rate_key(self.peer), message="agent unauthenticated (%s): %s: %s", args=(self.peer, code, message), phrase="refused agent sockets"
+            )
         if not self.ws.closed:
             await self.ws.send_str(protocol.error(code, message))
             if close is not None:
                 await self.ws.close(code=close, message=message[:120].encode())
 
     async def handshake(self) -> bool:
+        why, _wait = attempt_refusal(self.hub, self.peer)
+        if why:
+            await refused_attempt(self.hub, self.peer, why)
+            await self.send_error(protocol.ERR_RATE_LIMITED, why, close=CLOSE_POLICY)
+            return False
         nonce = secrets.token_urlsafe(24)
         # Committed now, revealed only if the agent asks to pair (see roost.core.pairing).
         hub_nonce = new_nonce()
@@ -185,11 +237,11 @@ class AgentConnection:
             await self.send_error(err.code, str(err), close=CLOSE_TOO_BIG if err.code == protocol.ERR_TOO_LARGE else CLOSE_POLICY)
             return False
         if hello["type"] == protocol.TYPE_PAIR:
-            from .security import rate_key
-
             wait = self.hub.pairing_attempts.allow(rate_key(self.peer))
             if wait:
-                await self.hub.audit("pairing.refused", actor="anonymous", outcome="refused", peer=self.peer, details={"why": "rate limited"})
+                await self.hub.security_events.record(
+                    "pairing.refused", key=rate_key(self.peer), actor="anonymous", peer=self.peer, details={"why": "rate limited"}, phrase="rate-limited pairing requests"
+                )
                 await self.send_error(protocol.ERR_RATE_LIMITED, f"too many pairing requests from {self.peer}; try again in {wait:.0f} s", close=CLOSE_POLICY)
                 return False
             await self.hub.pairing.serve(self, hello, nonce, hub_nonce)
@@ -198,13 +250,16 @@ class AgentConnection:
         payload = protocol.auth_payload(self.hub.hub_id, hello["node_id"], nonce)
         # One answer for unknown, revoked and bad signature: nothing to probe.
         if node is None or node.revoked or node.local or not verify(node.public_key, hello["signature"], payload):
-            await self.hub.audit(
+            await self.hub.security_events.record(
                 "agent.auth_failed",
+                key=rate_key(self.peer),
                 actor=f"node:{hello['node_id']}",
                 outcome="refused",
                 peer=self.peer,
                 details={"why": "unknown node" if node is None else "revoked" if node.revoked else "bad signature"},
+                phrase="failed agent logins",
             )
+            await failed_attempt(self.hub, self.peer)
             await self.send_error(protocol.ERR_AUTH, "unknown node, revoked node or bad signature — enrol again with a new join token", close=CLOSE_POLICY)
             return False
         if self.hub.config.require_client_cert and self.cert_node_id != node.node_id:

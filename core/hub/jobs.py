@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -38,6 +40,18 @@ RETRY_BASE_SECONDS = 5.0
 RETRY_MAX_SECONDS = 300.0
 IDEMPOTENT_ATTEMPTS = 3
 Send = Callable[[str], Awaitable[None]]
+
+
+# Tests set ROOST_TEST_CRASH_AT to a crash point's name to make a real hub die
+# there (SIGKILL, as a power cut would) and prove what survives a restart.
+CRASH_ENV = "ROOST_TEST_CRASH_AT"
+CRASH_RESULT_STORED = "job_result_stored"  # a job's final result is written, not yet acknowledged
+
+
+def crash_point(name: str) -> None:
+    if os.environ.get(CRASH_ENV) == name:
+        _LOGGER.warning("%s=%s: the hub kills itself here", CRASH_ENV, name)
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class JobError(Exception):
@@ -205,9 +219,13 @@ class JobEngine:
             if retried is not None:
                 self._publish(retried)
             return
+        # State and last output in one transaction: no reader sees a finished job
+        # without its output, and a hub that dies here keeps both or neither (the
+        # agent resends an unacknowledged result).
         done = await self.hub.store.update_job(
             job.job_id,
             expect=JOB_ACTIVE,
+            append_output=message.get("output") or "",
             state=status,
             finished_at=now,
             result=message.get("result"),
@@ -216,8 +234,7 @@ class JobEngine:
         )
         if done is None:
             return
-        if message.get("output"):
-            await self.hub.store.append_job_output(job.job_id, message["output"])
+        crash_point(CRASH_RESULT_STORED)
         await self.hub.audit(
             "job.finished",
             actor=f"node:{job.node_id}",

@@ -15,6 +15,7 @@ from roost.core.store.jobs import JOB_ACTIVE, JOB_FINAL, JobFilter
 from .app import HUB_KEY
 from .auth import ROLE_OPERATOR, ROLE_VIEWER, actor_of, requires
 from .jobs import JobError, job_view, valid_cron
+from .security import read_json
 
 MAX_BODY = 256 * 1024
 
@@ -27,7 +28,7 @@ async def _json(request: web.Request, schema: vol.Schema) -> dict[str, Any]:
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=request.content_length)
     try:
-        raw = await request.json() if request.can_read_body else {}
+        raw = await read_json(request, empty={})
     except ValueError:
         raise web.HTTPBadRequest(text='{"error": "body must be JSON"}', content_type="application/json") from None
     try:

@@ -14,6 +14,7 @@ from roost.core.integration import humanize_invalid
 
 from .app import HUB_KEY, create_join_token
 from .auth import ROLE_ADMIN, actor_of, requires
+from .security import read_json
 
 
 def _grants(value: Any) -> list[str] | None:
@@ -62,7 +63,7 @@ async def list_tokens(request: web.Request) -> web.Response:
 async def create_token(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
     try:
-        body = CREATE_SCHEMA(await request.json() if request.can_read_body else {})
+        body = CREATE_SCHEMA(await read_json(request, empty={}))
     except ValueError:
         return web.json_response({"error": "body must be JSON"}, status=400)
     except vol.Invalid as err:

@@ -23,6 +23,7 @@ from roost.core.store.pairing import PAIR_APPROVED, PAIR_PENDING, PAIR_REJECTED,
 
 from .app import key_changed_node
 from .auth import ROLE_ADMIN, ROLE_VIEWER, actor_of, requires
+from .security import read_json
 
 if TYPE_CHECKING:
     from .app import Hub
@@ -130,7 +131,15 @@ class Pairing:
         hub = self.hub
         public_key = message["public_key"]
         if not verify(public_key, message["signature"], pair_payload(hub.hub_id, public_key, nonce, message["agent_nonce"])):
-            await hub.audit("pairing.refused", actor="anonymous", outcome="refused", peer=conn.peer, details={"why": "bad signature"})
+            from .security import rate_key
+
+            # A forged request counts towards the address's pairing ban (kept across restarts).
+            if hub.pairing_attempts.failure(rate_key(conn.peer)):
+                await hub.audit("pairing.banned", actor="system", target=f"peer:{rate_key(conn.peer)}", outcome="refused", peer=conn.peer)
+                await hub.limits.save()
+            await hub.security_events.record(
+                "pairing.refused", key=rate_key(conn.peer), actor="anonymous", peer=conn.peer, details={"why": "bad signature"}, phrase="badly signed pairing requests"
+            )
             await conn.send_error(protocol.ERR_AUTH, "pairing request not signed by the key it carries", close=CLOSE_POLICY)
             return
         node = await hub.store.get_node_by_key(public_key)
@@ -358,7 +367,7 @@ async def _body(request: web.Request, schema: vol.Schema) -> dict[str, Any]:
     if request.content_length and request.content_length > 64 * 1024:
         raise web.HTTPRequestEntityTooLarge(max_size=64 * 1024, actual_size=request.content_length)
     try:
-        raw = await request.json() if request.can_read_body else {}
+        raw = await read_json(request, empty={})
     except ValueError:
         raise _json_error(400, "body must be JSON") from None
     try:
@@ -371,6 +380,22 @@ def _json_error(status: int, message: str) -> web.HTTPException:
     exc = web.HTTPException(text=json.dumps({"error": message}), content_type="application/json")
     exc.set_status(status)
     return exc
+
+
+async def _refused_decision(request: web.Request, action: str, err: PairingError) -> None:
+    """Deciding a request that is not pending (unknown, expired, decided) is audited; repeats by one actor counted."""
+    from .security import peer_of
+
+    actor = actor_of(request)
+    await _hub(request).security_events.record(
+        action,
+        key=actor,
+        actor=actor,
+        target=f"pairing:{request.match_info['request_id']}",
+        peer=peer_of(request),
+        details={"why": str(err)},
+        phrase="decisions on requests that are not pending",
+    )
 
 
 @requires(ROLE_ADMIN)
@@ -386,6 +411,7 @@ async def approve_pairing(request: web.Request) -> web.Response:
     try:
         node_id = await hub.pairing.approve(request.match_info["request_id"], actor=actor_of(request), grants=body.get("grants"), name=body.get("name"))
     except PairingError as err:
+        await _refused_decision(request, "pairing.approve_refused", err)
         return web.json_response({"error": str(err)}, status=409)
     return web.json_response({"node_id": node_id})
 
@@ -397,6 +423,7 @@ async def reject_pairing(request: web.Request) -> web.Response:
     try:
         await hub.pairing.reject(request.match_info["request_id"], actor=actor_of(request), reason=body["reason"])
     except PairingError as err:
+        await _refused_decision(request, "pairing.reject_refused", err)
         return web.json_response({"error": str(err)}, status=409)
     return web.json_response({"rejected": True})
 

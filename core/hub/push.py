@@ -34,6 +34,7 @@ from typing import Any
 import voluptuous as vol
 from aiohttp import web
 
+from roost.core import jsonparse
 from roost.core.const import MAX_MESSAGE_BYTES, PROTOCOL_VERSION, STATE_LOADED, __version__
 from roost.core.integration import humanize_invalid
 from roost.core.protocol import NODE_ID_RE
@@ -43,7 +44,7 @@ from roost.core.store.push import PushToken
 from .app import HUB_KEY, Hub
 from .auth import ROLE_ADMIN, actor_of, add_public_path, requires
 from .ingest import IngestError
-from .security import RateLimiter, peer_of, rate_key, retry_after_header
+from .security import RateLimiter, peer_of, rate_key, read_json, retry_after_header
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -101,6 +102,8 @@ class PushService:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
         self.limiter = RateLimiter(max_failures=BAD_TOKEN_LIMIT, failure_window=BAD_TOKEN_WINDOW, ban_seconds=BAD_TOKEN_BAN)
+        if getattr(hub, "limits", None) is not None:  # bans are kept in the store across restarts
+            hub.limits.add("push", self.limiter)
         self._locks: dict[str, asyncio.Lock] = {}
         self._seq: dict[str, int] = {}
         self._touched: dict[str, float] = {}
@@ -242,7 +245,7 @@ async def push(request: web.Request) -> web.Response:
     if isinstance(raw, web.Response):
         return raw
     try:
-        payload = json.loads(raw)
+        payload = jsonparse.loads(raw)
     except (ValueError, UnicodeDecodeError) as err:
         return _error(400, f"payload is not valid JSON: {err}")
     if not isinstance(payload, dict):
@@ -310,7 +313,7 @@ async def list_tokens(request: web.Request) -> web.Response:
 async def create_token(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
     try:
-        body = CREATE_SCHEMA(await request.json() if request.can_read_body else {})
+        body = CREATE_SCHEMA(await read_json(request, empty={}))
     except ValueError:
         return _error(400, "body must be JSON")
     except vol.Invalid as err:

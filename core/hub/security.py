@@ -14,15 +14,19 @@ Reuse from other hub code:
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
+
+from roost.core import jsonparse
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -54,6 +58,8 @@ CONTENT_SECURITY_POLICY = (
     "frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'"
 )
 STATIC_PREFIX = "/static/"
+# What the Server header says: no Python or aiohttp version for a scanner to match against.
+SERVER_HEADER = "Roost"
 
 
 # ------------------------------------------------------------------ addresses
@@ -181,6 +187,11 @@ class RateLimiter:
       a user with one valid account cannot interleave successes to keep
       guessing another account's password.
     - ``unban(key)``: lift a ban (an admin's decision).
+    - ``take_changes(now=...)`` / ``restore(rows, now=...)``: the bans and
+      failures changed since the last call, as ``(key, failure times, ban
+      end)`` in wall-clock seconds, and the way back; PersistentLimits
+      (roost.core.hub.security_events) keeps them in the store. Buckets are
+      not kept: they refill within seconds anyway.
 
     Keys are strings: use ``rate_key(peer)`` for client addresses. Memory is
     bounded: at most ``max_keys`` buckets and ``max_keys`` bans are kept; the
@@ -211,6 +222,7 @@ class RateLimiter:
         self._clock = clock
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._bans: OrderedDict[str, float] = OrderedDict()  # key -> ban end (clock time)
+        self._changed: set[str] = set()  # keys whose failures or ban changed since take_changes()
 
     def __len__(self) -> int:
         return len(self._entries) + len(self._bans)
@@ -256,6 +268,7 @@ class RateLimiter:
         cutoff = now - self.failure_window
         entry.failures = [t for t in entry.failures if t > cutoff]
         entry.failures.append(now)
+        self._changed.add(key)
         if len(entry.failures) < self.max_failures:
             return 0.0
         entry.failures.clear()
@@ -275,11 +288,41 @@ class RateLimiter:
 
     def success(self, key: str) -> None:
         entry = self._entries.get(key)
-        if entry is not None:
+        if entry is not None and entry.failures:
             entry.failures.clear()
+            self._changed.add(key)
 
     def unban(self, key: str) -> None:
-        self._bans.pop(key, None)
+        if self._bans.pop(key, None) is not None:
+            self._changed.add(key)
+
+    def take_changes(self, *, now: float | None = None) -> list[tuple[str, list[float], float | None]]:
+        """What changed since the last call: ``(key, failure times, ban end or None)`` in wall-clock seconds."""
+        wall = time.time() if now is None else now
+        offset = wall - self._clock()
+        cutoff = self._clock() - self.failure_window
+        out = []
+        for key in self._changed:
+            entry = self._entries.get(key)
+            failures = [t + offset for t in entry.failures if t > cutoff] if entry is not None else []
+            until = self._bans.get(key)
+            out.append((key, failures, until + offset if until is not None and until > self._clock() else None))
+        self._changed.clear()
+        return out
+
+    def restore(self, rows: Iterable[tuple[str, list[float], float | None]], *, now: float | None = None) -> None:
+        """Take back what ``take_changes`` gave (after a restart); what has run out since is dropped."""
+        wall = time.time() if now is None else now
+        clock = self._clock()
+        offset = clock - wall
+        for key, failures, until in rows:
+            recent = [t + offset for t in failures if t + offset > clock - self.failure_window]
+            if recent:
+                self._entry(key, clock).failures = recent[-self.max_failures :]
+            if until is not None and until > wall:
+                self._bans[key] = until + offset
+                while len(self._bans) > self.max_keys:
+                    self._bans.popitem(last=False)
 
 
 def retry_after_header(seconds: float) -> str:
@@ -302,6 +345,8 @@ class WebSecurity:
 
     lan_only: bool = True
     trusted_proxies: tuple[IPNetwork, ...] = ()
+    # roost.core.hub.security_events.SecurityEvents: counts repeated refusals instead of logging each.
+    events: Any = None
 
 
 SECURITY_KEY = web.AppKey("roost_web_security", WebSecurity)
@@ -346,7 +391,12 @@ async def lan_only_middleware(request: web.Request, handler):
     settings = request.app[SECURITY_KEY]
     peer = peer_of(request)
     if settings.lan_only and peer != "unix" and not is_private_address(peer):
-        _LOGGER.warning("refused %s %s from %s: not a private address (LAN-only mode)", request.method, request.path, peer)
+        args = (request.method, request.path, peer)
+        message = "refused %s %s from %s: not a private address (LAN-only mode)"
+        if settings.events is not None:
+            settings.events.note("http.lan_only_refused", key=rate_key(peer), message=message, args=args, phrase="requests refused by LAN-only mode")
+        else:
+            _LOGGER.warning(message, *args)
         message = f"this Roost hub only serves private (LAN) addresses and {peer} is not one — {LAN_ONLY_HINT}"
         if wants_json(request):
             return web.json_response({"error": message}, status=403)
@@ -356,6 +406,7 @@ async def lan_only_middleware(request: web.Request, handler):
 
 async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
     headers = response.headers
+    headers["Server"] = SERVER_HEADER
     headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
     headers["X-Frame-Options"] = "DENY"
     headers["X-Content-Type-Options"] = "nosniff"
@@ -368,8 +419,43 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
         headers["Cache-Control"] = "no-store"
 
 
-def setup(app: web.Application, *, lan_only: bool = True, trusted_proxies: Sequence[str] = ()) -> None:
+def setup(app: web.Application, *, lan_only: bool = True, trusted_proxies: Sequence[str] = (), events: Any = None) -> None:
     """Install the LAN-only middleware (first, so nothing else runs for a refused peer) and the security headers."""
-    app[SECURITY_KEY] = WebSecurity(lan_only=lan_only, trusted_proxies=parse_networks(trusted_proxies))
+    app[SECURITY_KEY] = WebSecurity(lan_only=lan_only, trusted_proxies=parse_networks(trusted_proxies), events=events)
     app.middlewares.append(lan_only_middleware)
     app.on_response_prepare.append(_security_headers)
+    _hide_server_software()
+
+
+def _hide_server_software() -> None:
+    """Answers aiohttp makes before any app code runs (a malformed request's 400) get no version either.
+
+    aiohttp fills in ``Server: Python/3.x aiohttp/3.x`` from a module constant
+    when a response has no Server header; the response hook above sets one on
+    everything the app answers, and this covers the rest of the process.
+    """
+    from aiohttp import web_response
+
+    if getattr(web_response, "SERVER_SOFTWARE", SERVER_HEADER) != SERVER_HEADER:
+        web_response.SERVER_SOFTWARE = SERVER_HEADER
+
+
+# ------------------------------------------------------------ request bodies
+
+
+async def read_json(request: web.Request, *, empty: Any = None) -> Any:
+    """The request's JSON body, parsed through roost.core.jsonparse (its nesting limit); ``empty`` without a body.
+
+    A body that is not JSON, or nests too deeply, is a 400 whose JSON
+    ``error`` says what was wrong. The size limit is the app's
+    ``client_max_size`` (413) unless the handler checks a smaller one first.
+    """
+    if not request.can_read_body:
+        return empty
+    try:
+        return jsonparse.loads(await request.read())
+    except jsonparse.JSONTooDeep as err:
+        message = f"request body refused: {err}"
+    except (ValueError, UnicodeDecodeError) as err:
+        message = f"request body is not valid JSON: {err}"
+    raise web.HTTPBadRequest(text=json.dumps({"error": message}), content_type="application/json")

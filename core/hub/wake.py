@@ -10,6 +10,12 @@ Without ``via`` the hub sends the packets itself to ``[hub] wol_broadcast``
 and ``wol_port``; with it, one ``wol.send`` job per MAC goes to the relay's
 agent, which needs ``network.wol.send`` granted and within its ceiling.
 Every wake is audited (``node.wake``) before anything is sent.
+
+A request's ``broadcast`` and ``port`` are checked by whoever sends: the hub
+sends only to its own networks' broadcast addresses or configured ones, on
+ports 7, 9 or configured ones (``roost.integrations.wol.policy``), and a
+relay agent checks the same against its own interfaces and config. One node
+is woken at most ``[hub] wol_wakes_per_minute`` times a minute.
 """
 
 from __future__ import annotations
@@ -24,13 +30,17 @@ from aiohttp import web
 from roost.core.integration import humanize_invalid
 from roost.integrations.wol.const import ACTION_SEND, CAP_WOL_SEND, DEFAULT_BROADCAST, DEFAULT_PORT
 from roost.integrations.wol.magic import ip_literal, is_universal, mac_address, normalize_mac, port_number, send
+from roost.integrations.wol.policy import Destinations, WakeLimiter
 
 from .app import HUB_KEY, Hub
 from .auth import ROLE_OPERATOR, ROLE_VIEWER, actor_of, requires
 from .jobs import JobError, job_view
+from .security import read_json
 
 _LOGGER = logging.getLogger(__name__)
 
+WAKE_LIMITER_KEY = web.AppKey("roost_wake_limiter", WakeLimiter)
+DEFAULT_WAKES_PER_MINUTE = 6
 MAX_BODY = 4096
 WAKE_SCHEMA = vol.Schema(
     {
@@ -98,6 +108,18 @@ def _hub_target(hub: Hub) -> tuple[str, int]:
     return getattr(hub.config, "wol_broadcast", DEFAULT_BROADCAST), getattr(hub.config, "wol_port", DEFAULT_PORT)
 
 
+def hub_destinations(hub: Hub) -> Destinations:
+    """Where the hub itself may send: its own networks' broadcasts, wol_broadcast and wol_allowed_broadcasts; ports 7, 9, wol_port, wol_allowed_ports."""
+    broadcast, port = _hub_target(hub)
+    return Destinations.of(
+        [broadcast, *getattr(hub.config, "wol_allowed_broadcasts", ())],
+        [port, *getattr(hub.config, "wol_allowed_ports", ())],
+        sender="the hub",
+        broadcasts_setting="[hub] wol_broadcast and wol_allowed_broadcasts",
+        ports_setting="[hub] wol_port and wol_allowed_ports",
+    )
+
+
 @requires(ROLE_VIEWER)
 async def wake_info(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
@@ -113,7 +135,8 @@ async def wake_info(request: web.Request) -> web.Response:
             "status": hub.node_status(node_id),
             "macs": macs,
             "targets": wake_targets(macs),
-            "hub": {"broadcast": broadcast, "port": port},
+            "hub": {"broadcast": broadcast, "port": port, "allowed": await asyncio.to_thread(hub_destinations(hub).as_dict)},
+            "wakes_per_minute": request.app[WAKE_LIMITER_KEY].per_minute,
             "relays": await relays(hub, node_id),
         }
     )
@@ -126,7 +149,7 @@ async def wake_node(request: web.Request) -> web.Response:
     if request.content_length is not None and request.content_length > MAX_BODY:
         return _error(413, f"request body is larger than {MAX_BODY} bytes")
     try:
-        raw = await request.json() if request.can_read_body else {}
+        raw = await read_json(request, empty={})
     except ValueError:
         return _error(400, "body must be JSON")
     try:
@@ -148,10 +171,23 @@ async def wake_node(request: web.Request) -> web.Response:
     actor = actor_of(request)
     target = f"node:{node_id}"
     via = body.get("via")
-    if via:
-        return await _relay(hub, node, via, macs, body, actor)
+    if via == node_id:
+        return _error(400, "a node cannot relay its own wake-up; choose another node on its LAN")
     broadcast = body.get("broadcast") or _hub_target(hub)[0]
     port = body.get("port") or _hub_target(hub)[1]
+    if not via:  # a relay checks its own networks and config when its job runs
+        destinations = hub_destinations(hub)
+        why = await asyncio.to_thread(destinations.refusal, broadcast, port)
+        if why:
+            return web.json_response({"error": why, "allowed": await asyncio.to_thread(destinations.as_dict)}, status=403)
+    limiter = request.app[WAKE_LIMITER_KEY]
+    wait = limiter.wait(node_id)
+    if wait:
+        response = _error(429, f"{node.name} was woken {limiter.per_minute} times in the last minute, the most [hub] wol_wakes_per_minute allows; try again in {wait:.0f} s")
+        response.headers["Retry-After"] = str(max(1, round(wait)))
+        return response
+    if via:
+        return await _relay(hub, node, via, macs, body, actor)
     await hub.audit("node.wake", actor=actor, target=target, details={"via": "hub", "macs": macs, "broadcast": broadcast, "port": port})
     try:
         await asyncio.to_thread(send, macs, host=broadcast, port=port)
@@ -165,8 +201,6 @@ async def wake_node(request: web.Request) -> web.Response:
 
 async def _relay(hub: Hub, node: Any, via: str, macs: list[str], body: dict[str, Any], actor: str) -> web.Response:
     target = f"node:{node.node_id}"
-    if via == node.node_id:
-        return _error(400, "a node cannot relay its own wake-up; choose another node on its LAN")
     relay = await hub.find_node(via)
     if relay is None or relay.revoked:
         return _error(404, f"no active relay node with id {via!r}")
@@ -183,5 +217,6 @@ async def _relay(hub: Hub, node: Any, via: str, macs: list[str], body: dict[str,
 
 
 def setup(app: web.Application) -> None:
+    app[WAKE_LIMITER_KEY] = WakeLimiter(getattr(app[HUB_KEY].config, "wol_wakes_per_minute", DEFAULT_WAKES_PER_MINUTE))
     app.router.add_get("/api/v1/nodes/{node_id}/wake", wake_info)
     app.router.add_post("/api/v1/nodes/{node_id}/wake", wake_node)

@@ -12,6 +12,7 @@ from .push import PushHost, PushStore, PushToken
 from .users import ApiTokenRecord, LastAdminError, SessionRecord, UserExistsError, UserRecord, UserStore
 from .audit import AuditFilter, AuditStore
 from .jobs import Job, JobFilter, JobStore, Schedule
+from .limits import LimitStore
 
 __all__ = ["Retention", "Store", "PushHost", "PushToken", "NodeRecord", "JoinToken", "Report", "NodeState", "NodeGrants", "PairingLimitError", "PairingRequest",
            "UserRecord", "SessionRecord", "ApiTokenRecord", "UserExistsError", "LastAdminError",
@@ -79,7 +80,7 @@ class NodeState:
     metrics: dict[str, float]
 
 
-class Store(PairingStore, PushStore, UserStore, AuditStore, JobStore, abc.ABC):
+class Store(PairingStore, PushStore, UserStore, AuditStore, JobStore, LimitStore, abc.ABC):
     """Hub state. Implementations: roost.core.store.sqlite (default)."""
 
     @abc.abstractmethod

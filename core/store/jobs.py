@@ -92,8 +92,12 @@ class JobStore(abc.ABC):
         """Every queued, dispatched or running job (the hub reloads them after a restart)."""
 
     @abc.abstractmethod
-    async def update_job(self, job_id: str, *, expect: tuple[str, ...] | None = None, **changes: Any) -> Job | None:
-        """Change fields atomically; with ``expect``, only if the job is in one of those states (else None)."""
+    async def update_job(self, job_id: str, *, expect: tuple[str, ...] | None = None, append_output: str = "", **changes: Any) -> Job | None:
+        """Change fields atomically; with ``expect``, only if the job is in one of those states (else None).
+
+        ``append_output`` is added to the output (capped like ``append_job_output``)
+        in the same transaction, so a final state never shows without its final output.
+        """
 
     @abc.abstractmethod
     async def append_job_output(self, job_id: str, text: str, *, progress: str | None = None, percent: float | None = None) -> None:

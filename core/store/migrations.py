@@ -363,6 +363,23 @@ MIGRATIONS: tuple[Migration, ...] = (
         # `roost agent --name`: shown with the request and what tells two agents on one host apart.
         ("ALTER TABLE pairing_requests ADD COLUMN name TEXT NOT NULL DEFAULT ''",),
     ),
+    Migration(
+        9,
+        "rate-limit bans and failures that survive a restart",
+        (
+            # failures: JSON list of wall-clock times; banned_until: wall clock, NULL when not banned.
+            """
+            CREATE TABLE rate_limits (
+                limiter TEXT NOT NULL,
+                key TEXT NOT NULL,
+                failures TEXT NOT NULL DEFAULT '[]',
+                banned_until REAL,
+                updated_at REAL NOT NULL,
+                PRIMARY KEY (limiter, key)
+            ) WITHOUT ROWID
+            """,
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

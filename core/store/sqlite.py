@@ -56,6 +56,7 @@ from .sqlite_pairing import SQLitePairingStore
 from .sqlite_push import SQLitePushStore
 from .sqlite_users import SQLiteUserStore
 from .sqlite_audit import SQLiteAuditStore
+from .sqlite_limits import SQLiteLimitStore
 from .migrations import migrate, prepare_new_database
 
 _LOGGER = logging.getLogger(__name__)
@@ -287,7 +288,7 @@ class _NodeBatch:
             self.interval = report.interval
 
 
-class SQLiteStore(SQLitePairingStore, SQLitePushStore, SQLiteUserStore, SQLiteAuditStore, SQLiteJobStore, Store):
+class SQLiteStore(SQLitePairingStore, SQLitePushStore, SQLiteUserStore, SQLiteAuditStore, SQLiteJobStore, SQLiteLimitStore, Store):
     """Hub state in one SQLite file.
 
     One connection per store; an asyncio lock keeps the transactions of
@@ -426,9 +427,17 @@ class SQLiteStore(SQLitePairingStore, SQLitePushStore, SQLiteUserStore, SQLiteAu
             try:
                 yield db
                 await db.execute("COMMIT")
-            except BaseException:
+            except BaseException as ended:
                 if db.in_transaction:
-                    await db.execute("ROLLBACK")
+                    try:
+                        await db.execute("ROLLBACK")
+                    except sqlite3.Error as err:
+                        # A COMMIT cancelled while it ran finishes in the worker
+                        # thread anyway; the ROLLBACK then finds no transaction.
+                        # Raise what ended the transaction (above all a
+                        # cancellation, which a loop's `except Exception` must
+                        # not swallow), never this.
+                        _LOGGER.debug("rollback after %r: %s", ended, err)
                 raise
 
     async def _write(self, work: Any, *args: Any) -> Any:

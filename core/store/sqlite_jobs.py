@@ -100,12 +100,16 @@ class SQLiteJobStore:
         )
         return [_job(r) for r in rows]
 
-    async def update_job(self, job_id: str, *, expect: tuple[str, ...] | None = None, **changes: Any) -> Job | None:
+    async def update_job(self, job_id: str, *, expect: tuple[str, ...] | None = None, append_output: str = "", **changes: Any) -> Job | None:
         unknown = set(changes) - set(_JOB_FIELDS) - {"job_id"}
         if unknown:
             raise ValueError(f"unknown job fields: {sorted(unknown)}")
-        sets = ", ".join(f"{n} = ?" for n in changes)
+        assigns = [f"{n} = ?" for n in changes]
         values = [_encode(n, v, _JSON_JOB, _BOOL_JOB) for n, v in changes.items()]
+        if append_output:
+            assigns.append("output = substr(output || ?, -?)")
+            values += [append_output, MAX_OUTPUT_CHARS]
+        sets = ", ".join(assigns)
         sql = f"UPDATE jobs SET {sets} WHERE job_id = ?"
         values.append(job_id)
         if expect:

@@ -9,7 +9,19 @@ from roost.core.actions import ActionSpec
 from roost.core.integration import IntegrationContext
 
 from .actions import action_specs
-from .const import CAP_WOL_SEND, CONF_BROADCAST, CONF_INTERFACE, CONF_PORT, CONF_RATE_LIMIT, DEFAULT_BROADCAST, DEFAULT_PORT, DEFAULT_RATE_LIMIT, READS
+from .const import (
+    CAP_WOL_SEND,
+    CONF_ALLOWED_BROADCASTS,
+    CONF_ALLOWED_PORTS,
+    CONF_BROADCAST,
+    CONF_INTERFACE,
+    CONF_PORT,
+    CONF_RATE_LIMIT,
+    DEFAULT_BROADCAST,
+    DEFAULT_PORT,
+    DEFAULT_RATE_LIMIT,
+    READS,
+)
 from .magic import PORT, ip_literal
 
 
@@ -26,6 +38,10 @@ CONFIG_SCHEMA = vol.Schema(
         # The address of this host's interface to send from, when it has several.
         vol.Optional(CONF_INTERFACE): ip_literal,
         vol.Optional(CONF_RATE_LIMIT, default=DEFAULT_RATE_LIMIT): _count,
+        # Where a request may send besides `broadcast` and this host's own networks'
+        # broadcast addresses, and ports besides `port`, 7 and 9 (see policy.py).
+        vol.Optional(CONF_ALLOWED_BROADCASTS, default=list): vol.All([ip_literal], vol.Length(max=64)),
+        vol.Optional(CONF_ALLOWED_PORTS, default=list): vol.All([PORT], vol.Length(max=64)),
     },
     extra=vol.PREVENT_EXTRA,
 )

@@ -16,6 +16,8 @@ CONF_BROADCAST: Final = "broadcast"
 CONF_PORT: Final = "port"
 CONF_INTERFACE: Final = "interface"
 CONF_RATE_LIMIT: Final = "rate_limit_per_minute"
+CONF_ALLOWED_BROADCASTS: Final = "allowed_broadcasts"
+CONF_ALLOWED_PORTS: Final = "allowed_ports"
 
 DEFAULT_BROADCAST: Final = "255.255.255.255"
 DEFAULT_PORT: Final = 9

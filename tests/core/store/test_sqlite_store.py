@@ -675,3 +675,46 @@ async def test_prune_gives_space_back(db_path: Path) -> None:
         free, pages = db.execute("PRAGMA freelist_count").fetchone()[0], db.execute("PRAGMA page_count").fetchone()[0]
     assert free <= (pages - free) * 0.1 + 1
     assert db_path.stat().st_size < size_full / 2
+
+
+async def test_a_final_state_and_its_output_are_one_update(store: SQLiteStore) -> None:
+    """update_job(append_output=...) writes the state and the output together, capped, and not at all when the state check fails."""
+    from roost.core.store.jobs import JOB_ACTIVE, MAX_OUTPUT_CHARS, Job
+
+    now = 1_700_000_000.0
+    node = make_node(1)
+    await store.add_node(node)
+    await store.add_job(Job(job_id="j1", node_id=node.node_id, action="a.b", params={}, state="running", created_by="test", created_at=now, timeout=5, next_attempt_at=now))
+    await store.append_job_output("j1", "progress\n")
+    done = await store.update_job("j1", expect=JOB_ACTIVE, append_output="last line\n", state="succeeded", finished_at=now + 1)
+    assert done is not None and done.state == "succeeded" and done.output == "progress\nlast line\n"
+    # A resent result finds the job final: nothing changes, the output is not added twice.
+    assert await store.update_job("j1", expect=JOB_ACTIVE, append_output="last line\n", state="succeeded") is None
+    assert (await store.get_job("j1")).output == "progress\nlast line\n"
+    big = await store.update_job("j1", append_output="x" * (MAX_OUTPUT_CHARS + 10), error="")
+    assert big is not None and len(big.output) == MAX_OUTPUT_CHARS and big.output == "x" * MAX_OUTPUT_CHARS
+
+
+async def test_a_cancelled_transaction_stays_cancelled_when_its_rollback_finds_nothing(store: SQLiteStore, monkeypatch) -> None:
+    """A COMMIT cancelled mid-flight still completes in aiosqlite's thread, so the ROLLBACK that follows fails.
+
+    That failure must not replace the cancellation: a background loop that
+    catches Exception would swallow it and never stop (a hub shutdown hung so).
+    The race cannot be timed in a test, so the COMMIT is made to land just
+    before the ROLLBACK, which then fails for real in SQLite.
+    """
+    db = store._conn()
+    real_execute = db.execute
+
+    async def commit_lands_first(sql: str, *args: Any) -> Any:
+        if sql == "ROLLBACK":
+            await real_execute("COMMIT")
+        return await real_execute(sql, *args)
+
+    with pytest.raises(asyncio.CancelledError):
+        async with store._transaction() as tx:
+            await tx.execute("INSERT INTO meta (key, value) VALUES ('k', 'v')")
+            monkeypatch.setattr(tx, "execute", commit_lands_first)
+            raise asyncio.CancelledError
+    monkeypatch.undo()
+    assert await store.get_meta("k") == "v" and not db.in_transaction
