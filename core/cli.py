@@ -732,7 +732,7 @@ def _printable(text: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="roost", description="Roost: a local-first hub and node agent for homelabs.")
     parser.add_argument("--version", action="version", version=f"roost {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{hub,agent,join-token,nodes,users,api-token,audit,operator,sign,mcp,release,update}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{hub,agent,join-token,nodes,users,api-token,audit,operator,sign,mcp,new-integration,release,update}")
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--config", type=Path, help="TOML config file (optional; defaults work without one)")
@@ -859,6 +859,12 @@ def build_parser() -> argparse.ArgumentParser:
     mcp.add_argument("--read-only", action="store_true", help="offer only the read tools, whatever the token may do")
     mcp.add_argument("--tools", help="a comma-separated subset of the tools to offer")
     mcp.set_defaults(func=cmd_mcp)
+
+    from . import scaffold
+
+    new = sub.add_parser("new-integration", help="scaffold a new integration (a folder or a publishable package) with a passing test")
+    scaffold.add_arguments(new)
+    new.set_defaults(func=scaffold.run)
 
     from .release_cli import add_release_parser
 

@@ -21,6 +21,14 @@ Rules that hold for every hook:
 * An implementation must be marked with ``@hookimpl``; one whose name is not
   a hook below, or that asks for an argument the hook does not offer, puts the
   integration in ``setup_error`` before any of its hooks is called.
+* Hooks named ``roost_hub_*`` run in the hub and get a
+  ``roost.core.hub_integration.HubContext``; the others run wherever the
+  integration collects (agents, and the hub's own in-process agent). An
+  integration whose manifest says ``"roles": ["agent", "hub"]`` keeps its
+  hub hooks in ``hub.py`` beside ``__init__.py``: agents never import that
+  module, so it may import jinja2-free hub code freely. A hub hook found in
+  the module agents load, or an agent hook in ``hub.py``, puts the
+  integration in ``setup_error`` in that role.
 * Roost calls each integration's implementation on its own, never as a chain:
   an exception raised by one integration marks that integration failed (with
   the reason shown in the dashboard and API) and every other integration keeps
@@ -37,6 +45,17 @@ from .const import HOOK_NAMESPACE
 
 if TYPE_CHECKING:
     from .actions import ActionSpec
+    from .hub_integration import (
+        AlertRuleKind,
+        ApiRoute,
+        AutomationAction,
+        AutomationTrigger,
+        HeadlineFigure,
+        HubContext,
+        NodePanel,
+        NotificationReceiver,
+        Page,
+    )
     from .integration import IntegrationContext
 
 hookspec = pluggy.HookspecMarker(HOOK_NAMESPACE)
@@ -173,6 +192,203 @@ def roost_shutdown(ctx: IntegrationContext) -> None | Awaitable[None]:
     integration whose setup succeeded, with a 10 s limit.
 
     :param ctx: the integration's context.
+
+    Return nothing; a return value is ignored. Exceptions are logged and
+    ignored: the other integrations still shut down.
+    """
+
+
+# ------------------------------------------------------------------ the hub half
+
+
+@hookspec
+def roost_hub_setup(ctx: HubContext) -> None | Awaitable[None]:
+    """Prepare the integration's hub half once, before the hub serves requests.
+
+    Called once when the hub starts, after its store is open, in dependency
+    order, and again after each ``NotReady`` backoff, with the same time
+    limit as ``roost_setup``.
+
+    :param ctx: the hub context: the integration's validated ``config``, a
+        ``logger``, ``data_dir``, a private ``data`` dict, ``nodes`` (a
+        read-only view of every node, its latest state and its history),
+        ``events`` (publish and subscribe to live events of its own kind,
+        ``<domain>.*``), ``jobs`` (queue an action on a node through the
+        normal grant, ceiling and signature checks) and ``audit`` (append an
+        entry whose action starts with ``<domain>.``). It never holds the raw
+        store or the web application.
+
+    Return nothing. Raise ``NotAvailable`` or ``NotReady`` as in
+    ``roost_setup``; any other exception puts the integration in
+    ``setup_error``: its pages then show that reason, its routes answer 503,
+    and the rest of the hub keeps working.
+    """
+
+
+@hookspec
+def roost_hub_pages(ctx: HubContext) -> list[Page] | None:
+    """Declare the dashboard pages the integration adds.
+
+    Called once while the hub builds its web application (after the config
+    is validated, before ``roost_hub_setup``: the routing table is fixed
+    before the hub starts), as a plain function (not ``async def``) on the
+    thread that builds the app; it must not block and must not use
+    ``ctx.nodes``, ``ctx.jobs`` or ``ctx.audit`` yet.
+
+    :param ctx: the hub context (see ``roost_hub_setup``).
+
+    Return a list of ``roost.core.hub_integration.Page``: each has a ``path``
+    (``/containers``, ``/containers/{node_id}/{name}``), an ``async``
+    ``handler(page)`` taking a ``PageRequest`` and returning
+    ``page.render(template, context)``, an optional ``nav`` label for the top
+    navigation, the lowest ``role`` that may see it and an ``order``.
+    Templates come from the integration's ``templates/`` folder (named
+    without a prefix; they extend ``base.html``) and its ``static/`` folder
+    is served at ``/static/integrations/<domain>/`` (in a template:
+    ``static_url('app.js', domain)``). A handler that raises renders an error
+    panel naming the integration (status 500); a page of an integration that
+    did not set up shows why (503). A path that is invalid, reserved by the
+    dashboard or taken by another integration is logged and left out.
+    """
+
+
+@hookspec
+def roost_hub_routes(ctx: HubContext) -> list[ApiRoute] | None:
+    """Declare the API routes the integration adds under ``/api/v1/integrations/<domain>``.
+
+    Called once while the hub builds its web application, like
+    ``roost_hub_pages`` (a plain function that must not block).
+
+    :param ctx: the hub context (see ``roost_hub_setup``).
+
+    Return a list of ``roost.core.hub_integration.ApiRoute`` (``method``,
+    ``path`` below the prefix, ``async handler(request)``, the lowest
+    ``role``, an optional voluptuous ``schema`` for the query or JSON body).
+    The core API's rules apply before the handler runs: login or API token,
+    the CSRF token on a session's state-changing request, read-scope tokens
+    refused for writes, LAN-only mode, the 64 KiB body limit and the schema
+    (400 with what was wrong). The handler returns JSON data (200) or raises
+    ``RouteError(message, status)``; any other exception answers 500 and is
+    logged naming the integration.
+    """
+
+
+@hookspec
+def roost_hub_node_panels(ctx: HubContext, node: Mapping[str, Any], state: Any) -> list[NodePanel] | None | Awaitable[list[NodePanel] | None]:
+    """Give the panels this integration adds to one node's page.
+
+    Called each time a node's page (or its live-refreshed details) renders,
+    for a node whose latest state has an entry for this integration; it may
+    be ``async`` and must not block. Integrations are asked one by one.
+
+    :param ctx: the hub context (see ``roost_hub_setup``).
+    :param node: the node as the API shows it (``id``, ``name``, ``status``,
+        ``facts``, ``integrations``, ``fields``).
+    :param state: this integration's latest state on that node, exactly as
+        its ``roost_collect`` returned it (never trusted to have a key).
+
+    Return a list of ``roost.core.hub_integration.NodePanel`` (a ``title``,
+    one of the integration's ``template`` names and its ``context``), or
+    ``None`` for none. A hook or template that raises shows an error panel
+    naming the integration in its place; the rest of the page renders.
+    """
+
+
+@hookspec
+def roost_hub_headline_figures(ctx: HubContext) -> list[HeadlineFigure] | None:
+    """Declare the figures this integration puts on the node cards and lists.
+
+    Called once, right after a successful ``roost_hub_setup``, on the event
+    loop (it must not block).
+
+    :param ctx: the hub context (see ``roost_hub_setup``).
+
+    Return a list of ``roost.core.hub_integration.HeadlineFigure`` (``key``
+    in a node summary's ``headline``, the ``metric`` series it shows, a
+    ``label``, a ``unit`` and an ``order``), or ``None``. Each node summary
+    (API, overview, live events) then carries ``headline[key]`` with the
+    latest value of that series when the node reports it. A key another
+    integration already declared is logged and left out.
+    """
+
+
+@hookspec
+def roost_hub_notification_receivers(ctx: HubContext) -> list[NotificationReceiver] | None:
+    """Declare where notifications can be sent through this integration (mail, ntfy, a webhook).
+
+    Called once, right after a successful ``roost_hub_setup``, on the event
+    loop (it must not block).
+
+    :param ctx: the hub context (see ``roost_hub_setup``).
+
+    Return a list of ``roost.core.hub_integration.NotificationReceiver``
+    (``name`` dotted and starting with the domain, a ``description``, a
+    voluptuous ``schema`` for a receiver's settings and an ``async
+    handler(settings, message)``), or ``None``. The hub's registry
+    (``Hub.registry.notification_receivers``) collects them by name; an
+    invalid or duplicate one is logged and left out.
+    """
+
+
+@hookspec
+def roost_hub_alert_rule_kinds(ctx: HubContext) -> list[AlertRuleKind] | None:
+    """Declare the kinds of alert rule this integration can evaluate.
+
+    Called once, right after a successful ``roost_hub_setup``, on the event
+    loop (it must not block).
+
+    :param ctx: the hub context (see ``roost_hub_setup``).
+
+    Return a list of ``roost.core.hub_integration.AlertRuleKind`` (name,
+    description, settings schema and an ``async handler(settings, node)``
+    that returns ``None`` or what is wrong), or ``None``. Collected in
+    ``Hub.registry.alert_rule_kinds``; an invalid or duplicate one is logged
+    and left out.
+    """
+
+
+@hookspec
+def roost_hub_automation_triggers(ctx: HubContext) -> list[AutomationTrigger] | None:
+    """Declare the triggers automations can start on through this integration.
+
+    Called once, right after a successful ``roost_hub_setup``, on the event
+    loop (it must not block).
+
+    :param ctx: the hub context (see ``roost_hub_setup``).
+
+    Return a list of ``roost.core.hub_integration.AutomationTrigger`` (name,
+    description, settings schema and an ``async handler(settings, event)``
+    that says whether a hub event fires it), or ``None``. Collected in
+    ``Hub.registry.automation_triggers``; an invalid or duplicate one is
+    logged and left out.
+    """
+
+
+@hookspec
+def roost_hub_automation_actions(ctx: HubContext) -> list[AutomationAction] | None:
+    """Declare the steps automations can take through this integration.
+
+    Called once, right after a successful ``roost_hub_setup``, on the event
+    loop (it must not block).
+
+    :param ctx: the hub context (see ``roost_hub_setup``).
+
+    Return a list of ``roost.core.hub_integration.AutomationAction`` (name,
+    description, settings schema and an ``async handler(settings, hub)``
+    that carries the step out), or ``None``. Collected in
+    ``Hub.registry.automation_actions``; an invalid or duplicate one is
+    logged and left out.
+    """
+
+
+@hookspec
+def roost_hub_shutdown(ctx: HubContext) -> None | Awaitable[None]:
+    """Release what the integration's hub half holds (tasks, connections).
+
+    Called once when the hub stops, in reverse dependency order, for each
+    integration whose ``roost_hub_setup`` succeeded, with a 10 s limit.
+
+    :param ctx: the hub context (see ``roost_hub_setup``).
 
     Return nothing; a return value is ignored. Exceptions are logged and
     ignored: the other integrations still shut down.

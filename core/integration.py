@@ -161,6 +161,8 @@ class Integration:
     reads: Any = None  # roost.core.reads.Reads: the capability each part of its report needs
     retry_at: float | None = None
     retries: int = 0
+    # The hub half's declarations after its setup: kind -> list (headline_figures, notification_receivers, ...).
+    hub_declarations: dict[str, list[Any]] = field(default_factory=dict)
 
     @property
     def domain(self) -> str:

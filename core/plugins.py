@@ -29,6 +29,8 @@ from .const import (
     DEFAULT_COLLECT_TIMEOUT,
     ENTRY_POINT_GROUP,
     HOOK_NAMESPACE,
+    ROLE_AGENT,
+    ROLE_HUB,
     STATE_COLLECT_ERROR,
     STATE_DISABLED,
     STATE_LOADED,
@@ -68,8 +70,14 @@ SHUTDOWN_TIMEOUT = 10.0
 MAX_TIMEOUT = 600.0
 
 # The hooks whose plain-function implementations may block, so run in a thread.
-THREADED_HOOKS = frozenset({"roost_setup", "roost_collect", "roost_shutdown"})
+THREADED_HOOKS = frozenset({"roost_setup", "roost_collect", "roost_shutdown", "roost_hub_setup", "roost_hub_shutdown"})
 HOOK_NAMES = frozenset(name for name in dir(hookspecs) if name.startswith(f"{HOOK_NAMESPACE}_"))
+# Hooks the hub calls with a HubContext; in a two-role integration they live in hub.py.
+HUB_HOOK_PREFIX = f"{HOOK_NAMESPACE}_hub_"
+HUB_HOOKS = frozenset(name for name in HOOK_NAMES if name.startswith(HUB_HOOK_PREFIX))
+AGENT_HOOKS = HOOK_NAMES - HUB_HOOKS
+# The module of an integration's folder that holds its hub half; agents never import it.
+HUB_MODULE = "hub"
 
 
 def _placeholder_manifest(domain: str) -> Manifest:
@@ -335,8 +343,11 @@ class IntegrationManager:
         custom_dirs: Iterable[Path] = (),
         entry_points: bool = True,
         only: Iterable[str] | None = None,
+        context_factory: Callable[[IntegrationContext], Any] | None = None,
     ) -> None:
         self.role = role
+        # What the hooks get: the hub wraps the plain context in a HubContext.
+        self.context_factory = context_factory
         # Kept raw: a malformed table is that integration's error, found when it loads.
         self.config: dict[str, Any] = dict(config)
         self.data_dir = Path(data_dir)
@@ -432,7 +443,10 @@ class IntegrationManager:
                     why = "is not installed"
                 self._fail_load(integ, f"depends on integration {dep!r}, which {why}")
                 return
-        missing = _missing_requirements(integ.manifest.requirements)
+        # A two-role integration's requirements are its collector's (the docker SDK, proxmoxer); its hub half
+        # only shapes the state agents report, so the hub loads it without them.
+        hub_half_only = self.role == ROLE_HUB and ROLE_AGENT in integ.manifest.roles
+        missing = [] if hub_half_only else _missing_requirements(integ.manifest.requirements)
         if missing:
             integ.set_state(
                 STATE_NOT_AVAILABLE,
@@ -455,7 +469,15 @@ class IntegrationManager:
         config = self._validate_config(integ, module, table)
         if config is None:
             return
-        problem = self._register(integ, module)
+        hooks_module = module
+        if self.role == ROLE_HUB:
+            try:
+                hooks_module = self._hub_half(module)
+            except (Exception, SystemExit) as err:
+                _LOGGER.exception("integration %s: its hub half failed to import", domain)
+                integ.set_state(STATE_SETUP_ERROR, f"import of {HUB_MODULE}.py failed: {type(err).__name__}: {err}")
+                return
+        problem = self._register(integ, hooks_module, in_hub_half=hooks_module is not module)
         if problem:
             self._fail_load(integ, f"invalid hook implementation: {problem} (see roost.core.hookspecs)")
             return
@@ -474,15 +496,32 @@ class IntegrationManager:
             self._fail_load(integ, why)
             return
         integ.reads = reads
-        integ.module = module
-        integ.context = IntegrationContext(
+        integ.module = hooks_module
+        context = IntegrationContext(
             domain=domain,
             role=self.role,
             config=config,
             data_dir=self.data_dir,
             logger=logging.getLogger(f"roost.integration.{domain}"),
         )
+        if self.context_factory is not None:
+            try:
+                context = self.context_factory(context)
+            except Exception as err:  # a kernel bug, kept to this integration
+                _LOGGER.exception("integration %s: cannot build its context", domain)
+                integ.set_state(STATE_SETUP_ERROR, f"cannot build its context: {type(err).__name__}: {err}")
+                return
+        integ.context = context
         _LOGGER.debug("integration %s imported from %s", domain, integ.path)
+
+    @staticmethod
+    def _hub_half(module: ModuleType) -> ModuleType:
+        """The module whose hooks the hub registers: the folder's hub.py when it has one, else the package itself."""
+        name = f"{module.__name__}.{HUB_MODULE}"
+        locations = getattr(module, "__path__", None) or []
+        if not any((Path(folder) / f"{HUB_MODULE}.py").is_file() or (Path(folder) / HUB_MODULE / "__init__.py").is_file() for folder in locations):
+            return module
+        return importlib.import_module(name)
 
     def _fail_load(self, integ: Integration, reason: str) -> None:
         _LOGGER.error("integration %s: %s", integ.domain, reason)
@@ -516,10 +555,11 @@ class IntegrationManager:
             return None
         return dict(config)
 
-    def _register(self, integ: Integration, module: ModuleType) -> str:
+    def _register(self, integ: Integration, module: ModuleType, *, in_hub_half: bool = False) -> str:
         """Check the module's hook implementations against the hookspecs and register it; return a problem or ''."""
         domain = integ.domain
         problems = []
+        two_roles = ROLE_AGENT in integ.manifest.roles and ROLE_HUB in integ.manifest.roles
         for attr in sorted(dir(module)):
             if not attr.startswith(f"{HOOK_NAMESPACE}_"):
                 continue
@@ -542,6 +582,18 @@ class IntegrationManager:
                 continue
             if opts.get("hookwrapper") or opts.get("wrapper"):
                 problems.append(f"{hook_name}: hook wrappers are not supported")
+                continue
+            if hook_name in HUB_HOOKS and self.role == ROLE_AGENT:
+                problems.append(
+                    f"{hook_name} is a hub hook in the module agents load; move it to {HUB_MODULE}.py "
+                    "beside __init__.py, which agents never import"
+                )
+                continue
+            if hook_name in AGENT_HOOKS and in_hub_half:
+                problems.append(f"{hook_name} is an agent hook in {HUB_MODULE}.py; agent hooks belong in __init__.py")
+                continue
+            if hook_name in HUB_HOOKS and two_roles and not in_hub_half:
+                problems.append(f"{hook_name}: a two-role integration keeps its hub hooks in {HUB_MODULE}.py")
                 continue
             allowed = _required_args(getattr(hookspecs, hook_name))
             extra = [a for a in _required_args(func) if a not in allowed]
@@ -570,7 +622,15 @@ class IntegrationManager:
     def has_hook(self, integ: Integration, hook: str) -> bool:
         return (integ.domain, hook) in self._impls
 
-    async def call(self, integ: Integration, hook: str, *, timeout: float | None = None, thread: bool = False) -> Any:
+    async def call(
+        self,
+        integ: Integration,
+        hook: str,
+        *,
+        timeout: float | None = None,
+        thread: bool = False,
+        args: Mapping[str, Any] | None = None,
+    ) -> Any:
         """Call one integration's implementation of a hook, awaiting what is awaitable.
 
         Returns ``None`` when the integration does not implement the hook.
@@ -579,6 +639,7 @@ class IntegrationManager:
         function run in a thread (``thread=True``) keeps its thread. Until an
         abandoned call has really ended, later calls of the same hook of the
         same integration raise ``TimeoutError`` at once instead of piling up.
+        ``args`` are the hook's arguments other than ``ctx``.
         """
         impl = self._impls.get((integ.domain, hook))
         if impl is None:
@@ -589,7 +650,7 @@ class IntegrationManager:
             if not pending.done():
                 raise TimeoutError(f"the previous {hook} call has not returned yet")
             del self._inflight[key]
-        kwargs = {name: integ.context for name in impl.argnames}
+        kwargs = self._kwargs(integ, impl, args)
         func = impl.function
         deadline = None if timeout is None else time.monotonic() + timeout
         if inspect.iscoroutinefunction(func):
@@ -611,6 +672,27 @@ class IntegrationManager:
             result = func(**kwargs)
         if inspect.isawaitable(result):
             result = await self._await(key, result, deadline)
+        return result
+
+    @staticmethod
+    def _kwargs(integ: Integration, impl: pluggy.HookImpl, args: Mapping[str, Any] | None) -> dict[str, Any]:
+        args = args or {}
+        return {name: args[name] if name in args else integ.context for name in impl.argnames}
+
+    def call_now(self, integ: Integration, hook: str, *, args: Mapping[str, Any] | None = None) -> Any:
+        """Call a declaration hook that must be a plain function, on this thread (the hub's pages and routes,
+        asked for while the web application is built). Returns ``None`` when not implemented; raises what
+        the hook raised, or ``TypeError`` for an ``async`` implementation."""
+        impl = self._impls.get((integ.domain, hook))
+        if impl is None:
+            return None
+        if inspect.iscoroutinefunction(impl.function):
+            raise TypeError(f"{hook} must be a plain function (it is called while the hub builds its routes), not async def")
+        result = impl.function(**self._kwargs(integ, impl, args))
+        if inspect.isawaitable(result):
+            if inspect.iscoroutine(result):
+                result.close()
+            raise TypeError(f"{hook} returned an awaitable; it must return its declarations directly")
         return result
 
     async def _await(self, key: tuple[str, str], awaitable: Any, deadline: float | None) -> Any:
@@ -653,6 +735,8 @@ class IntegrationManager:
                 return
         try:
             await self.call(integ, "roost_setup", timeout=max(integ.timeout, MIN_SETUP_TIMEOUT), thread=True)
+            if self.role == ROLE_HUB:
+                await self.call(integ, "roost_hub_setup", timeout=max(integ.timeout, MIN_SETUP_TIMEOUT), thread=True)
         except NotAvailable as err:
             integ.retry_at = None
             integ.set_state(STATE_NOT_AVAILABLE, str(err) or "not available on this host")
@@ -678,6 +762,8 @@ class IntegrationManager:
         integ.retry_at = None
         integ.set_state(STATE_LOADED)
         await self._describe(integ)
+        if self.role == ROLE_HUB:
+            await self._describe_hub(integ)
         _LOGGER.debug("integration %s set up", integ.domain)
 
     def _fail_setup(self, integ: Integration, reason: str) -> None:
@@ -720,6 +806,22 @@ class IntegrationManager:
                 _LOGGER.warning("integration %s: action %s is already declared; left out", integ.domain, spec.name)
             else:
                 integ.actions[spec.name] = spec
+
+    async def _describe_hub(self, integ: Integration) -> None:
+        """Ask a freshly set-up hub half for its headline figures and the extension points it provides."""
+        found = {
+            "headline_figures": await self._call_logged(integ, "roost_hub_headline_figures"),
+            "notification_receivers": await self._call_logged(integ, "roost_hub_notification_receivers"),
+            "alert_rule_kinds": await self._call_logged(integ, "roost_hub_alert_rule_kinds"),
+            "automation_triggers": await self._call_logged(integ, "roost_hub_automation_triggers"),
+            "automation_actions": await self._call_logged(integ, "roost_hub_automation_actions"),
+        }
+        integ.hub_declarations = {}
+        for kind, declared in found.items():
+            if declared is not None and not isinstance(declared, (list, tuple)):
+                _LOGGER.warning("integration %s: roost_hub_%s must return a list, got %s", integ.domain, kind, type(declared).__name__)
+                declared = None
+            integ.hub_declarations[kind] = list(declared or [])
 
     async def _call_logged(self, integ: Integration, hook: str) -> Any:
         try:
@@ -854,6 +956,11 @@ class IntegrationManager:
         for integ in reversed(_order(self.integrations)):
             if not integ.active:
                 continue
+            if self.role == ROLE_HUB:
+                try:
+                    await self.call(integ, "roost_hub_shutdown", timeout=SHUTDOWN_TIMEOUT, thread=True)
+                except Exception:
+                    _LOGGER.exception("integration %s: hub shutdown failed", integ.domain)
             try:
                 await self.call(integ, "roost_shutdown", timeout=SHUTDOWN_TIMEOUT, thread=True)
             except Exception:

@@ -1,19 +1,34 @@
-"""Roost's dashboard: jinja2 templates, vendored static assets and the views that render them."""
+"""Roost's dashboard: the shell (layout, nav, auth pages, overview, node page frame, shared JS) and the integrations' pages."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from .views import setup as _setup_views
+from roost.core.hub.state import HUB_KEY
+
+from . import auth_views, integration_pages, jobs_views, pairing_views, views
+from .render import JINJA_ENV_KEY, create_environment
 
 
 def setup(app: Any) -> None:
-    """Register every dashboard page and the static files on the hub's application."""
-    _setup_views(app)
-    from . import containers_views, proxmox_views, updates_views
+    """Register every dashboard page and the static files on the hub's application.
 
-    containers_views.setup(app)
-    proxmox_views.setup(app)
+    The hub halves of integrations (``hub.plugins``) bring their own pages,
+    templates and static files; they are registered before the shell's
+    ``/static/`` so each integration's ``/static/integrations/<domain>/`` wins.
+    """
+    plugins = getattr(app.get(HUB_KEY), "plugins", None)
+    loaded = plugins.loaded() if plugins is not None else []
+    app[JINJA_ENV_KEY] = create_environment(
+        integration_pages.template_loaders(loaded), integration_pages.static_dirs(loaded)
+    )
+    integration_pages.setup(app, plugins)
+    views.setup(app)
+    auth_views.setup(app)
+    pairing_views.setup(app)
+    jobs_views.setup(app)
+    from . import updates_views
+
     updates_views.setup(app)
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .views import _render
+from .render import _render
 
 ROLE_CHOICES = ("viewer", "operator", "admin")
 SCOPE_CHOICES = ("read", "operate", "admin")

@@ -179,6 +179,25 @@ def state_tone(state: Any) -> str:
     return INTEGRATION_STATES.get(str(state), ("", "muted"))[1]
 
 
+# How a figure of each metric unit is shown (a name in FILTERS and in roost.js's formats).
+UNIT_FORMATS = {
+    "percent": "percent",
+    "bytes": "bytes",
+    "bytes_per_second": "rate",
+    "seconds": "duration",
+    "count": "integer",
+}
+
+
+def unit_format(unit: Any) -> str:
+    return UNIT_FORMATS.get(str(unit), "number")
+
+
+def format_as(value: Any, name: str) -> str:
+    """Apply the filter called ``name`` (a figure's unit_format) to ``value``."""
+    return FILTERS.get(name, fmt_number)(value)
+
+
 FILTERS = {
     "bytes": fmt_bytes,
     "rate": fmt_rate,
@@ -194,4 +213,6 @@ FILTERS = {
     "status_label": status_label,
     "state_label": state_label,
     "state_tone": state_tone,
+    "unit_format": unit_format,
 }
+FILTERS["format_as"] = format_as

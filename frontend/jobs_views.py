@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from .formatting import DASH, fmt_duration
-from .views import JINJA_ENV_KEY, _hub, _render
+from .render import JINJA_ENV_KEY, _hub, _render
 
 # Job state -> (label, tone). The label carries the meaning; the tone only colours it.
 JOB_STATES = {

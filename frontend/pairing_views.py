@@ -19,7 +19,7 @@ from aiohttp import web
 
 from roost.core.capabilities import KNOWN, Ceiling, is_read_only
 
-from .views import _hub, _render
+from .render import _hub, _render
 
 # "count" feeds the menu badge on every page, with the page's own access rules.
 PAIRING_FRAGMENTS = {"pending": "pairing/_pending.html", "count": "pairing/_count.html"}

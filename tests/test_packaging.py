@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
 SETUPTOOLS = PYPROJECT["tool"]["setuptools"]
 # Top-level source folder -> the import package it becomes.
-TREES = {"core": "roost.core", "agent": "roost.agent", "integrations": "roost.integrations", "frontend": "roost.frontend", "deploy": "roost.deploy"}
+TREES = {"core": "roost.core", "agent": "roost.agent", "integrations": "roost.integrations", "frontend": "roost.frontend", "testing": "roost.testing", "deploy": "roost.deploy"}
 # Folders whose files are data the code reads at run time, shipped whatever their names.
 DATA_DIRS = {"templates", "static"}
 PIP_TIMEOUT = 120
@@ -180,7 +180,9 @@ IMPORT_CHECK = textwrap.dedent(
     """
     import importlib.metadata, importlib.resources, importlib.util, json, sys
     import roost.core, roost.agent, roost.integrations.linux_host, roost.frontend
+    from pathlib import Path
     from roost.core.plugins import discover
+    from roost.core.scaffold import Options, plan
 
     top_level = {}
     for name in ("core", "agent", "integrations", "frontend"):
@@ -194,6 +196,8 @@ IMPORT_CHECK = textwrap.dedent(
         "templates": sorted(p.name for p in frontend.joinpath("templates").iterdir()),
         "builtins": sorted(discover(entry_points=False)),
         "version": importlib.metadata.version("roost"),
+        "pytest11": [e.value for e in importlib.metadata.entry_points(group="pytest11") if e.value.startswith("roost.")],
+        "scaffold": sorted(str(p) for p in plan(Options("demo", "Demo", hub=True, package=True), Path("/x"))),
         "dist_files": [str(f) for f in (importlib.metadata.files("roost") or [])],
     }))
     """
@@ -216,6 +220,11 @@ def check_installed(python: Path, venv: Path, source: Path, *, editable: bool) -
     assert "base.html" in out["templates"]
     assert "linux_host" in out["builtins"]
     assert (venv / "bin" / "roost").is_file(), "the roost command was not installed"
+    assert out["pytest11"] == ["roost.testing.plugin"], "the pytest plugin for integration authors is not registered"
+    # roost new-integration renders every template from the installed copy (hub half and package variant included).
+    assert {"/x/roost-demo/pyproject.toml", "/x/roost-demo/src/roost_demo/hub.py", "/x/roost-demo/src/roost_demo/templates/panel.html"} <= set(out["scaffold"]), (
+        "the scaffold's templates were left out (see [tool.setuptools.package-data])"
+    )
     return out
 
 

@@ -13,7 +13,7 @@ from roost.core.const import __version__
 from roost.core.integration import humanize_invalid
 from roost.core.store import RES_HOUR, RES_MINUTE, RES_RAW, RESOLUTIONS
 
-from .app import HEADLINE, HUB_KEY
+from .state import HUB_KEY
 
 RANGES = {"1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400, "1y": 365 * 86400}
 MAX_SERIES = 20
@@ -89,7 +89,7 @@ async def node_metrics(request: web.Request) -> web.Response:
         start = end - RANGES[query.get("range", "1h")]
     if start >= end:
         return json_error(400, "invalid query: start must be before end")
-    series = [s for s in query.get("series", "").split(",") if s] or list(HEADLINE.values())
+    series = [s for s in query.get("series", "").split(",") if s] or list(hub.headline.values())
     if len(series) > MAX_SERIES:
         return json_error(400, f"invalid query: at most {MAX_SERIES} series per request")
     resolution = query["resolution"] if query["resolution"] != "auto" else auto_resolution(end - start)

@@ -31,7 +31,7 @@ from roost.core.store import PushHost, PushToken
 from roost.integrations.docker import archnest
 from roost.integrations.docker.push import clean_state, metrics_for
 
-from .app import HUB_KEY
+from .state import HUB_KEY
 from .auth import add_public_path, requires
 from .ingest import IngestError
 from .push import NODE_SOURCE, PUSH_KEY, _error, _read_body

@@ -17,7 +17,7 @@ from roost.core.integration import humanize_invalid
 from roost.core.store import AuditFilter
 from roost.core.store.audit import DEFAULT_AUDIT_PAGE, MAX_AUDIT_PAGE
 
-from .app import HUB_KEY
+from .state import HUB_KEY
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -59,7 +59,7 @@ from roost.core.store.users import (
     UserRecord,
 )
 
-from .app import HUB_KEY
+from .state import HUB_KEY
 from .security import (
     STATIC_PREFIX,
     RateLimiter,

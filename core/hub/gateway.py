@@ -19,8 +19,8 @@ from roost.core.pairing import commitment, new_nonce
 from roost.core.store import Report
 from roost.core.tls import csr_key
 
-from .app import HUB_KEY, Hub, JoinTokenError
 from .security import peer_of, rate_key, read_json, retry_after_header, wait_words
+from .state import HUB_KEY, Hub, JoinTokenError
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from roost.core.store.jobs import (
 )
 
 if TYPE_CHECKING:
-    from .app import Hub
+    from .state import Hub
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from roost.core.integration import humanize_invalid
 from roost.core.signing import DEFAULT_TTL, MAX_TTL, MIN_TTL, EnvelopeError, check_shape, describe_envelope, encode_envelope, make_envelope, same_params
 from roost.core.store.jobs import JOB_ACTIVE, JOB_FINAL, JobFilter
 
-from .app import HUB_KEY
+from .state import HUB_KEY
 from .auth import ROLE_OPERATOR, ROLE_VIEWER, actor_of, requires
 from .jobs import JobError, job_view, valid_cron
 from .security import read_json

@@ -12,7 +12,7 @@ from roost.core.capabilities import is_capability
 from roost.core.config import duration
 from roost.core.integration import humanize_invalid
 
-from .app import HUB_KEY, create_join_token
+from .state import HUB_KEY, create_join_token
 from .auth import ROLE_ADMIN, actor_of, requires
 from .security import read_json
 

@@ -14,7 +14,7 @@ from roost.core import protocol
 from roost.core.capabilities import default_grants
 from roost.core.store import Report
 
-from .app import HUB_KEY, Hub
+from .state import HUB_KEY, Hub
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from .app import HUB_KEY
+from .state import HUB_KEY
 from .auth import IDENTITY_KEY, VIA_TOKEN, add_public_path
 
 _LOGGER = logging.getLogger(__name__)

@@ -38,7 +38,7 @@ from aiohttp import web
 
 from roost.core.const import NODE_ONLINE
 
-from .app import HUB_KEY, Hub
+from .state import HUB_KEY, Hub
 
 _LOGGER = logging.getLogger(__name__)
 

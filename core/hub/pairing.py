@@ -21,12 +21,11 @@ from roost.core.pairing import pair_payload, short_code
 from roost.core.store import NodeGrants, NodeRecord, PairingLimitError, PairingRequest
 from roost.core.store.pairing import PAIR_APPROVED, PAIR_PENDING, PAIR_REJECTED, PAIR_WITHDRAWN
 
-from .app import key_changed_node
 from .auth import ROLE_ADMIN, ROLE_VIEWER, actor_of, requires
 from .security import read_json
+from .state import HUB_KEY, Hub, claimed_facts, key_changed_node, new_node_id
 
 if TYPE_CHECKING:
-    from .app import Hub
     from .gateway import AgentConnection
 
 _LOGGER = logging.getLogger(__name__)
@@ -329,16 +328,7 @@ async def approve_request(
     return node
 
 
-def claimed_facts(facts: dict[str, Any]) -> dict[str, Any]:
-    """What a node says about itself, without the facts only the hub may set (``source``: how the node reports)."""
-    from .app import HUB_FACTS
-
-    return {k: v for k, v in facts.items() if k not in HUB_FACTS}
-
-
 def new_node_id_for_cli() -> str:
-    from .app import new_node_id
-
     return new_node_id()
 
 
@@ -358,8 +348,6 @@ async def reject_request(store: Any, request_id: str, *, actor: str, reason: str
 
 
 def _hub(request: web.Request) -> Hub:
-    from .app import HUB_KEY
-
     return request.app[HUB_KEY]
 
 

@@ -32,7 +32,7 @@ from prometheus_client.utils import floatToGoString
 
 from roost.core.const import NODE_ONLINE, __version__
 
-from .app import HUB_KEY, Hub
+from .state import HUB_KEY, Hub
 from .auth import IDENTITY_KEY, add_public_path, requires
 from .security import is_private_address, peer_of
 

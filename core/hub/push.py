@@ -41,7 +41,7 @@ from roost.core.protocol import NODE_ID_RE
 from roost.core.store import Report
 from roost.core.store.push import PushToken
 
-from .app import HUB_KEY, Hub
+from .state import HUB_KEY, Hub
 from .auth import ROLE_ADMIN, actor_of, add_public_path, requires
 from .ingest import IngestError
 from .security import RateLimiter, peer_of, rate_key, read_json, retry_after_header

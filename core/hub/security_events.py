@@ -30,6 +30,7 @@ from typing import Any
 from aiohttp import web
 
 from .security import RateLimiter
+from .state import HUB_KEY
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -253,8 +254,6 @@ class ServerLog:
 
 async def security_ctx(app: web.Application) -> AsyncIterator[None]:
     """Load persisted bans once the store is open; write summaries and limiter changes every second and at shutdown."""
-    from .app import HUB_KEY
-
     hub = app[HUB_KEY]
     await hub.limits.load()
     stop = asyncio.Event()

@@ -32,7 +32,7 @@ from roost.integrations.wol.const import ACTION_SEND, CAP_WOL_SEND, DEFAULT_BROA
 from roost.integrations.wol.magic import ip_literal, is_universal, mac_address, normalize_mac, port_number, send
 from roost.integrations.wol.policy import Destinations, WakeLimiter
 
-from .app import HUB_KEY, Hub
+from .state import HUB_KEY, Hub
 from .auth import ROLE_OPERATOR, ROLE_VIEWER, actor_of, requires
 from .jobs import JobError, job_view
 from .security import read_json

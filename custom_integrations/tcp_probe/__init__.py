@@ -20,6 +20,7 @@ from .const import (
     DEFAULT_TIMEOUT,
     MAX_TIMEOUT,
     METRIC_LATENCY,
+    METRIC_TARGETS_UP,
     METRIC_UP,
 )
 from .probe import probe_all
@@ -67,7 +68,7 @@ CONFIG_SCHEMA = vol.Schema(
 @hookimpl
 async def roost_collect(ctx: IntegrationContext) -> dict[str, Any]:
     results = await probe_all(ctx.config[CONF_TARGETS])
-    metrics: dict[str, float] = {}
+    metrics: dict[str, float] = {METRIC_TARGETS_UP: sum(1 for r in results if r.up)}
     for result in results:
         metrics[f"{METRIC_UP}[{result.name}]"] = 1 if result.up else 0
         if result.latency_ms is not None:
@@ -82,6 +83,11 @@ def roost_metric_fields(ctx: IntegrationContext) -> dict[str, dict[str, str]]:
             "unit": "",
             "label": "Up",
             "description": "1 when the target accepted a TCP connection in the last probe, 0 when it did not.",
+        },
+        METRIC_TARGETS_UP: {
+            "unit": "count",
+            "label": "Targets up",
+            "description": "How many of the configured targets accepted a TCP connection in the last probe.",
         },
         METRIC_LATENCY: {
             "unit": "milliseconds",

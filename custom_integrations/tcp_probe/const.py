@@ -24,3 +24,4 @@ READS: Final = Reads.every(CAPABILITY_PROBE)
 
 METRIC_UP: Final = "up"
 METRIC_LATENCY: Final = "latency_ms"
+METRIC_TARGETS_UP: Final = "targets_up"

@@ -9,8 +9,12 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from support import until
+from support_auth import seed_user
 
+from roost.core.config import load_hub_config
 from roost.core.const import ROLE_AGENT, ROLE_HUB, STATE_LOADED, STATE_SETUP_ERROR
+from roost.core.hub.app import HUB_KEY, create_app
 from roost.core.integration import SOURCE_CUSTOM
 from roost.core.plugins import IntegrationManager
 
@@ -84,9 +88,15 @@ def silent_port() -> Iterator[int]:
         listener.close()
 
 
-async def test_loads_from_custom_dir_for_agents_only(tmp_path: Path, listening_port: int) -> None:
+async def test_the_hub_loads_the_hub_half_and_agents_the_collector(tmp_path: Path, listening_port: int) -> None:
     on_hub = await loaded(tmp_path, {"targets": [{"name": "web", "host": "127.0.0.1", "port": listening_port}]}, ROLE_HUB)
-    assert on_hub.statuses() == []  # a collector runs on agents (the hub's host has its in-process agent)
+    # The hub loads only the hub half (hub.py): the collector runs on agents (the hub's host has its in-process agent).
+    [hub_status] = on_hub.statuses()
+    assert hub_status["state"] == STATE_LOADED, hub_status["reason"]
+    integ = on_hub.integrations["tcp_probe"]
+    assert integ.module.__name__.endswith("tcp_probe.hub")
+    assert not on_hub.has_hook(integ, "roost_collect") and on_hub.capabilities() == [] and on_hub.fields() == {}
+    assert (await on_hub.collect_all())["data"] == {}
     await on_hub.shutdown_all()
     manager = await loaded(tmp_path, {"targets": [{"name": "web", "host": "127.0.0.1", "port": listening_port}]}, ROLE_AGENT)
     [status] = manager.statuses()
@@ -95,7 +105,7 @@ async def test_loads_from_custom_dir_for_agents_only(tmp_path: Path, listening_p
     assert status["state"] == STATE_LOADED, status["reason"]
     assert manager.capabilities() == ["network.probe.read"]
     fields = manager.fields()
-    assert set(fields) == {"tcp_probe.up", "tcp_probe.latency_ms"}
+    assert set(fields) == {"tcp_probe.up", "tcp_probe.latency_ms", "tcp_probe.targets_up"}
     assert fields["tcp_probe.latency_ms"]["unit"] == "milliseconds"
     assert all(meta["description"] for meta in fields.values())
     await manager.shutdown_all()
@@ -127,6 +137,7 @@ async def test_up_and_down_targets(tmp_path: Path, listening_port: int, closed_p
     assert metrics["tcp_probe.latency_ms[nas-smb]"] == up["latency_ms"]
     assert metrics["tcp_probe.up[router ssh]"] == 0
     assert "tcp_probe.latency_ms[router ssh]" not in metrics  # no value is faked for a down target
+    assert metrics["tcp_probe.targets_up"] == 1
     assert manager.integrations["tcp_probe"].state == STATE_LOADED
 
 
@@ -185,3 +196,49 @@ async def test_bad_config_is_a_setup_error_naming_the_key(tmp_path: Path, config
     assert integ.reason.startswith("bad config in [integrations.tcp_probe]: ")
     assert expected in integ.reason
     assert await manager.collect_all() == {"data": {}, "metrics": {}}
+
+
+async def test_a_real_hub_shows_its_own_hosts_probes_from_both_halves(
+    tmp_path: Path, listening_port: int, closed_port: int, aiohttp_client
+) -> None:
+    """The hub's in-process agent runs the collector; the hub half draws the panel, page, figure and route."""
+    config = load_hub_config(
+        None,
+        overrides={
+            "hub": {"data_dir": str(tmp_path / "hub"), "discovery": False, "wol_broadcast": "127.0.0.1", "custom_integrations": [str(CUSTOM_DIR)]},
+            "agent": {"enabled": True, "discovery": False, "interval": 0.5, "custom_integrations": [str(CUSTOM_DIR)]},
+            "integrations": {
+                "tcp_probe": {"targets": [{"name": "web", "host": "127.0.0.1", "port": listening_port}, {"name": "gone", "host": "127.0.0.1", "port": closed_port}]}
+            },
+        },
+    )
+    token = await seed_user(config, "viewer", "viewer")
+    client = await aiohttp_client(create_app(config), headers={"Authorization": f"Bearer {token}"})
+    hub = client.app[HUB_KEY]
+    assert {s["domain"]: s["state"] for s in hub.manager.statuses()}["tcp_probe"] == STATE_LOADED
+
+    async def probed() -> bool:
+        detail = await hub.node_detail(hub.local_node_id) if hub.local_node_id else None
+        return bool(detail and (detail.get("state") or {}).get("tcp_probe"))
+
+    await until(probed, 30, "the in-process agent's first tcp_probe report")
+    node_page = await client.get(f"/nodes/{hub.local_node_id}")
+    html = await node_page.text()
+    assert node_page.status == 200, html
+    assert 'data-integration="tcp_probe"' in html
+    assert 'data-target="web" data-up="true"' in html and 'data-target="gone" data-up="false"' in html
+    assert "/static/integrations/tcp_probe/tcp_probe.css?v=" in html
+
+    page = await client.get("/tcp-probe")
+    html = await page.text()
+    assert page.status == 200, html
+    assert '<a href="/tcp-probe" aria-current="page">TCP probes</a>' in html and "1 target down" in html
+
+    down = await client.get("/api/v1/integrations/tcp_probe/down")
+    assert down.status == 200
+    [gone] = (await down.json())["down"]
+    assert gone["name"] == "gone" and gone["node_id"] == hub.local_node_id and "refused" in gone["error"]
+
+    nodes = (await (await client.get("/api/v1/nodes")).json())["nodes"]
+    [local] = [n for n in nodes if n["local"]]
+    assert local["headline"]["probes_up"] == 1

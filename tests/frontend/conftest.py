@@ -152,11 +152,32 @@ class FakeHub:
         }
 
 
+async def with_hub_halves(hub: Any, data_dir: Path, *domains: str, custom_dirs: tuple[Path, ...] = ()) -> Any:
+    """Load the named integrations' hub halves through the real kernel onto a (fake) hub, as the hub process does."""
+    from roost.core.const import ROLE_HUB
+    from roost.core.hub.integrations import HubIntegrations
+    from roost.core.plugins import IntegrationManager
+
+    plugins = HubIntegrations(hub)
+    hub.headline = {}
+    hub.plugins = plugins
+    hub.manager = IntegrationManager(
+        role=ROLE_HUB, config={}, data_dir=data_dir, custom_dirs=custom_dirs, entry_points=False, only=domains,
+        context_factory=plugins.context,
+    )
+    hub.manager.load()
+    plugins.declare()
+    await hub.manager.setup_all()
+    plugins.collect()
+    return hub
+
+
 @pytest.fixture
 def samples() -> SimpleNamespace:
     """The sample data and the fake hub, for tests (helpers are not importable under importlib mode)."""
     return SimpleNamespace(
-        SUMMARY=SUMMARY, LINUX_HOST_STATE=LINUX_HOST_STATE, INTEGRATIONS=INTEGRATIONS, node_detail=node_detail, FakeHub=FakeHub
+        SUMMARY=SUMMARY, LINUX_HOST_STATE=LINUX_HOST_STATE, INTEGRATIONS=INTEGRATIONS, node_detail=node_detail, FakeHub=FakeHub,
+        with_hub_halves=with_hub_halves,
     )
 
 

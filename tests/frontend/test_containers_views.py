@@ -16,6 +16,9 @@ from roost.core.hub.app import HUB_KEY
 NOW = time.time()
 EVIL = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 
+# The hub halves these pages come from, loaded through the real kernel.
+HUB_HALVES = ("linux_host", "docker")
+
 
 def web_container(**over: Any) -> dict[str, Any]:
     c = {
@@ -101,9 +104,9 @@ def fake_hub(samples):
 
 
 @pytest.fixture
-async def client(aiohttp_client, fake_hub):
+async def client(aiohttp_client, fake_hub, samples, tmp_path):
     app = web.Application()
-    app[HUB_KEY] = fake_hub
+    app[HUB_KEY] = await samples.with_hub_halves(fake_hub, tmp_path, *HUB_HALVES)
     frontend.setup(app)
     return await aiohttp_client(app)
 
@@ -234,10 +237,27 @@ async def test_no_inline_script_or_style(client, samples):
         assert "style=" not in html and not re.search(r"\son[a-z]+=", html)
 
 
-async def test_an_empty_hub_explains_how_containers_appear(aiohttp_client, samples):
+async def test_an_empty_hub_explains_how_containers_appear(aiohttp_client, samples, tmp_path):
     app = web.Application()
-    app[HUB_KEY] = samples.FakeHub(nodes=[], details={})
+    app[HUB_KEY] = await samples.with_hub_halves(samples.FakeHub(nodes=[], details={}), tmp_path, *HUB_HALVES)
     frontend.setup(app)
     client = await aiohttp_client(app)
     html = await fetch(client, "/containers")
     assert "No host reports Docker containers yet" in html and "roost-docker-push.sh" in html
+
+
+async def test_a_docker_hosts_node_page_shows_its_containers(client, fake_hub, samples):
+    """The docker integration's hub half draws a panel from the node's docker state, not just the raw state."""
+    html = await fetch(client, f"/nodes/{samples.SUMMARY['id']}")
+    panel = html.split('data-integration="docker"', 1)[1].split("</section>", 1)[0]
+    assert [m for m in re.findall(r'data-container="([^"]+)" data-state="([^"]+)"', panel)] == [("web", "running"), ("bare", "paused"), ("db", "exited")]
+    assert f'href="/containers/{samples.SUMMARY["id"]}/web"' in panel
+    assert "8080→80/tcp" in panel and "1 of 3 containers running" in panel
+    assert "/static/integrations/docker/containers.css?v=" in html
+    # The live-refreshed details carry the panel too, and a node without docker state has none.
+    assert 'data-integration="docker"' in await fetch(client, f"/nodes/{samples.SUMMARY['id']}?fragment=details")
+    assert 'data-integration="docker"' not in await fetch(client, "/nodes/nplain")
+    state = fake_hub.details[samples.SUMMARY["id"]]["state"]["docker"]
+    state["containers"].append(web_container(name=EVIL, image=EVIL, image_name=EVIL))
+    html = await fetch(client, f"/nodes/{samples.SUMMARY['id']}")
+    assert EVIL not in html and "<script>alert" not in html

@@ -17,6 +17,9 @@ from roost.core.hub.app import HUB_KEY
 NODE_ID = "n0a1b2c3d4e5"  # the sample node's id
 EVIL = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 
+# The hub halves these pages come from, loaded through the real kernel.
+HUB_HALVES = ("linux_host", "docker", "proxmox")
+
 
 @pytest.fixture
 def fake_hub(samples):
@@ -24,9 +27,9 @@ def fake_hub(samples):
 
 
 @pytest.fixture
-async def client(aiohttp_client, fake_hub):
+async def client(aiohttp_client, fake_hub, samples, tmp_path):
     app = web.Application()
-    app[HUB_KEY] = fake_hub
+    app[HUB_KEY] = await samples.with_hub_halves(fake_hub, tmp_path, *HUB_HALVES)
     frontend.setup(app)
     return await aiohttp_client(app)
 

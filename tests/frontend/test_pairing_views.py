@@ -279,9 +279,9 @@ async def test_node_fragments_leave_the_grants_out(hub):
     assert "grants-heading" not in html
 
 
-async def test_a_hub_without_pairing_renders_the_node_page_without_grants(aiohttp_client, samples):
+async def test_a_hub_without_pairing_renders_the_node_page_without_grants(aiohttp_client, samples, tmp_path):
     app = web.Application()
-    app[HUB_KEY] = samples.FakeHub()
+    app[HUB_KEY] = await samples.with_hub_halves(samples.FakeHub(), tmp_path, "linux_host")
     frontend.setup(app)
     client = await aiohttp_client(app)
     resp = await client.get(f"/nodes/{samples.SUMMARY['id']}")

@@ -72,6 +72,9 @@ PROXMOX_STATE: dict[str, Any] = {
 
 PROXMOX_STATUS = {"domain": "proxmox", "name": "Proxmox VE", "version": "0.1.0", "source": "builtin", "state": "loaded", "reason": "", "since": NOW - 600}
 
+# The hub halves these pages come from, loaded through the real kernel.
+HUB_HALVES = ("linux_host", "proxmox")
+
 
 def proxmox_detail(samples, state: Any = None, status: dict[str, Any] | None = None, summary: dict[str, Any] | None = None) -> dict[str, Any]:
     detail = samples.node_detail(summary)
@@ -89,9 +92,9 @@ def fake_hub(samples):
 
 
 @pytest.fixture
-async def client(aiohttp_client, fake_hub):
+async def client(aiohttp_client, fake_hub, samples, tmp_path):
     app = web.Application()
-    app[HUB_KEY] = fake_hub
+    app[HUB_KEY] = await samples.with_hub_halves(fake_hub, tmp_path, *HUB_HALVES)
     frontend.setup(app)
     return await aiohttp_client(app)
 
@@ -312,3 +315,17 @@ async def test_renders_what_the_real_collector_reports(client, fake_hub, samples
     assert "Cluster fakecluster" in text_of(html) and 'data-vmid="100"' in html and 'data-vmid="200"' in html
     assert "s3cret" not in html
     assert "web" in await fetch(client, f"/proxmox/{PVE_NODE}/guests/100")
+
+
+async def test_a_proxmox_nodes_page_shows_its_guests(client):
+    """The proxmox integration's hub half draws the node's guests on its node page."""
+    html = await fetch(client, f"/nodes/{PVE_NODE}")
+    panel = html.split('data-integration="proxmox"', 1)[1].split("</section>", 1)[0]
+    assert "Cluster homelab" in panel
+    vmids = re.findall(r'<tr data-vmid="(\d+)"', panel)
+    # Running guests first, then by id.
+    assert sorted(vmids) == sorted(str(g["vmid"]) for g in PROXMOX_STATE["guests"]) and vmids[0] == "100"
+    running = [str(g["vmid"]) for g in PROXMOX_STATE["guests"] if g.get("status") == "running"]
+    assert vmids[: len(running)] == sorted(running, key=int)
+    assert f'href="/proxmox/{PVE_NODE}/guests/100"' in panel
+    assert "/static/integrations/proxmox/proxmox.css?v=" in html

@@ -1,4 +1,4 @@
-/* Roost history charts, shared by the node, Proxmox guest and container pages: uPlot figures, series lined up
+/* Roost history charts, shared by the node page and the integrations' pages: uPlot figures, series lined up
  * on one time axis, range buttons, and /metrics fetched in batches the hub accepts. Exposed as Roost.charts.
  */
 (function () {

@@ -1,7 +1,9 @@
-"""The dashboard's Proxmox pages: each cluster with its nodes, guests, storage and backup health, and one guest in detail.
+"""The proxmox integration's dashboard pages: each cluster with its nodes, guests, storage and backup health, one
+guest in detail, and the Guests panel on a Proxmox node's page.
 
+Part of the hub half (imported from hub.py only, so agents never load it).
 The data is the latest ``proxmox`` state of every node that runs the proxmox
-integration (``hub.node_detail(node_id)["state"]["proxmox"]``). The views only
+integration, read through ``page.hub.nodes``. The views only
 shape it for the templates; hub data is never trusted to have any key or type.
 """
 
@@ -10,22 +12,22 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from aiohttp import web
+from roost.core.hub_integration import PageRequest, chart_specs
+from roost.core.hub_integration import as_dict as _dict
+from roost.core.hub_integration import as_list as _list
+from roost.core.hub_integration import selected_range as pick_range
 
-from . import views
-from .integration_pages import as_dict as _dict
-from .integration_pages import as_list as _list
-from .integration_pages import chart_specs, nodes_running
-from .integration_pages import selected_range as pick_range
+from .const import DOMAIN
 
 _LOGGER = logging.getLogger(__name__)
 
-DOMAIN = "proxmox"
-PAGE_FRAGMENTS = {"clusters": "proxmox/_clusters.html"}
-GUEST_FRAGMENTS = {"guest": "proxmox/_guest.html"}
+PAGE_FRAGMENTS = {"clusters": "_clusters.html"}
+GUEST_FRAGMENTS = {"guest": "_guest.html"}
 # Integration states of a node worth a section even without data: it was configured for Proxmox and something is off.
 SHOWN_STATES = ("loaded", "collect_error", "setup_retry", "setup_error")
-GUEST_RANGES = views.RANGES
+# The same choices as the node page's charts.
+GUEST_RANGES = ("1h", "24h", "7d", "30d")
+DEFAULT_RANGE = "1h"
 NODE_STATUS_ORDER = {"online": 0, "unreachable": 1, "offline": 2}
 GUEST_STATUS_ORDER = {"running": 0, "paused": 1, "unknown": 2, "stopped": 3}
 # Guest series charted on the guest page: (chart key, title, unit, [(metric base, label)]).
@@ -35,12 +37,6 @@ GUEST_CHARTS = (
     ("network", "Network", "bytes_per_second", (("guest_net_in_bytes_per_s", "Receive"), ("guest_net_out_bytes_per_s", "Send"))),
     ("disk_io", "Disk I/O", "bytes_per_second", (("guest_disk_read_bytes_per_s", "Read"), ("guest_disk_write_bytes_per_s", "Write"))),
 )
-
-
-def setup(app: web.Application) -> None:
-    """Register /proxmox and /proxmox/{node_id}/guests/{vmid} (the dashboard's setup() calls this)."""
-    app.router.add_get("/proxmox", proxmox_page, name="proxmox")
-    app.router.add_get("/proxmox/{node_id}/guests/{vmid}", guest_page, name="proxmox_guest")
 
 
 # ---------------------------------------------------------------- shaping
@@ -101,14 +97,19 @@ def shape_cluster(source: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def _sources(request: web.Request) -> list[dict[str, Any]]:
+def _node_of(detail: dict[str, Any], node_id: str = "") -> dict[str, Any]:
+    node = _dict(detail.get("node"))
+    return {**node, "id": node.get("id", node_id)}
+
+
+async def _sources(page: PageRequest) -> list[dict[str, Any]]:
     """Every node that runs the proxmox integration, with its latest proxmox state (None when it has none)."""
     sources = []
-    for node, status, detail in await nodes_running(request, DOMAIN, SHOWN_STATES):
+    for detail in await page.hub.nodes.with_integration(DOMAIN, SHOWN_STATES):
         sources.append(
             {
-                "node": node,
-                "status": status,
+                "node": _node_of(detail),
+                "status": detail["status"],
                 "state": _dict(detail.get("state")).get(DOMAIN),
                 "collected_at": detail.get("collected_at"),
             }
@@ -120,37 +121,34 @@ async def _sources(request: web.Request) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------ pages
 
 
-async def proxmox_page(request: web.Request) -> web.Response:
+async def proxmox_page(page: PageRequest) -> Any:
     """Every Proxmox cluster Roost reads: cluster → nodes → guests, storage, backups, tasks."""
-    clusters = [shape_cluster(s) for s in await _sources(request)]
+    clusters = [shape_cluster(s) for s in await _sources(page)]
     page_data = {"nodes": [c["roost_node"].get("id") for c in clusters]}
-    return views._render(
-        request,
-        "proxmox/page.html",
+    return page.render(
+        "page.html",
         {"page": "proxmox", "clusters": clusters, "page_data": page_data},
         fragments=PAGE_FRAGMENTS,
     )
 
 
-async def guest_page(request: web.Request) -> web.Response:
+async def guest_page(page: PageRequest) -> Any:
     """One guest: what it is, where it runs, its backups and tasks, and its history charts."""
-    node_id = request.match_info["node_id"]
-    vmid_text = request.match_info["vmid"]
-    hub = views._hub(request)
-    detail = await hub.node_detail(node_id)
+    node_id = page.match_info["node_id"]
+    vmid_text = page.match_info["vmid"]
+    detail = await page.hub.nodes.get(node_id)
     state = _dict(_dict(detail.get("state")).get(DOMAIN)) if detail else {}
     guest = None
     if vmid_text.isdigit():
         guest = next((g for g in _list(state.get("guests")) if g.get("vmid") == int(vmid_text)), None)
     if detail is None or guest is None:
-        return views._render(
-            request,
-            "proxmox/not_found.html",
+        return page.render(
+            "not_found.html",
             {"page": "not_found", "node_id": node_id, "vmid": vmid_text, "known_node": detail is not None},
             status=404,
         )
-    node = {**_dict(detail.get("node")), "id": _dict(detail.get("node")).get("id", node_id)}
-    selected_range = pick_range(request, GUEST_RANGES, views.DEFAULT_RANGE)
+    node = _node_of(detail, node_id)
+    selected_range = pick_range(page.query, GUEST_RANGES, DEFAULT_RANGE)
     vmid = guest["vmid"]
     charts = chart_specs(DOMAIN, GUEST_CHARTS, vmid)
     seen: set[Any] = set()
@@ -163,9 +161,8 @@ async def guest_page(request: web.Request) -> web.Response:
     pve_node = next((n for n in _list(state.get("nodes")) if n.get("name") == guest.get("node")), {})
     cluster = shape_cluster({"node": node, "state": state})
     page_data = {"id": node["id"], "vmid": vmid, "range": selected_range, "ranges": list(GUEST_RANGES), "charts": charts}
-    return views._render(
-        request,
-        "proxmox/guest.html",
+    return page.render(
+        "guest.html",
         {
             "page": "proxmox_guest",
             "node": node,
@@ -181,3 +178,13 @@ async def guest_page(request: web.Request) -> web.Response:
         },
         fragments=GUEST_FRAGMENTS,
     )
+
+
+# ------------------------------------------------------------- node panel
+
+
+def panel_context(node: dict[str, Any], state: Any) -> dict[str, Any]:
+    """What a Proxmox node's Guests panel shows: each guest's id, name, kind, status and the PVE node it runs on."""
+    cluster = shape_cluster({"node": node, "state": state if isinstance(state, dict) else None, "status": {}, "collected_at": None})
+    guests = sorted(_list(_dict(state).get("guests")), key=lambda g: (GUEST_STATUS_ORDER.get(str(g.get("status")), 9), _vmid_key(g)))
+    return {"cluster": cluster, "guests": guests, "running": sum(1 for g in guests if g.get("status") == "running")}

@@ -1,8 +1,10 @@
-"""The dashboard's containers pages: every host's containers in one table, and one container in detail (a page, or a tab's fragment).
+"""The docker integration's dashboard pages: every host's containers in one table, and one container in detail
+(a page, or a tab's fragment), plus the panel on a Docker host's node page.
 
+Part of the hub half (imported from hub.py only, so agents never load it).
 The data is the latest ``docker`` state of every node whose docker
-integration reports (agents and script-only push nodes alike):
-``hub.node_detail(node_id)["state"]["docker"]``. The views shape it for the
+integration reports (agents and script-only push nodes alike), read through
+``page.hub.nodes``. The views shape it for the
 templates; hub data is never trusted to have any key or type, and a field a
 source lacks renders as "—".
 """
@@ -12,19 +14,17 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from aiohttp import web
+from roost.core.hub_integration import PageRequest, chart_specs
+from roost.core.hub_integration import as_dict as _dict
+from roost.core.hub_integration import as_list as _list
+from roost.core.hub_integration import selected_range as pick_range
 
-from . import views
-from .integration_pages import as_dict as _dict
-from .integration_pages import as_list as _list
-from .integration_pages import chart_specs, nodes_running
-from .integration_pages import selected_range as pick_range
+from .const import DOMAIN
 
 _LOGGER = logging.getLogger(__name__)
 
-DOMAIN = "docker"
-PAGE_FRAGMENTS = {"containers": "containers/_table.html"}
-DETAIL_FRAGMENTS = {"detail": "containers/_detail.html"}
+PAGE_FRAGMENTS = {"containers": "_table.html"}
+DETAIL_FRAGMENTS = {"detail": "_detail.html"}
 # Integration states of a node worth listing: it runs the docker integration, or tried to.
 SHOWN_STATES = ("loaded", "collect_error", "setup_retry", "setup_error", "not_available")
 STATE_ORDER = {"running": 0, "restarting": 1, "paused": 2, "created": 3, "exited": 4, "dead": 5}
@@ -46,12 +46,6 @@ LIFECYCLE_ACTIONS = (
     ("docker.container.pause", "Pause", ("running",)),
     ("docker.container.unpause", "Unpause", ("paused",)),
 )
-
-
-def setup(app: web.Application) -> None:
-    """Register /containers and /containers/{node_id}/{container} (the dashboard's setup() calls this)."""
-    app.router.add_get("/containers", containers_page, name="containers")
-    app.router.add_get("/containers/{node_id}/{container}", container_page, name="container")
 
 
 # ---------------------------------------------------------------- shaping
@@ -130,10 +124,11 @@ def group_rows(rows: list[dict[str, Any]], by_project: bool) -> list[dict[str, A
     ]
 
 
-async def _sources(request: web.Request) -> list[dict[str, Any]]:
+async def _sources(page: PageRequest) -> list[dict[str, Any]]:
     """Every node whose docker integration reports or tried to, with its latest docker state (None when it has none)."""
     sources = []
-    for node, status, detail in await nodes_running(request, DOMAIN, SHOWN_STATES):
+    for detail in await page.hub.nodes.with_integration(DOMAIN, SHOWN_STATES):
+        node, status = _node_of(detail), detail["status"]
         state = _dict(detail.get("state")).get(DOMAIN)
         sources.append({"node": node, "status": status, "state": state if isinstance(state, dict) else None, "collected_at": detail.get("collected_at")})
     sources.sort(key=lambda s: str(s["node"].get("name") or s["node"].get("id")).casefold())
@@ -149,15 +144,20 @@ def _events(sources: list[dict[str, Any]], limit: int = 20) -> list[dict[str, An
     return events[:limit]
 
 
+def _node_of(detail: dict[str, Any], node_id: str = "") -> dict[str, Any]:
+    node = _dict(detail.get("node"))
+    return {**node, "id": node.get("id", node_id)}
+
+
 # ------------------------------------------------------------------ pages
 
 
-async def containers_page(request: web.Request) -> web.Response:
+async def containers_page(page: PageRequest) -> Any:
     """Every host's containers in one sortable, filterable table, grouped by compose project on demand."""
-    sources = await _sources(request)
+    sources = await _sources(page)
     rows = [shape_row(s["node"], c) for s in sources for c in _list(_dict(s["state"]).get("containers"))]
     rows.sort(key=lambda r: (r["host"].casefold(), r["name"].casefold()))
-    by_project = request.query.get("group") == "project"
+    by_project = page.query.get("group") == "project"
     hosts = [
         {
             "node": s["node"],
@@ -170,9 +170,8 @@ async def containers_page(request: web.Request) -> web.Response:
         for s in sources
     ]
     page_data = {"nodes": [s["node"].get("id") for s in sources], "grouped": by_project}
-    return views._render(
-        request,
-        "containers/page.html",
+    return page.render(
+        "page.html",
         {
             "page": "containers",
             "rows": rows,
@@ -221,23 +220,36 @@ def detail_context(node: dict[str, Any], container: dict[str, Any], collected_at
     }
 
 
-async def container_page(request: web.Request) -> web.Response:
+async def container_page(page: PageRequest) -> Any:
     """One container: overview, state and health, stats and history, ports, networks, mounts, env, labels, command, logs."""
-    node_id = request.match_info["node_id"]
-    wanted = request.match_info["container"]
-    detail = await views._hub(request).node_detail(node_id)
+    node_id = page.match_info["node_id"]
+    wanted = page.match_info["container"]
+    detail = await page.hub.nodes.get(node_id)
     state = _dict(_dict(detail.get("state")).get(DOMAIN)) if detail else {}
     container = find_container(state, wanted) if state else None
     if detail is None or container is None:
-        return views._render(
-            request,
-            "containers/not_found.html",
+        return page.render(
+            "not_found.html",
             {"page": "not_found", "node_id": node_id, "container": wanted, "known_node": detail is not None},
             status=404,
         )
-    node = {**_dict(detail.get("node")), "id": _dict(detail.get("node")).get("id", node_id)}
-    selected_range = pick_range(request, DETAIL_RANGES, DETAIL_RANGES[0])
+    node = _node_of(detail, node_id)
+    selected_range = pick_range(page.query, DETAIL_RANGES, DETAIL_RANGES[0])
     context = detail_context(node, container, detail.get("collected_at"), selected_range)
     # The page's own heading is the container; in a tab of /containers it sits under that page's h1.
-    context["title_tag"] = "h2" if request.query.get("fragment") == "detail" else "h1"
-    return views._render(request, "containers/container.html", {"page": "container", **context}, fragments=DETAIL_FRAGMENTS)
+    context["title_tag"] = "h2" if page.query.get("fragment") == "detail" else "h1"
+    return page.render("container.html", {"page": "container", **context}, fragments=DETAIL_FRAGMENTS)
+
+
+# ------------------------------------------------------------- node panel
+
+
+def panel_context(node: dict[str, Any], state: Any) -> dict[str, Any]:
+    """What the node page's Containers panel shows: the engine and each container's state, image, ports and health."""
+    rows = [shape_row(node, c) for c in _list(_dict(state).get("containers"))]
+    rows.sort(key=lambda r: (STATE_ORDER.get(r["state"], 9), r["name"].casefold()))
+    return {
+        "rows": rows,
+        "engine": _dict(_dict(state).get("engine")),
+        "running": sum(1 for r in rows if r["state"] == "running"),
+    }

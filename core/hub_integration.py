@@ -1,0 +1,402 @@
+"""What the hub half of an integration receives and declares.
+
+An integration whose manifest says ``"roles": ["agent", "hub"]`` keeps its
+agent hooks in ``__init__.py`` and its hub hooks in ``hub.py`` (a module the
+agent never imports); a hub-only integration (``"roles": ["hub"]``) may keep
+them in ``__init__.py``. The hub calls its hooks with a ``HubContext``: the
+integration's config, a narrow read API over nodes, the event bus, job
+creation through the normal grant, ceiling and signature checks, the audit
+log and a logger. It never hands out the raw store or the aiohttp app.
+
+The declarations (``Page``, ``NodePanel``, ``HeadlineFigure``, ``ApiRoute``
+and the extension points ``NotificationReceiver``, ``AlertRuleKind``,
+``AutomationTrigger``, ``AutomationAction``) are plain frozen dataclasses;
+the hookspecs in ``roost.core.hookspecs`` say when each is asked for.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import voluptuous as vol
+
+VIEWER = "viewer"
+OPERATOR = "operator"
+ADMIN = "admin"
+PAGE_ROLES = (VIEWER, OPERATOR, ADMIN)
+HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+# The prefix every integration's API routes live under: /api/v1/integrations/<domain>/<path>.
+API_PREFIX = "/api/v1/integrations"
+# Where an integration's static/ folder is served: /static/integrations/<domain>/<file>
+# (under the shell's /static/, so the same CSP, public access and cache rules apply).
+STATIC_PREFIX = "/static/integrations"
+# Paths the dashboard shell owns; an integration's page may not take them.
+RESERVED_PAGE_PATHS = (
+    "/",
+    "/api",
+    "/static",
+    "/integrations",
+    "/nodes",
+    "/login",
+    "/logout",
+    "/onboarding",
+    "/account",
+    "/users",
+    "/jobs",
+    "/schedules",
+    "/pairing",
+    "/join-tokens",
+    "/api-tokens",
+    "/audit",
+    "/ws",
+    "/enroll",
+)
+_PAGE_PATH_RE = re.compile(r"^(/[A-Za-z0-9_.-]+|/\{[a-z_]+\})+$")
+_ROUTE_PATH_RE = re.compile(r"^(/[A-Za-z0-9_.-]+|/\{[a-z_]+\})*/?$")
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
+
+
+class DeclarationError(ValueError):
+    """A page, panel, figure, route or extension that cannot be registered as declared."""
+
+
+# ---------------------------------------------------------------- the context
+
+
+class NodeReader(Protocol):
+    """Read-only view of the hub's nodes. Every value returned is a fresh copy the caller may keep."""
+
+    async def list(self) -> list[dict[str, Any]]:
+        """Every node's summary (id, name, status, headline, facts), as ``GET /api/v1/nodes`` gives it."""
+
+    async def get(self, node_id: str) -> dict[str, Any] | None:
+        """One node in full, as ``GET /api/v1/nodes/{id}``: ``{"node", "state", "collected_at", "metrics"}``; None if unknown."""
+
+    async def with_integration(self, domain: str, states: tuple[str, ...] = ...) -> list[dict[str, Any]]:
+        """Every node whose ``domain`` integration is in one of ``states`` (all states by default):
+        each is ``get(node_id)`` plus ``"status"``, that integration's entry of the node's integrations list."""
+
+    async def history(
+        self, node_id: str, series: list[str], *, start: float, end: float, resolution: str = "auto"
+    ) -> dict[str, list[tuple[float, float, float, float]]]:
+        """Points of the named series in [start, end] as (ts, avg, min, max), oldest first."""
+
+
+class EventPublisher(Protocol):
+    """The hub's event bus, as an integration may use it."""
+
+    def publish(self, kind: str, data: dict[str, Any]) -> None:
+        """Send a live event to dashboard subscribers; ``kind`` must start with ``<domain>.``."""
+
+    def subscribe(self) -> AbstractAsyncContextManager[Any]:
+        """``async with ctx.events.subscribe() as queue``: events (``.kind``, ``.data``) until the hub stops (None)."""
+
+
+class JobCreator(Protocol):
+    """Job creation through the same checks as ``POST /api/v1/jobs``."""
+
+    async def create(
+        self, node_id: str, action: str, params: dict[str, Any], *, actor: str, envelope: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Queue an action on a node; the node's grants, its agent's ceiling and, for a destructive action,
+        an operator's signed envelope all apply. Returns the job as the API shows it; raises
+        ``roost.core.hub.jobs.JobError`` with the reason when refused (the refusal is audited)."""
+
+
+class AuditWriter(Protocol):
+    """The append-only, hash-chained audit log."""
+
+    async def __call__(
+        self, action: str, *, actor: str, target: str = "", outcome: str = "ok", details: dict[str, Any] | None = None
+    ) -> None:
+        """Record an entry; ``action`` must start with ``<domain>.``. Raises ``AuditWriteError`` when it cannot be written."""
+
+
+@dataclass
+class HubContext:
+    """The one object passed to an integration's hub hooks."""
+
+    domain: str
+    config: dict[str, Any]
+    data_dir: Path
+    logger: logging.Logger
+    nodes: NodeReader
+    events: EventPublisher
+    jobs: JobCreator
+    audit: AuditWriter
+    role: str = "hub"
+    # The integration's own place for state kept between calls.
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------ dashboard pages
+
+
+class PageRequest(Protocol):
+    """One request for an integration's page, with what a page may read and how it renders."""
+
+    path: str
+    query: Mapping[str, str]
+    match_info: Mapping[str, str]
+    # The logged-in user's name and role (viewer, operator or admin).
+    user: str
+    user_role: str
+    hub: HubContext
+
+    def render(
+        self, template: str, context: dict[str, Any], *, fragments: Mapping[str, str] | None = None, status: int = 200
+    ) -> Any:
+        """Render one of the integration's templates (``templates/<name>`` in its folder, extending the
+        shell's ``base.html``) into the response the handler returns. ``?fragment=NAME`` renders
+        ``fragments[NAME]`` instead, for a part the browser refreshes."""
+
+
+PageHandler = Callable[[PageRequest], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Page:
+    """A dashboard page at ``path`` (``/containers``, ``/containers/{node_id}/{name}``).
+
+    ``nav`` is the label of its entry in the top navigation ("" for none, as
+    for a detail page); ``role`` the lowest role that may see it (and its
+    nav entry); ``order`` sorts nav entries (lower first).
+    """
+
+    path: str
+    handler: PageHandler
+    nav: str = ""
+    role: str = VIEWER
+    order: int = 100
+
+    def check(self) -> None:
+        if not isinstance(self.path, str) or not _PAGE_PATH_RE.match(self.path):
+            raise DeclarationError(f"page path {self.path!r} must look like /name or /name/{{param}}")
+        first = "/" + self.path.split("/")[1]
+        if first in RESERVED_PAGE_PATHS:
+            raise DeclarationError(f"page path {self.path!r} is under {first}, which the dashboard itself uses")
+        if not callable(self.handler):
+            raise DeclarationError(f"page {self.path}: handler is not callable")
+        if self.role not in PAGE_ROLES:
+            raise DeclarationError(f"page {self.path}: role must be one of {', '.join(PAGE_ROLES)}, got {self.role!r}")
+
+
+@dataclass(frozen=True)
+class NodePanel:
+    """A panel on a node's page: a title and one of the integration's templates with its context."""
+
+    title: str
+    template: str
+    context: Mapping[str, Any] = field(default_factory=dict)
+    # Lower first; the node's own sections (facts, charts) come before every panel.
+    order: int = 100
+    # Files of the integration's static/ folder the node page links for this panel (``panel.css``).
+    stylesheets: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class HeadlineFigure:
+    """A figure on the node cards and lists: ``key`` names it in a node summary's ``headline``,
+    ``metric`` is the series it shows (``linux_host.cpu_percent``), ``unit`` one of the metric units."""
+
+    key: str
+    metric: str
+    label: str
+    unit: str = ""
+    order: int = 100
+
+    def check(self) -> None:
+        if not re.match(r"^[a-z][a-z0-9_]{0,63}$", str(self.key)):
+            raise DeclarationError(f"headline figure key {self.key!r} must be lower_snake_case")
+        if not isinstance(self.metric, str) or "." not in self.metric:
+            raise DeclarationError(f"headline figure {self.key}: metric {self.metric!r} must be a full series name, domain.name")
+
+
+class RouteRequest(Protocol):
+    """One call of an integration's API route, already authenticated and validated."""
+
+    method: str
+    match_info: Mapping[str, str]
+    # The validated query (GET, DELETE) or JSON body (POST, PUT, PATCH).
+    params: dict[str, Any]
+    # Who asked: user:<name> or token:<id>, and their role.
+    actor: str
+    role: str
+    hub: HubContext
+
+
+class RouteError(Exception):
+    """Raise from a route handler to answer ``{"error": message}`` with ``status`` (4xx)."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+RouteHandler = Callable[[RouteRequest], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class ApiRoute:
+    """An API route at ``/api/v1/integrations/<domain><path>``.
+
+    The handler returns JSON-serialisable data (answered with 200) or raises
+    ``RouteError``. ``role`` is the lowest role that may call it (a route that
+    changes anything should say ``operator``); ``schema`` validates the query
+    or JSON body before the handler sees it (a failure answers 400 with what
+    was wrong).
+    """
+
+    method: str
+    path: str
+    handler: RouteHandler
+    role: str = VIEWER
+    schema: vol.Schema | None = None
+
+    def check(self) -> None:
+        if self.method not in HTTP_METHODS:
+            raise DeclarationError(f"route method must be one of {', '.join(HTTP_METHODS)}, got {self.method!r}")
+        if not isinstance(self.path, str) or not _ROUTE_PATH_RE.match(self.path):
+            raise DeclarationError(f"route path {self.path!r} must be '' or look like /name or /name/{{param}}")
+        if not callable(self.handler):
+            raise DeclarationError(f"route {self.method} {self.path}: handler is not callable")
+        if self.role not in PAGE_ROLES:
+            raise DeclarationError(f"route {self.method} {self.path}: role must be one of {', '.join(PAGE_ROLES)}")
+        if self.method in ("POST", "PUT", "PATCH", "DELETE") and self.role == VIEWER:
+            raise DeclarationError(f"route {self.method} {self.path} changes state, so its role must be operator or admin")
+
+
+# ------------------------------------------------- helpers for page authors
+
+
+def as_list(value: Any) -> list[dict[str, Any]]:
+    """The dicts of value when it is a list, else nothing: node state is never trusted to have a type."""
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+def as_dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def integration_status(integrations: Any, domain: str) -> dict[str, Any] | None:
+    """The entry for domain in a node's integrations list, or None."""
+    for item in as_list(integrations):
+        if item.get("domain") == domain:
+            return item
+    return None
+
+
+def chart_specs(domain: str, charts: Any, instance: Any) -> list[dict[str, Any]]:
+    """The charts the shell's js/charts.js draws for one instance (a guest, a container): (key, title, unit,
+    [(metric, label)]) become dicts whose series are named ``domain.metric[instance]``."""
+    return [
+        {"key": key, "title": title, "unit": unit, "series": [{"name": f"{domain}.{metric}[{instance}]", "label": label} for metric, label in series]}
+        for key, title, unit, series in charts
+    ]
+
+
+def selected_range(query: Mapping[str, str], ranges: Any, default: str) -> str:
+    """The ?range= of a page's query when it is one of ranges, else default."""
+    wanted = query.get("range", default)
+    return wanted if wanted in tuple(ranges) else default
+
+
+# ------------------------------------------------------- extension points
+
+
+@dataclass(frozen=True)
+class _Extension:
+    """What every extension point declares: a dotted name starting with the domain, a sentence, a schema, a handler."""
+
+    name: str
+    description: str
+    schema: vol.Schema
+    handler: Callable[..., Awaitable[Any]]
+
+    def check(self, domain: str) -> None:
+        if not isinstance(self.name, str) or not _NAME_RE.match(self.name) or not self.name.startswith(domain + "."):
+            raise DeclarationError(f"{type(self).__name__} name {self.name!r} must be dotted and start with {domain + '.'!r}")
+        if not callable(self.schema):
+            raise DeclarationError(f"{self.name}: schema must be a voluptuous Schema")
+        if not callable(self.handler):
+            raise DeclarationError(f"{self.name}: handler is not callable")
+
+
+@dataclass(frozen=True)
+class NotificationReceiver(_Extension):
+    """Somewhere to send a notification (mail, ntfy, a webhook).
+
+    ``schema`` validates a receiver's settings; ``handler(settings, message)``
+    delivers one ``message`` (``{"title", "body", "severity", "node_id",
+    "url"}``) and raises to report a failed delivery.
+    """
+
+
+@dataclass(frozen=True)
+class AlertRuleKind(_Extension):
+    """A kind of alert rule (a threshold on a series, a node going offline).
+
+    ``schema`` validates one rule's settings; ``handler(settings, node)``
+    evaluates it for one node (``NodeReader.get`` shape) and returns ``None``
+    when all is well or a one-sentence description of what is wrong.
+    """
+
+
+@dataclass(frozen=True)
+class AutomationTrigger(_Extension):
+    """Something an automation can start on (an event kind, a schedule).
+
+    ``schema`` validates the trigger's settings; ``handler(settings, event)``
+    returns true when the hub event (``.kind``, ``.data``) fires it.
+    """
+
+
+@dataclass(frozen=True)
+class AutomationAction(_Extension):
+    """Something an automation can do (create a job, send a notification).
+
+    ``schema`` validates the step's settings; ``handler(settings, hub)``
+    carries it out with the running integration's ``HubContext``.
+    """
+
+
+EXTENSION_KINDS: dict[str, type[_Extension]] = {
+    "notification_receivers": NotificationReceiver,
+    "alert_rule_kinds": AlertRuleKind,
+    "automation_triggers": AutomationTrigger,
+    "automation_actions": AutomationAction,
+}
+
+__all__ = [
+    "API_PREFIX",
+    "AlertRuleKind",
+    "ApiRoute",
+    "AuditWriter",
+    "AutomationAction",
+    "AutomationTrigger",
+    "DeclarationError",
+    "EventPublisher",
+    "EXTENSION_KINDS",
+    "HeadlineFigure",
+    "HubContext",
+    "JobCreator",
+    "NodePanel",
+    "NodeReader",
+    "NotificationReceiver",
+    "Page",
+    "PageRequest",
+    "RouteError",
+    "RouteRequest",
+    "as_dict",
+    "as_list",
+    "chart_specs",
+    "integration_status",
+    "selected_range",
+]

@@ -1,0 +1,28 @@
+"""The hub half of the docker integration: the Containers pages and the panel on a Docker host's node page.
+
+Agents never import this module (the kernel loads it in the hub role only), so
+the agent half stays free of the dashboard.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from roost.core import hookimpl
+from roost.core.hub_integration import HubContext, NodePanel, Page
+
+from . import pages
+
+
+@hookimpl
+def roost_hub_pages(ctx: HubContext) -> list[Page]:
+    return [
+        Page("/containers", pages.containers_page, nav="Containers", order=10),
+        Page("/containers/{node_id}/{container}", pages.container_page),
+    ]
+
+
+@hookimpl
+def roost_hub_node_panels(ctx: HubContext, node: Mapping[str, Any], state: Any) -> list[NodePanel]:
+    return [NodePanel("Containers", "_panel.html", pages.panel_context(dict(node), state), order=10, stylesheets=("containers.css",))]
