@@ -25,15 +25,128 @@ def _setup_logging(level: str) -> None:
     setup_logging(level)
 
 
+_HUB_FLAGS = {"hub.data_dir": "--data-dir", "hub.bind": "--bind", "hub.port": "--port"}
+_AGENT_FLAGS = {"agent.data_dir": "--data-dir", "agent.hub": "--hub", "agent.name": "--name"}
+
+
 def _hub_config(args: argparse.Namespace):
     return load_hub_config(
         args.config,
         overrides={"hub": {"data_dir": args.data_dir, "bind": getattr(args, "bind", None), "port": getattr(args, "port", None)}},
+        flags=_HUB_FLAGS,
     )
+
+
+class NoHubHere(Exception):
+    """A hub-host command cannot tell which hub store it is meant for; the message says which flag to add."""
+
+
+def _data_dir_chosen(args: argparse.Namespace) -> bool:
+    """Did the user name the hub's data dir (flag, environment or config file), rather than leave it to the default?"""
+    import os
+    import tomllib
+
+    from .config import ENV_DATA_DIR
+
+    if args.data_dir or os.environ.get(ENV_DATA_DIR):
+        return True
+    if args.config is None:
+        return False
+    try:
+        hub = tomllib.loads(Path(args.config).read_text(encoding="utf-8")).get("hub")
+    except (OSError, tomllib.TOMLDecodeError):
+        return False  # already reported by load_hub_config
+    return isinstance(hub, dict) and "data_dir" in hub
+
+
+def _hub_host_config(args: argparse.Namespace):
+    """The config of the hub this host runs, for the commands that work on its store.
+
+    Without a chosen data dir, the hub that is running here is the one meant
+    (it records its data dir and URL when it starts listening); with none
+    running, only an existing store in the default place is used. A new store
+    is never made unless a data dir was chosen. While the hub runs,
+    ``config.url()`` is the URL it computed itself (the one its dashboard shows).
+    """
+    import dataclasses
+
+    from .running_hub import records_dir, running_hubs
+
+    config = _hub_config(args)
+    hubs = running_hubs()
+    if _data_dir_chosen(args):
+        mine = [h for h in hubs if h.data_dir == config.data_dir.resolve()]
+        return dataclasses.replace(config, public_url=mine[0].url) if mine else config
+    if len(hubs) == 1:
+        hub = hubs[0]
+        config = load_hub_config(args.config or hub.config, overrides={"hub": {"data_dir": str(hub.data_dir)}})
+        return dataclasses.replace(config, public_url=hub.url)
+    if len(hubs) > 1:
+        listed = "; ".join(f"--data-dir {h.data_dir} (pid {h.pid}, {h.url})" for h in hubs)
+        raise NoHubHere(f"{len(hubs)} hubs are running on this host; say which one with {listed}")
+    if config.store_path.exists():
+        return config
+    raise NoHubHere(
+        f"no hub is running on this host (none recorded in {records_dir()}) and there is no hub store at {config.data_dir}; "
+        "start `roost hub` first, or pass the hub's data dir: --data-dir DIR"
+    )
+
+
+def _running_here(config: Any) -> bool:
+    from .running_hub import running_hubs
+
+    return any(h.data_dir == config.data_dir.resolve() for h in running_hubs())
+
+
+def _check_integration_tables(integrations: dict[str, Any], roles: list[tuple[str, Path, list[Path]]], source: Path | None) -> None:
+    """Stop before anything starts when an [integrations.*] table is wrong, as for every other bad config value.
+
+    The tables are checked by loading the integrations exactly as the process
+    will (without setting them up): ``roles`` is (role, data dir, custom
+    integration folders) for each part of the process that loads them.
+    """
+    from .plugins import IntegrationManager, config_problems
+
+    managers = [IntegrationManager(role=role, config=integrations, data_dir=data_dir, custom_dirs=dirs) for role, data_dir, dirs in roles]
+    # The real load logs each problem again, with the rest of the start-up; here only the verdict counts.
+    logging.disable(logging.CRITICAL)
+    try:
+        for manager in managers:
+            manager.load()
+    finally:
+        logging.disable(logging.NOTSET)
+    problems = config_problems(managers)
+    if problems:
+        where = str(source) if source else "defaults"
+        raise ConfigError("\n".join(f"{where}: {problem}" for problem in problems))
+
+
+def _listen_error(config: Any, err: OSError) -> str:
+    """Why the hub cannot listen, and what to change."""
+    import errno
+    import socket
+
+    where = f"{config.bind}:{config.port}"
+    if err.errno == errno.EADDRINUSE:
+        return f"cannot listen on {where}: the port is in use — pick another --port or stop what uses it"
+    if err.errno == errno.EADDRNOTAVAIL:
+        return f"cannot listen on {where}: {config.bind} is not an address of this host — pass --bind with one of its addresses, 0.0.0.0 for all of them or 127.0.0.1 for this host only"
+    if isinstance(err, socket.gaierror):
+        return f"cannot listen on {where}: {config.bind!r} does not resolve to an address of this host — pass --bind with one of its addresses"
+    return f"cannot listen on {where}: {err.strerror or err}"
 
 
 def cmd_hub(args: argparse.Namespace) -> int:
     config = _hub_config(args)
+    from .const import ROLE_AGENT, ROLE_HUB
+
+    roles = [(ROLE_HUB, config.data_dir, [config.data_dir / "custom_integrations", *config.custom_integrations])]
+    if config.local_agent_enabled:
+        from .hub.local_agent import LOCAL_DIR
+
+        local = config.data_dir / LOCAL_DIR
+        roles.append((ROLE_AGENT, local, [local / "custom_integrations", *config.local_agent.custom_integrations]))
+    _check_integration_tables(config.integrations, roles, args.config)
     _setup_logging(config.log_level)
     from aiohttp import web
 
@@ -59,16 +172,36 @@ def cmd_hub(args: argparse.Namespace) -> int:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 50, 100)
+    from . import running_hub
+
+    recorded: list[Path] = []
+
+    def listening(_banner: str) -> None:
+        # run_app calls this once the socket listens: only then may the commands on this host find the hub.
+        recorded.append(running_hub.record(config.data_dir, config.url(), args.config))
+
     try:
-        web.run_app(app, host=config.bind, port=config.port, ssl_context=ssl_context, access_log=None, shutdown_timeout=5, print=None)
+        web.run_app(app, host=config.bind, port=config.port, ssl_context=ssl_context, access_log=None, shutdown_timeout=5, print=listening)
     except OSError as err:
-        print(f"roost hub: cannot listen on {config.bind}:{config.port}: {err.strerror} — pick another --port or stop what uses it", file=sys.stderr)
-        return EXIT_FAILURE
+        import errno
+        import socket
+
+        print(f"roost hub: {_listen_error(config, err)}", file=sys.stderr)
+        # An address this host does not have is a config mistake; a busy port is not.
+        return EXIT_CONFIG if err.errno == errno.EADDRNOTAVAIL or isinstance(err, socket.gaierror) else EXIT_FAILURE
+    finally:
+        for path in recorded:
+            running_hub.remove(path)
     return 0
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
-    config = load_agent_config(args.config, overrides={"agent": {"data_dir": args.data_dir, "hub": args.hub, "name": args.name}})
+    config = load_agent_config(args.config, overrides={"agent": {"data_dir": args.data_dir, "hub": args.hub, "name": args.name}}, flags=_AGENT_FLAGS)
+    from .const import ROLE_AGENT
+
+    _check_integration_tables(
+        config.integrations, [(ROLE_AGENT, config.data_dir, [config.data_dir / "custom_integrations", *config.settings.custom_integrations])], args.config
+    )
     _setup_logging(config.log_level)
     return asyncio.run(_run_agent(config, args.join, rotate_key=args.rotate_key, enrol_only=args.enrol_only))
 
@@ -294,7 +427,11 @@ def _on_hub_store(args: argparse.Namespace, work: Any) -> int:
 
     A running hub shares the file (WAL) and picks the changes up by itself.
     """
-    config = _hub_config(args)
+    try:
+        config = _hub_host_config(args)
+    except NoHubHere as err:
+        print(f"roost {args.command}: {err}", file=sys.stderr)
+        return EXIT_CONFIG
     _setup_logging("warning")
 
     async def run() -> int:
@@ -340,6 +477,8 @@ async def _join_token(store: Any, config: Any, args: argparse.Namespace) -> int:
             actor=cli_actor(),
         )
         hub_url = args.hub_url or config.url()
+        if not args.hub_url and not _running_here(config):
+            print(f"# no hub is running with data dir {config.data_dir}; {hub_url} is where its config says it will listen (--hub-url to change)", file=sys.stderr)
         print(token)
         print(f"# valid for {args.expires}, {args.uses} use(s). On the new host run:", file=sys.stderr)
         print(f"roost agent --hub {hub_url} --join {token}", file=sys.stderr)
@@ -538,7 +677,11 @@ async def _audit(args: argparse.Namespace) -> int:
         from .store import AuditFilter
         from .store.sqlite import SQLiteStore
 
-        config = _hub_config(args)
+        try:
+            config = _hub_host_config(args)
+        except NoHubHere as err:
+            print(f"roost audit: {err}", file=sys.stderr)
+            return EXIT_CONFIG
         where = config.store_path
         if not where.exists():
             print(f"roost audit: no hub database at {where} — pass the hub's --data-dir (or --agent for an agent)", file=sys.stderr)
@@ -760,7 +903,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--expires", default="1h", help="how long the token is valid (default 1h)")
     create.add_argument("--uses", type=int, default=1, help="how many agents may join with it (default 1)")
     create.add_argument("--note", help="a note to remember what it was for")
-    create.add_argument("--hub-url", help="the URL agents use to reach the hub (default: from the hub config)")
+    create.add_argument("--hub-url", help="the URL agents use to reach the hub (default: the running hub's own, else from the hub config)")
     lst = tsub.add_parser("list", help="list join tokens")
     common(lst)
     revoke = tsub.add_parser("revoke", help="revoke a join token by id")

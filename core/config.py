@@ -235,7 +235,7 @@ AGENT_SCHEMA = vol.Schema(
 )
 
 
-def _describe_error(err: vol.Invalid, raw: dict[str, Any], source: str) -> str:
+def _describe_error(err: vol.Invalid, raw: dict[str, Any], source: str, flags: dict[str, str] | None = None) -> str:
     errors = err.errors if isinstance(err, vol.MultipleInvalid) else [err]
     lines = []
     for one in errors:
@@ -247,7 +247,9 @@ def _describe_error(err: vol.Invalid, raw: dict[str, Any], source: str) -> str:
         msg = one.msg
         if msg.startswith("extra keys not allowed"):
             msg = "unknown key; check the spelling against the configuration reference in README.md"
-        lines.append(f"{source}: {key}: {msg}{got}")
+        # A value given on the command line is reported by its flag, not by the key it overrides.
+        where = flags[key] if flags and key in flags else f"{source}: {key}"
+        lines.append(f"{where}: {msg}{got}")
     return "\n".join(lines)
 
 
@@ -266,11 +268,29 @@ def _read_toml(path: Path | None) -> tuple[dict[str, Any], str]:
         raise ConfigError(f"{path}: not valid TOML: {err}") from None
 
 
-def _validate(schema: vol.Schema, raw: dict[str, Any], source: str) -> dict[str, Any]:
+def _validate(schema: vol.Schema, raw: dict[str, Any], source: str, flags: dict[str, str] | None = None) -> dict[str, Any]:
     try:
         return schema(raw)
     except vol.Invalid as err:
-        raise ConfigError(_describe_error(err, raw, source)) from None
+        raise ConfigError(_describe_error(err, raw, source, flags)) from None
+
+
+def _apply_overrides(
+    raw: dict[str, Any], source: str, overrides: dict[str, Any] | None, flags: dict[str, str] | None
+) -> dict[str, str]:
+    """Merge command-line values into the file's; returns which keys came from which flag."""
+    given: dict[str, str] = {}
+    for section, values in (overrides or {}).items():
+        raw.setdefault(section, {})
+        if not isinstance(raw[section], dict):
+            raise ConfigError(f"{source}: {section}: must be a table")
+        for key, value in values.items():
+            if value is None:
+                continue
+            raw[section][key] = value
+            if flags and f"{section}.{key}" in flags:
+                given[f"{section}.{key}"] = flags[f"{section}.{key}"]
+    return given
 
 
 def _discovery(enabled: bool, interfaces: list[str]) -> tuple[bool, list[str]]:
@@ -288,6 +308,26 @@ def _discovery(enabled: bool, interfaces: list[str]) -> tuple[bool, list[str]]:
         except ValueError:
             raise ConfigError(f"{ENV_DISCOVERY_INTERFACES}: {part!r} is not an IP address (use addresses such as 127.0.0.1, or off)") from None
     return enabled, chosen
+
+
+def _listen_interfaces(bind: str) -> list[str] | None:
+    """The interface addresses a hub bound to ``bind`` listens on: [] for all of them, None for none (a name that does not resolve)."""
+    import ipaddress
+    import socket
+
+    host = bind.strip().strip("[]")
+    if host in ("", "0.0.0.0", "::"):
+        return []
+    if host == "localhost":
+        return ["127.0.0.1"]
+    try:
+        return [str(ipaddress.ip_address(host))]
+    except ValueError:
+        pass
+    try:
+        return [socket.gethostbyname(host)]
+    except OSError:
+        return None  # the hub cannot listen there either, and says so when it tries
 
 
 def _is_loopback(host: str) -> bool:
@@ -413,15 +453,17 @@ def _agent_settings(table: dict[str, Any]) -> AgentSettings:
     )
 
 
-def load_hub_config(path: Path | None = None, *, overrides: dict[str, Any] | None = None) -> HubConfig:
-    """Read, merge command-line overrides ({'hub': {'port': 9000}}), validate."""
+def load_hub_config(
+    path: Path | None = None, *, overrides: dict[str, Any] | None = None, flags: dict[str, str] | None = None
+) -> HubConfig:
+    """Read, merge command-line overrides ({'hub': {'port': 9000}}), validate.
+
+    ``flags`` names the command-line flag behind an override ({'hub.port': '--port'})
+    so that an error in a value given on the command line names that flag.
+    """
     raw, source = _read_toml(path)
-    for section, values in (overrides or {}).items():
-        raw.setdefault(section, {})
-        if not isinstance(raw[section], dict):
-            raise ConfigError(f"{source}: {section}: must be a table")
-        raw[section].update({k: v for k, v in values.items() if v is not None})
-    data = _validate(HUB_SCHEMA, raw, source)
+    given = _apply_overrides(raw, source, overrides, flags)
+    data = _validate(HUB_SCHEMA, raw, source, given)
     hub = data["hub"]
     if hub["offline_after"] <= hub["stale_after"]:
         raise ConfigError(f"{source}: hub.offline_after: must be longer than hub.stale_after ({_fmt(hub['stale_after'])})")
@@ -429,6 +471,10 @@ def load_hub_config(path: Path | None = None, *, overrides: dict[str, Any] | Non
     store = data["store"]
     store_path = Path(store["path"]).expanduser()
     discovery, interfaces = _discovery(hub["discovery"], hub["discovery_interfaces"])
+    if discovery and not interfaces:
+        # Announce only where agents can reach the hub: a hub bound to 127.0.0.1 is not on the LAN.
+        listening = _listen_interfaces(hub["bind"])
+        discovery, interfaces = (False, []) if listening is None else (True, listening)
     loopback = _is_loopback(hub["bind"])
     tls = (not loopback) if hub["tls"] == "auto" else hub["tls"]
     if not tls and not loopback and not hub.get("trusted_proxies"):
@@ -483,12 +529,12 @@ def load_hub_config(path: Path | None = None, *, overrides: dict[str, Any] | Non
     )
 
 
-def load_agent_config(path: Path | None = None, *, overrides: dict[str, Any] | None = None) -> AgentConfig:
+def load_agent_config(
+    path: Path | None = None, *, overrides: dict[str, Any] | None = None, flags: dict[str, str] | None = None
+) -> AgentConfig:
     raw, source = _read_toml(path)
-    for section, values in (overrides or {}).items():
-        raw.setdefault(section, {})
-        raw[section].update({k: v for k, v in values.items() if v is not None})
-    data = _validate(AGENT_SCHEMA, raw, source)
+    given = _apply_overrides(raw, source, overrides, flags)
+    data = _validate(AGENT_SCHEMA, raw, source, given)
     agent = data["agent"]
     data_dir = Path(agent["data_dir"]).expanduser() if "data_dir" in agent else default_data_dir("agent")
     return AgentConfig(

@@ -331,6 +331,49 @@ def _run_in_thread(func: Callable[..., Any], kwargs: dict[str, Any], name: str) 
     return future
 
 
+def _table_problems(domain: str, schema: Any, err: vol.Invalid, table: Mapping[str, Any]) -> list[str]:
+    """One line per bad value in an integration's table: the full key, what is allowed, what was given."""
+    keys = getattr(schema, "schema", None)
+    allowed = sorted({CONF_ENABLED, CONF_TIMEOUT, *(str(k) for k in keys)} if isinstance(keys, dict) else {CONF_ENABLED, CONF_TIMEOUT})
+    lines = []
+    for one in err.errors if isinstance(err, vol.MultipleInvalid) else [err]:
+        key = ".".join(str(p) for p in one.path)
+        value: Any = table
+        for part in one.path:
+            value = value.get(part) if isinstance(value, Mapping) else None
+        msg = one.msg
+        if msg.startswith("extra keys not allowed") and len(one.path) == 1:
+            hint = difflib.get_close_matches(key, allowed, n=1)
+            msg = "unknown key" + (f"; did you mean {hint[0]}?" if hint else "") + f" (allowed: {', '.join(allowed)})"
+            value = None
+        got = f" (got {value!r})" if value is not None and not isinstance(value, Mapping) else ""
+        lines.append(f"integrations.{domain}" + (f".{key}" if key else "") + f": {msg}{got}")
+    return lines
+
+
+def config_problems(managers: Iterable[IntegrationManager]) -> list[str]:
+    """What is wrong in the [integrations.*] tables of one process, after each manager's load().
+
+    A table names an unknown integration only when no manager of the process
+    knows it: the hub runs two roles (its own and its agent's), each loading
+    other integrations from other folders. Empty when all is well.
+    """
+    managers = list(managers)
+    known = sorted(set().union(*(m.known_domains for m in managers)))
+    problems: list[str] = []
+    for domain in sorted({str(d) for m in managers for d in m.config}):
+        if domain not in known:
+            hint = difflib.get_close_matches(domain, known, n=1)
+            problems.append(
+                f"integrations.{domain}: no such integration"
+                + (f"; did you mean {hint[0]}?" if hint else "")
+                + f" (installed: {', '.join(known)})"
+            )
+    for manager in managers:
+        problems.extend(p for p in manager.config_problems if p not in problems)
+    return problems
+
+
 class IntegrationManager:
     """Loads the integrations of one process role and calls their hooks, one at a time."""
 
@@ -362,6 +405,10 @@ class IntegrationManager:
         self._inflight: dict[tuple[str, str], concurrent.futures.Future[Any] | asyncio.Future[Any]] = {}
         self._other_role: set[str] = set()
         self._warned: dict[str, _Dropped] = {}
+        # Filled by load(): every integration this manager found (any role), and
+        # what is wrong in the config tables of those it loads (see config_problems).
+        self.known_domains: set[str] = set()
+        self.config_problems: list[str] = []
         self._loaded = False
         self._shut_down = False
 
@@ -377,6 +424,7 @@ class IntegrationManager:
             return
         self._loaded = True
         discovered = discover(self.custom_dirs, entry_points=self.entry_points)
+        self.known_domains = set(discovered)
         for domain in self.config:
             if domain not in discovered:
                 _LOGGER.warning("config has a table for integration %r but no such integration is installed", domain)
@@ -424,9 +472,13 @@ class IntegrationManager:
             _LOGGER.info("integration %s is disabled in config", domain)
             return
         if not isinstance(enabled, bool):
+            self.config_problems.append(f"integrations.{domain}.enabled: expected true or false (got {enabled!r})")
             self._fail_load(integ, f"integrations.{domain}.enabled: expected true or false, got {enabled!r}")
             return
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= MAX_TIMEOUT:
+            self.config_problems.append(
+                f"integrations.{domain}.timeout: expected seconds between 0 and {MAX_TIMEOUT:g} (got {timeout!r})"
+            )
             self._fail_load(
                 integ, f"integrations.{domain}.timeout: expected seconds between 0 and {MAX_TIMEOUT:g}, got {timeout!r}"
             )
@@ -544,6 +596,7 @@ class IntegrationManager:
         try:
             config = schema(table)
         except vol.Invalid as err:
+            self.config_problems.extend(_table_problems(domain, schema, err, table))
             self._fail_load(integ, f"bad config in [integrations.{domain}]: {humanize_invalid(err, table)}")
             return None
         except Exception as err:  # a validator that crashes is the integration's bug, not the core's

@@ -25,7 +25,6 @@ from typing import Any
 import voluptuous as vol
 from aiohttp import web
 
-from roost.core import jsonparse
 from roost.core.integration import humanize_invalid
 from roost.core.store import PushHost, PushToken
 from roost.integrations.docker import archnest
@@ -34,8 +33,7 @@ from roost.integrations.docker.push import clean_state, metrics_for
 from .state import HUB_KEY
 from .auth import add_public_path, requires
 from .ingest import IngestError
-from .push import NODE_SOURCE, PUSH_KEY, _error, _read_body
-from .security import peer_of, rate_key, retry_after_header
+from .push import NODE_SOURCE, PUSH_KEY, _error, accept_push
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -99,27 +97,10 @@ async def report(request: web.Request) -> web.Response:
     service = request.app[PUSH_KEY]
     if not hub.config.push:
         return _error(503, "push is disabled on this hub; set push = true in the [hub] table of its config to accept Docker reports from scripts")
-    peer = rate_key(peer_of(request))
-    banned = service.limiter.banned(peer)
-    if banned:
-        return _error(429, "too many bad push tokens from this address; wait and check the token", **{"Retry-After": retry_after_header(banned)})
-    token = await service.authenticate(request.headers.get("Authorization"))
-    if token is None:
-        service.limiter.failure(peer)
-        return _error(
-            401,
-            "send a valid push token as 'Authorization: Bearer rpt_...'; it may be unknown or revoked (an admin creates one with POST /api/v1/push-tokens)",
-            **{"WWW-Authenticate": 'Bearer realm="roost-push"'},
-        )
-    raw = await _read_body(request)
-    if isinstance(raw, web.Response):
-        return raw
-    try:
-        payload = jsonparse.loads(raw)
-    except (ValueError, UnicodeDecodeError) as err:
-        return _error(400, f"payload is not valid JSON: {err}")
-    if not isinstance(payload, dict):
-        return _error(400, "payload must be a JSON object with hostId and containers")
+    accepted = await accept_push(request, "a JSON object with hostId and containers")
+    if isinstance(accepted, web.Response):
+        return accepted
+    token, payload = accepted
     try:
         body = archnest.REPORT_SCHEMA(payload)
     except vol.Invalid as err:

@@ -220,15 +220,14 @@ async def _read_body(request: web.Request) -> bytes | web.Response:
     return b"".join(chunks)
 
 
-async def push(request: web.Request) -> web.Response:
-    hub = request.app[HUB_KEY]
+async def accept_push(request: web.Request, shape: str) -> tuple[PushToken, dict[str, Any]] | web.Response:
+    """The checks every push endpoint makes first: the address not banned, a valid token, a body within the limit that is a JSON object.
+
+    Returns the token and the parsed object, or the answer to send (429, 401,
+    413 or 400 naming ``shape``, what the body must be). The caller has
+    checked that push is on.
+    """
     service = request.app[PUSH_KEY]
-    domain = request.match_info["domain"]
-    if not hub.config.push:
-        return _error(503, "push is disabled on this hub; set push = true in the [hub] table of its config to accept reports from scripts")
-    module_name = PUSH_DOMAINS.get(domain)
-    if module_name is None:
-        return _error(404, f"nothing can be pushed for {domain!r}; pushable: {', '.join(sorted(PUSH_DOMAINS))}")
     peer = rate_key(peer_of(request))
     banned = service.limiter.banned(peer)
     if banned:
@@ -249,7 +248,23 @@ async def push(request: web.Request) -> web.Response:
     except (ValueError, UnicodeDecodeError) as err:
         return _error(400, f"payload is not valid JSON: {err}")
     if not isinstance(payload, dict):
-        return _error(400, "payload must be a JSON object with a data.docker state")
+        return _error(400, f"payload must be {shape}")
+    return token, payload
+
+
+async def push(request: web.Request) -> web.Response:
+    hub = request.app[HUB_KEY]
+    service = request.app[PUSH_KEY]
+    domain = request.match_info["domain"]
+    if not hub.config.push:
+        return _error(503, "push is disabled on this hub; set push = true in the [hub] table of its config to accept reports from scripts")
+    module_name = PUSH_DOMAINS.get(domain)
+    if module_name is None:
+        return _error(404, f"nothing can be pushed for {domain!r}; pushable: {', '.join(sorted(PUSH_DOMAINS))}")
+    accepted = await accept_push(request, "a JSON object with a data.docker state")
+    if isinstance(accepted, web.Response):
+        return accepted
+    token, payload = accepted
     try:
         body = _body_schema(domain)(payload)
     except vol.Invalid as err:

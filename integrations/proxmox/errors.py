@@ -208,7 +208,8 @@ def translate(
             kind=KIND_TLS,
         )
     if isinstance(err, requests.exceptions.Timeout):
-        limit = f" within {timeout:g} s" if timeout else " in time"
+        # The limit may be what was left of the cycle's deadline: no need for microseconds.
+        limit = f" within {round(timeout, 2):g} s" if timeout else " in time"
         return make(
             f"{service}: {where} did not answer{limit} while trying to {what} — the API is overloaded or the "
             "network is slow; api_timeout sets the limit",

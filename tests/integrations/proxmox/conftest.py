@@ -87,6 +87,9 @@ def _recorded_pve_class() -> type:
             self.vzdump_log = [line["t"] for line in load("vzdump_task_log.json")["data"] if line["t"] != "TASK OK"]
             # PVE seconds a vzdump takes (scaled by time_scale like every fake task).
             self.vzdump_secs = 0.0
+            # Log each next progress line only once the task log was read since the last one, so a reader
+            # slowed down by a busy host still sees every step (tests of progress set it).
+            self.vzdump_paced_by_reads = False
             self.vzdump_requests: list[dict[str, Any]] = []
             self.served: Served | None = None
 
@@ -160,9 +163,17 @@ def _recorded_pve_class() -> type:
                     guest.config["lock"] = "backup"
                 try:
                     rest = lines[1:-1]
+
+                    def log_reads() -> int:
+                        return sum(1 for m, p, _ in pve.requests if m == "GET" and "/tasks/UPID:" in p and p.endswith("/log"))
+
                     for line in rest:
+                        read = log_reads()
                         log.append(line)
                         await pve.pause(pve.vzdump_secs / len(rest))
+                        deadline = time.monotonic() + 30
+                        while pve.vzdump_paced_by_reads and log_reads() == read and time.monotonic() < deadline:
+                            await asyncio.sleep(0.005)
                 finally:
                     guest.lock = None
                     if kind == "qemu":

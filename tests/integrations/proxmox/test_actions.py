@@ -135,10 +135,25 @@ async def test_reboot(pve, run_action):
         await run_action("proxmox.guest.reboot", {"vmid": 101})
 
 
-async def test_an_ha_managed_guest_is_waited_for_after_its_ha_task(pve, run_action, fast_polls):
+async def test_an_ha_managed_guest_is_waited_for_after_its_ha_task(pve, specs, make_action_ctx, fast_polls):
     pve.time_scale = 0.01
-    pve.ha_delay = 20  # the HA manager acts 0.2 s after its own task ended
-    result, progress = await run_action("proxmox.guest.stop", {"vmid": 102})
+    pve.ha_delay = 20
+    ctx, progress = make_action_ctx()
+    scaled_pause = pve.pause
+
+    async def ha_manager_acts_once_the_action_waits(secs):
+        # The HA manager stops the guest only after its own task ended and the action saw the guest still
+        # running: on a busy host, a fixed delay could pass before the action even looks.
+        if secs == pve.ha_delay:
+            deadline = time.monotonic() + 30
+            while not any(m.startswith("waiting for VM 102") for m in progress.messages) and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            return
+        await scaled_pause(secs)
+
+    pve.pause = ha_manager_acts_once_the_action_waits
+    spec = specs["proxmox.guest.stop"]
+    result = await spec.handler(ctx, spec.schema({"vmid": 102}))
     assert ":hastop:102:" in result["upid"]
     assert pve.vm(102).status == "stopped" and result["status"] == "stopped"
     assert any(m.startswith("waiting for VM 102 (build) to be stopped") for m in progress.messages)
@@ -219,6 +234,7 @@ async def test_backup_streams_vzdump_progress_and_finds_the_new_volume(pve, run_
 
     pve.time_scale = 0.01
     pve.vzdump_secs = 60  # 0.6 s of real time across the log's progress lines
+    pve.vzdump_paced_by_reads = True
     result, progress = await run_action("proxmox.guest.backup", {"vmid": 101, "storage": "nas"})
     sent = pve.vzdump_requests[0]
     assert sent["storage"] == "nas" and sent["mode"] == "snapshot" and sent["vmid"] == "101"

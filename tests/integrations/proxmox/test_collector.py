@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
@@ -191,14 +192,24 @@ def test_network_and_disk_rates_come_from_counters_between_cycles(pve, config):
         assert "guest_net_in_bytes_per_s[100]" not in first["metrics"]  # no earlier reading yet
         web = pve.vm(100)
         collector._counters[100].at -= 10  # as if the last reading were 10 s ago
+        last = collector._counters[100].at
         web.stats.update(netin=5_000_000 + 1_000_000, diskwrite=3_000_000 + 500_000)
+        before = time.time()
         second = collector.collect()
+        after = time.time()
     finally:
         collector.close()
     assert '"_' not in json.dumps(second["state"])  # no private working keys, with or without a backup refresh
     metrics = second["metrics"]
-    assert metrics["guest_net_in_bytes_per_s[100]"] == pytest.approx(100_000, rel=0.05)
-    assert metrics["guest_disk_write_bytes_per_s[100]"] == pytest.approx(50_000, rel=0.05)
+
+    def rate_over_the_reading(delta: int) -> tuple[float, float]:
+        # The second reading was taken some time between `before` and `after` (longer on a busy host).
+        return delta / (after - last) - 0.1, delta / (before - last) + 0.1
+
+    low, high = rate_over_the_reading(1_000_000)
+    assert low <= metrics["guest_net_in_bytes_per_s[100]"] <= high and high < 100_001
+    low, high = rate_over_the_reading(500_000)
+    assert low <= metrics["guest_disk_write_bytes_per_s[100]"] <= high
     assert metrics["guest_net_out_bytes_per_s[100]"] == 0.0
     assert by_vmid(second["state"])[100]["net_in_bytes_per_s"] == metrics["guest_net_in_bytes_per_s[100]"]
 
@@ -266,7 +277,9 @@ def test_a_slow_api_ends_the_collection_on_time_with_a_partial_snapshot(pve, con
     nodes = by_name(state["nodes"])
     assert nodes["pve1"]["pve_version"] == "8.3.0"
     assert nodes["pve2"]["status"] == "unreachable"
-    assert "did not answer within 0.4 s" in problems_text(state)
+    # Each request may wait api_timeout at most, or less when the cycle's deadline is nearer (a busy host gets there sooner).
+    waited = re.search(r"did not answer within ([0-9.]+) s while trying to read the status of node pve2", problems_text(state))
+    assert waited and 0 < float(waited.group(1)) <= 0.4, problems_text(state)
 
 
 def test_a_uniformly_slow_api_yields_what_it_read_before_the_deadline(pve, config):
