@@ -15,6 +15,13 @@ def notify(message: str) -> bool:
     """Send one datagram to $NOTIFY_SOCKET; False when not started by systemd (or the socket is gone).
 
     An abstract socket is named with a leading "@", which is a NUL byte on the wire.
+
+    Never waits: this runs on the event loop, and the kernel queues only
+    net.unix.max_dgram_qlen unread datagrams (10 by default) at the socket. A
+    blocking send to a full queue (systemd busy, or a supervisor that does not
+    read) would stop the loop (no reports, no WebSocket pongs, SIGTERM not
+    handled) until someone reads. A message that does not fit is dropped
+    instead; a missed watchdog ping is what a stuck reader gets anyway.
     """
     address = os.environ.get("NOTIFY_SOCKET", "")
     if not address or address[0] not in "/@":
@@ -24,8 +31,11 @@ def notify(message: str) -> bool:
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
             sock.connect(address)
-            sock.sendall(message.encode())
+            sock.send(message.encode(), socket.MSG_DONTWAIT)
         return True
+    except BlockingIOError:
+        _LOGGER.debug("sd_notify to %s: its queue is full (nobody reads it); %r dropped", address, message.split("\n", 1)[0])
+        return False
     except OSError as err:
         _LOGGER.debug("sd_notify to %s failed: %s", address, err)
         return False

@@ -8,6 +8,8 @@ import re
 import shutil
 import socket
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -91,6 +93,35 @@ async def test_watchdog_pings_reach_the_notify_socket(tmp_path, monkeypatch):
         task.cancel()
         server.close()
     assert got[0] == b"READY=1" and got[1:] == [b"WATCHDOG=1", b"WATCHDOG=1"]
+
+
+def test_a_notify_socket_nobody_reads_drops_messages_instead_of_stopping_the_caller(tmp_path, monkeypatch):
+    """The kernel queues only net.unix.max_dgram_qlen unread datagrams; past that a blocking send waits for a reader forever.
+
+    The agent and hub call notify() on their event loop, so a wait there stops
+    reports, pongs and SIGTERM handling. Here nobody reads: READY=1 stays first
+    in the queue, the surplus is dropped at once. (The socket is closed after 20 s so
+    a send that does wait ends, and the test fails on the time instead of hanging.)
+    """
+    path = tmp_path / "notify"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind(str(path))
+    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+    qlen = int(Path("/proc/sys/net/unix/max_dgram_qlen").read_text())
+    unblock = threading.Timer(20, server.close)
+    unblock.start()
+    try:
+        started = time.monotonic()
+        sent = [sdnotify.notify("READY=1")] + [sdnotify.notify("WATCHDOG=1") for _ in range(qlen + 20)]
+        took = time.monotonic() - started
+        assert took < 10, f"notify() waited {took:.1f} s for a reader"
+        server.setblocking(False)
+        first = server.recv(100)
+    finally:
+        unblock.cancel()
+        server.close()
+    assert sent[0] and False in sent, sent
+    assert first == b"READY=1"
 
 
 def test_a_one_file_build_pings_for_its_bootloader_but_not_for_another_process(monkeypatch):
