@@ -102,6 +102,7 @@ class AgentRuntime:
         self.spool = Spool(self.data_dir / SPOOL_FILE, settings.spool_max_reports)
         self.audit = AgentAudit(self.data_dir / AUDIT_FILE)
         self._rejected_because = ""
+        self.connected_at: float | None = None  # last authenticated connect (the update health window waits for one)
         self.manager = IntegrationManager(
             role=ROLE_AGENT,
             config=integrations_config,
@@ -187,6 +188,7 @@ class AgentRuntime:
     async def on_connected(self, hub_url: str) -> None:
         """The uplink authenticated to the hub."""
         self._rejected_because = ""
+        self.connected_at = time.time()
         await self.note_event(ACTION_AGENT_CONNECTED, target=f"node:{self.node_id}", peer=hub_url)
 
     async def hub_proven(self, hub_url: str, hub_id: str, hub_key: str) -> None:

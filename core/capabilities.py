@@ -34,6 +34,7 @@ KNOWN: dict[str, str] = {
     "process.execute.limited": "run commands named in the agent's allowlist",
     "services.manage": "start, stop and restart systemd services",
     "network.wol.send": "send Wake-on-LAN packets",
+    "agent.update": "update the agent to a newer release signed with the operator key",
 }
 
 

@@ -203,10 +203,10 @@ def cmd_agent(args: argparse.Namespace) -> int:
         config.integrations, [(ROLE_AGENT, config.data_dir, [config.data_dir / "custom_integrations", *config.settings.custom_integrations])], args.config
     )
     _setup_logging(config.log_level)
-    return asyncio.run(_run_agent(config, args.join, rotate_key=args.rotate_key))
+    return asyncio.run(_run_agent(config, args.join, rotate_key=args.rotate_key, enrol_only=args.enrol_only))
 
 
-async def _run_agent(config: Any, join: str | None, *, rotate_key: bool = False) -> int:
+async def _run_agent(config: Any, join: str | None, *, rotate_key: bool = False, enrol_only: bool = False) -> int:
     # Only agent modules: the agent process never loads the hub or the dashboard.
     from roost.agent.runtime import AgentRuntime, load_state, save_state
     from roost.agent.trust import PairingFailed, TrustError, pinned_context
@@ -245,8 +245,14 @@ async def _run_agent(config: Any, join: str | None, *, rotate_key: bool = False)
             )
             hub_url = state["hub"]
             _LOGGER.info("this host is node %s of hub %s", state["node_id"], hub_url)
+            if enrol_only:
+                print(f"Enrolled: this host is node {state['node_id']} of {hub_url}.", flush=True)
+                return 0
         elif join:
             _LOGGER.info("already enrolled as node %s; ignoring --join", state["node_id"])
+        if enrol_only and state.get("node_id"):
+            print(f"Already enrolled: this host is node {state['node_id']}.", flush=True)
+            return 0
         if state.get("hub") != hub_url:
             # Remembered only once the hub there proves it is this agent's hub (WebSocketUplink -> hub_proven).
             _LOGGER.info("trying hub URL %s (agent.json keeps %s until the hub there proves its identity)", hub_url, state.get("hub"))
@@ -263,8 +269,22 @@ async def _run_agent(config: Any, join: str | None, *, rotate_key: bool = False)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         _LOGGER.info("agent for node %s reporting to %s every %g s", rt.node_id, hub_url, config.settings.interval)
-        uplink = WebSocketUplink(hub_url, ssl_context=ssl_context, hub_id=state.get("hub_id", ""), hub_key=state.get("hub_key", ""))
-        await rt.run(uplink, stop)
+        from roost.agent import update as self_update
+        from roost.core import sdnotify
+
+        # The hub hears of a rollback through the self_update integration's facts.
+        await self_update.report_rollback(rt)
+        pending = self_update.pending_for(config.data_dir)
+        health = asyncio.create_task(self_update.watch_health(rt, pending, stop)) if pending else None
+        sdnotify.notify(f"READY=1\nSTATUS=node {rt.node_id} reporting to {hub_url}")
+        pinger = asyncio.create_task(sdnotify.watchdog(), name="roost-watchdog")
+        try:
+            uplink = WebSocketUplink(hub_url, ssl_context=ssl_context, hub_id=state.get("hub_id", ""), hub_key=state.get("hub_key", ""))
+            await rt.run(uplink, stop)
+        finally:
+            pinger.cancel()
+        if health is not None and not await health:
+            return EXIT_FAILURE
     finally:
         await rt.stop()
     return 0
@@ -462,6 +482,15 @@ async def _join_token(store: Any, config: Any, args: argparse.Namespace) -> int:
         print(token)
         print(f"# valid for {args.expires}, {args.uses} use(s). On the new host run:", file=sys.stderr)
         print(f"roost agent --hub {hub_url} --join {token}", file=sys.stderr)
+        from .hub.downloads import install_info
+
+        info = install_info(config, tls, token, hub_url=hub_url)
+        if info["releases"]:
+            print(f"# or, to install {', '.join(info['releases'])} from this hub as a systemd service (as root or with sudo):", file=sys.stderr)
+            print(info["install_command"], file=sys.stderr)
+        else:
+            print("# (no signed release on this hub yet for the one-line install: see `roost release add`, docs/install.md)", file=sys.stderr)
+        print("# or in Docker Compose:\n" + info["compose"], file=sys.stderr, end="")
     elif args.action == "list":
         import time
 
@@ -846,7 +875,7 @@ def _printable(text: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="roost", description="Roost: a local-first hub and node agent for homelabs.")
     parser.add_argument("--version", action="version", version=f"roost {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{hub,agent,join-token,nodes,users,api-token,audit,operator,sign,mcp,new-integration}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{hub,agent,join-token,nodes,users,api-token,audit,operator,sign,mcp,new-integration,release,update}")
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--config", type=Path, help="TOML config file (optional; defaults work without one)")
@@ -864,6 +893,7 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--join", metavar="TOKEN", help="join token for the first start (from `roost join-token create` on the hub)")
     agent.add_argument("--name", help="display name for this node (default: its hostname)")
     agent.add_argument("--rotate-key", action="store_true", help="replace this node's identity key with a new one at the next connection")
+    agent.add_argument("--enrol-only", action="store_true", help="enrol with --join and exit (the install script does this before starting the service)")
     agent.set_defaults(func=cmd_agent)
 
     tokens = sub.add_parser("join-token", help="create, list or revoke join tokens (run on the hub host)")
@@ -978,6 +1008,10 @@ def build_parser() -> argparse.ArgumentParser:
     new = sub.add_parser("new-integration", help="scaffold a new integration (a folder or a publishable package) with a passing test")
     scaffold.add_arguments(new)
     new.set_defaults(func=scaffold.run)
+
+    from .release_cli import add_release_parser
+
+    add_release_parser(sub, common)
     return parser
 
 

@@ -570,8 +570,11 @@ class IntegrationManager:
     def _hub_half(module: ModuleType) -> ModuleType:
         """The module whose hooks the hub registers: the folder's hub.py when it has one, else the package itself."""
         name = f"{module.__name__}.{HUB_MODULE}"
-        locations = getattr(module, "__path__", None) or []
-        if not any((Path(folder) / f"{HUB_MODULE}.py").is_file() or (Path(folder) / HUB_MODULE / "__init__.py").is_file() for folder in locations):
+        if not getattr(module, "__path__", None):
+            return module  # a single-module integration has no halves
+        # Asked of the import system, not of the folder: in the one-file executable the
+        # modules live in its archive and no hub.py is on disk (only data files are).
+        if importlib.util.find_spec(name) is None:
             return module
         return importlib.import_module(name)
 

@@ -27,6 +27,9 @@ def setup(app: Any) -> None:
     auth_views.setup(app)
     pairing_views.setup(app)
     jobs_views.setup(app)
+    from . import updates_views
+
+    updates_views.setup(app)
 
 
 __all__ = ["setup"]

@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
 SETUPTOOLS = PYPROJECT["tool"]["setuptools"]
 # Top-level source folder -> the import package it becomes.
-TREES = {"core": "roost.core", "agent": "roost.agent", "integrations": "roost.integrations", "frontend": "roost.frontend", "testing": "roost.testing"}
+TREES = {"core": "roost.core", "agent": "roost.agent", "integrations": "roost.integrations", "frontend": "roost.frontend", "testing": "roost.testing", "deploy": "roost.deploy"}
 # Folders whose files are data the code reads at run time, shipped whatever their names.
 DATA_DIRS = {"templates", "static"}
 PIP_TIMEOUT = 120

@@ -201,6 +201,9 @@ def create_app(config: HubConfig, *, store: Store | None = None, tls: HubTLS | N
     mqtt.setup(app)
     mcp_http.setup(app)
     wake.setup(app)
+    from . import downloads
+
+    downloads.setup(app)
     if setup_frontend is None:
         _LOGGER.warning("dashboard not available: roost.frontend has no setup()")
     else:

@@ -78,8 +78,11 @@ async def create_token(request: web.Request) -> web.Response:
         grants=body["grants"],
         actor=actor_of(request),
     )
+    from .downloads import install_info
+
     hub_url = hub.config.url()
-    return web.json_response({"token": token, "command": agent_command(hub_url, token), **token_view(record, time.time())}, status=201)
+    answer = {"token": token, "command": agent_command(hub_url, token), **install_info(hub.config, hub.tls, token)}
+    return web.json_response({**answer, **token_view(record, time.time())}, status=201)
 
 
 @requires(ROLE_ADMIN)

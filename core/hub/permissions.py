@@ -87,6 +87,8 @@ PERMISSIONS: dict[str, Permission] = {
     "join_tokens.manage": Permission(
         ROLE_ADMIN, "creating and revoking join tokens", api=("POST /api/v1/join-tokens", "DELETE /api/v1/join-tokens/{token_id}")
     ),
+    "updates.view": Permission(ROLE_VIEWER, "seeing node versions against the newest release", pages=("/updates",), api=("GET /api/v1/updates",)),
+    "updates.run": Permission(ROLE_OPERATOR, "starting agent updates", api=("POST /api/v1/updates",)),
     "grants.change": Permission(ROLE_ADMIN, "changing what a node is granted", api=("PUT /api/v1/nodes/{node_id}/grants",)),
     "nodes.revoke": Permission(ROLE_ADMIN, "revoking nodes", api=("POST /api/v1/nodes/{node_id}/revoke",)),
     "push_tokens.manage": Permission(

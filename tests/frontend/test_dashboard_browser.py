@@ -142,7 +142,7 @@ def test_unknown_node_gives_a_404_page(tab):
     assert not [e for e in tab.errors if "404" not in e], tab.errors
 
 
-@pytest.mark.parametrize("path", ["/", "/nodes/{node}", "/integrations"])
+@pytest.mark.parametrize("path", ["/", "/nodes/{node}", "/integrations", "/updates"])
 def test_phone_width_has_no_horizontal_scroll(new_tab, live_hub, path):
     tab = new_tab(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
     tab.goto(path.format(node=live_hub.node_id))

@@ -440,6 +440,10 @@ def test_join_tokens_are_made_shown_once_copied_and_revoked(open_tab, trust_hub)
     token = shown.locator('[data-testid="token-value"]').inner_text()
     assert re.fullmatch(r"rjt_[0-9a-f]{8}_\S+", token), token
     assert command == f"roost agent --hub {trust_hub.base_url} --join {token}"
+    # No signed release on this hub: no install line, a hint how to get one; the Compose service is there.
+    assert not shown.locator('[data-testid="install-line"]').is_visible()
+    assert shown.locator('[data-testid="install-missing"]').is_visible()
+    assert f'"--join", "{token}"' in shown.locator('[data-testid="token-compose"]').text_content()
     token_id = token.split("_")[1]
     row = tab.page.locator(f'tr[data-token-id="{token_id}"]')
     row.wait_for()

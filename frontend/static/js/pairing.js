@@ -446,6 +446,11 @@
         .then(function (answer) {
           var box = document.getElementById("new-token");
           document.getElementById("new-token-command").textContent = String(answer.command || "");
+          var hasRelease = Array.isArray(answer.releases) && answer.releases.length > 0;
+          document.getElementById("new-token-install").textContent = hasRelease ? String(answer.install_command || "") : "";
+          box.querySelector(".install-line").hidden = !hasRelease;
+          box.querySelector(".install-missing").hidden = hasRelease;
+          document.getElementById("new-token-compose").textContent = String(answer.compose || "");
           document.getElementById("new-token-value").textContent = String(answer.token || "");
           box.querySelector(".copy-status").textContent = "";
           box.hidden = false;

@@ -273,3 +273,25 @@ async def test_the_hub_refuses_an_agent_hook_in_hub_py_and_async_declarations(hu
     assert state["async_pages"]["state"] == STATE_SETUP_ERROR
     assert "roost_hub_pages must be a plain function" in state["async_pages"]["reason"]
     assert state["hub_demo"]["state"] == STATE_LOADED
+
+
+def test_a_hub_half_is_found_where_no_hub_py_is_on_disk(tmp_path, monkeypatch) -> None:
+    """As in the one-file executable, whose modules live in its archive: the hub half is asked of the import system."""
+    import zipfile
+
+    archive = tmp_path / "modules.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("roost_zipped_half/__init__.py", "")
+        zf.writestr("roost_zipped_half/hub.py", "HALF = True\n")
+        zf.writestr("roost_zipped_whole/__init__.py", "")
+    monkeypatch.syspath_prepend(str(archive))
+    import importlib
+
+    try:
+        half = IntegrationManager._hub_half(importlib.import_module("roost_zipped_half"))
+        whole = importlib.import_module("roost_zipped_whole")
+        assert half.__name__ == "roost_zipped_half.hub" and half.HALF
+        assert IntegrationManager._hub_half(whole) is whole  # no hub module: the package itself
+    finally:
+        for name in [m for m in sys.modules if m.startswith(("roost_zipped_half", "roost_zipped_whole"))]:
+            del sys.modules[name]
