@@ -35,6 +35,7 @@ KNOWN: dict[str, str] = {
     "services.manage": "start, stop and restart systemd services",
     "network.wol.send": "send Wake-on-LAN packets",
     "agent.update": "update the agent to a newer release signed with the operator key",
+    "agent.update.read": "read the agent's self-update state: whether its last update was rolled back, and why",
 }
 
 

@@ -13,7 +13,7 @@ from roost.core import sdnotify
 from roost.core.const import __version__
 from roost.core.release import NAME_RE, releases_dir, stored_release, stored_releases
 
-from .app import HUB_KEY
+from .state import HUB_KEY
 from .auth import ROLE_OPERATOR, ROLE_VIEWER, actor_of, add_public_path, requires
 
 _LOGGER = logging.getLogger(__name__)

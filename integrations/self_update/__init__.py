@@ -11,7 +11,7 @@ from roost.core import hookimpl
 from roost.core.actions import ActionContext, ActionError, ActionSpec
 from roost.core.integration import IntegrationContext, NotAvailable
 
-from .const import ACTION_TIMEOUT_SECONDS, ACTION_UPDATE, CAP_AGENT_UPDATE, READS, RESTART_DELAY_SECONDS
+from .const import ACTION_TIMEOUT_SECONDS, ACTION_UPDATE, CAP_AGENT_UPDATE, CAP_AGENT_UPDATE_READ, READS, RESTART_DELAY_SECONDS
 
 
 @hookimpl
@@ -33,7 +33,7 @@ def roost_collect(ctx: IntegrationContext) -> dict[str, Any]:
 
 @hookimpl
 def roost_capabilities(ctx: IntegrationContext) -> list[str]:
-    return [CAP_AGENT_UPDATE]
+    return [CAP_AGENT_UPDATE, CAP_AGENT_UPDATE_READ]
 
 
 @hookimpl
