@@ -40,12 +40,23 @@ async def wait_until(predicate, timeout=15.0):
     raise AssertionError("condition not met in time")
 
 
-async def test_backlog_from_a_hub_outage_arrives_complete_and_in_order(tmp_path):
+async def started_hub(tmp_path):
+    """A real hub app on a free loopback port with its data in tmp_path; (port, config, server, hub)."""
     port = free_port()
     config = load_hub_config(None, overrides={"hub": {"data_dir": str(tmp_path / "hub")}, "agent": {"enabled": False}})
     server = TestServer(create_app(config), host="127.0.0.1", port=port)
     await server.start_server()
-    hub = server.app[HUB_KEY]
+    return port, config, server, server.app[HUB_KEY]
+
+
+def ticking_agent(agent_dir):
+    """An agent runtime whose only integration is the test's ticker, collecting every 0.1 s."""
+    make_ticker(agent_dir)
+    return AgentRuntime(data_dir=agent_dir, settings=AgentSettings(interval=0.1, heartbeat=1), integrations_config={"linux_host": {"enabled": False}}, entry_points=False)
+
+
+async def test_backlog_from_a_hub_outage_arrives_complete_and_in_order(tmp_path):
+    port, config, server, hub = await started_hub(tmp_path)
 
     agent_dir = tmp_path / "agent"
     make_ticker(agent_dir)
@@ -88,14 +99,9 @@ async def test_backlog_from_a_hub_outage_arrives_complete_and_in_order(tmp_path)
 
 
 async def test_agent_with_a_revoked_key_keeps_spooling_and_says_why(tmp_path, caplog):
-    port = free_port()
-    config = load_hub_config(None, overrides={"hub": {"data_dir": str(tmp_path / "hub")}, "agent": {"enabled": False}})
-    server = TestServer(create_app(config), host="127.0.0.1", port=port)
-    await server.start_server()
-    hub = server.app[HUB_KEY]
+    port, config, server, hub = await started_hub(tmp_path)
     agent_dir = tmp_path / "agent"
-    make_ticker(agent_dir)
-    rt = AgentRuntime(data_dir=agent_dir, settings=AgentSettings(interval=0.1, heartbeat=1), integrations_config={"linux_host": {"enabled": False}}, entry_points=False)
+    rt = ticking_agent(agent_dir)
     node = await hub.add_node(public_key=rt.identity.public_key, hostname="t", name="t", facts={})
     await hub.revoke_node(node.node_id)
     rt.node_id = node.node_id
@@ -119,11 +125,7 @@ async def _true(value: bool) -> bool:
 
 
 async def test_the_agent_rotates_its_key_over_its_connection(tmp_path):
-    port = free_port()
-    config = load_hub_config(None, overrides={"hub": {"data_dir": str(tmp_path / "hub")}, "agent": {"enabled": False}})
-    server = TestServer(create_app(config), host="127.0.0.1", port=port)
-    await server.start_server()
-    hub = server.app[HUB_KEY]
+    port, config, server, hub = await started_hub(tmp_path)
     agent_dir = tmp_path / "agent"
     make_ticker(agent_dir)
     settings = AgentSettings(interval=0.1, heartbeat=1)
@@ -168,14 +170,9 @@ async def test_an_agent_enrolled_before_hub_keys_pins_the_key_of_its_first_prove
     from roost.agent.runtime import load_state, save_state
     from roost.core.identity import Identity
 
-    port = free_port()
-    config = load_hub_config(None, overrides={"hub": {"data_dir": str(tmp_path / "hub")}, "agent": {"enabled": False}})
-    server = TestServer(create_app(config), host="127.0.0.1", port=port)
-    await server.start_server()
-    hub = server.app[HUB_KEY]
+    port, config, server, hub = await started_hub(tmp_path)
     agent_dir = tmp_path / "agent"
-    make_ticker(agent_dir)
-    rt = AgentRuntime(data_dir=agent_dir, settings=AgentSettings(interval=0.1, heartbeat=1), integrations_config={"linux_host": {"enabled": False}}, entry_points=False)
+    rt = ticking_agent(agent_dir)
     node = await hub.add_node(public_key=rt.identity.public_key, hostname="t", name="t", facts={})
     rt.node_id = node.node_id
     url = f"http://127.0.0.1:{port}"
