@@ -340,12 +340,29 @@ class NotificationReceiver(_Extension):
 
 
 @dataclass(frozen=True)
+class AlertFinding:
+    """One thing a rule kind found wrong on one node; each (rule, node, labels) is one alert instance.
+
+    ``labels`` tell instances of one rule on one node apart (``{"mountpoint": "/"}``,
+    ``{"device": "wwn-0x5000c500a1b2c3d4"}``); ``severity`` is ``"warning"`` or
+    ``"critical"`` (None: the rule's own); ``value`` is the figure judged, if any.
+    """
+
+    summary: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    severity: str | None = None
+    value: float | None = None
+
+
+@dataclass(frozen=True)
 class AlertRuleKind(_Extension):
     """A kind of alert rule (a threshold on a series, a node going offline).
 
     ``schema`` validates one rule's settings; ``handler(settings, node)``
-    evaluates it for one node (``NodeReader.get`` shape) and returns ``None``
-    when all is well or a one-sentence description of what is wrong.
+    (sync or async) evaluates it for one node, given read-only in the
+    ``NodeReader.get`` shape, and returns ``None`` when all is well, a
+    one-sentence description of what is wrong, an ``AlertFinding`` or an
+    iterable of them (one per thing wrong: a filesystem, a device).
     """
 
 
@@ -376,6 +393,7 @@ EXTENSION_KINDS: dict[str, type[_Extension]] = {
 
 __all__ = [
     "API_PREFIX",
+    "AlertFinding",
     "AlertRuleKind",
     "ApiRoute",
     "AuditWriter",
