@@ -344,9 +344,10 @@ class Notifier:
         return getattr(self.hub, "alerts", None)
 
     def _node_labels(self, node_id: str) -> dict[str, str]:
-        node = self.hub.node(node_id) if node_id else None
-        labels = getattr(node, "labels", None)
-        return dict(labels) if isinstance(labels, Mapping) else {}
+        source = self._events_source()
+        if source is None or not node_id or not hasattr(source, "node_labels"):
+            return {}
+        return dict(source.node_labels(node_id))
 
     async def _consume(self) -> None:
         source = self._events_source()
