@@ -64,6 +64,8 @@ MIN_ATTEMPTS_BEFORE_DEAD = 3
 DELIVERY_TIMEOUT = 30.0
 KEEP_DELIVERED = 7 * 86400.0
 PRUNE_EVERY = 3600.0
+# How long a stopping hub waits for a pass in progress (a delivery has DELIVERY_TIMEOUT) before cutting it.
+STOP_GRACE = 5.0
 EVENT_BATCH = 500
 # How long the worker sleeps at most between looks at the clock (an injected clock may jump).
 IDLE_WAKE = 1.0
@@ -238,11 +240,17 @@ class Notifier:
             self._task = asyncio.create_task(self._run(), name="roost-notifications")
 
     async def stop(self) -> None:
+        """Let the worker finish its pass (a store transaction cut by a cancellation would stay open), then end it."""
         self.started = False
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._wake.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout=STOP_GRACE)
+        except (asyncio.TimeoutError, asyncio.CancelledError):
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     def wake(self) -> None:
         """Look at events, groups and the outbox now (a new alert event, a queued message, a moved clock)."""
@@ -250,7 +258,7 @@ class Notifier:
 
     async def _run(self) -> None:
         pruned = 0.0
-        while True:
+        while self.started:
             delay = IDLE_WAKE
             try:
                 if time.monotonic() - pruned > PRUNE_EVERY:
@@ -263,6 +271,8 @@ class Notifier:
                 raise
             except Exception:
                 _LOGGER.exception("notifications: a pass over events and the outbox failed; trying again")
+            if not self.started:
+                return
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=delay)
             self._wake.clear()
@@ -399,8 +409,10 @@ class Notifier:
             elif not route_matches(route, {**event, "labels": labels}, node_labels):
                 continue
             if state is None:
-                state = {"labels": group_labels, "alerts": {}, "created_at": now, "last_flush_at": None, "repeats": 0}
-                due = now + route["group_wait"]
+                # group_wait counts from when the alert fired, not from when this pass read it.
+                began = min(now, float(event.get("created_at") or now))
+                state = {"labels": group_labels, "alerts": {}, "created_at": began, "last_flush_at": None, "repeats": 0}
+                due = began + route["group_wait"]
             else:
                 state = json.loads(json.dumps(state))
             alert = state["alerts"].get(alert_id) or {"notified": None}
