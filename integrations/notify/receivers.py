@@ -189,6 +189,8 @@ def _send_email(settings: dict[str, Any], message: dict[str, Any]) -> None:
         kwargs["context"] = context
     client = cls(**kwargs)
     client.allow_private = bool(settings.get("allow_private", False))
+    # The name TLS checks the certificate against; smtplib sets it only when __init__ connects.
+    client._host = settings["host"]
     try:
         client.connect(settings["host"], settings["port"])
         client.ehlo()
