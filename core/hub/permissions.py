@@ -134,6 +134,9 @@ PERMISSIONS: dict[str, Permission] = {
         pages=("/notifications",),
         api=("GET /api/v1/alerts/receivers", "GET /api/v1/alerts/receivers/{receiver}", "GET /api/v1/alerts/outbox"),
     ),
+    "notifications.send": Permission(
+        ROLE_OPERATOR, "sending a one-off message to the notification receivers", api=("POST /api/v1/alerts/notifications",)
+    ),
     "notifications.manage": Permission(
         ROLE_ADMIN,
         "creating, changing, testing and deleting notification receivers and retrying dead notifications",
