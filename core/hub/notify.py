@@ -588,7 +588,7 @@ class Notifier:
                 given.pop(key, None)
             elif is_sealed(given.get(key)):
                 raise NotifyError(f"settings.{key}: give the secret itself (it is stored encrypted)")
-        plain_for_check = {**given, **{k: "x" * 16 for k in kept}}
+        plain_for_check = {**given, **{k: self.box.open(v) for k, v in kept.items()}}
         try:
             checked = kind.schema(plain_for_check)
         except vol.Invalid as err:

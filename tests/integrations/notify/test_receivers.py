@@ -210,3 +210,30 @@ async def test_alertmanager_receives_roosts_alerts_and_delivers_them_to_a_webhoo
 
 async def _status(hook, status) -> bool:
     return any(p.get("status") == status for p in hook.payloads())
+
+
+# ------------------------------------------------------------------ Apprise (optional extra)
+
+
+async def test_apprise_url_delivers_through_real_apprise_and_its_url_is_a_secret(client):
+    pytest.importorskip("apprise")
+    from support import free_port as port_for
+
+    hook = await WebhookReceiver(port_for()).start()
+    try:
+        url = f"json://127.0.0.1:{hook.port}/hook?token=not-for-your-eyes"
+        resp = await client.post("/api/v1/alerts/receivers", json={"name": "ntfy-ish", "kind": "apprise.url", "settings": {"url": url}})
+        assert resp.status == 201, await resp.text()
+        assert "not-for-your-eyes" not in await (await client.get("/api/v1/alerts/receivers")).text()
+        outcome = await (await client.post("/api/v1/alerts/receivers/ntfy-ish/test")).json()
+        assert outcome["ok"] is False and "loopback address" in outcome["error"] and hook.received == []
+        assert (await client.patch("/api/v1/alerts/receivers/ntfy-ish", json={"allow_private": True})).status == 200
+        hub = client.server.app[HUB_KEY]
+        await hub.notifications.send(title="Backup failed", body="borg exit 2", severity="critical", receivers=["ntfy-ish"])
+        await until(lambda: _count(hook.received, 1), 30, "Apprise's JSON post")
+        [payload] = hook.payloads()
+        assert payload["title"] == "Backup failed" and payload["message"].startswith("borg exit 2") and payload["type"] == "failure"
+        bad = await client.post("/api/v1/alerts/receivers", json={"name": "bad", "kind": "apprise.url", "settings": {"url": "nonsense://x"}})
+        assert bad.status == 400 and "Apprise does not understand this URL" in (await bad.json())["error"]
+    finally:
+        await hook.stop()
