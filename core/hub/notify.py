@@ -284,7 +284,8 @@ class Notifier:
             await self._flush_due()
             await self._deliver_due()
             flushes = [due for _, due in self.groups.values() if due is not None]
-            outbox = await self.hub.store.outbox_next_due()
+            # A disabled receiver's rows wait until it is enabled again; they are not due meanwhile.
+            outbox = await self.hub.store.outbox_next_due(skip=[n for n, r in self.receivers.items() if not r["enabled"]])
             candidates = [t for t in (*flushes, outbox) if t is not None]
             return min(candidates) if candidates else None
 
@@ -583,7 +584,7 @@ class Notifier:
                 raise NotifyError(f"settings.{key} is set by the hub; use the receiver's own field instead")
         kept: dict[str, str] = {}
         for key in secrets:
-            if given.get(key) in (None, "") and previous and key in previous:
+            if given.get(key) in (None, "") and previous and is_sealed(previous.get(key)):
                 kept[key] = previous[key]
                 given.pop(key, None)
             elif is_sealed(given.get(key)):

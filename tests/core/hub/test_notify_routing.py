@@ -221,3 +221,15 @@ async def test_a_notification_failing_for_a_day_is_dead_lettered_and_an_admin_ca
     await at(hub, clock, clock.now + 1)
     assert [p["title"] for p in webhook.payloads()] == ["one"]
     assert (await client.post("/api/v1/alerts/outbox/999999/retry")).status == 404
+
+
+async def test_a_disabled_receiver_keeps_its_queue_until_it_is_enabled_again(rig, webhook):
+    client, hub, clock = rig
+    await add_receiver(client, "hook", webhook.url)
+    assert (await client.patch("/api/v1/alerts/receivers/hook", json={"enabled": False})).status == 200
+    await hub.notifications.send(title="while disabled", body="", receivers=["hook"])
+    assert await hub.notifications.step() is None, "nothing is due for a disabled receiver (the worker sleeps, it does not spin)"
+    assert webhook.received == []
+    assert (await client.patch("/api/v1/alerts/receivers/hook", json={"enabled": True})).status == 200
+    await at(hub, clock, clock.now)
+    assert [p["title"] for p in webhook.payloads()] == ["while disabled"]
