@@ -3,48 +3,17 @@ and sends none twice, and a real agent whose node goes silent gives exactly one 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
-import threading
 import time
 from pathlib import Path
 
 import pytest
 from support import wait_for
-from support_notify import WebhookReceiver
+from support_notify import ThreadedWebhook
 from support_procs import HubProc, Proc
 
 pytestmark = pytest.mark.e2e
-
-
-class ThreadedWebhook:
-    """The aiohttp webhook receiver on its own event loop in a thread, for tests that drive real processes synchronously."""
-
-    def __init__(self, port: int) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.receiver = asyncio.run_coroutine_threadsafe(WebhookReceiver(port).start(), self.loop).result(10)
-
-    @property
-    def url(self) -> str:
-        return self.receiver.url
-
-    def set_status(self, status: int) -> None:
-        self.loop.call_soon_threadsafe(setattr, self.receiver, "status", status)
-
-    def payloads(self) -> list[dict]:
-        return asyncio.run_coroutine_threadsafe(_copy(self.receiver), self.loop).result(10)
-
-    def close(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.receiver.stop(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-
-
-async def _copy(receiver: WebhookReceiver) -> list[dict]:
-    return [{**r["json"], "_id": r["headers"].get("X-Roost-Notification-Id", "")} for r in receiver.received]
 
 
 @pytest.fixture
