@@ -18,8 +18,11 @@ import voluptuous as vol
 from roost.core import hookimpl
 from roost.core.hub import outbound
 from roost.core.hub_integration import HubContext, NotificationReceiver
+from roost.core.reads import Reads
 
 KIND = "apprise.url"
+# A hub-only integration: it reports nothing.
+READS = Reads()
 DEFAULT_PORTS = {"https": 443, "http": 80}
 
 
