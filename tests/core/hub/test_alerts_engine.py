@@ -337,3 +337,18 @@ async def test_raise_and_resolve_alert_for_automations(setup):
     assert await hub.alerts.resolve_alert("automation:a1", agent.node_id, "Backup failed", {"job": "nightly"})
     assert not await hub.alerts.resolve_alert("automation:a1", agent.node_id, "Backup failed", {"job": "nightly"})
     assert [e["status"] for e in await hub.alerts.events_after(0)] == ["firing", "resolved"]
+
+
+async def test_history_is_bounded_by_retention_and_live_alerts_stay(setup):
+    client, agent, _ = setup
+    hub = client.app[HUB_KEY]
+    old = await hub.alerts.raise_alert(source="test", node_id=agent.node_id, name="Old", summary="long ago", severity="warning")
+    await hub.alerts.resolve_alert("test", agent.node_id, "Old")
+    live = await hub.alerts.raise_alert(source="test", node_id=agent.node_id, name="Live", summary="now", severity="critical")
+    assert {i["id"] for i in await hub.alerts.history()} == {old["id"], live["id"]}
+    later = time.time() + hub.config.alerts_retention + 60
+    assert await hub.alerts.prune(later) == 1
+    assert {i["id"] for i in await hub.alerts.history()} == {live["id"]}
+    # The newest event is kept whatever its age, so a reader's cursor stays meaningful.
+    events = await hub.alerts.events_after(0)
+    assert [e["status"] for e in events] == ["firing"] and events[0]["instance_id"] == live["id"]
