@@ -33,6 +33,7 @@ class Collector:
         self._smart_thread: threading.Thread | None = None
         self._baselines = self._load_baselines()
         self.smart_runs = 0
+        self._commands: dict[str, tuple[float, Any]] = {}  # zpool / lvs results and when they were taken
 
     # ------------------------------------------------------------ SMART
 
@@ -140,6 +141,15 @@ class Collector:
 
     # ------------------------------------------------------------ each cycle
 
+    def _cached(self, name: str, now: float, run: Any) -> Any:
+        """zpool and lvs at most once per command_interval; the cycles between reuse the result."""
+        taken = self._commands.get(name)
+        if taken is not None and now - taken[0] < float(self.config["command_interval"]):
+            return taken[1]
+        result = run()
+        self._commands[name] = (now, result)
+        return result
+
     def targets(self, manifest: Mapping[str, Any]) -> list[dict[str, Any]]:
         targets = list(manifest.get("targets") or [])
         if not targets:
@@ -174,7 +184,7 @@ class Collector:
                     metrics[f"smart_available_spare_percent[{key}]"] = float(nvme["available_spare"])
         timeout = float(self.config["command_timeout"])
         if self.config["zfs"]:
-            pools = zfs.collect(self.config["zpool"], Path(self.config["zfs_kstat"]), timeout)
+            pools = self._cached("zfs", now, lambda: zfs.collect(self.config["zpool"], Path(self.config["zfs_kstat"]), timeout))
             if pools is not None:
                 state["zfs"] = pools
                 for pool in pools.get("pools", []):
@@ -203,7 +213,7 @@ class Collector:
                     errors = sum(sum((d.get("errors") or {}).values()) for d in fs["devices"])
                     metrics[f"btrfs_device_errors[{fs['label'] or fs['uuid']}]"] = float(errors)
         if self.config["lvm"]:
-            thin = lvm.collect(self.config["lvs"], timeout)
+            thin = self._cached("lvm", now, lambda: lvm.collect(self.config["lvs"], timeout))
             if thin is not None and (thin.get("thin_pools") or thin.get("error")):
                 state["lvm"] = thin
                 for pool in thin.get("thin_pools", []):

@@ -49,10 +49,28 @@ def _durable_id(value: Any) -> str:
     return value.strip()
 
 
-def _mountpoint(value: Any) -> str:
+def _mountpoint(value: Any) -> str | None:
+    if value is None:
+        return None
     if not isinstance(value, str) or not value.startswith("/") or len(value) > 4096 or "\0" in value:
         raise vol.Invalid("expected an absolute mount point such as /mnt/backup")
     return os.path.normpath(value)
+
+
+def _optional(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda value: None if value is None else check(value)
+
+
+def _bytes(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise vol.Invalid("expected a whole number of bytes, 0 or more")
+    return value
+
+
+def _fingerprint(value: Any) -> str:
+    if not isinstance(value, str) or not re.match(r"^[0-9a-fA-F:]{32,128}$", value):
+        raise vol.Invalid("fingerprint must be the PBS certificate's SHA-256 in hex, with or without colons")
+    return value
 
 
 TARGET_SCHEMA = vol.Schema(
@@ -63,9 +81,9 @@ TARGET_SCHEMA = vol.Schema(
         vol.Required("durable_id"): _durable_id,
         vol.Optional("class", default="slow"): vol.In(CLASSES, msg="class must be fast or slow"),
         vol.Optional("role", default="primary"): vol.In(ROLES, msg=f"role must be one of {', '.join(ROLES)}"),
-        vol.Optional("mountpoint"): vol.Any(None, _mountpoint),
-        vol.Optional("min_free_bytes"): vol.Any(None, vol.All(int, vol.Range(min=0))),
-        vol.Optional("fingerprint"): vol.Any(None, vol.All(str, vol.Match(r"^[0-9a-fA-F:]{32,128}$", msg="fingerprint must be the PBS certificate's SHA-256, hex with colons"))),
+        vol.Optional("mountpoint"): _mountpoint,
+        vol.Optional("min_free_bytes"): _optional(_bytes),
+        vol.Optional("fingerprint"): _optional(_fingerprint),
         vol.Optional("state", default="attached"): vol.In(STATES, msg=f"state must be one of {', '.join(STATES)}"),
     }
 )
