@@ -95,11 +95,6 @@ async def test_manifest_refusals_say_why_and_change_nothing(setup):
     assert resp.status == 401
 
 
-async def _alerts(client, token, kind):
-    body = await (await client.get("/api/v1/alerts", headers=auth(token))).json()
-    return [a for a in body.get("alerts", body.get("instances", [])) if a.get("kind") == kind and a.get("state") == "firing"]
-
-
 async def test_a_grown_counter_fires_until_acknowledged_and_again_when_it_changes(setup):
     client, agent, tokens = setup
     hub = client.app[HUB_KEY]
