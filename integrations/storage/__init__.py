@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import voluptuous as vol
 
 from roost.core import hookimpl
 from roost.core.actions import ActionSpec
+from roost.core.config import duration
 from roost.core.integration import IntegrationContext
 
 from .actions import action_specs
@@ -19,12 +21,13 @@ __all__ = ["CONFIG_SCHEMA", "READS", "SETTINGS_SCHEMA"]
 
 
 def _seconds(low: float, high: float) -> Any:
-    def check(value: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-            raise vol.Invalid(f"expected a number of seconds from {low:g} to {high:g}")
-        return float(value)
+    return duration(low, high)
 
-    return check
+
+def _roots(value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.startswith("/") and v != "/" for v in value):
+        raise vol.Invalid('expected a list of absolute directories other than /, such as ["/mnt", "/media"]')
+    return [os.path.normpath(v) for v in value]
 
 
 def _path(value: Any) -> str:
@@ -42,6 +45,8 @@ CONFIG_SCHEMA = vol.Schema(
         vol.Optional("lvm", default=True): bool,
         # Watch /proc/self/mountinfo so a listed target that goes is reported at once, not at the next cycle.
         vol.Optional("watch", default=True): bool,
+        # Where storage.mount may mount a listed USB drive; a manifest naming another place is refused here.
+        vol.Optional("mount_roots", default=lambda: ["/mnt", "/media"]): _roots,
         vol.Optional("smart_interval", default=DEFAULT_SMART_INTERVAL): _seconds(60, 7 * 86400),
         vol.Optional("smart_timeout", default=DEFAULT_SMART_TIMEOUT): _seconds(1, 600),
         vol.Optional("command_interval", default=DEFAULT_COMMAND_INTERVAL): _seconds(0, 3600),

@@ -60,6 +60,11 @@ def mount_target(ctx: ActionContext, params: dict[str, Any]) -> dict[str, Any]:
     if not mountpoint:
         raise ActionRefused(f"target {target['id']} has no mount point in the manifest; set one to mount it")
     config = ctx.config
+    mountpoint = os.path.normpath(mountpoint)
+    if not any(mountpoint.startswith(root.rstrip("/") + "/") for root in config["mount_roots"]):
+        raise ActionRefused(f"mount point {mountpoint} is outside this host's mount_roots ({', '.join(config['mount_roots'])}); the host owner sets integrations.storage.mount_roots")
+    if os.path.realpath(mountpoint) != mountpoint:
+        raise ActionRefused(f"mount point {mountpoint} goes through a symbolic link; give its real path in the manifest")
     mounts = parse_mountinfo(Path(config["mountinfo"]).read_text())
     if any(m.mountpoint == mountpoint for m in mounts):
         return {"output": f"{mountpoint} is already mounted", "mounted": False}
