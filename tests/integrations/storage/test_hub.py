@@ -200,3 +200,33 @@ async def test_the_pages_show_every_disk_worst_first_with_reasons(setup):
     assert [r["verdict"] for r in api["rows"]][:2] == ["failing", "failing"]
     detail = await (await client.get(f"{API}/devices/{agent.node_id}/{failing['key']}", headers=auth(tokens["viewer"]))).json()
     assert detail["device"]["verdict"] == "failing" and detail["series"][0]["series"][0]["name"].startswith("storage.smart_temperature_celsius[")
+
+
+async def test_the_hubs_own_host_gets_its_manifest_in_process(aiohttp_client, tmp_path):
+    """The in-process agent takes settings through the same check, and its next report carries the target."""
+    from roost.core.config import load_hub_config
+
+    config = load_hub_config(None, overrides={
+        "hub": {"data_dir": str(tmp_path / "hub"), "discovery": False, "wol_broadcast": "127.0.0.1"},
+        "agent": {"enabled": True, "discovery": False, "interval": 30},
+        "integrations": {"storage": {"smart": False, "lvm": False, "zfs": False}, "docker": {"enabled": False}, "proxmox": {"enabled": False}},
+    })
+    token = await seed_user(config, "admin", "admin")
+    client = await aiohttp_client(create_app(config), headers=auth(token))
+    hub = client.app[HUB_KEY]
+
+    async def local_storage():
+        detail = await hub.node_detail(hub.local_node_id) if hub.local_node_id else None
+        return ((detail or {}).get("state") or {}).get("storage")
+
+    await until(local_storage, 30, "the in-process agent's first storage report")
+    manifest = {"targets": [{"id": "gone", "type": "usb", "durable_id": "LABEL=roost-never-here"}]}
+    resp = await client.put(f"{API}/manifests/{hub.local_node_id}", json=manifest)
+    assert resp.status == 200, await resp.text()
+
+    async def reported():
+        state = await local_storage()
+        return [t["status"] for t in (state or {}).get("targets", [])] == ["missing"]
+
+    # The interval is 30 s: the new settings start a cycle at once.
+    await until(reported, 10, "the in-process agent to report the new target")
