@@ -136,19 +136,35 @@ def parse_mountinfo(text: str) -> list[Mount]:
 
 
 class BlockIds:
-    """Filesystem UUID and label of block devices, from ``blkid -p`` (which reads the device itself, so it works without udev), cached per device."""
+    """Filesystem UUID and label of block devices, from ``blkid -p`` (which reads the device itself, so it works without udev), cached per device.
 
-    def __init__(self, blkid: str = "blkid") -> None:
+    The cache key holds the device number, its size and the kernel's
+    ``diskseq`` (a number every newly attached medium gets), so another
+    drive that comes back under the same name and number is probed anew.
+    """
+
+    def __init__(self, blkid: str = "blkid", sys_dev_block: Path = Path("/sys/dev/block")) -> None:
         self.blkid = blkid
-        self._cache: dict[tuple[str, int], dict[str, str]] = {}
+        self.sys_dev_block = sys_dev_block
+        self._cache: dict[tuple[str, int, str], dict[str, str]] = {}
         self._lock = threading.Lock()
+
+    def _identity(self, rdev: int) -> str:
+        node = self.sys_dev_block / f"{os.major(rdev)}:{os.minor(rdev)}"
+        parts = []
+        for name in ("diskseq", "../diskseq", "size"):
+            try:
+                parts.append((node / name).read_text().strip())
+            except OSError:
+                parts.append("")
+        return "/".join(parts)
 
     def of(self, device: str) -> dict[str, str]:
         try:
             st = os.stat(device)
         except OSError:
             return {}
-        key = (device, st.st_rdev)
+        key = (device, st.st_rdev, self._identity(st.st_rdev))
         with self._lock:
             if key in self._cache:
                 return self._cache[key]
@@ -158,18 +174,25 @@ class BlockIds:
         except (OSError, subprocess.TimeoutExpired):
             found = {}
         with self._lock:
+            for old in [k for k in self._cache if k[0] == device]:
+                del self._cache[old]
             self._cache[key] = found
         return found
 
     def forget_missing(self) -> None:
         """Drop devices that are gone or were replaced (a new loop device under an old name)."""
         with self._lock:
-            for device, rdev in list(self._cache):
+            for key in list(self._cache):
+                device, rdev, identity = key
                 try:
-                    if os.stat(device).st_rdev != rdev:
-                        del self._cache[(device, rdev)]
+                    if os.stat(device).st_rdev != rdev or self._identity(rdev) != identity:
+                        del self._cache[key]
                 except OSError:
-                    del self._cache[(device, rdev)]
+                    del self._cache[key]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._cache.clear()
 
 
 def _wanted(durable_id: str) -> tuple[str, str]:
@@ -383,7 +406,9 @@ class MountWatch:
                             self.events += 1
                             relevant = True
                         elif uevents is not None and fd == uevents.fileno():
-                            relevant |= self._block_uevent(uevents)
+                            if self._block_uevent(uevents):
+                                relevant = True
+                                self._block_ids.clear()  # a disk came or went: probe every device anew
                     if not relevant:
                         continue
                     self._block_ids.forget_missing()

@@ -128,3 +128,27 @@ def test_the_watch_ignores_mounts_that_are_not_targets(tmp_path: Path) -> None:
             watch.stop()
     finally:
         disk.detach()
+
+
+def test_a_reformatted_device_under_the_same_name_is_probed_anew(tmp_path: Path) -> None:
+    """Another drive (here: a new filesystem on a new loop attachment) under a name seen before is not taken for the old one."""
+    import subprocess
+
+    disk = LoopDisk(tmp_path, label="roost-first").make()
+    try:
+        ids = BlockIds()
+        device = disk.device
+        assert ids.of(device)["LABEL"] == "roost-first"
+        disk.detach()
+        other = LoopDisk(tmp_path / "other", label="roost-second")
+        other.root.mkdir()
+        other.make()
+        try:
+            if other.device != device:
+                subprocess.run(["losetup", "-d", other.device], check=False)
+                pytest.skip("the loop driver gave the new image another device name")
+            assert ids.of(device)["LABEL"] == "roost-second"
+        finally:
+            other.detach()
+    finally:
+        disk.detach()
