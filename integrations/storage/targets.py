@@ -246,6 +246,32 @@ def _free_bytes(path: str) -> tuple[int, int] | None:
     return st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
 
 
+STATVFS_TIMEOUT = 2.0
+_stuck: dict[str, threading.Thread] = {}
+_stuck_lock = threading.Lock()
+
+
+def bounded_free(path: str, timeout: float = STATVFS_TIMEOUT) -> tuple[int, int] | None | str:
+    """statvfs of a network mount in its own thread, bounded: a hung NFS server blocks that thread, not the cycle.
+
+    Returns the figures, None on an error, or "hung" while a statvfs of that path has not returned
+    (no second one is started for it until it does).
+    """
+    with _stuck_lock:
+        thread = _stuck.get(path)
+        if thread is not None and thread.is_alive():
+            return "hung"
+    result: list[Any] = []
+    thread = threading.Thread(target=lambda: result.append(_free_bytes(path)), name="roost-storage-statvfs", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        with _stuck_lock:
+            _stuck[path] = thread
+        return "hung"
+    return result[0] if result else None
+
+
 def evaluate(
     targets: list[Mapping[str, Any]],
     mounts: list[Mount],
@@ -254,6 +280,7 @@ def evaluate(
     sys_dev_block: Path = Path("/sys/dev/block"),
     probe: Callable[[str, int], float | None] = _probe,
     free: Callable[[str], tuple[int, int] | None] = _free_bytes,
+    network_free: Callable[[str], Any] = bounded_free,
     network: bool = True,
 ) -> list[dict[str, Any]]:
     """Each target's status: present / missing / unmounted / mounted elsewhere / unreachable, with free space and why.
@@ -309,8 +336,11 @@ def evaluate(
                 status["reason"] = f"{host}:{NETWORK_PORTS[target['type']]} does not answer within {PROBE_TIMEOUT:g} s"
         mountpoint = status.get("mountpoint")
         if mountpoint and status["status"] in (PRESENT, ELSEWHERE) and (network or target["type"] in ("local-dir", "usb")):
-            space = free(mountpoint)
-            if space is not None:
+            space = free(mountpoint) if target["type"] in ("local-dir", "usb") else network_free(mountpoint)
+            if space == "hung":
+                status["status"] = UNREACHABLE
+                status["reason"] = f"statvfs of {mountpoint} did not return within {STATVFS_TIMEOUT:g} s (the server does not answer)"
+            elif space is not None:
                 status["free_bytes"], status["size_bytes"] = space
         if target.get("min_free_bytes") is not None:
             status["min_free_bytes"] = target["min_free_bytes"]

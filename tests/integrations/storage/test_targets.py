@@ -65,14 +65,15 @@ def test_evaluate_disk_network_and_states(tmp_path: Path) -> None:
         {"id": "pbs", "type": "pbs", "durable_id": "backup@pbs@pbs.lan:store1"},
     ]})["targets"]
     probed = []
-    out = {s["id"]: s for s in evaluate(targets, mounts, ids, sys_dev_block=tmp_path, probe=lambda h, p: probed.append((h, p)) or (None if h == "pbs.lan" else 1.5), free=lambda p: (50, 1000))}
+    out = {s["id"]: s for s in evaluate(targets, mounts, ids, sys_dev_block=tmp_path, probe=lambda h, p: probed.append((h, p)) or (None if h == "pbs.lan" else 1.5),
+                                        free=lambda p: (50, 1000), network_free=lambda p: (70, 2000))}
     assert out["by-label"]["status"] == "present" and out["by-label"]["free_bytes"] == 50 and out["by-label"]["min_free_bytes"] == 100
     assert out["by-uuid"]["status"] == "present"
     assert out["wrong-place"]["status"] == "mounted_elsewhere" and "not at /srv/backup" in out["wrong-place"]["reason"]
     assert out["gone"]["status"] == "missing"
     assert out["offsite"]["status"] == "away"
     assert out["old"]["status"] == "decommissioned"
-    assert out["media"]["status"] == "present" and out["media"]["reachable"] is True
+    assert out["media"]["status"] == "present" and out["media"]["reachable"] is True and out["media"]["free_bytes"] == 70
     assert out["pbs"]["status"] == "unreachable" and "pbs.lan:8007" in out["pbs"]["reason"]
     assert sorted(probed) == [("nas.lan", 2049), ("pbs.lan", 8007)]
     # A yanked USB disk: still in mountinfo, its block device gone from sysfs.
@@ -152,3 +153,32 @@ def test_a_reformatted_device_under_the_same_name_is_probed_anew(tmp_path: Path)
             other.detach()
     finally:
         disk.detach()
+
+
+def test_a_hung_network_mount_is_unreachable_and_never_blocks_the_cycle(tmp_path: Path) -> None:
+    import threading as th
+
+    from roost.integrations.storage import targets as t
+
+    release = th.Event()
+    calls = []
+
+    def hanging(path):
+        calls.append(path)
+        release.wait(30)
+        return (1, 2)
+
+    original = t._free_bytes
+    t._free_bytes = hanging
+    try:
+        mounts = parse_mountinfo(MOUNTINFO)
+        target = MANIFEST_SCHEMA({"targets": [{"id": "media", "type": "nfs", "durable_id": "nas.lan:/export/media"}]})["targets"]
+        started = time.monotonic()
+        (first,) = evaluate(target, mounts, BlockIds(), probe=lambda h, p: 1.0)
+        assert time.monotonic() - started < 5
+        assert first["status"] == "unreachable" and "did not return within 2 s" in first["reason"]
+        (second,) = evaluate(target, mounts, BlockIds(), probe=lambda h, p: 1.0)
+        assert second["status"] == "unreachable" and calls == ["/srv/nfs"]  # no second statvfs piled on the stuck one
+    finally:
+        release.set()
+        t._free_bytes = original
