@@ -8,11 +8,11 @@ from pathlib import Path
 CAP_SYS_RAWIO = 17
 CAP_SYS_ADMIN = 21
 
-SYSTEMD_LINES = "AmbientCapabilities=CAP_SYS_RAWIO CAP_SYS_ADMIN\nCapabilityBoundingSet=CAP_SYS_RAWIO CAP_SYS_ADMIN\nSupplementaryGroups=disk"
 MISSING_RAWIO = (
-    "smartctl needs CAP_SYS_RAWIO (and CAP_SYS_ADMIN for NVMe) and read access to the disks: run the agent as root, or add to its "
-    "systemd unit [Service]: AmbientCapabilities=CAP_SYS_RAWIO CAP_SYS_ADMIN, CapabilityBoundingSet=CAP_SYS_RAWIO CAP_SYS_ADMIN, "
-    "SupplementaryGroups=disk (docs/integrations/storage.md)"
+    "smartctl needs CAP_SYS_RAWIO (and CAP_SYS_ADMIN for NVMe) and access to the disks: run the agent as root, or add a drop-in "
+    "to its systemd unit (systemctl edit roost-agent) with [Service] AmbientCapabilities=CAP_SYS_RAWIO CAP_SYS_ADMIN, "
+    "CapabilityBoundingSet=CAP_SYS_RAWIO CAP_SYS_ADMIN, PrivateDevices=no, DeviceAllow=block-sd rw, DeviceAllow=char-nvme r, "
+    "SupplementaryGroups=disk (docs/integrations/storage.md, Privileges)"
 )
 IN_CONTAINER = (
     "this agent runs in a container: pass the disks in (docker run --device /dev/sda --device /dev/nvme0 ... "
