@@ -182,3 +182,22 @@ def test_a_hung_network_mount_is_unreachable_and_never_blocks_the_cycle(tmp_path
     finally:
         release.set()
         t._free_bytes = original
+
+
+def test_hostile_manifests_are_refused_whole() -> None:
+    many = {"targets": [{"id": f"t{i}", "type": "usb", "durable_id": f"LABEL=x{i}"} for i in range(201)]}
+    for bad, why in (
+        ({"targets": [{"id": "a", "type": "usb", "durable_id": "LABEL=x\nUUID=y"}]}, "expected the filesystem UUID or label"),
+        ({"targets": [{"id": "a", "type": "usb", "durable_id": "x" * 301}]}, "expected the filesystem UUID or label"),
+        ({"targets": [{"id": "a", "type": "usb", "durable_id": "x", "mountpoint": "/mnt/\0x"}]}, "absolute mount point"),
+        ({"targets": [{"id": "a", "type": "usb", "durable_id": "x", "min_free_bytes": -1}]}, "whole number of bytes"),
+        ({"targets": [{"id": "a", "type": "usb", "durable_id": "x", "min_free_bytes": True}]}, "whole number of bytes"),
+        ({"targets": [{"id": "a", "type": "usb", "durable_id": "x", "extra": 1}]}, "extra keys not allowed"),
+        ({"targets": "all"}, "expected a list"),
+        ({"targets": [], "mount_everything": True}, "extra keys not allowed"),
+        (many, "at most 200 targets"),
+    ):
+        with pytest.raises(vol.Invalid, match=why):
+            MANIFEST_SCHEMA(bad)
+    # A mount point is normalised, so /mnt/backup/../../etc is not a way around mount_roots.
+    assert MANIFEST_SCHEMA({"targets": [{"id": "a", "type": "usb", "durable_id": "x", "mountpoint": "/mnt/backup/../../etc"}]})["targets"][0]["mountpoint"] == "/etc"
