@@ -744,7 +744,11 @@ class Hub:
         await self.store.put_integration_data(AGENT_SETTINGS_NAMESPACE, f"{node_id}/{domain}", text, now=time.time())
         ws = self.connections.get(node_id)
         if ws is not None and not ws.closed:
-            await ws.send_str(protocol.encode(protocol.TYPE_SETTINGS, domain=domain, settings=settings))
+            try:
+                await ws.send_str(protocol.encode(protocol.TYPE_SETTINGS, domain=domain, settings=settings))
+            except (ConnectionError, RuntimeError) as err:
+                # Kept above: the agent gets them with its grants when it connects again.
+                _LOGGER.info("agent %s: settings for %s not sent now (%s); sent on its next connect", node_id, domain, err)
         if node_id == self.local_node_id and self.local_settings is not None:
             self.local_settings(domain, json.loads(text))
 
