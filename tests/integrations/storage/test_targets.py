@@ -96,15 +96,16 @@ def test_a_real_loop_device_is_found_and_its_detach_is_noticed_within_5_seconds(
         watch = MountWatch(lambda: targets, changed.set, ids)
         watch.start()
         try:
-            assert watch.last == {"usb": "present", "by-uuid": "present"}
+            assert watch.last == {"usb": "present", "by-uuid": "present"}, (watch.last, disk.device)
             started = time.monotonic()
             disk.detach()
-            assert changed.wait(5), "the mount watch did not notice the detach within 5 s"
+            assert changed.wait(5), f"the mount watch did not notice the detach within 5 s (events {watch.events}, last {watch.last})"
             assert time.monotonic() - started < 5
-            assert watch.last == {"usb": "missing", "by-uuid": "missing"}
+            assert watch.last == {"usb": "missing", "by-uuid": "missing"}, watch.last
             changed.clear()
             disk.mount()
-            assert changed.wait(5) and watch.last["usb"] == "present"
+            assert changed.wait(5), f"the mount watch did not notice the re-attach within 5 s (events {watch.events}, last {watch.last}, device {disk.device})"
+            assert watch.last["usb"] == "present", watch.last
         finally:
             watch.stop()
     finally:
