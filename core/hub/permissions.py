@@ -39,7 +39,7 @@ PERMISSIONS: dict[str, Permission] = {
         "seeing nodes, their state, history, grants and integrations",
         pages=(
             "/", "/nodes/{node_id}", "/integrations", "/containers", "/containers/{node_id}/{container}", "/proxmox", "/proxmox/{node_id}/guests/{vmid}",
-            "/storage", "/storage/{node_id}/{device}",
+            "/storage", "/storage/{node_id}/{device}", "/storage/manifest/{node_id}",
         ),
         api=(
             "GET /api/v1/nodes",

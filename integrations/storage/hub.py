@@ -50,6 +50,8 @@ async def roost_hub_setup(ctx: HubContext) -> None:
 def roost_hub_pages(ctx: HubContext) -> list[Page]:
     return [
         Page("/storage", pages.storage_page, nav="Storage", order=30),
+        # Before the device page: its two segments would match this path too (node ids never read "manifest").
+        Page("/storage/manifest/{node_id}", pages.manifest_page),
         Page("/storage/{node_id}/{device}", pages.device_page),
     ]
 

@@ -5,6 +5,7 @@ Part of the hub half (imported from hub.py only).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from roost.core.hub_integration import PageRequest, as_dict, selected_range
@@ -62,4 +63,19 @@ async def device_page(page: PageRequest) -> Any:
     return page.render("device.html", {
         "page": "storage_device", "node": node, "node_id": node_id, "d": device, "collected_at": detail.get("collected_at"),
         "chart_data": charts, "ranges": DETAIL_RANGES, "selected_range": chosen, "can_ack": page.user_role in ("operator", "admin"),
+    })
+
+
+async def manifest_page(page: PageRequest) -> Any:
+    """A node's expected storage targets as JSON, which admins edit and save (PUT .../manifests/{node_id})."""
+    node_id = page.match_info["node_id"]
+    detail = await page.hub.nodes.get(node_id)
+    if detail is None:
+        return page.render("not_found.html", {"page": "storage_not_found", "node_id": node_id, "device": "", "known_node": False}, status=404)
+    stored = await page.hub.store.get(f"manifests/{node_id}") if page.hub.store is not None else None
+    manifest = stored if isinstance(stored, dict) else {"targets": []}
+    view = node_view(detail, _acks(page, node_id))
+    return page.render("manifest.html", {
+        "page": "storage_manifest", "node": as_dict(detail.get("node")), "node_id": node_id, "targets": view["targets"],
+        "manifest_text": json.dumps(manifest, indent=2), "can_edit": page.user_role == "admin",
     })

@@ -100,3 +100,32 @@ def test_the_storage_page_shows_the_failing_disk_first_and_its_detail_acknowledg
     acks = _get(f"{storage_hub['base']}/api/v1/integrations/storage/nodes/{storage_hub['node_id']}", storage_hub["token"])
     device = next(d for d in acks["storage"]["devices"] if d["key"] == FAILING_KEY)
     assert {r["attribute"]: r["acknowledged"] for r in device["reasons"]}["ata_5"] is True
+
+
+def test_an_admin_edits_the_manifest_on_the_page_and_the_agent_reports_the_target(browser, storage_hub):
+    base, node_id = storage_hub["base"], storage_hub["node_id"]
+    with page_factory(browser, base, storage_hub["cookie"]) as make:
+        page, errors = make()
+        page.goto(f"{base}/storage/manifest/{node_id}")
+        text = page.locator("#st-manifest-text")
+        # A mistake is refused with the API's reason, and nothing changes.
+        text.fill('{"targets": [{"id": "usb", "type": "usb", "durable_id": "LABEL=x", "mountpoint": "nope"}]}')
+        page.get_by_role("button", name="Save and send to the agent").click()
+        page.wait_for_selector('#st-manifest-status[data-outcome="error"]')
+        assert "absolute mount point" in page.locator("#st-manifest-status").inner_text()
+        text.fill('{"targets": [{"id": "usb-backup", "type": "usb", "durable_id": "LABEL=roost-not-plugged-in", "role": "backup"}]}')
+        page.get_by_role("button", name="Save and send to the agent").click()
+        page.wait_for_selector('#st-manifest-status[data-outcome="saved"]')
+        assert '"state": "attached"' in text.input_value()  # the schema's defaults, as the agent got them
+
+        # The agent (collecting every second) reports the new target; the page lists it as missing.
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            page.goto(f"{base}/storage/manifest/{node_id}")
+            if page.locator('tr[data-target="usb-backup"][data-status="missing"]').count():
+                break
+            time.sleep(0.5)
+        assert page.locator('tr[data-target="usb-backup"][data-status="missing"]').count() == 1
+        page.screenshot(path="/tmp/roost-storage-manifest.png", full_page=True)
+        # The one refused save is the browser's only complaint.
+        assert [e for e in errors if "status of 400" not in e] == [], errors

@@ -3,6 +3,31 @@
   "use strict";
 
   var R = window.Roost;
+  var editor = document.getElementById("st-manifest");
+  var save = document.getElementById("st-manifest-save");
+  if (R && editor && save) {
+    save.addEventListener("click", function () {
+      var status = document.getElementById("st-manifest-status");
+      var body;
+      try { body = JSON.parse(document.getElementById("st-manifest-text").value); }
+      catch (err) { status.textContent = "Not JSON: " + err.message; return; }
+      save.disabled = true;
+      fetch("/api/v1/integrations/storage/manifests/" + encodeURIComponent(editor.getAttribute("data-node")), {
+        method: "PUT", credentials: "same-origin",
+        headers: { "Content-Type": "application/json", "X-CSRF-Token": R.csrfToken ? R.csrfToken() || "" : "" },
+        body: JSON.stringify(body)
+      }).then(function (res) {
+        return res.json().catch(function () { return {}; }).then(function (answer) {
+          save.disabled = false;
+          if (!res.ok) { status.textContent = answer.error || ("HTTP " + res.status); status.setAttribute("data-outcome", "error"); return; }
+          document.getElementById("st-manifest-text").value = JSON.stringify(answer, null, 2);
+          status.textContent = "Saved; sent to the agent.";
+          status.setAttribute("data-outcome", "saved");
+        });
+      }).catch(function (err) { save.disabled = false; status.textContent = "Could not save: " + err.message; });
+    });
+  }
+
   var root = document.getElementById("st-device");
   if (!R || !root) return;
   var nodeId = root.getAttribute("data-node");
