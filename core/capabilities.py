@@ -36,6 +36,8 @@ KNOWN: dict[str, str] = {
     "network.wol.send": "send Wake-on-LAN packets",
     "agent.update": "update the agent to a newer release signed with the operator key",
     "agent.update.read": "read the agent's self-update state: whether its last update was rolled back, and why",
+    "storage.read": "read disk SMART health, ZFS pools, md arrays, btrfs, LVM thin pools and the expected storage targets",
+    "storage.mount": "mount a USB drive listed in the node's storage manifest at its listed mount point",
 }
 
 
