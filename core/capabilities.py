@@ -35,6 +35,9 @@ KNOWN: dict[str, str] = {
     "services.manage": "start, stop and restart systemd services",
     "network.wol.send": "send Wake-on-LAN packets",
     "agent.update": "update the agent to a newer release signed with the operator key",
+    "backup.read": "read backup repositories, their snapshots and the results of backups, checks and restore tests",
+    "backup.run": "run backups, repository checks, restore tests into agent-made scratch space, and signed retention",
+    "backup.restore": "restore a snapshot to a new path (over an existing one only with an operator signature)",
     "agent.update.read": "read the agent's self-update state: whether its last update was rolled back, and why",
 }
 
