@@ -32,11 +32,14 @@ from .const import (
     CONF_RESTORE_MAX_BYTES,
     CONF_RESTORE_SAMPLE,
     CONF_SCRATCH_DIR,
+    CONF_TICK_SECONDS,
+    CONF_UPLOAD_LIMIT,
     DEFAULT_BINARIES,
     DEFAULT_CHECK_SUBSETS,
     DEFAULT_INVENTORY_REFRESH,
     DEFAULT_RESTORE_MAX_BYTES,
     DEFAULT_RESTORE_SAMPLE,
+    DEFAULT_TICK_SECONDS,
     KINDS,
     METRIC_FIELDS,
     READS,
@@ -77,6 +80,7 @@ REPOSITORY_SCHEMA = vol.All(
             vol.Optional(CONF_EXCLUDES, default=list): [str],
             vol.Optional(CONF_ENV, default=dict): {vol.Match(r"^[A-Z_][A-Z0-9_]*$"): str},
             vol.Optional(CONF_BINARY): _absolute,
+            vol.Optional(CONF_UPLOAD_LIMIT): vol.All(int, vol.Range(min=1)),
         },
         extra=vol.PREVENT_EXTRA,
     ),
@@ -100,6 +104,8 @@ CONFIG_SCHEMA = vol.Schema(
         vol.Optional(CONF_RESTORE_SAMPLE, default=DEFAULT_RESTORE_SAMPLE): vol.All(int, vol.Range(min=1, max=10000)),
         vol.Optional(CONF_RESTORE_MAX_BYTES, default=DEFAULT_RESTORE_MAX_BYTES): vol.All(int, vol.Range(min=0)),
         vol.Optional(CONF_CHECK_SUBSETS, default=DEFAULT_CHECK_SUBSETS): vol.All(int, vol.Range(min=1, max=1000)),
+        # Hub: how often the policy scheduler looks for due backups, checks, restore tests and prunes.
+        vol.Optional(CONF_TICK_SECONDS, default=DEFAULT_TICK_SECONDS): vol.All(vol.Coerce(float), vol.Range(min=1, max=3600)),
     },
     extra=vol.PREVENT_EXTRA,
 )
@@ -117,6 +123,7 @@ def repositories_from_config(config: dict[str, Any]) -> list[Repository]:
             excludes=tuple(table.get(CONF_EXCLUDES, ())),
             env=dict(table.get(CONF_ENV, {})),
             binary=table.get(CONF_BINARY, ""),
+            upload_limit_kib=table.get(CONF_UPLOAD_LIMIT),
         )
         for table in config.get(CONF_REPOSITORIES, [])
     ]

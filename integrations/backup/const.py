@@ -28,11 +28,13 @@ CONF_PATHS: Final = "paths"
 CONF_EXCLUDES: Final = "excludes"
 CONF_ENV: Final = "env"
 CONF_BINARY: Final = "binary"
+CONF_UPLOAD_LIMIT: Final = "upload_limit_kib"
 CONF_SCRATCH_DIR: Final = "scratch_dir"
 CONF_INVENTORY_REFRESH: Final = "inventory_refresh"
 CONF_RESTORE_SAMPLE: Final = "restore_sample_files"
 CONF_RESTORE_MAX_BYTES: Final = "restore_max_bytes"
 CONF_CHECK_SUBSETS: Final = "check_subsets"
+CONF_TICK_SECONDS: Final = "tick_seconds"
 
 DEFAULT_BINARIES: Final = {KIND_RESTIC: "restic", KIND_BORG: "borg"}
 DEFAULT_INVENTORY_REFRESH: Final = 900.0
@@ -41,6 +43,7 @@ DEFAULT_RESTORE_SAMPLE: Final = 20
 DEFAULT_RESTORE_MAX_BYTES: Final = 256 * 1024 * 1024
 # restic check --read-data-subset=n/N: the whole repository is read every N verify runs.
 DEFAULT_CHECK_SUBSETS: Final = 10
+DEFAULT_TICK_SECONDS: Final = 30.0
 
 # Files the agent keeps in <data dir>/backup/.
 RECORDS_FILE: Final = "records.json"

@@ -160,8 +160,9 @@ class Backups:
                 self._dirty.add(name)
                 raise
             result = {"ok": True, "at": started, "finished_at": time.time(), "job_id": job_id, "policy": params.get("policy"), "paths": paths, **summary}
-            self.records.record(name, "backup", result)
+            # The listing first, so no report shows this run without its snapshot.
             await self.refresh(name)
+            self.records.record(name, "backup", result)
         return {**result, "output": f"snapshot {summary['snapshot_id']}: {summary['files']} files, {summary['bytes']} bytes, {summary['bytes_added']} new"}
 
     async def list_snapshots(self, name: str) -> dict[str, Any]:

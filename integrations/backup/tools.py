@@ -47,6 +47,8 @@ class Repository:
     excludes: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
     binary: str = ""
+    # Bandwidth a backup may use (restic --limit-upload, borg --upload-ratelimit), KiB/s.
+    upload_limit_kib: int | None = None
 
     @property
     def program(self) -> str:
@@ -236,6 +238,8 @@ class Restic(Tool):
 
     async def backup(self, paths: list[str], excludes: list[str], tags: list[str], progress: Progress) -> dict[str, Any]:
         args = ["backup", "--json"]
+        if self.repo.upload_limit_kib:
+            args += ["--limit-upload", str(self.repo.upload_limit_kib)]
         for pattern in excludes:
             args += ["--exclude", pattern]
         for tag in tags:
@@ -360,6 +364,8 @@ class Borg(Tool):
     async def backup(self, paths: list[str], excludes: list[str], tags: list[str], progress: Progress) -> dict[str, Any]:
         name = "{hostname}-{now:%Y-%m-%dT%H:%M:%S.%f}"
         args = ["create", "--json", "--progress", "--log-json"]
+        if self.repo.upload_limit_kib:
+            args += ["--upload-ratelimit", str(self.repo.upload_limit_kib)]
         for pattern in excludes:
             args += ["--exclude", pattern]
         if tags:
