@@ -325,6 +325,14 @@ def pbs_server(pki) -> Iterator[SimpleNamespace]:
             return web.json_response(load("pbs_datastore_usage.json"))
         if path == "/admin/datastore/store1/groups":
             return web.json_response(load("pbs_groups_store1.json"))
+        if path == "/admin/datastore/store1/snapshots":
+            return web.json_response(load("pbs_snapshots_store1.json"))
+        if path == "/admin/datastore/store1/gc":
+            return web.json_response(load("pbs_gc_store1.json"))
+        if path == "/admin/verify":
+            return web.json_response(load("pbs_verify_jobs.json"))
+        if path == "/admin/prune":
+            return web.json_response(load("pbs_prune_jobs.json"))
         if path.startswith("/admin/datastore/") and path.endswith("/groups"):
             return web.json_response({"data": None}, status=400, reason="datastore is not available")
         return web.json_response({"data": None}, status=501, reason="Method not implemented")
