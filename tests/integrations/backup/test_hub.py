@@ -319,3 +319,50 @@ async def test_a_hub_restart_during_a_backup_loses_no_result(tmp_path, restic_re
         assert repo["snapshot_count"] == 1
     finally:
         await rig.close()
+
+
+async def test_stale_and_failed_backups_alert_and_resolve(rig):
+    for kind, settings in (("backup.stale", {"max_age_hours": 1}), ("backup.failed", {})):
+        status, body = await rig.api("POST", "/api/v1/alerts/rules", json={"name": kind, "kind": kind, "settings": settings})
+        assert status in (200, 201), body
+
+    async def firing(name):
+        alerts = await rig.hub.alerts.firing(rig.node_id)
+        return [a for a in alerts if a["rule_name"] == name and a["labels"].get("repository") == rig.repo.name]
+
+    async def resolved(name):
+        return not await firing(name)
+
+    # No snapshot at all: stale.
+    (alert,) = await until(lambda: firing("backup.stale"), 30, "the stale alert")
+    assert "has no snapshot yet" in alert["summary"]
+    # A run that fails (the repository's password changed under it): failed, and still stale.
+    good = rig.repo.secret.read_text()
+    rig.repo.secret.write_text("not-the-password\n")
+    job = await rig.run("backup.run", {"repository": rig.repo.name}, timeout=60)
+    assert job.state == "failed"
+    (alert,) = await until(lambda: firing("backup.failed"), 30, "the failed alert")
+    assert alert["severity"] == "critical" and "wrong password" in alert["summary"]
+    # Fixed: the next backup resolves both.
+    rig.repo.secret.write_text(good)
+    job = await rig.run("backup.run", {"repository": rig.repo.name}, timeout=60)
+    assert job.state == "succeeded", job.error
+    await until(lambda: resolved("backup.failed"), 30, "the failed alert to resolve")
+    await until(lambda: resolved("backup.stale"), 30, "the stale alert to resolve")
+
+
+async def test_an_approval_is_bound_to_its_node_and_repository(rig):
+    rule = {"keep_last": 2}
+    params = {"repository": rig.repo.name, "retention": {"keep_last": 2}}
+    elsewhere = signing.sign_envelope(signing.make_envelope("backup.retention.approve", params, "n0000000000ff", rig.repo.name), rig.key)
+    raw = await rig.raw_signed("backup.retention.approve", params, elsewhere)
+    assert raw.state == "refused" and "signed for node" in raw.error
+    # A prune envelope does not approve a rule, and an approval does not prune.
+    prune = rig.envelope("backup.prune", params)
+    raw = await rig.raw_signed("backup.retention.approve", params, prune)
+    assert raw.state == "refused" and "signed for action" in raw.error
+    # The hub will not forward an envelope for another repository under this one's URL.
+    other = rig.envelope("backup.retention.approve", {"repository": "someone-else", "retention": rule})
+    status, body = await rig.api("POST", rig.repo_path("/retention/approve"), json={"retention": rule, "envelope": other})
+    assert status == 409 and "someone-else" in body["error"]
+    assert (await rig.repo_state()).get("approved_retention") is None
