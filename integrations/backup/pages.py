@@ -63,11 +63,12 @@ def _brief(value: Any) -> dict[str, Any] | None:
 
 
 def _trend(snapshots: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Sizes of the newest snapshots, oldest first, as bar heights in percent."""
+    """Sizes of the newest snapshots, oldest first, as bar heights in tenths of the largest."""
     sized = [s for s in snapshots if _num(s.get("size_bytes")) is not None][:SPARK_POINTS]
     sized.reverse()
     top = max((s["size_bytes"] for s in sized), default=0) or 1
-    return [{"height": max(4, round(s["size_bytes"] / top * 100)), "size": s["size_bytes"], "time": s.get("time")} for s in sized]
+    # Heights in tenths, as classes: the dashboard's content security policy allows no inline styles.
+    return [{"step": max(1, round(s["size_bytes"] / top * 10)), "size": s["size_bytes"], "time": s.get("time")} for s in sized]
 
 
 def _view(row: dict[str, Any]) -> dict[str, Any]:

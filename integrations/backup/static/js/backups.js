@@ -147,8 +147,10 @@
   if (restoreForm) {
     restoreForm.addEventListener("submit", function (event) {
       event.preventDefault();
-      var params = { snapshot: restoreForm.getAttribute("data-snapshot"), target: restoreForm.target.value };
-      if (!restoreForm.overwrite.checked) { start("/restore", params).catch(function () {}); return; }
+      // form.target is the form's own target attribute: read the fields through elements.
+      var fields = restoreForm.elements;
+      var params = { snapshot: restoreForm.getAttribute("data-snapshot"), target: fields.namedItem("target").value };
+      if (!fields.namedItem("overwrite").checked) { start("/restore", params).catch(function () {}); return; }
       envelopeFor("backup.restore.overwrite", { repository: repo.repository, snapshot: params.snapshot, target: params.target, include: [] }).then(function (answer) {
         signBox.hidden = false;
         text(document.getElementById("bk-sign-command"), answer.command);
