@@ -29,6 +29,8 @@ from .tools import Progress, Repository, Tool, ToolError, sha256_file, tool_for
 _LOGGER = logging.getLogger(__name__)
 # A listing in a collection gives up after this; the cached inventory is reported meanwhile.
 LIST_TIMEOUT = 20.0
+# A restore test compares each file on its own (restic: one dump each), so "whole" also means not too many files.
+WHOLE_MAX_FILES = 1000
 
 
 class Backups:
@@ -217,14 +219,15 @@ class Backups:
                 total = sum(e["size"] for e in entries)
                 limit = int(self.config.get(CONF_RESTORE_MAX_BYTES, 0))
                 count = int(params.get("sample_files") or self.config.get(CONF_RESTORE_SAMPLE, 20))
-                if total <= limit:
+                if total <= limit and len(entries) <= WHOLE_MAX_FILES:
                     sample, result["whole"] = entries, True
                 else:
                     sample, result["whole"] = random.SystemRandom().sample(entries, min(count, len(entries))), False
                 scratch = self.scratch.create()
                 await progress(f"restoring {len(sample)} of {len(entries)} files of {snap['short_id']} into scratch", 10.0)
                 try:
-                    await tool.extract(ref, [e["path"] for e in sample], scratch)
+                    # A whole snapshot is restored as one (no file list on the command line).
+                    await tool.extract(ref, [] if result["whole"] else [e["path"] for e in sample], scratch)
                 except ToolError as err:
                     result["error"] = f"restore failed: {err}"
                 for index, entry in enumerate(sample):
@@ -295,11 +298,10 @@ class Backups:
                 raise ActionError(f"{name} has no snapshot {params['snapshot']}")
             ref = snap.get("name") or snap["id"]
             include = list(params.get("include") or [])
-            if not include:
-                include = [e["path"] for e in await tool.files(ref)]
-            await progress(f"restoring {len(include)} files of {snap['short_id']} to {target}", None)
+            files = len(include) if include else len(await tool.files(ref))
+            await progress(f"restoring {'the whole snapshot' if not include else f'{len(include)} paths'} of {snap['short_id']} to {target}", None)
             await tool.extract(ref, include, target)
-        return {"repository": name, "snapshot": snap["id"], "target": str(target), "files": len(include), "output": f"restored {len(include)} files to {target}"}
+        return {"repository": name, "snapshot": snap["id"], "target": str(target), "files": files, "output": f"restored {files} files to {target}"}
 
     def check_approved(self, name: str, rule: dict[str, Any]) -> dict[str, Any]:
         """The operator's standing approval for exactly this rule on this repository, or ActionRefused."""
