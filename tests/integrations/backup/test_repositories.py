@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,11 @@ async def test_back_up_list_verify_and_restore_test(tmp_path, repo):
     assert result["ok"] and result["snapshot_id"]
     assert result["files"] == 8  # cache.tmp excluded
     assert seen and "backing up" in seen[0][0]
+    # The tool's own JSON progress (restic's status lines, borg's archive_progress) reaches the job.
+    if repo.kind == "restic":
+        assert any(re.match(r"^\d+/\d+ files, ", m) and isinstance(p, float) for m, p in seen[1:]), seen
+    else:
+        assert any(re.match(r"^\d+ files, .* read, .* new$", m) for m, _ in seen[1:]), seen
 
     listed = await call(integ, "backup.snapshots", {"repository": repo.name})
     assert len(listed["snapshots"]) == 1
