@@ -30,6 +30,7 @@ from .const import (
     CONF_REPOSITORIES,
     CONF_REPOSITORY,
     CONF_RESTORE_MAX_BYTES,
+    CONF_RESTORE_ROOTS,
     CONF_RESTORE_SAMPLE,
     CONF_SCRATCH_DIR,
     CONF_TICK_SECONDS,
@@ -100,6 +101,7 @@ CONFIG_SCHEMA = vol.Schema(
     {
         vol.Optional(CONF_REPOSITORIES, default=list): vol.All([REPOSITORY_SCHEMA], _unique),
         vol.Optional(CONF_SCRATCH_DIR): _absolute,
+        vol.Optional(CONF_RESTORE_ROOTS, default=list): [_absolute],
         vol.Optional(CONF_INVENTORY_REFRESH, default=DEFAULT_INVENTORY_REFRESH): vol.All(vol.Coerce(float), vol.Range(min=0, max=86400)),
         vol.Optional(CONF_RESTORE_SAMPLE, default=DEFAULT_RESTORE_SAMPLE): vol.All(int, vol.Range(min=1, max=10000)),
         vol.Optional(CONF_RESTORE_MAX_BYTES, default=DEFAULT_RESTORE_MAX_BYTES): vol.All(int, vol.Range(min=0)),

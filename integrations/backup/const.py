@@ -30,6 +30,8 @@ CONF_ENV: Final = "env"
 CONF_BINARY: Final = "binary"
 CONF_UPLOAD_LIMIT: Final = "upload_limit_kib"
 CONF_SCRATCH_DIR: Final = "scratch_dir"
+# Directories a restore (backup.restore, backup.restore.overwrite) may write into; none: restores are off.
+CONF_RESTORE_ROOTS: Final = "restore_roots"
 CONF_INVENTORY_REFRESH: Final = "inventory_refresh"
 CONF_RESTORE_SAMPLE: Final = "restore_sample_files"
 CONF_RESTORE_MAX_BYTES: Final = "restore_max_bytes"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ from .const import (
     CONF_CHECK_SUBSETS,
     CONF_INVENTORY_REFRESH,
     CONF_RESTORE_MAX_BYTES,
+    CONF_RESTORE_ROOTS,
     CONF_RESTORE_SAMPLE,
     KIND_RESTIC,
     MAX_SNAPSHOTS_IN_STATE,
@@ -288,6 +290,14 @@ class Backups:
     async def restore(self, name: str, params: dict[str, Any], *, overwrite: bool, progress: Progress) -> dict[str, Any]:
         tool = self.tool(name)
         target = Path(params["target"])
+        roots = [Path(r) for r in self.config.get(CONF_RESTORE_ROOTS) or []]
+        if not roots:
+            raise ActionRefused(
+                "restores are off on this host: list the directories a restore may write into as integrations.backup.restore_roots in the agent's config"
+            )
+        resolved = Path(os.path.realpath(target))
+        if not any(resolved == Path(os.path.realpath(r)) or Path(os.path.realpath(r)) in resolved.parents for r in roots):
+            raise ActionRefused(f"{target} is outside the directories this host lets a restore write into ({', '.join(map(str, roots))})")
         if not overwrite and target.exists() and (not target.is_dir() or any(target.iterdir())):
             raise ActionRefused(f"{target} exists and is not empty: restoring there would overwrite it, which needs the signed backup.restore.overwrite")
         target.mkdir(parents=True, exist_ok=True)

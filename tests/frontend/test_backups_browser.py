@@ -34,6 +34,7 @@ def test_back_up_dry_run_and_a_signed_prune_in_the_browser(browser, tmp_path):
     config = (
         f"operator_keys = [{json.dumps(signing.public_key_of(key))}]\n"
         '[agent]\ninterval = "1s"\n[agent.ceiling]\nmode = "execute"\n'
+        f"[integrations.backup]\nrestore_roots = [{json.dumps(str(tmp_path / 'restores'))}]\n"
         "[[integrations.backup.repositories]]\n"
         f"name = {json.dumps(table['name'])}\nkind = \"restic\"\nrepository = {json.dumps(table['repository'])}\n"
         f"password_file = {json.dumps(table['password_file'])}\npaths = {json.dumps(table['paths'])}\nexcludes = [\"*.tmp\"]\n"
@@ -87,7 +88,7 @@ def test_back_up_dry_run_and_a_signed_prune_in_the_browser(browser, tmp_path):
             # Restore the snapshot left to a new path on the agent's host.
             tab.goto(f"/backups/{node_id}/{repo.name}")
             page.click("[data-bk-restore]")
-            target = tmp_path / "restored"
+            target = tmp_path / "restores" / "today"
             page.fill("#bk-restore-form input[name=target]", str(target))
             page.click("#bk-restore-form button[type=submit]")
             expect(page.locator("#bk-job")).to_have_text(re.compile(r"^succeeded"), timeout=90_000)

@@ -159,15 +159,31 @@ async def test_scratch_cleanup_refuses_what_the_agent_did_not_create(tmp_path, r
 
 
 async def test_restore_to_a_new_path_but_not_over_an_existing_one(tmp_path, borg_repo):
-    _, integ = await setup_backup(tmp_path, borg_repo)
+    roots = tmp_path / "restores"
+    roots.mkdir()
+    _, integ = await setup_backup(tmp_path, borg_repo, restore_roots=[str(roots)])
     made = await call(integ, "backup.run", {"repository": borg_repo.name})
-    target = tmp_path / "restored"
+    target = roots / "today"
     out = await call(integ, "backup.restore", {"repository": borg_repo.name, "snapshot": made["name"], "target": str(target)})
     assert out["files"] == 8
     assert (target / str(borg_repo.tree).lstrip("/") / "docs" / "notes.txt").read_text().startswith("the spare key")
     with pytest.raises(ActionRefused, match="overwrite"):
         await call(integ, "backup.restore", {"repository": borg_repo.name, "snapshot": made["name"], "target": str(target)})
     assert action(integ, "backup.restore.overwrite").destructive
+    # Only inside the host owner's restore roots, and a symlink does not lead out of them.
+    with pytest.raises(ActionRefused, match="outside the directories"):
+        await call(integ, "backup.restore", {"repository": borg_repo.name, "snapshot": made["name"], "target": str(tmp_path / "elsewhere")})
+    (roots / "escape").symlink_to(tmp_path)
+    with pytest.raises(ActionRefused, match="outside the directories"):
+        await call(integ, "backup.restore", {"repository": borg_repo.name, "snapshot": made["name"], "target": str(roots / "escape" / "x")})
+    assert not (tmp_path / "x").exists() and not (tmp_path / "elsewhere").exists()
+
+
+async def test_restores_are_off_until_the_host_owner_names_restore_roots(tmp_path, restic_repo):
+    _, integ = await setup_backup(tmp_path, restic_repo)
+    made = await call(integ, "backup.run", {"repository": restic_repo.name})
+    with pytest.raises(ActionRefused, match="restore_roots"):
+        await call(integ, "backup.restore", {"repository": restic_repo.name, "snapshot": made["snapshot_id"], "target": str(tmp_path / "new")})
 
 
 async def test_the_config_says_what_is_wrong(tmp_path, restic_repo):
