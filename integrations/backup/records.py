@@ -72,7 +72,7 @@ class Records(JsonFile):
                         sizes.pop(old, None)
             if operation == "verify" and result.get("ok"):
                 entry["last_verified"] = result
-            if operation == "verify" and result.get("read_data") :
+            if operation == "verify" and result.get("read_data"):
                 entry["last_read_data"] = result
             if operation == "restore_test" and result.get("ok"):
                 entry["last_restore_test_ok"] = result

@@ -20,7 +20,7 @@ import threading
 import time
 from pathlib import Path
 
-from .const import SCRATCH_LEDGER, SCRATCH_MARK
+from .const import SCRATCH_MARK
 
 
 class ScratchRefused(Exception):
