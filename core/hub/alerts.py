@@ -329,7 +329,10 @@ class AlertEngine:
         pattern = settings["series"]
         limit = ev.trigger(settings)
         rising = settings.get("op", ">=") in (">=", ">")
-        simple = not settings.get("window") or settings.get("reducer", "last") == "last"
+        window = float(settings.get("window", 0) or 0)
+        reducer = settings.get("reducer", "last")
+        simple = not window or reducer == "last"
+        points = self._points
         selector = rule.get("selector")
         selective = bool(selector and (selector.get("nodes") or selector.get("name") or selector.get("labels")))
         exact = not pattern.endswith("]")
@@ -343,7 +346,42 @@ class AlertEngine:
             if not metrics:
                 continue
             live_here = node_id in holding
-            if simple and limit is not None and not live_here:
+            if not simple and limit is not None and not live_here:
+                # Windowed: every value joins its buffer; only a buffer whose bound reaches the threshold is judged further.
+                if exact:
+                    names = [pattern]
+                else:
+                    cached = matched.get(node_id, {}).get(pattern)
+                    if cached is None or cached[0] != len(metrics) or now - cached[1] > RESCAN_SECONDS:
+                        names = None
+                    else:
+                        names = cached[3]
+                if names is not None:
+                    at = metrics_at.get(node_id, now)
+                    hot = False
+                    for name in names:
+                        value = metrics.get(name)
+                        if value is None:
+                            continue
+                        key = (node_id, name, window)
+                        buf = points.get(key)
+                        if buf is None:
+                            buf = points[key] = (deque(maxlen=MAX_POINTS), deque(maxlen=MAX_POINTS))
+                        stamps, values = buf
+                        if not stamps or at > stamps[-1]:
+                            stamps.append(at)
+                            values.append(value)
+                        while stamps and stamps[0] < now - window:
+                            stamps.popleft()
+                            values.popleft()
+                        if not hot and values:
+                            if rising:
+                                hot = (value if reducer == "min" else max(values)) >= limit
+                            else:
+                                hot = (value if reducer == "max" else min(values)) <= limit
+                    if not hot:
+                        continue
+            elif simple and limit is not None and not live_here:
                 if exact:
                     value = metrics.get(pattern)
                     if value is None or (value < limit if rising else value > limit):
