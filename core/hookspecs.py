@@ -305,7 +305,9 @@ def roost_hub_headline_figures(ctx: HubContext) -> list[HeadlineFigure] | None:
 
     Return a list of ``roost.core.hub_integration.HeadlineFigure`` (``key``
     in a node summary's ``headline``, the ``metric`` series it shows, a
-    ``label``, a ``unit`` and an ``order``), or ``None``. Each node summary
+    ``label``, a ``unit``, an ``order`` and optionally ``problem_above``: a
+    value above it is a problem the overview counts and sorts first, such as
+    unhealthy containers), or ``None``. Each node summary
     (API, overview, live events) then carries ``headline[key]`` with the
     latest value of that series when the node reports it. A key another
     integration already declared is logged and left out.

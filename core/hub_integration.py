@@ -210,12 +210,17 @@ class HeadlineFigure:
     label: str
     unit: str = ""
     order: int = 100
+    # A value above this is something wrong on the node (an unhealthy container): the overview
+    # counts it among the node's problems and lists the node before the healthy ones. None: never.
+    problem_above: float | None = None
 
     def check(self) -> None:
         if not re.match(r"^[a-z][a-z0-9_]{0,63}$", str(self.key)):
             raise DeclarationError(f"headline figure key {self.key!r} must be lower_snake_case")
         if not isinstance(self.metric, str) or "." not in self.metric:
             raise DeclarationError(f"headline figure {self.key}: metric {self.metric!r} must be a full series name, domain.name")
+        if self.problem_above is not None and not isinstance(self.problem_above, (int, float)):
+            raise DeclarationError(f"headline figure {self.key}: problem_above must be a number or None")
 
 
 class RouteRequest(Protocol):

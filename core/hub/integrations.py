@@ -303,7 +303,8 @@ class HubIntegrations:
     def headline_figures(self) -> list[dict[str, Any]]:
         """The figures for the node cards, in order, as the dashboard and API describe them."""
         return [
-            {"key": f.key, "metric": f.metric, "label": f.label, "unit": f.unit, "domain": domain} for domain, f in self.figures
+            {"key": f.key, "metric": f.metric, "label": f.label, "unit": f.unit, "domain": domain, "problem_above": f.problem_above}
+            for domain, f in self.figures
         ]
 
     # ------------------------------------------------------------------ node panels

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from roost.core import hookimpl
-from roost.core.hub_integration import HubContext, NodePanel, Page
+from roost.core.hub_integration import HeadlineFigure, HubContext, NodePanel, Page
 
 from . import pages
 
@@ -20,6 +20,16 @@ def roost_hub_pages(ctx: HubContext) -> list[Page]:
     return [
         Page("/containers", pages.containers_page, nav="Containers", order=10),
         Page("/containers/{node_id}/{container}", pages.container_page),
+    ]
+
+
+@hookimpl
+def roost_hub_headline_figures(ctx: HubContext) -> list[HeadlineFigure]:
+    # Container health on the overview: one unhealthy or restart-looping container is a problem on its host.
+    return [
+        HeadlineFigure("containers_running", "docker.containers_running", "Containers", "count", order=60),
+        HeadlineFigure("containers_unhealthy", "docker.containers_unhealthy", "Unhealthy", "count", order=61, problem_above=0),
+        HeadlineFigure("containers_restarting", "docker.containers_restarting", "Restarting", "count", order=62, problem_above=0),
     ]
 
 

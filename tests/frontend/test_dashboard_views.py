@@ -86,8 +86,70 @@ async def test_overview_counts_statuses(client, fake_hub, samples):
     html = await fetch(client, "/")
     counts = dict(re.findall(r'data-status="(\w+)" data-count="(\d+)"', html))
     assert counts == {"online": "1", "stale": "1", "offline": "1", "new": "0"}
-    # The hub's own host first, then by status: online, stale, offline.
-    assert html.index("atlas") < html.index("bravo") < html.index("charlie")
+    # Problems first: the offline node, then the stale one, then the hub's own host (one failing integration).
+    assert html.index(">charlie<") < html.index(">bravo<") < html.index(">atlas<")
+
+
+def _fleet(samples, n: int) -> list[dict]:
+    nodes = []
+    for i in range(n):
+        node = copy.deepcopy(samples.SUMMARY) | {"id": f"n{i:03d}", "name": f"node-{i:03d}", "local": False,
+                                                "integrations_summary": {"loaded": 1, "problems": 0}}
+        nodes.append(node)
+    return nodes
+
+
+def _row_order(html: str) -> list[str]:
+    return re.findall(r'<tr class="node-row" data-node-id="([^"]+)"', html)
+
+
+async def test_overview_is_a_table_past_a_handful_of_nodes_and_cards_on_request(client, fake_hub, samples):
+    fake_hub.nodes = _fleet(samples, 3)
+    html = await fetch(client, "/")
+    assert 'class="card node-card"' in html and 'id="node-table"' not in html
+    fake_hub.nodes = _fleet(samples, 12)
+    html = await fetch(client, "/")
+    assert 'id="node-table"' in html and 'class="card node-card"' not in html
+    assert len(_row_order(html)) == 12
+    assert 'class="card node-card"' in await fetch(client, "/?view=cards")
+    assert 'id="node-table"' in await fetch(client, "/?view=table&fragment=nodes")
+    # Every column sorts: a button per header.
+    headers = re.findall(r'<button type="button" class="sort" data-sort="([^"]+)"', html)
+    assert {"rank", "name", "alerts", "problems", "version", "seen", "f-cpu_percent", "f-mem_used_percent",
+            "f-disk_used_percent", "f-load_1", "f-uptime_s", "f-net_rx_bytes_per_s", "f-temperature_c",
+            "f-containers_unhealthy"} <= set(headers)
+
+
+async def test_overview_puts_offline_then_critical_then_warning_first(client, fake_hub, samples):
+    nodes = _fleet(samples, 8)
+    nodes[5]["alerts"] = {"firing": 2, "critical": 0, "warning": 2}
+    nodes[6]["alerts"] = {"firing": 1, "critical": 1, "warning": 0}
+    nodes[7]["status"] = "offline"
+    nodes[7]["alerts"] = {"firing": 3, "critical": 3, "warning": 0}  # offline comes first whatever it fires
+    nodes[2]["headline"] = dict(nodes[2]["headline"], containers_unhealthy=1)  # over its declared limit
+    fake_hub.nodes = nodes
+    html = await fetch(client, "/?view=table")
+    order = _row_order(html)
+    assert order[:4] == ["n007", "n006", "n005", "n002"], order
+    assert order[4:] == ["n000", "n001", "n003", "n004"]
+    row = html[html.index('data-node-id="n006"'):]
+    row = row[:row.index("</tr>")]
+    assert 'data-field="alerts.firing" data-format="zero" data-value="1"' in row
+    assert 'data-field="alerts.critical" data-format="zero" data-value="1"' in row
+    assert 'data-problems="1"' in row
+    unhealthy = html[html.index('data-node-id="n002"'):]
+    assert 'data-problems="1"' in unhealthy[:unhealthy.index("</tr>")]
+
+
+async def test_overview_counts_a_summary_without_alerts_as_none(client, fake_hub, samples):
+    nodes = _fleet(samples, 7)
+    for node in nodes:
+        node.pop("alerts", None)
+    nodes[1]["alerts"] = {"firing": "many", "critical": None}  # nonsense counts are none, not a crash
+    fake_hub.nodes = nodes
+    html = await fetch(client, "/")
+    assert html.count('data-field="alerts.firing" data-format="zero" data-value="0"') == 7
+    assert _row_order(html) == [f"n{i:03d}" for i in range(7)]
 
 
 async def test_overview_without_nodes_explains_what_to_do(client, fake_hub):

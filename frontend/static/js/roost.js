@@ -152,15 +152,25 @@
     return text.charAt(0).toUpperCase() + text.slice(1);
   }
 
+  /* A count where a missing value means none (a hub without alerts): 0, not a dash. */
+  function zero(value) {
+    return integer(num(value) || 0);
+  }
+
   function problems(value) {
     var n = num(value) || 0;
     return n + (n === 1 ? " problem" : " problems");
   }
 
+  function celsius(value) {
+    var n = num(value);
+    return n === null ? DASH : number(n, 1) + " \u00b0C";
+  }
+
   var format = {
-    bytes: bytes, rate: rate, percent: percent, number: number, integer: integer,
+    bytes: bytes, rate: rate, percent: percent, number: number, integer: integer, celsius: celsius,
     duration: duration, ago: ago, datetime: datetime, dash: dash,
-    status: statusLabel, problems: problems
+    status: statusLabel, problems: problems, zero: zero
   };
 
   // ------------------------------------------------------------ DOM helpers
@@ -444,7 +454,7 @@
     var box = document.getElementById("status-counts");
     if (!box) return;
     var counts = {};
-    document.querySelectorAll(".node-card[data-status]").forEach(function (card) {
+    document.querySelectorAll(".node-card[data-status], .node-row[data-status]").forEach(function (card) {
       var s = card.getAttribute("data-status");
       counts[s] = (counts[s] || 0) + 1;
     });
@@ -458,7 +468,8 @@
 
   function initOverview() {
     onNode(function (node) {
-      var card = document.querySelector(".node-card[data-node-id=\"" + CSS.escape(String(node.id)) + "\"]");
+      var sel = "[data-node-id=\"" + CSS.escape(String(node.id)) + "\"]";
+      var card = document.querySelector(".node-card" + sel + ", .node-row" + sel);
       if (!card) { refreshFragment("nodes", 2000); return; }
       var link = card.querySelector(".node-name a");
       var name = node.name || node.hostname || node.id;
