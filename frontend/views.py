@@ -133,7 +133,7 @@ async def overview(request: web.Request) -> web.Response:
     )
 
 
-RANGES = ("1h", "24h", "7d", "30d")
+RANGES = ("5m", "15m", "1h", "6h", "24h", "7d", "30d")
 DEFAULT_RANGE = "1h"
 
 
