@@ -55,6 +55,7 @@ if TYPE_CHECKING:
         NodePanel,
         NotificationReceiver,
         Page,
+        SearchResult,
     )
     from .integration import IntegrationContext
 
@@ -291,6 +292,27 @@ def roost_hub_node_panels(ctx: HubContext, node: Mapping[str, Any], state: Any) 
     one of the integration's ``template`` names and its ``context``), or
     ``None`` for none. A hook or template that raises shows an error panel
     naming the integration in its place; the rest of the page renders.
+    """
+
+
+@hookspec
+def roost_hub_search(ctx: HubContext, query: str, limit: int) -> list[SearchResult] | None | Awaitable[list[SearchResult] | None]:
+    """Find this integration's things (containers, guests) for the dashboard's search box.
+
+    Called each time someone searches from the top bar, with what they
+    typed; it may be ``async`` and must not block. Integrations are asked
+    one by one; one that raises or takes too long is left out of the
+    results (and logged), the others still answer.
+
+    :param ctx: the hub context (see ``roost_hub_setup``); ``ctx.nodes`` reads
+        the nodes' latest states.
+    :param query: the words searched for, stripped, at most 100 characters;
+        match them case-insensitively, each word somewhere in the thing.
+    :param limit: the most results the page shows from one integration.
+
+    Return a list of ``roost.core.hub_integration.SearchResult`` (``kind``,
+    ``title``, the ``url`` of its page on this hub, a short ``detail``),
+    best first, or ``None`` for none.
     """
 
 

@@ -201,6 +201,21 @@ class NodePanel:
 
 
 @dataclass(frozen=True)
+class SearchResult:
+    """One thing the dashboard's search found: what ``kind`` of thing (``"Container"``), its ``title``, the
+    dashboard ``url`` that shows it (a path on this hub) and a short ``detail`` (where it runs, its state)."""
+
+    kind: str
+    title: str
+    url: str
+    detail: str = ""
+
+    def check(self) -> None:
+        if not isinstance(self.url, str) or not self.url.startswith("/") or self.url.startswith("//"):
+            raise DeclarationError(f"search result {self.title!r}: url {self.url!r} must be a path on this hub")
+
+
+@dataclass(frozen=True)
 class HeadlineFigure:
     """A figure on the node cards and lists: ``key`` names it in a node summary's ``headline``,
     ``metric`` is the series it shows (``linux_host.cpu_percent``), ``unit`` one of the metric units."""
@@ -417,6 +432,7 @@ __all__ = [
     "PageRequest",
     "RouteError",
     "RouteRequest",
+    "SearchResult",
     "as_dict",
     "as_list",
     "chart_specs",

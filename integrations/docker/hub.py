@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from roost.core import hookimpl
-from roost.core.hub_integration import HeadlineFigure, HubContext, NodePanel, Page
+from roost.core.hub_integration import HeadlineFigure, HubContext, NodePanel, Page, SearchResult
 
 from . import pages
 
@@ -36,3 +36,8 @@ def roost_hub_headline_figures(ctx: HubContext) -> list[HeadlineFigure]:
 @hookimpl
 def roost_hub_node_panels(ctx: HubContext, node: Mapping[str, Any], state: Any) -> list[NodePanel]:
     return [NodePanel("Containers", "_panel.html", pages.panel_context(dict(node), state), order=10, stylesheets=("containers.css",))]
+
+
+@hookimpl
+async def roost_hub_search(ctx: HubContext, query: str, limit: int) -> list[SearchResult]:
+    return await pages.search(ctx, query, limit)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from roost.core.hub_integration import PageRequest, chart_specs
+from roost.core.hub_integration import HubContext, PageRequest, SearchResult, chart_specs
 from roost.core.hub_integration import as_dict as _dict
 from roost.core.hub_integration import as_list as _list
 from roost.core.hub_integration import selected_range as pick_range
@@ -147,6 +147,24 @@ def _events(sources: list[dict[str, Any]], limit: int = 20) -> list[dict[str, An
 def _node_of(detail: dict[str, Any], node_id: str = "") -> dict[str, Any]:
     node = _dict(detail.get("node"))
     return {**node, "id": node.get("id", node_id)}
+
+
+async def search(ctx: HubContext, query: str, limit: int) -> list[SearchResult]:
+    """Containers whose name, image, compose project or host holds every word of the query."""
+    from urllib.parse import quote
+
+    words = query.casefold().split()
+    found = []
+    for detail in await ctx.nodes.with_integration(DOMAIN, SHOWN_STATES):
+        node = _node_of(detail)
+        for container in _list(_dict(_dict(detail.get("state")).get(DOMAIN)).get("containers")):
+            row = shape_row(node, container)
+            text = " ".join(str(v) for v in (row["name"], row["image"], row["project"], row["host"], row["state"]) if v).casefold()
+            if all(w in text for w in words):
+                url = f"/containers/{quote(row['node_id'], safe='')}/{quote(row['name'], safe='')}"
+                found.append(SearchResult("Containers", row["name"], url, f"{row['image']} on {row['host']} · {row['state']}"))
+    found.sort(key=lambda r: r.title.casefold())
+    return found[:limit]
 
 
 # ------------------------------------------------------------------ pages

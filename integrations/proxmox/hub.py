@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from roost.core import hookimpl
-from roost.core.hub_integration import HubContext, NodePanel, Page
+from roost.core.hub_integration import HubContext, NodePanel, Page, SearchResult
 
 from . import pages
 
@@ -25,3 +25,8 @@ def roost_hub_pages(ctx: HubContext) -> list[Page]:
 @hookimpl
 def roost_hub_node_panels(ctx: HubContext, node: Mapping[str, Any], state: Any) -> list[NodePanel]:
     return [NodePanel("Proxmox guests", "_panel.html", pages.panel_context(dict(node), state), order=20, stylesheets=("proxmox.css",))]
+
+
+@hookimpl
+async def roost_hub_search(ctx: HubContext, query: str, limit: int) -> list[SearchResult]:
+    return await pages.search(ctx, query, limit)

@@ -261,3 +261,42 @@ async def test_a_docker_hosts_node_page_shows_its_containers(client, fake_hub, s
     state["containers"].append(web_container(name=EVIL, image=EVIL, image_name=EVIL))
     html = await fetch(client, f"/nodes/{samples.SUMMARY['id']}")
     assert EVIL not in html and "<script>alert" not in html
+
+
+NODE_ID = "n0a1b2c3d4e5"  # the sample node's id
+
+
+async def test_search_finds_nodes_and_containers_by_every_word(client):
+    html = await fetch(client, "/search?q=nginx+atlas")
+    assert 'data-kind="Containers"' in html
+    assert f'href="/containers/{NODE_ID}/web"' in html
+    assert "nginx:1.25 on atlas · running" in html
+    assert 'href="/containers/' + NODE_ID + '/db"' not in html  # postgres: not every word matches
+    html = await fetch(client, "/search?q=ATLAS")
+    assert f'href="/nodes/{NODE_ID}"' in html and 'data-kind="Node"' in html
+    html = await fetch(client, "/search?q=nothing-like-this")
+    assert "0 results" in html
+    assert "Every word must appear" not in html
+    assert "every word must appear" in await fetch(client, "/search")
+
+
+async def test_search_writes_what_it_finds_as_text(client, fake_hub):
+    detail = fake_hub.details[NODE_ID]
+    detail["state"]["docker"]["containers"][0]["name"] = EVIL
+    html = await fetch(client, "/search?q=nginx")
+    assert "<script>alert" not in html and "&lt;script&gt;alert" in html
+    assert "%3Cscript%3E" in html  # the name is quoted into the URL path
+
+
+async def test_a_failing_search_hook_leaves_out_only_its_integration(client, monkeypatch):
+    import sys
+
+    async def broken(ctx, query, limit):
+        raise RuntimeError("engine state unreadable")
+
+    # A hub half that fails: the page still answers, with the nodes, and names what is missing.
+    monkeypatch.setattr(sys.modules["roost.integrations.docker.pages"], "search", broken)
+    html = await fetch(client, "/search?q=atlas")
+    assert f'href="/nodes/{NODE_ID}"' in html
+    assert "Left out because they failed to answer: Docker" in html
+    assert 'data-kind="Containers"' not in html
