@@ -516,6 +516,22 @@
       if (ok) resolve(); else reject(new Error("copy refused"));
     });
   }
+  /* A [data-copy-field=ID] button copies that field's value (an input) or text, and says so beside itself. */
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest ? event.target.closest("[data-copy-field]") : null;
+    if (!button) return;
+    var source = document.getElementById(button.getAttribute("data-copy-field"));
+    if (!source) return;
+    var status = button.parentElement.querySelector(".copy-status");
+    var text = "value" in source ? source.value : source.textContent;
+    copyText(text).then(function () {
+      if (status) status.textContent = "Copied.";
+    }, function () {
+      if (source.select) source.select();
+      if (status) status.textContent = "Selected: press Ctrl+C (or long-press and copy).";
+    });
+  });
+
   window.Roost = {
     format: format,
     onNode: onNode,
