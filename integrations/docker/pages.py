@@ -107,6 +107,11 @@ def shape_row(node: dict[str, Any], container: dict[str, Any]) -> dict[str, Any]
         "project": container.get("compose_project") if isinstance(container.get("compose_project"), str) else None,
         "service": container.get("compose_service") if isinstance(container.get("compose_service"), str) else None,
         "status": container.get("status") if isinstance(container.get("status"), str) else None,
+        # How it ended, for one that is not running (None while it runs or when the source does not say).
+        "exit_code": _number(container.get("exit_code")) if state in ("exited", "dead") else None,
+        # Since when it runs, for the uptime column.
+        "started_at": _number(container.get("started_at")) if state in ("running", "paused", "restarting") else None,
+        "actions": [action for action, _label, states in LIFECYCLE_ACTIONS if state in states],
     }
 
 
@@ -187,7 +192,11 @@ async def containers_page(page: PageRequest) -> Any:
         }
         for s in sources
     ]
-    page_data = {"nodes": [s["node"].get("id") for s in sources], "grouped": by_project}
+    page_data = {
+        "nodes": [s["node"].get("id") for s in sources],
+        "grouped": by_project,
+        "actions": {action: label for action, label, _states in LIFECYCLE_ACTIONS},
+    }
     return page.render(
         "page.html",
         {

@@ -154,8 +154,10 @@ async def test_every_container_of_every_docker_host_is_one_row(client, samples):
     for text in ("13%", "50.0 MiB", "256 MiB", "site"):
         assert text in html
     assert f'href="/containers/{samples.SUMMARY["id"]}/web"' in html
-    # A host whose docker integration cannot run says why, in words.
-    assert "nas" in html and "permission denied" in html and "Not available" in html
+    # A host whose docker integration cannot run is folded into one line, with why, in words.
+    folded = html[html.index('id="ct-without"'):html.index("</details>")]
+    assert "1 host without Docker" in folded and ">nas<" in folded and "permission denied" in folded
+    assert 'class="ct-host card" data-node-id="nnas"' not in html
     # A node without the docker integration is not listed.
     assert ">plain<" not in html
     assert 'aria-current="page"' in html and 'href="/containers"' in html
@@ -167,7 +169,25 @@ async def test_missing_values_show_a_dash(client):
     bare = re.search(r'<tr class="ct-row"[^>]*data-name="bare".*?</tr>', html, re.S).group(0)
     cells = re.findall(r"<td[^>]*>(.*?)</td>", bare, re.S)
     texts = [re.sub(r"<[^>]+>", "", c).strip() for c in cells]
-    assert texts == ["atlas", "—", "paused", "—", "—", "—", "—", "—"]
+    # pick, host, image, state, health, exit, up, cpu, memory, ports, project, actions
+    assert texts[:11] == ["", "atlas", "—", "paused", "—", "—", "—", "—", "—", "—", "—"]
+    assert re.findall(r'data-row-action="([^"]+)"', bare) == ["docker.container.stop", "docker.container.restart"]
+
+
+async def test_exit_code_and_uptime_columns(client):
+    html = await fetch(client, "/containers")
+    rows = {r["data-name"]: r for r in parse(html).rows}
+    assert rows["db"]["data-exit"] == "1" and rows["db"]["data-uptime"] == ""
+    assert rows["web"]["data-exit"] == "" and 10790 < float(rows["web"]["data-uptime"]) < 10900  # started 3 h ago
+    web = re.search(r'<tr class="ct-row"[^>]*data-name="web".*?</tr>', html, re.S).group(0)
+    assert ">3 h<" in web
+    db = re.search(r'<tr class="ct-row"[^>]*data-name="db".*?</tr>', html, re.S).group(0)
+    assert '<span class="tone-bad-text">1</span>' in db
+    # Each row offers what its state allows; the whole table can be ticked for a bulk action.
+    assert re.findall(r'data-row-action="([^"]+)"', db) == ["docker.container.start", "docker.container.restart"]
+    assert rows["web"]["data-actions"].split() == ["docker.container.stop", "docker.container.restart", "docker.container.pause"]
+    assert 'id="ct-pick-all"' in html and html.count('class="ct-pick-row"') == 3
+    assert 'data-bulk-action="docker.container.restart"' in html and 'id="ct-confirm"' in html
 
 
 async def test_grouping_by_compose_project(client):
