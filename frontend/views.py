@@ -187,7 +187,7 @@ async def node_page(request: web.Request) -> web.Response:
             "panels": await node_panels(request, getattr(hub, "plugins", None), node, state),
             "figures": headline_figures(hub),
             **await node_trust(request, node),
-            **await node_actions(request, node),
+            **await node_actions(request, node, state),
         },
         fragments=NODE_FRAGMENTS,
     )
