@@ -452,7 +452,8 @@
 
   function updateCounts() {
     var box = document.getElementById("status-counts");
-    if (!box) return;
+    // The table's rows are one page of the nodes: js/overview.js counts from all of them.
+    if (!box || document.getElementById("node-table")) return;
     var counts = {};
     document.querySelectorAll(".node-card[data-status], .node-row[data-status]").forEach(function (card) {
       var s = card.getAttribute("data-status");
@@ -468,8 +469,9 @@
 
   function initOverview() {
     onNode(function (node) {
+      if (document.getElementById("node-table")) return; // js/overview.js keeps the table, new nodes included
       var sel = "[data-node-id=\"" + CSS.escape(String(node.id)) + "\"]";
-      var card = document.querySelector(".node-card" + sel + ", .node-row" + sel);
+      var card = document.querySelector(".node-card" + sel);
       if (!card) { refreshFragment("nodes", 2000); return; }
       var link = card.querySelector(".node-name a");
       var name = node.name || node.hostname || node.id;
