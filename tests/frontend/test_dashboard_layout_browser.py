@@ -25,9 +25,9 @@ FLEET_SIZE = 500
 MIN_TOUCH = 40
 
 
-def shot(page: Any, name: str) -> None:
+def shot(page: Any, name: str, full_page: bool = True) -> None:
     ARTEFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTEFACTS / f"{name}.png"), full_page=True)
+    page.screenshot(path=str(ARTEFACTS / f"{name}.png"), full_page=full_page)
 
 
 def slug(path: str) -> str:
@@ -150,7 +150,8 @@ def x_window(page: Any, key: str) -> tuple[float, float]:
     return float(fig.get_attribute("data-x-min")), float(fig.get_attribute("data-x-max"))
 
 
-def test_short_history_fills_the_chart_and_the_legend_shows_the_latest_value(tab, live_hub):
+def test_short_history_fills_the_chart_and_the_legend_shows_the_latest_value(new_tab, live_hub):
+    tab = new_tab(**DESKTOP)
     tab.goto(f"/nodes/{live_hub.node_id}?range=30d")
     wait_for_points(tab.page, "cpu")
     start, end = x_window(tab.page, "cpu")
@@ -177,10 +178,13 @@ def test_every_range_from_five_minutes_to_thirty_days_is_offered(tab, live_hub):
     tab.assert_no_errors()
 
 
-def test_dragging_zooms_every_chart_and_double_click_resets(tab, live_hub):
+def test_dragging_zooms_every_chart_and_double_click_resets(new_tab, live_hub):
+    tab = new_tab(**DESKTOP)
     tab.goto(f"/nodes/{live_hub.node_id}?range=5m")
     wait_for_points(tab.page, "cpu", 4)
     wait_for_points(tab.page, "memory", 4)
+    tab.page.mouse.move(0, 0)
+    shot(tab.page, "readme-node", full_page=False)  # the README's picture of a node page
     before_cpu = x_window(tab.page, "cpu")
     over = tab.page.locator('figure[data-chart="cpu"] .u-over')
     box = over.bounding_box()
@@ -304,8 +308,10 @@ def fleet_summaries(samples: Any, now: float) -> list[dict[str, Any]]:
         node = copy.deepcopy(samples.SUMMARY)
         node.update(id=f"n{i:04d}", name=f"node-{i:03d}", hostname=f"node-{i:03d}.lan", local=False, last_seen=now - 2,
                     integrations_summary={"loaded": 2, "problems": 0}, alerts={"firing": 0, "critical": 0, "warning": 0})
-        node["headline"] = dict(node["headline"], cpu_percent=float(i % 97), containers_running=3, containers_unhealthy=0,
-                                net_rx_bytes_per_s=1000.0 * i)
+        node["headline"] = dict(node["headline"], cpu_percent=float(i % 97), mem_used_percent=float(20 + i * 7 % 75),
+                                disk_used_percent=float(10 + i * 13 % 85), containers_running=i % 9, containers_unhealthy=0,
+                                containers_restarting=0, net_rx_bytes_per_s=1000.0 * i, net_tx_bytes_per_s=333.0 * i,
+                                temperature_c=float(35 + i % 40))
         nodes.append(node)
     nodes[499].update(status="offline", last_seen=now - 7200)
     nodes[300]["alerts"] = {"firing": 1, "critical": 1, "warning": 0}
@@ -334,7 +340,7 @@ def fleet(samples, tmp_path, browser):
             await hub.store.add_node(NodeRecord(node_id=node["id"], name=node["name"], hostname=node["hostname"],
                                                 public_key=node["id"], created_at=now - 86400))
         reports = []
-        for i, node in enumerate(hub.nodes[:120]):
+        for i, node in enumerate(hub.nodes[:60] + hub.nodes[-60:]):
             for k in range(12):
                 at = now - 3600 + k * 300
                 reports.append(Report(node_id=node["id"], seq=k + 1, epoch="e", collected_at=at, received_at=at, data={},
@@ -395,6 +401,7 @@ def test_overview_of_500_nodes_puts_problems_first_sorts_filters_and_pages(brows
     assert page.locator('tr[data-node-id="n0007"] .alert-count').inner_text() == "0"
     # Sparklines of the last hour, for the rows on screen.
     page.wait_for_function("() => Number(document.querySelector('tr[data-node-id=\"n0042\"] canvas.spark')?.dataset.points) >= 10")
+    shot(page, "readme-overview", full_page=False)  # the README's picture of the overview
 
     page.locator('button.sort[data-sort="name"]').click()
     assert visible_ids(page)[:2] == ["n0000", "n0001"]

@@ -142,7 +142,7 @@
     timeWindow = typeof body.start === "number" && typeof body.end === "number" ? [body.start, body.end] : null;
     var first = firstSample(series);
     if (timeWindow && first !== null && first > timeWindow[0]) {
-      timeWindow = [Math.min(first, timeWindow[1] - 60), timeWindow[1]];
+      timeWindow = [Math.min(first, timeWindow[1] - 5), timeWindow[1]];
     }
     chartsEl.setAttribute("data-window-start", timeWindow ? String(timeWindow[0]) : "");
     chartsEl.setAttribute("data-window-end", timeWindow ? String(timeWindow[1]) : "");

@@ -123,6 +123,14 @@
     return span;
   }
 
+  /* " (2 crit, 1 warn)", naming only what fires. */
+  function splitText(a) {
+    var parts = [];
+    if (a.critical) parts.push(a.critical + " crit");
+    if (a.warning) parts.push(a.warning + " warn");
+    return parts.length ? " (" + parts.join(", ") + ")" : "";
+  }
+
   function cell(col, cls) {
     var td = el("td", cls);
     td.setAttribute("data-col", col);
@@ -159,7 +167,7 @@
       if (f.unit === "percent") {
         var wrap = el("span", "spark-cell");
         var canvas = el("canvas", "spark");
-        canvas.width = 64;
+        canvas.width = 48;
         canvas.height = 18;
         canvas.setAttribute("aria-hidden", "true");
         canvas.setAttribute("data-series", f.metric);
@@ -174,8 +182,7 @@
     var a = node.alert_counts;
     var alerts = cell("alerts", "num alerts-cell");
     alerts.appendChild(valued(el("span", "alert-count"), "alerts.firing", "zero", a.firing));
-    var split = el("span", "muted small alert-split");
-    split.append(" (", valued(el("span"), "alerts.critical", "zero", a.critical), " crit, ", valued(el("span"), "alerts.warning", "zero", a.warning), " warn)");
+    var split = el("span", "muted small alert-split", splitText(a));
     split.hidden = !a.firing;
     alerts.appendChild(split);
     tr.appendChild(alerts);
@@ -375,7 +382,10 @@
       // roost.js has written the data-field values; these depend on more than one field.
       tr.setAttribute("data-rank", String(fresh.rank));
       var split = tr.querySelector(".alert-split");
-      if (split) split.hidden = !fresh.alert_counts.firing;
+      if (split) {
+        split.textContent = splitText(fresh.alert_counts);
+        split.hidden = !fresh.alert_counts.firing;
+      }
       var p = tr.querySelector(".problem-count");
       p.textContent = String(fresh.problems);
       p.setAttribute("data-problems", String(fresh.problems));
