@@ -255,7 +255,7 @@ def ceiling_fix(capability: str, ceiling: Any) -> str:
 
 
 def action_title(name: str, described_title: Any = None) -> str:
-    """A person's name for an action: its declared title, else its id in words ("docker.container.restart" -> "Restart container")."""
+    """A person's name for an action: its declared title, else its id in words ("demo.thing.restart" -> "Restart thing")."""
     if isinstance(described_title, str) and described_title.strip():
         return described_title.strip()
     parts = [p for p in str(name).split(".") if p]
@@ -268,7 +268,7 @@ def action_title(name: str, described_title: Any = None) -> str:
 
 def known_values(state: Any, path: Any) -> list[str]:
     """The values a parameter may take on this node, read from its state: ``"<domain>.<list>[].<field>"``
-    (``"docker.containers[].name"``) lists every item's field. Unknown paths and odd data give none."""
+    (``"demo.things[].name"``) lists every item's field. Unknown paths and odd data give none."""
     if not isinstance(path, str) or not isinstance(state, dict):
         return []
     match = re.fullmatch(r"([a-z][a-z0-9_]*)\.([a-z][a-z0-9_.]*)\[\]\.([a-z][a-z0-9_]*)", path)

@@ -37,7 +37,7 @@ PERMISSIONS: dict[str, Permission] = {
     "nodes.view": Permission(
         ROLE_VIEWER,
         "seeing nodes, their state, history, grants and integrations",
-        pages=("/", "/nodes/{node_id}", "/integrations", "/containers", "/containers/{node_id}/{container}", "/proxmox", "/proxmox/{node_id}/guests/{vmid}"),
+        pages=("/", "/nodes/{node_id}", "/integrations", "/search", "/containers", "/containers/{node_id}/{container}", "/proxmox", "/proxmox/{node_id}/guests/{vmid}"),
         api=(
             "GET /api/v1/nodes",
             "GET /api/v1/nodes/{node_id}",
