@@ -294,7 +294,7 @@ def action_card(described: dict[str, Any], *, granted: set[str], effective: set[
     fields = form_fields(described.get("params"))
     pickers = described.get("pickers") if isinstance(described.get("pickers"), dict) else {}
     for f in fields:
-        if f["kind"] == "text" and f["name"] in pickers:
+        if f["kind"] in ("text", "integer") and f["name"] in pickers:
             f["known"] = known_values(state, pickers[f["name"]])
     return {
         "title": action_title(str(described.get("name") or ""), described.get("title")),

@@ -528,3 +528,24 @@ async def test_a_result_reads_as_tables_and_an_empty_success_says_why(rig):
     await agent_says(rig, "job_result", job_id=empty["id"], attempt=1, status="succeeded", result={"entries": [], "reason": "no journal on this host"})
     html = await page(rig, f"/jobs/{empty['id']}")
     assert 'data-testid="job-result-empty">Done, with nothing to show: no journal on this host<' in html
+
+
+def test_the_built_in_actions_pick_from_what_their_hosts_report():
+    from roost.frontend.jobs_views import known_values
+    from roost.integrations.docker.actions import action_specs as docker_specs
+    from roost.integrations.proxmox.actions import build_actions as proxmox_specs
+    from roost.integrations.services.actions import action_specs as services_specs
+    from roost.integrations.services.const import CONF_RATE_LIMIT, CONF_SYSTEMCTL_TIMEOUT
+
+    state = {
+        "docker": {"containers": [{"name": "web", "compose_project": "site"}, {"name": "db", "compose_project": "site"}]},
+        "proxmox": {"guests": [{"vmid": 101}, {"vmid": 100}]},
+        "linux_host": {"services": {"units": [{"name": "ssh.service"}]}},
+    }
+    docker = {s.name: s.describe() for s in docker_specs()}
+    assert known_values(state, docker["docker.container.restart"]["pickers"]["container"]) == ["db", "web"]
+    assert known_values(state, docker["docker.compose.restart"]["pickers"]["project"]) == ["site"]
+    proxmox = {s.name: s.describe() for s in proxmox_specs()}
+    assert known_values(state, proxmox["proxmox.guest.start"]["pickers"]["vmid"]) == ["100", "101"]
+    services = {s.name: s.describe() for s in services_specs({CONF_SYSTEMCTL_TIMEOUT: 30, CONF_RATE_LIMIT: 0})}
+    assert all(known_values(state, d["pickers"]["unit"]) == ["ssh.service"] for d in services.values())
