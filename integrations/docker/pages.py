@@ -30,7 +30,8 @@ SHOWN_STATES = ("loaded", "collect_error", "setup_retry", "setup_error", "not_av
 STATE_ORDER = {"running": 0, "restarting": 1, "paused": 2, "created": 3, "exited": 4, "dead": 5}
 STATE_TONES = {"running": "ok", "restarting": "warn", "paused": "warn", "created": "muted", "exited": "muted", "dead": "bad", "removing": "warn"}
 HEALTH_TONES = {"healthy": "ok", "starting": "warn", "unhealthy": "bad"}
-DETAIL_RANGES = ("1h", "24h", "7d")
+DETAIL_RANGES = ("5m", "15m", "1h", "6h", "24h", "7d")
+DETAIL_DEFAULT_RANGE = "1h"
 # Charts of one container: (key, title, unit, [(metric, label)]).
 CONTAINER_CHARTS = (
     ("cpu", "CPU", "percent", (("cpu_percent", "CPU"),)),
@@ -261,7 +262,7 @@ async def container_page(page: PageRequest) -> Any:
             status=404,
         )
     node = _node_of(detail, node_id)
-    selected_range = pick_range(page.query, DETAIL_RANGES, DETAIL_RANGES[0])
+    selected_range = pick_range(page.query, DETAIL_RANGES, DETAIL_DEFAULT_RANGE)
     context = detail_context(node, container, detail.get("collected_at"), selected_range)
     # The page's own heading is the container; in a tab of /containers it sits under that page's h1.
     context["title_tag"] = "h2" if page.query.get("fragment") == "detail" else "h1"

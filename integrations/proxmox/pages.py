@@ -26,7 +26,7 @@ GUEST_FRAGMENTS = {"guest": "_guest.html"}
 # Integration states of a node worth a section even without data: it was configured for Proxmox and something is off.
 SHOWN_STATES = ("loaded", "collect_error", "setup_retry", "setup_error")
 # The same choices as the node page's charts.
-GUEST_RANGES = ("1h", "24h", "7d", "30d")
+GUEST_RANGES = ("5m", "15m", "1h", "6h", "24h", "7d", "30d")
 DEFAULT_RANGE = "1h"
 NODE_STATUS_ORDER = {"online": 0, "unreachable": 1, "offline": 2}
 GUEST_STATUS_ORDER = {"running": 0, "paused": 1, "unknown": 2, "stopped": 3}
