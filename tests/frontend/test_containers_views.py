@@ -181,7 +181,7 @@ async def test_exit_code_and_uptime_columns(client):
     # Started 3 h before the sample data was made.
     assert rows["web"]["data-exit"] == "" and 10790 < float(rows["web"]["data-uptime"]) < 10810 + time.time() - NOW
     web = re.search(r'<tr class="ct-row"[^>]*data-name="web".*?</tr>', html, re.S).group(0)
-    assert ">3 h<" in web
+    assert re.search(r">3 h( \d+ min)?<", web)  # more on a slow run: the sample data was made at import
     db = re.search(r'<tr class="ct-row"[^>]*data-name="db".*?</tr>', html, re.S).group(0)
     assert '<span class="tone-bad-text">1</span>' in db
     # Each row offers what its state allows; the whole table can be ticked for a bulk action.
