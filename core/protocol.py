@@ -32,6 +32,8 @@ TYPE_PAIR_PENDING = "pair_pending"
 TYPE_PAIR_APPROVED = "pair_approved"
 TYPE_PAIR_REJECTED = "pair_rejected"
 TYPE_GRANTS = "grants"
+# Hub-side settings of one integration for this node (a storage manifest), validated by that integration on the agent.
+TYPE_SETTINGS = "settings"
 TYPE_ROTATE_KEY = "rotate_key"
 TYPE_KEY_ROTATED = "key_rotated"
 TYPE_JOB = "job"
@@ -187,6 +189,8 @@ HELLO_SCHEMA = vol.Schema(
         vol.Optional("capabilities", default=list): _CAPABILITIES,
         vol.Optional("ceiling", default=lambda: {"mode": "read-only", "allow": ["*"], "deny": []}): _CEILING,
         vol.Optional("actions", default=list): vol.All([dict], vol.Length(max=500)),
+        # The agent config's [agent] labels; the hub keeps the well-formed ones (docs/alerts.md, "Node labels").
+        vol.Optional("labels", default=dict): dict,
     }
 )
 
@@ -244,6 +248,12 @@ PAIR_APPROVED_SCHEMA = vol.Schema(
 )
 PAIR_REJECTED_SCHEMA = vol.Schema({vol.Required("v"): int, vol.Required("type"): TYPE_PAIR_REJECTED, vol.Required("reason"): str}, extra=vol.ALLOW_EXTRA)
 GRANTS_SCHEMA = vol.Schema({vol.Required("v"): int, vol.Required("type"): TYPE_GRANTS, vol.Required("grants"): _CAPABILITIES}, extra=vol.ALLOW_EXTRA)
+# An integration's settings for this node: a JSON object (the message size limit bounds it), checked
+# against that integration's SETTINGS_SCHEMA on the agent before anything uses it.
+SETTINGS_SCHEMA = vol.Schema(
+    {vol.Required("v"): int, vol.Required("type"): TYPE_SETTINGS, vol.Required("domain"): vol.Match(r"^[a-z][a-z0-9_]{0,63}$"), vol.Required("settings"): dict},
+    extra=vol.ALLOW_EXTRA,
+)
 KEY_ROTATED_SCHEMA = vol.Schema({vol.Required("v"): int, vol.Required("type"): TYPE_KEY_ROTATED, vol.Required("public_key"): _B64KEY}, extra=vol.ALLOW_EXTRA)
 WELCOME_SCHEMA = vol.Schema(
     {

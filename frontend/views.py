@@ -135,6 +135,7 @@ async def overview(request: web.Request) -> web.Response:
                           "problem": RANK_PROBLEM, "well": RANK_WELL},
                 "nodes": nodes if view == "table" else [],
             },
+            "problems": sum(node["alert_counts"]["firing"] for node in nodes),
         },
         fragments=OVERVIEW_FRAGMENTS,
     )
@@ -193,6 +194,8 @@ async def node_page(request: web.Request) -> web.Response:
             "page_data": page_data,
             "panels": await node_panels(request, getattr(hub, "plugins", None), node, state),
             "figures": headline_figures(hub),
+            "node_alerts": await hub.alerts.live_instances(node_id) if hasattr(hub, "alerts") else [],
+            "node_labels": hub.alerts.label_sources(node_id) if hasattr(hub, "alerts") else None,
             **await node_trust(request, node),
             **await node_actions(request, node, state),
         },

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -46,6 +48,7 @@ from roost.core import protocol
 from roost.core.capabilities import default_grants
 from roost.core.tls import HubTLS, compact_fingerprint
 
+from .alerts import AlertEngine
 from .events import EventBus
 from .ingest import Ingestor
 from .jobs import JobEngine
@@ -66,6 +69,7 @@ SPLIT_GRANTS = {"host.metrics.read": "host.processes.read", "network.probe": "ne
 META_GRANTS_SPLIT = "grants_split_v1"
 # Facts the hub alone sets; the same key claimed by a node in its hello, enrolment or pairing request is dropped.
 HUB_FACTS = frozenset({"source"})
+LABEL_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,62}\Z")
 LIVENESS_CHECK_SECONDS = 1.0
 PRUNE_EVERY_SECONDS = 3600.0
 TOUCH_FLUSH_SECONDS = 10.0
@@ -81,6 +85,19 @@ def new_node_id() -> str:
 def claimed_facts(facts: dict[str, Any]) -> dict[str, Any]:
     """What a node says about itself, without the facts only the hub may set (``source``: how the node reports)."""
     return {k: v for k, v in facts.items() if k not in HUB_FACTS}
+
+
+def agent_labels(labels: Any, who: str) -> dict[str, str]:
+    """The well-formed labels of an agent's hello (at most 32; name and value rules as on the hub); the rest are dropped and logged."""
+    if not isinstance(labels, dict):
+        return {}
+    good: dict[str, str] = {}
+    for key, value in list(labels.items())[:64]:
+        if len(good) < 32 and isinstance(key, str) and isinstance(value, str) and LABEL_NAME_RE.match(key) and len(value) <= 200 and value.isprintable():
+            good[key] = value
+    if len(good) != len(labels):
+        _LOGGER.warning("node %s: %d of its agent's labels are malformed or too many; left out", who, len(labels) - len(good))
+    return good
 
 
 def hash_secret(secret: str) -> str:
@@ -163,6 +180,13 @@ async def create_join_token(
     return token, record
 
 
+# Where each node's integration settings live in the integration data store: keys "<node_id>/<domain>".
+# Not a domain name (it has a dot), so no integration's own ctx.store namespace can reach it.
+AGENT_SETTINGS_NAMESPACE = "core.agent_settings"
+# A settings message must fit the protocol's 1 MiB with room for the envelope.
+MAX_AGENT_SETTINGS_BYTES = 512 * 1024
+
+
 class Hub:
     """Everything the hub knows at run time; lives on the app under HUB_KEY."""
 
@@ -187,8 +211,15 @@ class Hub:
         self.headline: dict[str, str] = {}
         # Called with (job_id, action, state) on every job state change (the Prometheus job counts).
         self.job_observers: list[Callable[[str, str, str], None]] = []
+        # Called with the node id after each stored report (the alert engine first; automations may add theirs).
+        self.report_observers: list[Callable[[str], None]] = []
+        # The newest state of each node by domain, as its reports brought it (references, never copies), for rule kinds.
+        self._latest_data: dict[str, dict[str, Any]] = {}
+        self.alerts = AlertEngine(self)
+        self.report_observers.append(self.alerts.observe)
         self.jobs = JobEngine(self)
         self.local_grants: Any = None  # the in-process agent's grant setter
+        self.local_settings: Any = None  # the in-process agent's integration-settings setter
         # Wired by the app factory (app.build_hub): their modules serve routes, so they import this one.
         self.pairing: Pairing
         self.plugins: HubIntegrations
@@ -228,6 +259,7 @@ class Hub:
         now = time.time()
         for node_id in self._nodes:
             self._status[node_id] = self.node_status(node_id, now)
+        await self.alerts.open()
 
     async def _carry_split_grants(self) -> None:
         """Once: a grant made before a capability was split keeps allowing what it allowed.
@@ -329,6 +361,8 @@ class Hub:
             "integrations_summary": {"loaded": loaded, "problems": problems},
             "spool_dropped": node.spool_dropped,
             "limits": refusal.as_dict() if (refusal := self.series.refusals.get(node_id)) is not None else None,
+            "alerts": self.alerts.counts(node_id),
+            "labels": self.alerts.node_labels(node_id),
         }
 
     def withheld(self, node_id: str) -> dict[str, dict[str, str]]:
@@ -511,6 +545,7 @@ class Hub:
             # knows, never a name the node made up.
             await self.store.set_grants(node_id, default_grants(hello.get("capabilities") or []), now=time.time())
         self._remember(node)
+        await self.alerts.set_agent_labels(node_id, agent_labels(hello.get("labels"), self._label(node_id)))
         self.ingestor.reset_node(node_id)
         self.mark_seen(node_id)
         self._publish_node(node_id, force=True)
@@ -547,10 +582,16 @@ class Hub:
                     updated.interval = report.interval
                     self._metrics[report.node_id] = report.metrics
                     self._metrics_at[report.node_id] = report.collected_at
+                    self._latest_data[report.node_id] = {**self._latest_data.get(report.node_id, {}), **report.data}
                 self._nodes[report.node_id] = updated
         for node_id in {r.node_id for r in reports}:
             self._check_status(node_id, now)
             self._publish_node(node_id)
+            for observer in self.report_observers:
+                try:
+                    observer(node_id)
+                except Exception:
+                    _LOGGER.exception("report observer %r failed", observer)
 
     def _publish_node(self, node_id: str, *, force: bool = False) -> None:
         """Tell subscribers (the dashboard, the MQTT bridge) a node changed: at most once a second per node, the last change always."""
@@ -640,6 +681,7 @@ class Hub:
             if now - last_prune >= PRUNE_EVERY_SECONDS:
                 try:
                     deleted = await self.store.prune(now, self.config.retention)
+                    deleted["alerts"] = await self.alerts.prune(now)
                     self.series.forget()
                     if any(deleted.values()):
                         _LOGGER.info("pruned history: %s", deleted)
@@ -679,6 +721,36 @@ class Hub:
             await ws.send_str(protocol.encode(protocol.TYPE_GRANTS, grants=sorted(set(grants))))
         if node_id == self.local_node_id and self.local_grants is not None:
             self.local_grants(sorted(set(grants)))
+
+    # ------------------------------------------------ integration settings per node
+
+    async def agent_settings(self, node_id: str) -> dict[str, dict[str, Any]]:
+        """Every integration's settings for one node, as its agent is sent them on each connect: {domain: settings}."""
+        found: dict[str, dict[str, Any]] = {}
+        for key, text in await self.store.list_integration_data(AGENT_SETTINGS_NAMESPACE, f"{node_id}/"):
+            value = json.loads(text)
+            if isinstance(value, dict):
+                found[key.split("/", 1)[1]] = value
+        return found
+
+    async def set_agent_settings(self, node_id: str, domain: str, settings: dict[str, Any]) -> None:
+        """Keep one integration's settings for a node and send them to its agent now if it is connected (else on its next connect).
+
+        The agent checks them against that integration's SETTINGS_SCHEMA before they take effect.
+        """
+        text = json.dumps(settings, separators=(",", ":"), allow_nan=False)
+        if len(text) > MAX_AGENT_SETTINGS_BYTES:
+            raise ValueError(f"settings for {domain} on {node_id} are {len(text)} bytes of JSON; at most {MAX_AGENT_SETTINGS_BYTES} fit in one message")
+        await self.store.put_integration_data(AGENT_SETTINGS_NAMESPACE, f"{node_id}/{domain}", text, now=time.time())
+        ws = self.connections.get(node_id)
+        if ws is not None and not ws.closed:
+            try:
+                await ws.send_str(protocol.encode(protocol.TYPE_SETTINGS, domain=domain, settings=settings))
+            except (ConnectionError, RuntimeError) as err:
+                # Kept above: the agent gets them with its grants when it connects again.
+                _LOGGER.info("agent %s: settings for %s not sent now (%s); sent on its next connect", node_id, domain, err)
+        if node_id == self.local_node_id and self.local_settings is not None:
+            self.local_settings(domain, json.loads(text))
 
     def publish(self, kind: str, data: dict[str, Any]) -> None:
         if self.events.has_subscribers:

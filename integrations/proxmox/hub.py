@@ -1,4 +1,4 @@
-"""The hub half of the proxmox integration: the Proxmox pages and the Guests panel on a Proxmox node's page.
+"""The hub half of the proxmox integration: the Proxmox pages, the Guests panel on a Proxmox node's page and the cluster alert rule kinds.
 
 Agents never import this module (the kernel loads it in the hub role only).
 """
@@ -9,9 +9,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from roost.core import hookimpl
-from roost.core.hub_integration import HubContext, NodePanel, Page, SearchResult
+from roost.core.hub_integration import AlertRuleKind, HubContext, NodePanel, Page, SearchResult
 
-from . import pages
+from . import alerts, pages
 
 
 @hookimpl
@@ -30,3 +30,8 @@ def roost_hub_node_panels(ctx: HubContext, node: Mapping[str, Any], state: Any) 
 @hookimpl
 async def roost_hub_search(ctx: HubContext, query: str, limit: int) -> list[SearchResult]:
     return await pages.search(ctx, query, limit)
+
+
+@hookimpl
+def roost_hub_alert_rule_kinds(ctx: HubContext) -> list[AlertRuleKind]:
+    return alerts.rule_kinds()
