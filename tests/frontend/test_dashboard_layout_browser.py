@@ -317,6 +317,8 @@ def fleet_summaries(samples: Any, now: float) -> list[dict[str, Any]]:
     nodes[300]["alerts"] = {"firing": 1, "critical": 1, "warning": 0}
     nodes[100]["alerts"] = {"firing": 2, "critical": 0, "warning": 2}
     nodes[42]["headline"]["containers_unhealthy"] = 1
+    for i in (3, 250):
+        nodes[i]["labels"] = {"role": "nas", "site": "attic"}
     del nodes[7]["alerts"]  # a hub without the alert engine: no field at all
     return nodes
 
@@ -420,6 +422,8 @@ def test_overview_of_500_nodes_puts_problems_first_sorts_filters_and_pages(brows
     assert page.locator("#node-table-foot").inner_text() == "10 of 500 nodes match"
     page.locator("#node-filter").fill("status:offline")
     assert visible_ids(page) == ["n0499"]
+    page.locator("#node-filter").fill("role=nas")  # the node labels set on the hub or in the agent's config
+    assert sorted(visible_ids(page)) == ["n0003", "n0250"]
     page.locator("#node-filter").fill("")
     assert len(visible_ids(page)) == 100
     shot(page, "desktop-overview-500-nodes")

@@ -67,7 +67,8 @@
     node.alert_counts = alertCounts(node);
     var f = node.facts || {};
     node.search = [node.name, node.hostname, node.id, "status:" + node.status, "os:" + (f.os || ""), "arch:" + (f.arch || ""),
-      "virt:" + (f.virtualization || ""), node.local ? "local" : "", "version:" + (node.agent_version || "")].join(" ").toLowerCase();
+      "virt:" + (f.virtualization || ""), node.local ? "local" : "", "version:" + (node.agent_version || "")]
+      .concat(Object.keys(node.labels || {}).map(function (k) { return k + "=" + node.labels[k]; })).join(" ").toLowerCase();
     if (!byId[node.id]) nodes.push(node);
     else nodes[nodes.indexOf(byId[node.id])] = node;
     byId[node.id] = node;
