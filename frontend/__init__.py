@@ -31,6 +31,9 @@ def setup(app: Any) -> None:
 
     updates_views.setup(app)
     alerts_views.setup(app)
+    from . import notifications_views
+
+    notifications_views.setup(app)
 
 
 __all__ = ["setup"]
