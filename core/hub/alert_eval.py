@@ -22,8 +22,9 @@ import fnmatch
 import hashlib
 import json
 import re
-from functools import lru_cache
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
+from functools import lru_cache
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -133,6 +134,92 @@ def reduce(reducer: str, points: Sequence[tuple[float, float]], window: float, n
     if reducer == "max":
         return max(values)
     return min(values)
+
+
+class RollingWindow:
+    """The recent points of one series for one window length, kept as reports arrive, with max and min in O(1).
+
+    ``add`` takes a point newer than the newest (an older or equal time stamp
+    is ignored, as a report seen twice must not count twice), ``expire`` drops
+    the points older than a cut-off, and ``reduced`` gives what ``reduce`` would
+    over the same points: max and min from monotonic deques (each point enters
+    and leaves each deque once), avg summed over the points in order (the same
+    float ``reduce`` computes, so a value on a threshold lands on the same side).
+    At most ``limit`` points are kept; the oldest goes first.
+    """
+
+    __slots__ = ("limit", "stamps", "values", "_max", "_min")
+
+    def __init__(self, limit: int = 720) -> None:
+        self.limit = limit
+        self.stamps: deque[float] = deque()
+        self.values: deque[float] = deque()
+        # (time stamp, value), values decreasing (_max) or increasing (_min) from the front: the front is the answer.
+        self._max: deque[tuple[float, float]] = deque()
+        self._min: deque[tuple[float, float]] = deque()
+
+    def __len__(self) -> int:
+        return len(self.stamps)
+
+    def add(self, ts: float, value: float) -> bool:
+        stamps = self.stamps
+        if stamps and ts <= stamps[-1]:
+            return False
+        if len(stamps) >= self.limit:
+            oldest = stamps.popleft()
+            self.values.popleft()
+            if self._max[0][0] <= oldest:
+                self._max.popleft()
+            if self._min[0][0] <= oldest:
+                self._min.popleft()
+        stamps.append(ts)
+        self.values.append(value)
+        top = self._max
+        while top and top[-1][1] <= value:
+            top.pop()
+        top.append((ts, value))
+        bottom = self._min
+        while bottom and bottom[-1][1] >= value:
+            bottom.pop()
+        bottom.append((ts, value))
+        return True
+
+    def expire(self, cutoff: float) -> None:
+        """Drop the points stamped before ``cutoff`` (``reduce`` keeps ts >= now - window)."""
+        stamps = self.stamps
+        if not stamps or stamps[0] >= cutoff:
+            return
+        values = self.values
+        while stamps and stamps[0] < cutoff:
+            stamps.popleft()
+            values.popleft()
+        top, bottom = self._max, self._min
+        while top and top[0][0] < cutoff:
+            top.popleft()
+        while bottom and bottom[0][0] < cutoff:
+            bottom.popleft()
+
+    def reduced(self, reducer: str) -> float | None:
+        values = self.values
+        if not values:
+            return None
+        if reducer == "max":
+            return self._max[0][1]
+        if reducer == "min":
+            return self._min[0][1]
+        if reducer == "avg":
+            return sum(values) / len(values)
+        return values[-1]
+
+    def high(self) -> float:
+        """The largest point kept (an avg never exceeds it); only when not empty."""
+        return self._max[0][1]
+
+    def low(self) -> float:
+        return self._min[0][1]
+
+    def points(self) -> list[tuple[float, float]]:
+        return list(zip(self.stamps, self.values))
 
 
 _BRACKET = re.compile(r"^(?P<base>[^\[\]]+)\[(?P<label>.*)\]$")
@@ -394,6 +481,7 @@ def tick(state: Mapping[str, dict[str, Any]], rules: Mapping[str, Mapping[str, A
 __all__ = [
     "Condition",
     "Outcome",
+    "RollingWindow",
     "Transition",
     "advance",
     "evaluate",

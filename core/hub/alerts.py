@@ -18,7 +18,6 @@ import inspect
 import logging
 import math
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -98,8 +97,8 @@ class AlertEngine:
         self._labels: dict[str, tuple[dict[str, str], dict[str, str]]] = {}
         self._raised: dict[str, dict[str, Any]] = {}
         self._counts: dict[str, dict[str, int]] = {}
-        # Recent values of windowed series, per (node, series, window): (timestamps, values).
-        self._points: dict[tuple[str, str, float], tuple[deque[float], deque[float]]] = {}
+        # Recent values of windowed series, per (node, series, window), with their max and min kept as they come.
+        self._points: dict[tuple[str, str, float], ev.RollingWindow] = {}
         # Per node, per wildcard pattern: (series count, when, [(series, part)], [series]) — matched again when the count changes.
         self._matched: dict[str, dict[str, tuple[int, float, list[tuple[str, str | None]], list[str]]]] = {}
         # Per metric rule: what judging it needs, read once from its settings (the rule dict itself first, to notice an edit).
@@ -342,6 +341,7 @@ class AlertEngine:
         all_metrics = self.hub._metrics
         metrics_at = self.hub._metrics_at
         matched = self._matched
+        cutoff = now - window
         for node_id in node_ids:
             metrics = all_metrics.get(node_id)
             if not metrics:
@@ -367,19 +367,15 @@ class AlertEngine:
                         key = (node_id, name, window)
                         buf = points.get(key)
                         if buf is None:
-                            buf = points[key] = (deque(maxlen=MAX_POINTS), deque(maxlen=MAX_POINTS))
-                        stamps, values = buf
-                        if not stamps or at > stamps[-1]:
-                            stamps.append(at)
-                            values.append(value)
-                        while stamps and stamps[0] < now - window:
-                            stamps.popleft()
-                            values.popleft()
-                        if not hot and values:
+                            buf = points[key] = ev.RollingWindow(MAX_POINTS)
+                        buf.add(at, value)
+                        buf.expire(cutoff)
+                        if not hot and buf.stamps:
+                            # The bound in O(1): an avg lies between the window's min and max.
                             if rising:
-                                hot = (value if reducer == "min" else max(values)) >= limit
+                                hot = (buf.low() if reducer == "min" else buf.high()) >= limit
                             else:
-                                hot = (value if reducer == "max" else min(values)) <= limit
+                                hot = (buf.high() if reducer == "max" else buf.low()) <= limit
                     if not hot:
                         continue
             elif simple and limit is not None and not live_here:
@@ -562,22 +558,13 @@ class AlertEngine:
             key = (node_id, name, window)
             buf = points.get(key)
             if buf is None:
-                buf = points[key] = (deque(maxlen=MAX_POINTS), deque(maxlen=MAX_POINTS))
-            stamps, values = buf
-            if record and (not stamps or at > stamps[-1]):
-                stamps.append(at)
-                values.append(value)
-            while stamps and stamps[0] < now - window:
-                stamps.popleft()
-                values.popleft()
-            if not values:
+                buf = points[key] = ev.RollingWindow(MAX_POINTS)
+            if record:
+                buf.add(at, value)
+            buf.expire(now - window)
+            reduced = buf.reduced(reducer)
+            if reduced is None:
                 continue
-            if reducer == "avg":
-                reduced = sum(values) / len(values)
-            elif reducer == "max":
-                reduced = max(values)
-            else:
-                reduced = min(values)
             if limit is not None and part not in held and ((reduced < limit) if rising else (reduced > limit)):
                 continue
             out.append((name, part, reduced))
