@@ -95,52 +95,55 @@ async def run(args: argparse.Namespace) -> None:
         hub = build_hub(config, SQLiteStore(Path(tmp) / "roost.db"))
         hub.manager.load()
         await hub.open()
-        await hub.manager.setup_all()
-        hub.plugins.collect()
-        ids = []
-        for n in range(args.nodes):
-            node = await hub.add_node(public_key=f"key{n}", hostname=f"node-{n}", name=f"node-{n}", facts={})
-            ids.append(node.node_id)
-            if n % 2 == 0:
-                await hub.alerts.set_agent_labels(node.node_id, {"env": "prod"})
-        have = sum(1 for r in hub.alerts.rules.values() if r.get("enabled", True))
-        for body in extra_rules(max(0, args.rules - have)):
-            await hub.alerts.save_rule(body, actor="bench")
-        rules = sum(1 for r in hub.alerts.rules.values() if r.get("enabled", True))
-        hub.alerts._dirty.clear()
+        # Whatever goes wrong mid-run, the integrations and the store's writer thread are shut down (else the process waits on them).
+        try:
+            await hub.manager.setup_all()
+            hub.plugins.collect()
+            ids = []
+            for n in range(args.nodes):
+                node = await hub.add_node(public_key=f"key{n}", hostname=f"node-{n}", name=f"node-{n}", facts={})
+                ids.append(node.node_id)
+                if n % 2 == 0:
+                    await hub.alerts.set_agent_labels(node.node_id, {"env": "prod"})
+            have = sum(1 for r in hub.alerts.rules.values() if r.get("enabled", True))
+            for body in extra_rules(max(0, args.rules - have)):
+                await hub.alerts.save_rule(body, actor="bench")
+            rules = sum(1 for r in hub.alerts.rules.values() if r.get("enabled", True))
+            hub.alerts._dirty.clear()
 
-        ingest_times, eval_times = [], []
-        seq = {node_id: 0 for node_id in ids}
-        t0 = time.time() - args.rounds * args.interval
-        clock = {"now": t0}
-        hub.alerts.clock = lambda: clock["now"]  # the engine judges windows on the reports' own time line
-        for round_no in range(args.rounds + 1):
-            at = clock["now"] = t0 + round_no * args.interval
-            reports = []
-            for n, node_id in enumerate(ids):
-                seq[node_id] += 1
-                docker = n % 10 == 0
-                integrations = [{"domain": "linux_host", "state": "loaded", "reason": ""}]
-                data = {"linux_host": {"cpu": {"percent": 1.0}}}
-                if docker:
-                    integrations.append({"domain": "docker", "state": "loaded", "reason": ""})
-                    data["docker"] = docker_state(rng)
-                reports.append(Report(node_id=node_id, seq=seq[node_id], epoch="e1", collected_at=at, received_at=at, data=data,
-                                      metrics=metrics_for(n, round_no, args.metrics, rng), integrations=integrations, interval=args.interval))
-            started = time.perf_counter()
-            results = await hub.store.ingest(reports)
-            hub._persisted(reports, results)
-            ingested = time.perf_counter() - started
-            hub.alerts._dirty.clear()  # judged below, timed on its own
-            started = time.perf_counter()
-            await hub.alerts.evaluate_nodes(ids)
-            judged = time.perf_counter() - started
-            if round_no:  # the first round warms caches (series catalog, matched wildcards)
-                ingest_times.append(ingested)
-                eval_times.append(judged)
-        live = hub.alerts.live
-        await hub.manager.shutdown_all()
-        await hub.store.close()
+            ingest_times, eval_times = [], []
+            seq = {node_id: 0 for node_id in ids}
+            t0 = time.time() - args.rounds * args.interval
+            clock = {"now": t0}
+            hub.alerts.clock = lambda: clock["now"]  # the engine judges windows on the reports' own time line
+            for round_no in range(args.rounds + 1):
+                at = clock["now"] = t0 + round_no * args.interval
+                reports = []
+                for n, node_id in enumerate(ids):
+                    seq[node_id] += 1
+                    docker = n % 10 == 0
+                    integrations = [{"domain": "linux_host", "state": "loaded", "reason": ""}]
+                    data = {"linux_host": {"cpu": {"percent": 1.0}}}
+                    if docker:
+                        integrations.append({"domain": "docker", "state": "loaded", "reason": ""})
+                        data["docker"] = docker_state(rng)
+                    reports.append(Report(node_id=node_id, seq=seq[node_id], epoch="e1", collected_at=at, received_at=at, data=data,
+                                          metrics=metrics_for(n, round_no, args.metrics, rng), integrations=integrations, interval=args.interval))
+                started = time.perf_counter()
+                results = await hub.store.ingest(reports)
+                hub._persisted(reports, results)
+                ingested = time.perf_counter() - started
+                hub.alerts._dirty.clear()  # judged below, timed on its own
+                started = time.perf_counter()
+                await hub.alerts.evaluate_nodes(ids)
+                judged = time.perf_counter() - started
+                if round_no:  # the first round warms caches (series catalog, matched wildcards)
+                    ingest_times.append(ingested)
+                    eval_times.append(judged)
+            live = hub.alerts.live
+        finally:
+            await hub.manager.shutdown_all()
+            await hub.store.close()
 
     ingest = statistics.median(ingest_times)
     judge = statistics.median(eval_times)
