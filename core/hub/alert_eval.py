@@ -137,26 +137,27 @@ def reduce(reducer: str, points: Sequence[tuple[float, float]], window: float, n
 
 
 class RollingWindow:
-    """The recent points of one series for one window length, kept as reports arrive, with max and min in O(1).
+    """The recent points of one series for one window length, kept as reports arrive, with its max and min remembered.
 
     ``add`` takes a point newer than the newest (an older or equal time stamp
     is ignored, as a report seen twice must not count twice), ``expire`` drops
-    the points older than a cut-off, and ``reduced`` gives what ``reduce`` would
-    over the same points: max and min from monotonic deques (each point enters
-    and leaves each deque once), avg summed over the points in order (the same
-    float ``reduce`` computes, so a value on a threshold lands on the same side).
-    At most ``limit`` points are kept; the oldest goes first.
+    the points older than a cut-off, and ``reduced`` gives what ``reduce``
+    would over the same points. The max and min are kept as points arrive (one
+    comparison each) and forgotten only when the point holding one leaves the
+    window, to be found again in one pass in C when next asked for; an avg is
+    summed over the points in order (the same float ``reduce`` computes, so a
+    value on a threshold lands on the same side). At most ``limit`` points are
+    kept; the oldest goes first.
     """
 
-    __slots__ = ("limit", "stamps", "values", "_max", "_min")
+    __slots__ = ("limit", "stamps", "values", "_high", "_low")
 
     def __init__(self, limit: int = 720) -> None:
         self.limit = limit
         self.stamps: deque[float] = deque()
         self.values: deque[float] = deque()
-        # (time stamp, value), values decreasing (_max) or increasing (_min) from the front: the front is the answer.
-        self._max: deque[tuple[float, float]] = deque()
-        self._min: deque[tuple[float, float]] = deque()
+        self._high: float | None = None  # None: not known (found again when asked for)
+        self._low: float | None = None
 
     def __len__(self) -> int:
         return len(self.stamps)
@@ -166,57 +167,73 @@ class RollingWindow:
         if stamps and ts <= stamps[-1]:
             return False
         if len(stamps) >= self.limit:
-            oldest = stamps.popleft()
-            self.values.popleft()
-            if self._max[0][0] <= oldest:
-                self._max.popleft()
-            if self._min[0][0] <= oldest:
-                self._min.popleft()
+            stamps.popleft()
+            self._forget(self.values.popleft())
         stamps.append(ts)
         self.values.append(value)
-        top = self._max
-        while top and top[-1][1] <= value:
-            top.pop()
-        top.append((ts, value))
-        bottom = self._min
-        while bottom and bottom[-1][1] >= value:
-            bottom.pop()
-        bottom.append((ts, value))
+        if self._high is not None and value > self._high:
+            self._high = value
+        if self._low is not None and value < self._low:
+            self._low = value
         return True
+
+    def push(self, ts: float, value: float, cutoff: float) -> None:
+        """``add`` then ``expire`` in one call (the engine's step on every report)."""
+        stamps = self.stamps
+        if not stamps or ts > stamps[-1]:
+            if len(stamps) >= self.limit:
+                self.add(ts, value)
+            else:  # add() without the call, on the path every report takes
+                stamps.append(ts)
+                self.values.append(value)
+                high, low = self._high, self._low
+                if high is not None and value > high:
+                    self._high = value
+                if low is not None and value < low:
+                    self._low = value
+        if stamps[0] < cutoff:
+            self.expire(cutoff)
+
+    def _forget(self, value: float) -> None:
+        if value == self._high:
+            self._high = None
+        if value == self._low:
+            self._low = None
 
     def expire(self, cutoff: float) -> None:
         """Drop the points stamped before ``cutoff`` (``reduce`` keeps ts >= now - window)."""
         stamps = self.stamps
-        if not stamps or stamps[0] >= cutoff:
-            return
         values = self.values
         while stamps and stamps[0] < cutoff:
             stamps.popleft()
-            values.popleft()
-        top, bottom = self._max, self._min
-        while top and top[0][0] < cutoff:
-            top.popleft()
-        while bottom and bottom[0][0] < cutoff:
-            bottom.popleft()
+            value = values.popleft()
+            if value == self._high:
+                self._high = None
+            if value == self._low:
+                self._low = None
 
     def reduced(self, reducer: str) -> float | None:
         values = self.values
         if not values:
             return None
         if reducer == "max":
-            return self._max[0][1]
+            return self.high()
         if reducer == "min":
-            return self._min[0][1]
+            return self.low()
         if reducer == "avg":
             return sum(values) / len(values)
         return values[-1]
 
     def high(self) -> float:
         """The largest point kept (an avg never exceeds it); only when not empty."""
-        return self._max[0][1]
+        if self._high is None:
+            self._high = max(self.values)
+        return self._high
 
     def low(self) -> float:
-        return self._min[0][1]
+        if self._low is None:
+            self._low = min(self.values)
+        return self._low
 
     def points(self) -> list[tuple[float, float]]:
         return list(zip(self.stamps, self.values))
