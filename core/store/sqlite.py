@@ -90,6 +90,33 @@ _ROLLUP_TABLES = {RES_MINUTE: "metric_minute", RES_HOUR: "metric_hour"}
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
 _decode = json.loads
 
+try:
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - a dependency; the standard library writes the same values
+    _orjson = None  # type: ignore[assignment]
+# Dataclasses, datetimes and str/int subclasses go to json, which refuses or writes them as it always has.
+_ORJSON_OPTIONS = (
+    (_orjson.OPT_PASSTHROUGH_DATACLASS | _orjson.OPT_PASSTHROUGH_DATETIME | _orjson.OPT_PASSTHROUGH_SUBCLASS) if _orjson else 0
+)
+
+
+def _encode_report(value: Any) -> str:
+    """``_encode`` for a report's metrics and state, through orjson where it writes the same values.
+
+    orjson writes NaN and infinities as ``null`` (json writes ``NaN``), so an
+    answer with ``null`` in it, and anything orjson refuses (integers past 64
+    bits, surrogates, other types), is encoded by json instead. Floats may be
+    spelled differently (``1e-7`` for ``1e-07``); every reader decodes the same number.
+    """
+    if _orjson is not None:
+        try:
+            text = _orjson.dumps(value, option=_ORJSON_OPTIONS)
+        except TypeError:
+            return _encode(value)
+        if b"null" not in text:
+            return text.decode()
+    return _encode(value)
+
 _NODE_COLUMNS = (
     "node_id, name, hostname, public_key, created_at, last_seen, revoked, local, facts, "
     "integrations, fields, capabilities, agent_version, epoch, last_seq, interval, spool_dropped"
@@ -358,7 +385,7 @@ def _ingest_statements(conn: sqlite3.Connection, reports: Sequence[Report]) -> _
 
         collected_at = report.collected_at
         metrics = _finite_metrics(report.metrics)
-        values = _encode(metrics)
+        values = _encode_report(metrics)
         raw_rows.append((node_id, collected_at, values))
         done.kept.append((node_id, collected_at, metrics))
         previous = newest_metrics.get(node_id)
@@ -392,7 +419,7 @@ def _ingest_statements(conn: sqlite3.Connection, reports: Sequence[Report]) -> _
     if newest_state:
         conn.executemany(
             _SQL_UPSERT_STATE,
-            [(node_id, domain, collected_at, _encode(state)) for (node_id, domain), (collected_at, state) in newest_state.items()],
+            [(node_id, domain, collected_at, _encode_report(state)) for (node_id, domain), (collected_at, state) in newest_state.items()],
         )
     conn.executemany(
         _SQL_UPDATE_NODE_INGEST,

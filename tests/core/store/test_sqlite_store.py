@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import sqlite3
 import sys
@@ -477,6 +478,33 @@ async def test_the_one_trip_path_stores_what_the_general_path_stores(tmp_path: P
         "SELECT s.node_id, s.series, m.bucket_ts, m.sum, m.count, m.min, m.max FROM metric_minute AS m JOIN metric_series AS s USING (series_id) ORDER BY 1, 2, 3",
     ):
         assert rows(paths["one-trip"], sql) == rows(paths["general"], sql), sql
+
+
+class _Word(str):
+    pass
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"cpu": 1.5, "big": 1e16, "tiny": 2.5e-7, "neg": -0.0, "int": 2**63 - 1, "u64": 2**64 - 1, "s": "ü\u2028\x7f\n\x01\"\\"},
+        {"nan": math.nan}, {"inf": [math.inf, -math.inf]}, {"none": None}, {"huge": 2**64}, {"small": -(2**63) - 1},
+        {"surrogate": "\ud800"}, {"set": {1, 2}}, {1: "int key"}, {"tuple": (1, 2)}, {"word": _Word("x")}, {"true": True, "list": [[], {}]},
+    ],
+)
+def test_report_encoding_writes_what_json_writes(value: Any) -> None:
+    """The store's fast encoder for report state and metrics gives the same values as json, or refuses the same."""
+    from roost.core.store.sqlite import _encode, _encode_report
+
+    try:
+        expected: Any = repr(json.loads(_encode(value)))
+    except (TypeError, ValueError) as err:
+        expected = type(err)
+    try:
+        got: Any = repr(json.loads(_encode_report(value)))
+    except (TypeError, ValueError) as err:
+        got = type(err)
+    assert got == expected
 
 
 # -- rollups and history -------------------------------------------------------------
