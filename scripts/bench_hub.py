@@ -638,6 +638,10 @@ class Bench:
             rss = hub_rss_mib(self.hub_ps)
             out(f"hub_rss_mib_{n}_agents", rss)
             out("hub_rss_kib_per_idle_agent", (rss - idle) * 1024 / n)
+            cpu0, t0 = cpu_seconds(self.hub_ps), time.monotonic()
+            await asyncio.sleep(5)
+            # What the hub spends with every agent connected and silent (timers, pings): part of every per-report figure.
+            out("hub_cpu_percent_idle_agents", (cpu_seconds(self.hub_ps) - cpu0) / (time.monotonic() - t0) * 100)
 
             await self.warm_up()
             self.check_hub()
@@ -648,6 +652,10 @@ class Bench:
             await self.saturate()
             self.check_hub()
             out("hub_rss_mib_after_load", hub_rss_mib(self.hub_ps))
+            settled = time.monotonic()
+            for after in (10, 30, 60) if not args.quick else (10, 20):
+                await asyncio.sleep(max(0.0, settled + after - time.monotonic()))
+                out(f"hub_rss_mib_after_load_{after}s", hub_rss_mib(self.hub_ps, samples=1))
             out("hub_threads", self.hub_ps.num_threads())
             db = sum(p.stat().st_size for p in self.hub_dir.glob("*.db*"))
             out("hub_db_mib", db / MIB)

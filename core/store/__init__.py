@@ -83,6 +83,9 @@ class NodeState:
 class Store(PairingStore, PushStore, UserStore, AuditStore, JobStore, LimitStore, abc.ABC):
     """Hub state. Implementations: roost.core.store.sqlite (default)."""
 
+    async def release_memory(self) -> None:
+        """The hub went quiet after a burst: give back what is only kept to go faster (caches, buffered aggregates)."""
+
     @abc.abstractmethod
     async def open(self) -> None:
         """Open or create the store and bring its schema up to date."""

@@ -565,6 +565,14 @@ class SQLiteStore(SQLitePairingStore, SQLitePushStore, SQLiteUserStore, SQLiteAu
         """
         await self._write(self._flush)
 
+    async def release_memory(self) -> None:
+        """See Store.release_memory: merge the rollup aggregates held in memory, then empty SQLite's page cache."""
+        if self._pending_reports:
+            await self.flush_rollups()
+        db = self._conn()
+        async with self._lock:
+            await db.execute("PRAGMA shrink_memory")
+
     def _conn(self) -> aiosqlite.Connection:
         if self._db is None:
             raise RuntimeError(f"{self._path}: the store is not open — call open() first")
