@@ -10,6 +10,31 @@ _LOGGER = logging.getLogger(__name__)
 
 _trim: Callable[[int], int] | None = None
 _looked = False
+_M_ARENA_MAX = -8  # glibc's mallopt() parameter
+
+
+def _libc() -> object | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        return ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        return None
+
+
+def limit_arenas(count: int) -> bool:
+    """Let glibc's malloc keep at most ``count`` arenas (``mallopt(M_ARENA_MAX)``); call before starting threads.
+
+    glibc gives each thread that allocates its own arena, and each keeps the
+    pages it once used: for the agent's few worker threads (SQLite, collectors)
+    that is megabytes of resident memory for no speed the agent needs. False
+    where there is no glibc (musl has no arenas to limit).
+    """
+    libc = _libc()
+    mallopt = getattr(libc, "mallopt", None)
+    return bool(mallopt is not None and mallopt(_M_ARENA_MAX, count))
 
 
 def release_memory() -> bool:
@@ -22,16 +47,9 @@ def release_memory() -> bool:
     global _trim, _looked
     if not _looked:
         _looked = True
-        if sys.platform.startswith("linux"):
-            import ctypes
-
-            try:
-                libc = ctypes.CDLL("libc.so.6", use_errno=True)
-                _trim = libc.malloc_trim
-                _trim.argtypes = [ctypes.c_size_t]
-                _trim.restype = ctypes.c_int
-            except (OSError, AttributeError):  # musl (Alpine) has no malloc_trim, and gives memory back by itself
-                _LOGGER.debug("no malloc_trim in this C library; memory is returned by the allocator itself")
+        _trim = getattr(_libc(), "malloc_trim", None)
+        if _trim is None:  # musl (Alpine) has no malloc_trim, and gives memory back by itself
+            _LOGGER.debug("no malloc_trim in this C library; memory is returned by the allocator itself")
     if _trim is None:
         return False
     _trim(0)
