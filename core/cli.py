@@ -180,8 +180,11 @@ def cmd_hub(args: argparse.Namespace) -> int:
         # run_app calls this once the socket listens: only then may the commands on this host find the hub.
         recorded.append(running_hub.record(config.data_dir, config.url(), args.config))
 
+    _raise_open_files_limit()
     try:
-        web.run_app(app, host=config.bind, port=config.port, ssl_context=ssl_context, access_log=None, shutdown_timeout=5, print=listening)
+        web.run_app(
+            app, host=config.bind, port=config.port, ssl_context=ssl_context, access_log=None, shutdown_timeout=5, print=listening, backlog=HUB_LISTEN_BACKLOG
+        )
     except OSError as err:
         import errno
         import socket
@@ -193,6 +196,29 @@ def cmd_hub(args: argparse.Namespace) -> int:
         for path in recorded:
             running_hub.remove(path)
     return 0
+
+
+# Connections the kernel may queue before the hub accepts them: every agent reconnects at once after a hub
+# restart (with jitter). The kernel caps it at net.core.somaxconn (4096 on current kernels).
+HUB_LISTEN_BACKLOG = 4096
+
+
+def _raise_open_files_limit() -> None:
+    """Lift the soft open-files limit to the hard one: the hub holds a socket per connected agent (docs/benchmarks.md)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else max(soft, 65536), hard))
+        except (ValueError, OSError) as err:
+            logging.getLogger("roost").warning("cannot raise the open-files limit from %d to %d: %s", soft, hard, err)
+            return
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft < 2048:
+        logging.getLogger("roost").warning(
+            "open-files limit is %d: about %d agents can connect; raise it (LimitNOFILE= in the systemd unit, ulimit -n)", soft, soft - 100
+        )
 
 
 def cmd_agent(args: argparse.Namespace) -> int:

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from benchlib import HOST, MIB, free_port, machine_busy_seconds, out, roost, stop, tail
+from benchlib import HOST, MIB, free_port, machine_busy_seconds, out, roost, slope_per_hour, stop, tail
 
 
 # ------------------------------------------------------------------ helpers
@@ -241,11 +241,12 @@ def main() -> int:
     parser.add_argument("--interval", type=float, default=1.0, help="agent collection interval in seconds (default 1)")
     parser.add_argument("--warmup", type=int, default=None, help="cycles before measuring (default 10; 5 with --quick)")
     parser.add_argument("--cycles", type=int, default=None, help="cycles measured (default 60; 12 with --quick)")
+    parser.add_argument("--soak", action="store_true", help="measure for 30 minutes (or --cycles) and print the trend of the agent's RSS")
     parser.add_argument("--keep", action="store_true", help="keep the temporary data dirs and logs")
     args = parser.parse_args()
     warmup = args.warmup if args.warmup is not None else (5 if args.quick else 10)
-    cycles = args.cycles if args.cycles is not None else (12 if args.quick else 60)
     interval = max(0.2, args.interval)
+    cycles = args.cycles if args.cycles is not None else (int(1800 / interval) if args.soak else 12 if args.quick else 60)
 
     tmp = Path(tempfile.mkdtemp(prefix="roost-bench-agent-"))
     hub_dir, agent_dir = tmp / "hub", tmp / "agent"
@@ -297,8 +298,18 @@ def main() -> int:
 
             wait_for("node_exporter", scrape, 30, procs)
 
-        # The idle-Python baseline runs while the agent starts; it takes 3 s either way.
+        # The idle-Python baselines run while the agent starts; they take 3 s either way. The floors: Python
+        # with the libraries any agent on this stack loads (asyncio with ssl, sqlite3, the WebSocket client,
+        # psutil), without and with cryptography's Ed25519 (what signs the agent's hello and checks the hub's).
         bare = subprocess.Popen([sys.executable, "-c", "import psutil, time; time.sleep(3)"], stdin=subprocess.DEVNULL)
+        floor_imports = "import time, asyncio, ssl, sqlite3, json, psutil, websockets.asyncio.client"
+        floors = {
+            name: subprocess.Popen([sys.executable, "-c", f"{imports}; print('ready', flush=True); time.sleep(3)"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+            for name, imports in (
+                ("floor_python_libraries_rss_mib", floor_imports),
+                ("floor_python_libraries_cryptography_rss_mib", floor_imports + "; from cryptography.hazmat.primitives.asymmetric import ed25519"),
+            )
+        }
         with agent_log.open("wb") as log:
             agent = subprocess.Popen(
                 roost("agent", "--data-dir", str(agent_dir), "--hub", hub_url, "--join", token, "--config", str(tmp / "agent.toml")),
@@ -307,7 +318,13 @@ def main() -> int:
         procs.append(("agent", agent, agent_log))
         time.sleep(1.5)
         bare_rss, _ = memory(bare.pid)
+        for proc in floors.values():
+            proc.stdout.readline()  # imported
+        floor_rss = {name: memory(proc.pid)[0] for name, proc in floors.items()}
         bare.wait(10)
+        for proc in floors.values():
+            proc.wait(10)
+            proc.stdout.close()
 
         state_file = agent_dir / "agent.json"
         node_id = wait_for("enrolment", lambda: json.loads(state_file.read_text()).get("node_id"), 30, procs)
@@ -337,6 +354,7 @@ def main() -> int:
         bare_cpu = naive_cpu = 0.0
         bare_runs = 0
         rss_max = 0.0
+        rss_samples: list[tuple[float, float]] = []
         # Run half an interval out of phase, so the two cycles rarely compete for the same core.
         next_at = t0 + interval / 2
         end_at = t0 + cycles * interval
@@ -349,7 +367,9 @@ def main() -> int:
             naive_cpu += time.thread_time() - c1
             bare_cpu += c1 - c0
             bare_runs += 1
-            rss_max = max(rss_max, memory(agent_pid)[0])
+            rss_now = memory(agent_pid)[0]
+            rss_max = max(rss_max, rss_now)
+            rss_samples.append((time.monotonic() - t0, rss_now))
             if exporter is not None:
                 # A Prometheus server scraping node_exporter at the agent's interval: one full scrape per cycle.
                 scrape()
@@ -397,7 +417,12 @@ def main() -> int:
         if agent_uss is not None:
             out("agent_uss_mib", agent_uss)
         out("agent_threads", agent_threads)
+        if len(rss_samples) >= 30:
+            # After the first tenth (warm caches): a leak shows as a steady climb, the noise as nothing.
+            out("agent_rss_slope_mib_per_hour", slope_per_hour([s for s in rss_samples if s[0] >= elapsed / 10]))
         out("bare_python_rss_mib", bare_rss)
+        for name, value in floor_rss.items():
+            out(name, value)
         if exporter is not None and scrapes:
             exporter_ms = exporter_cpu / scrapes * 1000
             exporter_rss, exporter_uss = memory(exporter.pid)

@@ -49,7 +49,7 @@ from typing import Any
 
 import aiohttp
 import psutil
-from benchlib import HOST, MIB, free_port, machine_busy_seconds, out, roost, stop, tail
+from benchlib import HOST, MIB, free_port, machine_busy_seconds, out, roost, slope_per_hour, stop, tail
 
 from roost.core import protocol
 from roost.core.const import ENROLL_PATH, WS_PATH
@@ -600,6 +600,52 @@ class Bench:
         # Let the hub finish what was in flight when the deadline hit.
         await self.drain(10)
 
+    async def soak(self) -> None:
+        """1 report/s per agent for --soak-minutes; hub and client RSS every 10 s, and their trend."""
+        seconds = int(self.args.soak_minutes * 60)
+        loop = asyncio.get_running_loop()
+        self.latencies, self.acked = [], 0
+        hub_rss: list[tuple[float, float]] = []
+        client_rss: list[tuple[float, float]] = []
+        hub0, t0 = cpu_seconds(self.hub_ps), time.monotonic()
+        print(f"# phase: soak for {seconds} s (server pid {self.hub.pid})", flush=True)
+
+        async def sample() -> None:
+            while True:
+                at = time.monotonic() - t0
+                hub_rss.append((at, self.hub_ps.memory_info().rss / MIB))
+                client_rss.append((at, self.me.memory_info().rss / MIB))
+                await asyncio.sleep(10)
+
+        async def one(agent: SimAgent, offset: float) -> None:
+            start = loop.time() + offset
+            for k in range(seconds):
+                delay = start + k - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                if agent.closed:
+                    return
+                await agent.send(f"{time.time():.3f}")
+
+        sampler = asyncio.create_task(sample())
+        await asyncio.gather(*(one(a, self.rng.random()) for a in self.live()))
+        await self.drain(15)
+        sampler.cancel()
+        await asyncio.gather(sampler, return_exceptions=True)
+        elapsed = time.monotonic() - t0
+        # The first tenth is warm-up (caches and buffers filling); the trend is taken over the rest.
+        settled = [s for s in hub_rss if s[0] >= elapsed / 10]
+        settled_client = [s for s in client_rss if s[0] >= elapsed / 10]
+        out("soak_seconds", elapsed)
+        out("soak_reports_acked", self.acked)
+        out("soak_report_to_store_ms_p99", percentile(self.latencies, 99) * 1000)
+        out("hub_cpu_s_per_1000_reports_soak", (cpu_seconds(self.hub_ps) - hub0) / self.acked * 1000 if self.acked else float("nan"))
+        out("hub_rss_mib_soak_first", hub_rss[0][1] if hub_rss else float("nan"))
+        out("hub_rss_mib_soak_last", hub_rss[-1][1] if hub_rss else float("nan"))
+        out("hub_rss_mib_soak_max", max((v for _, v in hub_rss), default=float("nan")))
+        out("hub_rss_slope_mib_per_hour", slope_per_hour(settled))
+        out("client_rss_slope_mib_per_hour", slope_per_hour(settled_client))
+
     # -------------------------------------------------------------- run
 
     async def run(self) -> None:
@@ -649,6 +695,9 @@ class Bench:
                 steady = await self.steady()
                 out("hub_steady_cpu_ratio_to_baseline", steady / baseline)
                 self.check_hub()
+            if args.soak_minutes:
+                await self.soak()
+                self.check_hub()
             await self.saturate()
             self.check_hub()
             out("hub_rss_mib_after_load", hub_rss_mib(self.hub_ps))
@@ -685,11 +734,15 @@ def main() -> int:
     parser.add_argument("--window", type=int, default=32, help="un-acked reports each agent keeps in flight (default 32)")
     parser.add_argument("--steady-seconds", type=int, default=None, help="length of the 1 report/s/agent phase (default 15; 5 with --quick; 0 skips it)")
     parser.add_argument("--max-seconds", type=float, default=None, help="cap on the saturating phase (default 60; 15 with --quick)")
+    parser.add_argument("--soak", action="store_true", help="add a soak phase: 200 agents (unless --agents) at 1 report/s each for --soak-minutes")
+    parser.add_argument("--soak-minutes", type=float, default=None, help="length of the soak phase (default 30 with --soak)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the bare aiohttp + aiosqlite baseline's steady phase")
     parser.add_argument("--profile", type=Path, help="run the hub under cProfile and write its stats here")
     parser.add_argument("--keep", action="store_true", help="keep the hub's data dir and log")
     args = parser.parse_args()
-    args.agents = max(1, args.agents if args.agents is not None else (200 if args.quick else 1000))
+    args.agents = max(1, args.agents if args.agents is not None else (200 if args.quick or args.soak else 1000))
+    if args.soak_minutes is None:
+        args.soak_minutes = 30.0 if args.soak else 0.0
     args.reports = max(1, args.reports if args.reports is not None else (10_000 if args.quick else 50_000))
     args.steady_seconds = max(0, args.steady_seconds if args.steady_seconds is not None else (5 if args.quick else 15))
     args.max_seconds = args.max_seconds if args.max_seconds is not None else (15.0 if args.quick else 60.0)
