@@ -644,6 +644,10 @@ class Bench:
         out("hub_rss_mib_soak_last", hub_rss[-1][1] if hub_rss else float("nan"))
         out("hub_rss_mib_soak_max", max((v for _, v in hub_rss), default=float("nan")))
         out("hub_rss_slope_mib_per_hour", slope_per_hour(settled))
+        # The second half alone: a cache filling up early flattens out, a leak does not.
+        out("hub_rss_slope_mib_per_hour_second_half", slope_per_hour([s for s in hub_rss if s[0] >= elapsed / 2]))
+        step = max(1, len(hub_rss) // 10)
+        print("# hub RSS (s: MiB): " + ", ".join(f"{at:.0f}: {mib:.1f}" for at, mib in hub_rss[::step]), flush=True)
         out("client_rss_slope_mib_per_hour", slope_per_hour(settled_client))
 
     # -------------------------------------------------------------- run
