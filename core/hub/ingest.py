@@ -14,9 +14,10 @@ _LOGGER = logging.getLogger(__name__)
 MAX_BATCH = 2000
 # Reports waiting for the store; each holds ~40 KiB while queued, so keep it near two batches.
 QUEUE_SIZE = 4_000
-# After this many reports, once the queue has drained, the C heap is trimmed (see release_memory):
-# a burst's memory goes back to the system instead of staying at its peak.
-TRIM_AFTER_REPORTS = 5_000
+# A batch this big means reports queued up (a burst: agents resending after an outage, a hub restart).
+# Once the queue has drained, what the burst took goes back to the system (see _release); a steady
+# hub, whose batches hold a report or a few, is left alone, caches and deferred rollup merges included.
+BURST_BATCH = 200
 TRIM_DELAY = 2.0
 
 
@@ -44,7 +45,7 @@ class Ingestor:
         self.persisted = 0
         self.batches = 0
         self.trims = 0
-        self._trimmed_at = 0
+        self._burst = False
         self._trim_timer: asyncio.TimerHandle | None = None
         self._trim_task: asyncio.Task[None] | None = None
 
@@ -86,7 +87,7 @@ class Ingestor:
             async with self._lock:
                 self._leftover = None
                 await self._flush(first)
-            if self.persisted - self._trimmed_at >= TRIM_AFTER_REPORTS and self._trim_timer is None and self._queue.empty():
+            if self._burst and self._trim_timer is None and self._queue.empty():
                 self._trim_timer = asyncio.get_running_loop().call_later(TRIM_DELAY, self._trim)
 
     def _trim(self) -> None:
@@ -94,7 +95,7 @@ class Ingestor:
         self._trim_timer = None
         if self._queue.qsize() > MAX_BATCH // 10 or self._task is None:
             return  # still busy (the next drained batch asks again), or stopping
-        self._trimmed_at = self.persisted
+        self._burst = False
         self._trim_task = asyncio.create_task(self._release(), name="roost-ingest-trim")
 
     async def _release(self) -> None:
@@ -121,6 +122,8 @@ class Ingestor:
         if not batch:
             return
         reports = [r for r, _ in batch]
+        if len(reports) >= BURST_BATCH:
+            self._burst = True
         try:
             results = await self.store.ingest(reports)
         except Exception as err:  # the agents keep these in their spools and resend

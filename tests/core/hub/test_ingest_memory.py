@@ -28,7 +28,7 @@ def test_release_memory_trims_the_c_heap() -> None:
 
 
 async def test_a_drained_burst_merges_rollups_and_trims(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ingest, "TRIM_AFTER_REPORTS", 50)
+    monkeypatch.setattr(ingest, "BURST_BATCH", 20)
     monkeypatch.setattr(ingest, "TRIM_DELAY", 0.01)
     store = SQLiteStore(tmp_path / "hub.db", rollup_flush_seconds=3600)
     await store.open()
@@ -45,7 +45,13 @@ async def test_a_drained_burst_merges_rollups_and_trims(tmp_path: Path, monkeypa
     try:
         await store.add_node(NodeRecord(node_id="node-1", name="n", hostname="h", public_key="k", created_at=1.0, epoch="e1"))
         ingestor.start()
-        futures = [await ingestor.submit(_report(seq, 1_763_107_200.0 + seq)) for seq in range(1, 61)]
+        # One report at a time, each stored before the next: steady, no burst, nothing released.
+        for seq in range(1, 6):
+            assert await (await ingestor.submit(_report(seq, 1_763_107_200.0 + seq)))
+        await asyncio.sleep(0.1)
+        assert not released.is_set() and ingestor.trims == 0
+        # Then 55 at once: they queue up behind each other and are stored in batches of 20 and more, a burst.
+        futures = [await ingestor.submit(_report(seq, 1_763_107_200.0 + seq)) for seq in range(6, 61)]
         assert all(await asyncio.gather(*futures))
         assert store._pending_reports > 0  # the deferred merge holds them in memory
         await asyncio.wait_for(released.wait(), 30)
