@@ -21,8 +21,9 @@ from roost.core.store import Store
 from roost.core.store.sqlite import SQLiteStore
 from roost.core.tls import CA_PEM_CONTENT_TYPE, HubTLS, ensure_hub_tls
 
-from . import api, archnest, audit, auth, gateway, jobs_api, jointokens, mcp_http, mqtt, pairing, permissions, prometheus, push, security, wake
+from . import api, archnest, audit, auth, automations_api, gateway, jobs_api, jointokens, mcp_http, mqtt, pairing, permissions, prometheus, push, security, wake
 from .gateway import AGENT_AUTH_LIMITS, MESSAGE_BURST, MESSAGE_RATE
+from .automations import AutomationEngine
 from .integrations import HubIntegrations
 from .local_agent import local_agent_ctx
 from .pairing import Pairing
@@ -43,6 +44,7 @@ def build_hub(config: HubConfig, store: Store) -> Hub:
     hub = Hub(config, store)
     hub.pairing = Pairing(hub)
     hub.plugins = HubIntegrations(hub)
+    hub.automations = AutomationEngine(hub)
     hub.manager.context_factory = hub.plugins.context
     # Repeated refusals are counted, not written one by one; bans and failures outlive a restart.
     hub.security_events = SecurityEvents(hub.audit)
@@ -117,6 +119,14 @@ async def _jobs_ctx(app: web.Application) -> AsyncIterator[None]:
     await hub.jobs.stop()
 
 
+async def _automations_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Automations start once the integrations registered their trigger and step kinds and jobs run; runs left waiting resume."""
+    hub = app[HUB_KEY]
+    await hub.automations.start()
+    yield
+    await hub.automations.stop()
+
+
 async def _maintenance_ctx(app: web.Application) -> AsyncIterator[None]:
     task = asyncio.create_task(app[HUB_KEY].maintenance(), name="roost-maintenance")
     yield
@@ -179,6 +189,7 @@ def create_app(config: HubConfig, *, store: Store | None = None, tls: HubTLS | N
     app.cleanup_ctx.append(_ingest_ctx)
     app.cleanup_ctx.append(_integrations_ctx)
     app.cleanup_ctx.append(_jobs_ctx)
+    app.cleanup_ctx.append(_automations_ctx)
     app.cleanup_ctx.append(_maintenance_ctx)
     app.cleanup_ctx.append(_discovery_ctx)
     if config.local_agent_enabled:
@@ -194,6 +205,7 @@ def create_app(config: HubConfig, *, store: Store | None = None, tls: HubTLS | N
     pairing.setup(app)
     jointokens.setup(app)
     jobs_api.setup(app)
+    automations_api.setup(app)
     audit.setup(app)
     push.setup(app)
     archnest.setup(app)

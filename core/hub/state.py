@@ -53,6 +53,7 @@ from .limits import Refusal, SeriesGuard
 from .security import rate_key
 
 if TYPE_CHECKING:
+    from .automations import AutomationEngine
     from .integrations import HubIntegrations
     from .pairing import Pairing
     from .security import RateLimiter
@@ -192,6 +193,7 @@ class Hub:
         # Wired by the app factory (app.build_hub): their modules serve routes, so they import this one.
         self.pairing: Pairing
         self.plugins: HubIntegrations
+        self.automations: AutomationEngine
         self.agent_messages: RateLimiter
         self.pairing_attempts: RateLimiter
         # Repeated refusals are counted, not written one by one; bans and failures outlive a restart.

@@ -12,6 +12,7 @@ from .push import PushHost, PushStore, PushToken
 from .users import ApiTokenRecord, LastAdminError, SessionRecord, UserExistsError, UserRecord, UserStore
 from .audit import AuditFilter, AuditStore
 from .jobs import Job, JobFilter, JobStore, Schedule
+from .automations import AutomationStore
 from .limits import LimitStore
 
 __all__ = ["Retention", "Store", "PushHost", "PushToken", "NodeRecord", "JoinToken", "Report", "NodeState", "NodeGrants", "PairingLimitError", "PairingRequest",
@@ -80,7 +81,7 @@ class NodeState:
     metrics: dict[str, float]
 
 
-class Store(PairingStore, PushStore, UserStore, AuditStore, JobStore, LimitStore, abc.ABC):
+class Store(PairingStore, PushStore, UserStore, AuditStore, JobStore, LimitStore, AutomationStore, abc.ABC):
     """Hub state. Implementations: roost.core.store.sqlite (default)."""
 
     @abc.abstractmethod

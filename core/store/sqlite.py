@@ -52,6 +52,7 @@ from . import (
     Store,
 )
 from .sqlite_jobs import SQLiteJobStore
+from .sqlite_automations import SQLiteAutomationStore
 from .sqlite_pairing import SQLitePairingStore
 from .sqlite_push import SQLitePushStore
 from .sqlite_users import SQLiteUserStore
@@ -288,7 +289,7 @@ class _NodeBatch:
             self.interval = report.interval
 
 
-class SQLiteStore(SQLitePairingStore, SQLitePushStore, SQLiteUserStore, SQLiteAuditStore, SQLiteJobStore, SQLiteLimitStore, Store):
+class SQLiteStore(SQLitePairingStore, SQLitePushStore, SQLiteUserStore, SQLiteAuditStore, SQLiteJobStore, SQLiteLimitStore, SQLiteAutomationStore, Store):
     """Hub state in one SQLite file.
 
     One connection per store; an asyncio lock keeps the transactions of
