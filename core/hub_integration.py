@@ -334,9 +334,19 @@ class NotificationReceiver(_Extension):
     """Somewhere to send a notification (mail, ntfy, a webhook).
 
     ``schema`` validates a receiver's settings; ``handler(settings, message)``
-    delivers one ``message`` (``{"title", "body", "severity", "node_id",
-    "url"}``) and raises to report a failed delivery.
+    (sync or async) delivers one ``message`` and raises to report a failed
+    delivery (the outbox then retries it with backoff). ``message`` is
+    ``{"id", "title", "body", "severity", "node_id", "url", "status"
+    ('firing' | 'resolved' | 'info'), "alerts" (Alertmanager-webhook-shaped),
+    "group_key", "group_labels", "common_labels", "receiver", "cause"}``; ``id``
+    is the same on every retry of one notification, for receivers that can
+    drop duplicates. ``settings`` carries the hub's ``allow_private`` flag:
+    connect through ``roost.core.hub.outbound`` so private targets stay
+    refused unless an admin allowed them. ``secrets`` names the settings
+    stored encrypted and never shown back (a password, an HMAC key).
     """
+
+    secrets: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -161,6 +161,23 @@ PERMISSIONS: dict[str, Permission] = {
     ),
     "updates.view": Permission(ROLE_VIEWER, "seeing node versions against the newest release", pages=("/updates",), api=("GET /api/v1/updates",)),
     "updates.run": Permission(ROLE_OPERATOR, "starting agent updates", api=("POST /api/v1/updates",)),
+    "notifications.view": Permission(
+        ROLE_VIEWER,
+        "seeing notification receivers (never their secrets) and the outbox",
+        pages=("/notifications",),
+        api=("GET /api/v1/alerts/receivers", "GET /api/v1/alerts/receivers/{receiver}", "GET /api/v1/alerts/outbox"),
+    ),
+    "notifications.manage": Permission(
+        ROLE_ADMIN,
+        "creating, changing, testing and deleting notification receivers and retrying dead notifications",
+        api=(
+            "POST /api/v1/alerts/receivers",
+            "PATCH /api/v1/alerts/receivers/{receiver}",
+            "DELETE /api/v1/alerts/receivers/{receiver}",
+            "POST /api/v1/alerts/receivers/{receiver}/test",
+            "POST /api/v1/alerts/outbox/{outbox_id}/retry",
+        ),
+    ),
     "grants.change": Permission(ROLE_ADMIN, "changing what a node is granted", api=("PUT /api/v1/nodes/{node_id}/grants",)),
     "nodes.revoke": Permission(ROLE_ADMIN, "revoking nodes", api=("POST /api/v1/nodes/{node_id}/revoke",)),
     "push_tokens.manage": Permission(

@@ -57,6 +57,7 @@ from .security import rate_key
 if TYPE_CHECKING:
     from .automations import AutomationEngine
     from .integrations import HubIntegrations
+    from .notify import Notifier
     from .pairing import Pairing
     from .security import RateLimiter
     from .security_events import PersistentLimits, SecurityEvents
@@ -216,6 +217,7 @@ class Hub:
         self.pairing: Pairing
         self.plugins: HubIntegrations
         self.automations: AutomationEngine
+        self.notifications: Notifier
         self.agent_messages: RateLimiter
         self.pairing_attempts: RateLimiter
         # Repeated refusals are counted, not written one by one; bans and failures outlive a restart.

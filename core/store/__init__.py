@@ -14,6 +14,7 @@ from .audit import AuditFilter, AuditStore
 from .jobs import Job, JobFilter, JobStore, Schedule
 from .automations import AutomationStore
 from .limits import LimitStore
+from .notify import NotifyStore
 
 __all__ = ["Retention", "Store", "PushHost", "PushToken", "NodeRecord", "JoinToken", "Report", "NodeState", "NodeGrants", "PairingLimitError", "PairingRequest",
            "UserRecord", "SessionRecord", "ApiTokenRecord", "UserExistsError", "LastAdminError",
@@ -81,7 +82,7 @@ class NodeState:
     metrics: dict[str, float]
 
 
-class Store(PairingStore, PushStore, UserStore, AuditStore, JobStore, LimitStore, AutomationStore, abc.ABC):
+class Store(PairingStore, PushStore, UserStore, AuditStore, JobStore, LimitStore, NotifyStore, AutomationStore, abc.ABC):
     """Hub state. Implementations: roost.core.store.sqlite (default)."""
 
     @abc.abstractmethod

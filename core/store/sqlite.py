@@ -58,6 +58,7 @@ from .sqlite_push import SQLitePushStore
 from .sqlite_users import SQLiteUserStore
 from .sqlite_audit import SQLiteAuditStore
 from .sqlite_limits import SQLiteLimitStore
+from .sqlite_notify import SQLiteNotifyStore
 from .sqlite_alerts import SQLiteAlertStore
 from .migrations import migrate, prepare_new_database
 
@@ -290,7 +291,7 @@ class _NodeBatch:
             self.interval = report.interval
 
 
-class SQLiteStore(SQLitePairingStore, SQLitePushStore, SQLiteUserStore, SQLiteAuditStore, SQLiteJobStore, SQLiteLimitStore, SQLiteAlertStore, SQLiteAutomationStore, Store):
+class SQLiteStore(SQLitePairingStore, SQLitePushStore, SQLiteUserStore, SQLiteAuditStore, SQLiteJobStore, SQLiteLimitStore, SQLiteAlertStore, SQLiteNotifyStore, SQLiteAutomationStore, Store):
     """Hub state in one SQLite file.
 
     One connection per store; an asyncio lock keeps the transactions of
