@@ -121,8 +121,8 @@ def low_disk(inputs: dict[str, Any]) -> dict[str, Any]:
             },
             {
                 "variables": {
-                    "freed_bytes": "{{ steps.measure.result.used_bytes - steps.after.result.result.used_bytes }}",
-                    "now_percent": "{{ steps.after.result.result.used_percent }}",
+                    "freed_bytes": "{{ steps.measure.result.used_bytes - steps.after.result.used_bytes }}",
+                    "now_percent": "{{ steps.after.result.used_percent }}",
                 }
             },
             {

@@ -979,6 +979,11 @@ class AutomationEngine:
 
         hub = self.hub
         actor = f"{ACTOR_PREFIX}{run.automation_id}"
+        if not run.dry_run and node_id not in hub.jobs.actions and hub.node(node_id) is not None and not run.context["jobs"].get(path):
+            # The node has not said what it offers since the hub started (a resumed run after a restart): wait for it to connect.
+            waited_until = time.time() + min(timeout, JOB_STEP_TIMEOUT)
+            while node_id not in hub.jobs.actions and time.time() < waited_until:
+                await asyncio.sleep(0.5)
         described = hub.jobs.actions.get(node_id, {}).get(action) or {}
         envelope = run.context.get("envelope") if described.get("destructive") else None
         if described.get("destructive") and not envelope:

@@ -20,7 +20,12 @@ _INSTANCE = re.compile(r"^(?P<base>[^\[]+)\[(?P<instance>.*)\]$")
 
 
 def _glob(pattern: str | None, value: Any) -> bool:
-    return pattern in (None, "", "*") or (isinstance(value, str) and fnmatch.fnmatchcase(value, pattern))
+    """``*`` and ``?`` as wildcards; brackets are literal, so ``disk_used_percent[*]`` matches every mount."""
+    if pattern in (None, "", "*"):
+        return True
+    if not isinstance(value, str):
+        return False
+    return value == pattern or fnmatch.fnmatchcase(value, pattern.replace("[", "[[]"))
 
 
 def _cron(value: Any) -> str:
