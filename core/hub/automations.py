@@ -69,6 +69,7 @@ _LOGGER = logging.getLogger(__name__)
 
 RUN_QUEUED = "queued"
 TICK_SECONDS = 1.0
+REPORT_QUEUE = 10_000
 DEFAULT_MAX_DEPTH = 3
 JOB_STEP_TIMEOUT = 3600.0
 KEEP_TRACE_CHARS = 4000
@@ -219,15 +220,20 @@ class AutomationEngine:
                 continue  # read again from the files below
             self._load(record)
         await self.load_files()
+        self._reports: asyncio.Queue[Event] = asyncio.Queue(REPORT_QUEUE)
+        self.hub.report_observers.append(self._observe_report)
         self._background = [
             asyncio.create_task(self._listen(), name="roost-automations-events"),
             asyncio.create_task(self._tick(), name="roost-automations-tick"),
+            asyncio.create_task(self._follow_reports(), name="roost-automations-reports"),
         ]
         self.started = True
         await self._resume()
 
     async def stop(self) -> None:
         self.started = False
+        if self._observe_report in self.hub.report_observers:
+            self.hub.report_observers.remove(self._observe_report)
         tasks = [*self._background, *self._tasks.values()]
         for task in tasks:
             task.cancel()
@@ -375,6 +381,18 @@ class AutomationEngine:
                 if event is None:
                     return
                 await self.on_event(event)
+
+    def _observe_report(self, node_id: str) -> None:
+        """After each stored report: the node's metrics as they are now, in order, for the metric triggers."""
+        event = Event("automation.report", {"id": node_id, "metrics": dict(self.hub._metrics.get(node_id, {}))})
+        try:
+            self._reports.put_nowait(event)
+        except asyncio.QueueFull:
+            _LOGGER.debug("automation report queue full; a report of node %s is not judged", node_id)
+
+    async def _follow_reports(self) -> None:
+        while True:
+            await self.on_event(await self._reports.get())
 
     async def _tick(self) -> None:
         while True:
@@ -745,7 +763,7 @@ class AutomationEngine:
             await asyncio.sleep(remaining)
         item = run.trace[wait["trace"]] if wait.get("trace") is not None and wait["trace"] < len(run.trace) else self._trace(run, path, step, "delay")
         late = time.time() - wait["until"]
-        self._finish(run, item, path, "done", message="waited" + (f" (the hub was down; {late:.0f} s late)" if late > 5 else ""))
+        self._finish(run, item, path, "done", message="waited" + (f" (the hub was down: {late:.1f} s late)" if late > 1 else ""))
         await self._save(run, RUN_RUNNING)
 
     async def _approval(self, run: _Run, step: dict[str, Any], path: str) -> None:

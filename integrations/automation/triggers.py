@@ -147,14 +147,15 @@ def _over(settings: Mapping[str, Any], value: float) -> bool:
 def metric(settings: Mapping[str, Any], event: Any, state: TriggerState) -> dict[str, Any] | None:
     """Fires once when a series stays past the line for the duration; again only after it came back."""
     memo = state.memo
-    if event.kind == "node" and isinstance(event.data.get("id"), str):
+    if event.kind == "automation.report" and isinstance(event.data.get("id"), str):
         node_ids = [event.data["id"]] if _glob(settings["node"], event.data["id"]) else []
     elif event.kind == "automation.tick":
         node_ids = sorted({key.split("\n", 1)[0] for key, entry in memo.items() if entry.get("since") is not None and not entry.get("fired")})
     else:
         return None
     for node_id in node_ids:
-        metrics = state.metrics(node_id)
+        # A report's own figures (each report is judged, not only the newest); the latest ones on a tick.
+        metrics = event.data.get("metrics") if event.kind == "automation.report" and isinstance(event.data.get("metrics"), Mapping) else state.metrics(node_id)
         for series, value in sorted(metrics.items()):
             if not _glob(settings["series"], series) or not isinstance(value, (int, float)):
                 continue
@@ -278,7 +279,7 @@ def triggers() -> list[AutomationTrigger]:
         AutomationTrigger("automation.manual", "Only by hand: run now, with test trigger data.", MANUAL, manual),
         AutomationTrigger("automation.cron", "On a cron schedule, read in the hub's time zone.", CRON, cron),
         AutomationTrigger("automation.webhook", "A POST to the automation's own unguessable URL.", WEBHOOK, webhook),
-        AutomationTrigger("automation.metric", "A node's series past a line (above/below) for a duration.", METRIC, metric),
+        AutomationTrigger("automation.metric", "A node's series past a line (above/below) for a duration, judged on every stored report.", METRIC, metric),
         AutomationTrigger("automation.node_status", "A node going offline, stale or coming back online.", NODE_STATUS, node_status),
         AutomationTrigger("automation.job_finished", "A job ending (by action, state, node).", JOB_FINISHED, job_finished),
         AutomationTrigger("automation.alert", "An alert firing or resolving (by rule, severity, labels).", ALERT, alert),
