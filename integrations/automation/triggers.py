@@ -221,7 +221,7 @@ def alert(settings: Mapping[str, Any], event: Any, state: TriggerState) -> dict[
         return None
     data = event.data
     labels = data.get("labels") if isinstance(data.get("labels"), Mapping) else {}
-    if not (_glob(settings["rule"], data.get("rule_name")) or _glob(settings["rule"], data.get("rule_id"))):
+    if not any(_glob(settings["rule"], data.get(key)) for key in ("rule_name", "rule_id", "kind")):
         return None
     if "severity" in settings and data.get("severity") not in settings["severity"]:
         return None
