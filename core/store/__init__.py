@@ -8,6 +8,7 @@ from typing import Any
 
 from ..config import Retention
 from .pairing import NodeGrants, PairingLimitError, PairingRequest, PairingStore
+from .integration_data import IntegrationDataStore
 from .push import PushHost, PushStore, PushToken
 from .users import ApiTokenRecord, LastAdminError, SessionRecord, UserExistsError, UserRecord, UserStore
 from .audit import AuditFilter, AuditStore
@@ -16,7 +17,7 @@ from .automations import AutomationStore
 from .limits import LimitStore
 from .notify import NotifyStore
 
-__all__ = ["Retention", "Store", "PushHost", "PushToken", "NodeRecord", "JoinToken", "Report", "NodeState", "NodeGrants", "PairingLimitError", "PairingRequest",
+__all__ = ["Retention", "Store", "IntegrationDataStore", "PushHost", "PushToken", "NodeRecord", "JoinToken", "Report", "NodeState", "NodeGrants", "PairingLimitError", "PairingRequest",
            "UserRecord", "SessionRecord", "ApiTokenRecord", "UserExistsError", "LastAdminError",
            "AuditFilter", "Job", "JobFilter", "JobStore", "Schedule"]
 
@@ -82,7 +83,7 @@ class NodeState:
     metrics: dict[str, float]
 
 
-class Store(PairingStore, PushStore, UserStore, AuditStore, JobStore, LimitStore, NotifyStore, AutomationStore, abc.ABC):
+class Store(PairingStore, PushStore, IntegrationDataStore, UserStore, AuditStore, JobStore, LimitStore, NotifyStore, AutomationStore, abc.ABC):
     """Hub state. Implementations: roost.core.store.sqlite (default)."""
 
     @abc.abstractmethod

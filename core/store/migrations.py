@@ -382,6 +382,22 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         10,
+        "integration data: what an integration's hub half keeps (its settings, manifests, policies)",
+        (
+            # value: JSON text, at most 1 MiB (checked by the hub before it is written).
+            """
+            CREATE TABLE integration_data (
+                domain TEXT NOT NULL,
+                key TEXT NOT NULL,
+                value TEXT NOT NULL,
+                updated_at REAL NOT NULL,
+                PRIMARY KEY (domain, key)
+            ) WITHOUT ROWID
+            """,
+        ),
+    ),
+    Migration(
+        11,
         "alerts: rules, instances and their event log, silences, maintenance windows, node labels",
         (
             # body: the rule as the API shows it (JSON); default_key names the default it came from.
@@ -457,7 +473,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
     ),
     Migration(
-        11,
+        12,
         "notification receivers, the outbox and the alert groups waiting to be sent",
         (
             # settings: JSON; the values of a kind's secret keys are Fernet tokens, never plain text.
@@ -504,7 +520,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
     ),
     Migration(
-        12,
+        13,
         "automations, their persisted runs and approvals",
         (
             """
