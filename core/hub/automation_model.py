@@ -240,6 +240,57 @@ def _keys_of(schema: Any) -> list[str]:
     return []
 
 
+def _mapping_of(schema: Any) -> dict[Any, Any] | None:
+    inner = getattr(schema, "schema", None)
+    if isinstance(inner, dict):
+        return inner
+    for part in getattr(schema, "validators", ()) or ((inner,) if inner is not None else ()):
+        found = _mapping_of(part)
+        if found is not None:
+            return found
+    return None
+
+
+def _field_type(validator: Any) -> dict[str, Any]:
+    if validator in (str,):
+        return {"type": "string"}
+    if validator in (int, float):
+        return {"type": "number"}
+    if validator is bool:
+        return {"type": "boolean"}
+    if validator in (dict,) or isinstance(validator, dict) or isinstance(getattr(validator, "schema", None), dict):
+        return {"type": "mapping"}
+    if validator in (list,) or isinstance(validator, list):
+        return {"type": "list"}
+    if isinstance(validator, vol.In):
+        return {"type": "select", "options": [str(o) for o in validator.container]}
+    for part in getattr(validator, "validators", ()) or ():
+        found = _field_type(part)
+        if found["type"] != "string" or part is str:
+            return found
+    return {"type": "string"}
+
+
+def describe_fields(schema: Any) -> list[dict[str, Any]]:
+    """The fields of a kind's settings schema for the dashboard's structured editor: name, required, type, options, default."""
+    mapping = _mapping_of(schema) or {}
+    out = []
+    for key, validator in mapping.items():
+        name = str(getattr(key, "schema", key))
+        item: dict[str, Any] = {"name": name, "required": isinstance(key, vol.Required), **_field_type(validator)}
+        default = getattr(key, "default", vol.UNDEFINED)
+        if default is not vol.UNDEFINED:
+            try:
+                item["default"] = default() if callable(default) else default
+            except Exception:
+                pass
+        description = getattr(key, "description", None)
+        if description:
+            item["description"] = description
+        out.append(item)
+    return out
+
+
 def _allowed(err: vol.Invalid, schema: Any) -> str:
     if err.msg == "extra keys not allowed":
         keys = _keys_of(schema)

@@ -6,14 +6,13 @@ import json
 from typing import Any
 
 import voluptuous as vol
-import voluptuous_serialize
 from aiohttp import web
 
 from roost.core.integration import humanize_invalid
 from roost.core.signing import EnvelopeError, check_shape
 
 from .auth import IDENTITY_KEY, ROLE_OPERATOR, ROLE_VIEWER, VIA_SESSION, AccessDenied, actor_of, add_public_path, requires
-from .automation_model import AutomationInvalid, parse_text, to_text
+from .automation_model import AutomationInvalid, describe_fields, parse_text, to_text
 from .automation_blueprints import BLUEPRINTS, BlueprintInvalid, instantiate
 from .automations import RUN_QUEUED, approval_view, run_view
 from .events import Event
@@ -74,7 +73,7 @@ async def kinds(request: web.Request) -> web.Response:
         out = []
         for name, (domain, decl) in sorted(items.items()):
             try:
-                fields = voluptuous_serialize.convert(decl.schema, custom_serializer=lambda v: {"type": "string"})
+                fields = describe_fields(decl.schema)
             except Exception:
                 fields = []
             out.append({"name": name, "domain": domain, "description": decl.description, "fields": fields})
@@ -96,11 +95,20 @@ async def validate_automation(request: web.Request) -> web.Response:
     engine = request.app[HUB_KEY].automations
     try:
         raw = _definition_from(await _body(request))
+    except AutomationInvalid as err:
+        return web.json_response({"ok": False, "errors": err.as_list(), "error": str(err), "texts": {}})
+    texts = {}
+    if isinstance(raw, dict):
+        try:
+            texts = {fmt: to_text(raw, fmt) for fmt in FORMATS}
+        except Exception as err:  # TOML cannot hold a null, for one
+            texts = {"yaml": to_text(raw, "yaml"), "json": to_text(raw, "json")}
+            texts["toml_error"] = str(err)
+    try:
         definition = engine.validate(raw)
     except AutomationInvalid as err:
-        return web.json_response({"ok": False, "errors": err.as_list(), "error": str(err)})
-    texts = {fmt: to_text(raw, fmt) for fmt in FORMATS} if isinstance(raw, dict) else {}
-    return web.json_response({"ok": True, "definition": definition, "texts": texts, "errors": []})
+        return web.json_response({"ok": False, "errors": err.as_list(), "error": str(err), "texts": texts, "raw": raw})
+    return web.json_response({"ok": True, "definition": definition, "texts": texts, "errors": [], "raw": raw})
 
 
 @requires(ROLE_OPERATOR)

@@ -200,3 +200,60 @@ argv = ["/usr/bin/find", "{small_fs}", "-name", "junk-*", "-delete"]
             agent.stop()
         hub.stop()
         receiver.close()
+
+
+def test_writing_an_automation_in_the_form_and_the_yaml_toml_views(tmp_path, browser):
+    hub = HubProc(tmp_path, "\n[agent]\nenabled = false\n")
+    admin = hub.user_token("owner", "admin", "admin")
+    hub.user_token("ops", "operator", "operate")
+    hub.user_token("vic", "viewer", "read")
+    hub.start()
+    context = browser.new_context()
+    try:
+        assert context.request.post(hub.base + "/api/v1/session", data={"username": "ops", "password": PASSWORD}).status == 200
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda err: errors.append(str(err)))
+        page.goto(hub.base + "/automations/edit/new")
+        page.wait_for_selector("#au-f-triggers .au-trigger", timeout=30_000)
+        assert page.input_value("#au-f-name") == "My automation"
+        page.fill("#au-f-name", "Nightly check")
+        page.dispatch_event("#au-f-name", "change")
+        page.select_option("#au-f-triggers .au-kind", "automation.cron")
+        cron = '#au-f-triggers [data-path="triggers[0].cron"]'
+        page.wait_for_selector(cron, timeout=20_000)
+        page.fill(cron, "every night")
+        page.dispatch_event(cron, "change")
+        page.wait_for_selector("#au-errors li:has-text('triggers[0].cron: expected a cron expression')", timeout=20_000)
+        assert "au-bad" in page.get_attribute(cron, "class") and "cron expression" in page.get_attribute(cron, "title")
+        page.fill(cron, "0 1 * * *")
+        page.dispatch_event(cron, "change")
+        page.wait_for_selector("#au-message:text-is('Valid.')", timeout=20_000)
+        assert "cron: 0 1 * * *" in page.input_value("#au-text") and "name: Nightly check" in page.input_value("#au-text")
+        page.check('input[name="au-format"][value="toml"]')
+        page.wait_for_selector("#au-text", timeout=5_000)
+        wait_for(lambda: 'cron = "0 1 * * *"' in page.input_value("#au-text"), 20, "the TOML view")
+        page.click("#au-save")
+        page.wait_for_url("**/automations/edit/a*", timeout=20_000)
+        automation_id = page.url.rsplit("/", 1)[1]
+        status, saved = hub.api("GET", f"/api/v1/automations/{automation_id}", admin)
+        assert status == 200 and saved["name"] == "Nightly check" and saved["triggers"] == ["automation.cron"] and saved["source"] == "api", saved
+        page.wait_for_selector("#au-dry-run", timeout=20_000)
+        page.click("#au-dry-run")
+        page.wait_for_url("**/automations/runs/r*", timeout=20_000)
+        page.wait_for_selector("#au-run-state:text-is('stopped')", timeout=30_000)  # its one step is stop: done
+        assert "yes" in page.inner_text("#au-run") and page.locator("#au-trace tbody tr").count() == 1 and not errors, errors
+    finally:
+        context.close()
+    viewer = browser.new_context()
+    try:
+        assert viewer.request.post(hub.base + "/api/v1/session", data={"username": "vic", "password": PASSWORD}).status == 200
+        page = viewer.new_page()
+        page.goto(hub.base + "/automations")
+        page.wait_for_selector("#au-list a:has-text('Nightly check')", timeout=30_000)
+        assert page.locator("#au-new").count() == 0
+        page.goto(hub.base + f"/automations/edit/{automation_id}")
+        assert page.locator("#au-save").count() == 0  # viewers read, they do not change
+    finally:
+        viewer.close()
+        hub.stop()

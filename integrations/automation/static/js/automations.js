@@ -144,13 +144,191 @@
   }
 
   var current = null;
+  var kinds = { triggers: [], actions: [] };
+  var CONTROL = ["delay", "wait_for_approval", "wait_for_trigger", "choose", "if", "stop", "variables"];
 
   function format() { var f = document.querySelector('input[name="au-format"]:checked'); return f ? f.value : "yaml"; }
 
   function showErrors(errors) {
     var ul = document.getElementById("au-errors");
     ul.textContent = "";
-    (errors || []).forEach(function (e) { ul.appendChild(el("li", e.path + ": " + e.message)); });
+    document.querySelectorAll("#au-form .au-bad").forEach(function (n) { n.classList.remove("au-bad"); n.removeAttribute("title"); });
+    (errors || []).forEach(function (e) {
+      ul.appendChild(el("li", e.path + ": " + e.message));
+      var target = document.querySelector('#au-form [data-path="' + e.path.replace(/"/g, "") + '"]');
+      if (target) { target.classList.add("au-bad"); target.title = e.message; }
+    });
+  }
+
+  // ------------------------------------------------------------- the form
+
+  function kindFields(list, name) {
+    for (var i = 0; i < list.length; i++) if (list[i].name === name) return list[i].fields || [];
+    return [];
+  }
+
+  function short(name) { return name.indexOf("automation.") === 0 ? name.slice(11) : name; }
+
+  function input(path, field, value) {
+    var label = el("label", field.name + (field.required ? " *" : ""));
+    var box;
+    if (field.type === "select") {
+      box = document.createElement("select");
+      (field.required ? [] : [""]).concat(field.options).forEach(function (o) { var opt = el("option", o); opt.value = o; box.appendChild(opt); });
+      box.value = value === undefined ? "" : String(value);
+    } else if (field.type === "boolean") {
+      box = document.createElement("input"); box.type = "checkbox"; box.checked = !!value;
+    } else {
+      box = document.createElement("input"); box.type = "text";
+      if (value !== undefined && value !== null) box.value = (field.type === "mapping" || field.type === "list") ? JSON.stringify(value) : String(value);
+      if (field.default !== undefined) box.placeholder = typeof field.default === "object" ? JSON.stringify(field.default) : String(field.default);
+    }
+    box.dataset.path = path;
+    box.dataset.field = field.name;
+    box.dataset.type = field.type;
+    box.addEventListener("change", formChanged);
+    label.appendChild(box);
+    return label;
+  }
+
+  function readInputs(row) {
+    var out = {};
+    row.querySelectorAll("[data-field]").forEach(function (box) {
+      var v;
+      if (box.dataset.type === "boolean") v = box.checked;
+      else if (box.value === "") return;
+      else if (box.dataset.type === "number") v = isNaN(Number(box.value)) ? box.value : Number(box.value);
+      else if (box.dataset.type === "mapping" || box.dataset.type === "list") { try { v = JSON.parse(box.value); } catch (e) { v = box.value; } }
+      else v = box.value;
+      out[box.dataset.field] = v;
+    });
+    return out;
+  }
+
+  function triggerRow(trigger, index) {
+    var row = el("div", null, "au-row au-trigger");
+    var select = document.createElement("select");
+    select.className = "au-kind";
+    select.dataset.path = "triggers[" + index + "].kind";
+    kinds.triggers.forEach(function (k) { var o = el("option", short(k.name)); o.value = k.name; select.appendChild(o); });
+    var kind = trigger.kind && trigger.kind.indexOf(".") < 0 ? "automation." + trigger.kind : (trigger.kind || "automation.manual");
+    select.value = kind;
+    select.addEventListener("change", function () { rebuild(collect()); formChanged(); });
+    var label = el("label", "kind"); label.appendChild(select); row.appendChild(label);
+    kindFields(kinds.triggers, kind).forEach(function (f) { row.appendChild(input("triggers[" + index + "]." + f.name, f, trigger[f.name])); });
+    var remove = el("button", "Remove"); remove.type = "button";
+    remove.addEventListener("click", function () { var d = collect(); d.triggers.splice(index, 1); rebuild(d); formChanged(); });
+    row.appendChild(remove);
+    return row;
+  }
+
+  function stepKind(step) {
+    if (step.action) return step.action.indexOf(".") < 0 ? "automation." + step.action : step.action;
+    for (var i = 0; i < CONTROL.length; i++) if (step[CONTROL[i]] !== undefined) return CONTROL[i];
+    return "automation.job";
+  }
+
+  function stepRow(step, index) {
+    var row = el("div", null, "au-row au-step");
+    var kind = stepKind(step);
+    var select = document.createElement("select");
+    select.className = "au-kind";
+    kinds.actions.map(function (k) { return k.name; }).concat(CONTROL).forEach(function (name) { var o = el("option", short(name)); o.value = name; select.appendChild(o); });
+    select.value = kind;
+    select.addEventListener("change", function () { rebuild(collect()); formChanged(); });
+    var label = el("label", "step"); label.appendChild(select); row.appendChild(label);
+    row.appendChild(input("steps[" + index + "].id", { name: "id", type: "string" }, step.id));
+    if (CONTROL.indexOf(kind) >= 0) {
+      var extra = {}; Object.keys(step).forEach(function (k) { if (k !== "id" && k !== "name") extra[k] = step[k]; });
+      var value = extra[kind] !== undefined ? extra : {};
+      var box = el("textarea", Object.keys(value).length ? JSON.stringify(value) : "", "au-code au-control");
+      box.dataset.path = "steps[" + index + "]." + kind;
+      box.rows = 2;
+      box.placeholder = kind === "delay" ? '{"delay": "10m"}' : '{"' + kind + '": ...}';
+      box.addEventListener("change", formChanged);
+      var wrap = el("label", kind + " (JSON)"); wrap.appendChild(box); row.appendChild(wrap);
+    } else {
+      kindFields(kinds.actions, kind).forEach(function (f) { row.appendChild(input("steps[" + index + "].with." + f.name, f, (step.with || {})[f.name])); });
+    }
+    var remove = el("button", "Remove"); remove.type = "button";
+    remove.addEventListener("click", function () { var d = collect(); d.steps.splice(index, 1); rebuild(d); formChanged(); });
+    row.appendChild(remove);
+    return row;
+  }
+
+  function rebuild(definition) {
+    document.getElementById("au-f-name").value = definition.name || "";
+    document.getElementById("au-f-description").value = definition.description || "";
+    document.getElementById("au-f-mode").value = definition.mode || "single";
+    document.getElementById("au-f-max").value = definition.max || "";
+    var throttle = definition.throttle || {};
+    document.getElementById("au-f-throttle").value = throttle.period || "";
+    document.getElementById("au-f-throttle-max").value = throttle.max || "";
+    document.getElementById("au-f-conditions").value = (definition.conditions || []).length ? JSON.stringify(definition.conditions) : "";
+    var triggers = document.getElementById("au-f-triggers"); triggers.textContent = "";
+    (definition.triggers || []).forEach(function (t, i) { triggers.appendChild(triggerRow(t, i)); });
+    var steps = document.getElementById("au-f-steps"); steps.textContent = "";
+    (definition.steps || []).forEach(function (st, i) { steps.appendChild(stepRow(st, i)); });
+    document.getElementById("au-form").dataset.base = JSON.stringify(definition);
+  }
+
+  function collect() {
+    var base = JSON.parse(document.getElementById("au-form").dataset.base || "{}");
+    var d = {};
+    Object.keys(base).forEach(function (k) { if (["name", "description", "mode", "max", "throttle", "conditions", "triggers", "steps"].indexOf(k) < 0) d[k] = base[k]; });
+    d.name = document.getElementById("au-f-name").value;
+    var description = document.getElementById("au-f-description").value; if (description) d.description = description;
+    d.mode = document.getElementById("au-f-mode").value;
+    var max = document.getElementById("au-f-max").value; if (max) d.max = Number(max);
+    var period = document.getElementById("au-f-throttle").value;
+    if (period) { d.throttle = { period: period }; var tmax = document.getElementById("au-f-throttle-max").value; if (tmax) d.throttle.max = Number(tmax); if (base.throttle && base.throttle.per) d.throttle.per = base.throttle.per; }
+    var conditions = document.getElementById("au-f-conditions").value.trim();
+    if (conditions) { try { d.conditions = JSON.parse(conditions); } catch (e) { d.conditions = conditions; } }
+    d.triggers = [];
+    document.querySelectorAll("#au-f-triggers .au-trigger").forEach(function (row) {
+      var t = readInputs(row); t.kind = short(row.querySelector(".au-kind").value); d.triggers.push(t);
+    });
+    d.steps = [];
+    document.querySelectorAll("#au-f-steps .au-step").forEach(function (row, i) {
+      var kind = row.querySelector(".au-kind").value;
+      var fields = readInputs(row);
+      var step = {};
+      if (fields.id) step.id = fields.id;
+      delete fields.id;
+      if (CONTROL.indexOf(kind) >= 0) {
+        var text = row.querySelector(".au-control").value.trim();
+        var value = {}; if (text) { try { value = JSON.parse(text); } catch (e) { value = {}; value[kind] = text; } }
+        if (value[kind] === undefined) value[kind] = kind === "stop" ? "" : {};
+        Object.keys(value).forEach(function (k) { step[k] = value[k]; });
+      } else {
+        var old = (base.steps || [])[i] || {};
+        step.action = short(kind);
+        step["with"] = fields;
+        ["name", "save_as", "continue_on_error"].forEach(function (k) { if (old[k] !== undefined && stepKind(old) === kind) step[k] = old[k]; });
+      }
+      d.steps.push(step);
+    });
+    return d;
+  }
+
+  function formChanged() {
+    var definition = collect();
+    document.getElementById("au-form").dataset.base = JSON.stringify(definition);
+    api("POST", "/api/v1/automations/validate", { definition: definition }).then(function (res) {
+      if (res.data.texts && res.data.texts[format()]) document.getElementById("au-text").value = res.data.texts[format()];
+      showErrors(res.data.errors);
+      document.getElementById("au-message").textContent = res.data.ok ? "Valid." : "Not valid.";
+    });
+  }
+
+  function textChanged() {
+    var text = document.getElementById("au-text");
+    return api("POST", "/api/v1/automations/validate", { text: text.value, format: format() }).then(function (res) {
+      if (res.data.raw && typeof res.data.raw === "object") rebuild(res.data.raw);
+      showErrors(res.data.errors);
+      document.getElementById("au-message").textContent = res.data.ok ? "Valid." : "Not valid.";
+      return res;
+    });
   }
 
   function loadEdit() {
@@ -160,24 +338,32 @@
     document.querySelectorAll('input[name="au-format"]').forEach(function (radio) {
       radio.addEventListener("change", function () {
         api("POST", "/api/v1/automations/validate", { text: text.value, format: radio.value === "yaml" ? "toml" : "yaml" }).then(function (res) {
-          if (res.data.ok) { text.value = res.data.texts[radio.value]; showErrors([]); } else { showErrors(res.data.errors); radio.checked = false; }
+          if (res.data.texts && res.data.texts[radio.value]) { text.value = res.data.texts[radio.value]; showErrors(res.data.errors); }
+          else { showErrors(res.data.errors.length ? res.data.errors : [{ path: "(text)", message: res.data.texts && res.data.texts.toml_error || "cannot convert" }]); }
         });
       });
     });
-    document.getElementById("au-validate").addEventListener("click", function () {
-      api("POST", "/api/v1/automations/validate", { text: text.value, format: format() }).then(function (res) {
-        showErrors(res.data.errors); message.textContent = res.data.ok ? "Valid." : "Not valid.";
-      });
+    document.getElementById("au-validate").addEventListener("click", textChanged);
+    text.addEventListener("change", textChanged);
+    document.getElementById("au-f-add-trigger").addEventListener("click", function () { var d = collect(); d.triggers.push({ kind: "manual" }); rebuild(d); formChanged(); });
+    document.getElementById("au-f-add-step").addEventListener("click", function () { var d = collect(); d.steps.push({ stop: "done" }); rebuild(d); formChanged(); });
+    ["au-f-name", "au-f-description", "au-f-mode", "au-f-max", "au-f-throttle", "au-f-throttle-max", "au-f-conditions"].forEach(function (fid) {
+      document.getElementById(fid).addEventListener("change", formChanged);
     });
-    if (id === "new") {
-      document.getElementById("au-edit-title").textContent = "New automation";
-      text.value = "name: My automation\ntriggers:\n  - kind: manual\nsteps:\n  - action: notify\n    with:\n      title: Hello from Roost\n";
-    } else {
+    api("GET", "/api/v1/automations/kinds").then(function (res) {
+      kinds = res.data;
+      if (id === "new") {
+        document.getElementById("au-edit-title").textContent = "New automation";
+        text.value = "name: My automation\ntriggers:\n  - kind: manual\nsteps:\n  - stop: done\n";
+        textChanged();
+        return;
+      }
       api("GET", "/api/v1/automations/" + encodeURIComponent(id)).then(function (res) {
         if (!res.ok) { message.textContent = res.data.error; return; }
         current = res.data;
         document.getElementById("au-edit-title").textContent = current.name;
         text.value = current.texts[format()];
+        rebuild(current.definition);
         showErrors(current.errors);
         var toggle = document.getElementById("au-toggle");
         if (toggle) toggle.textContent = current.enabled ? "Disable" : "Enable";
@@ -186,7 +372,7 @@
       api("GET", "/api/v1/automations/" + encodeURIComponent(id) + "/runs?limit=20").then(function (res) {
         fill("au-runs", table(["Run", "Automation", "State", "Started", "Message"], runRows(res.data.runs || [])));
       });
-    }
+    });
     if (!canOperate) return;
     document.getElementById("au-save").addEventListener("click", function () {
       var body = { text: text.value, format: format() };
