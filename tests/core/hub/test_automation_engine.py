@@ -286,3 +286,53 @@ def test_node_status_fires_on_a_change_not_on_the_first_sight():
     assert node_status(settings, Event("node", {"id": "n1", "status": "stale"}), state) is None
     fired = node_status(settings, Event("node", {"id": "n1", "status": "offline", "name": "nas"}), state)
     assert fired["node_id"] == "n1" and fired["from"] == "stale" and fired["to"] == "offline"
+
+
+async def test_an_mqtt_message_on_a_followed_topic_starts_a_run(aiohttp_client, tmp_path):
+    import shutil
+
+    from support import need
+    from support_mqtt import Mosquitto
+
+    from roost.core.config import load_hub_config
+
+    aiomqtt = pytest.importorskip("aiomqtt")
+    need(shutil.which("mosquitto") is not None, "mosquitto (apt-get install mosquitto)")
+    broker = Mosquitto(tmp_path)
+    broker.start()
+    try:
+        config = load_hub_config(
+            None,
+            overrides={
+                "hub": {"data_dir": str(tmp_path / "hub"), "discovery": False},
+                "agent": {"enabled": False},
+                "integrations": {"automation": {"mqtt_url": f"mqtt://127.0.0.1:{broker.port}", "mqtt_topics": ["home/#"]}},
+            },
+        )
+        token = await seed_user(config, "op", "operator")
+        client = await aiohttp_client(create_app(config), headers=auth(token))
+        resp = await client.post("/api/v1/automations", json={"definition": {
+            "id": "door", "name": "door", "mode": "parallel",
+            "triggers": [{"kind": "mqtt", "topic": "home/+/door", "payload": "open"}],
+            "steps": [{"variables": {"where": "{{ trigger.topic }}"}}]}})
+        assert resp.status == 201, await resp.text()
+
+        async def runs():
+            body = await (await client.get("/api/v1/automations/door/runs")).json()
+            return [r for r in body["runs"] if r["state"] == "succeeded"]
+
+        async def publish(topic: str, payload: str) -> None:
+            async with aiomqtt.Client(hostname="127.0.0.1", port=broker.port) as pub:
+                await pub.publish(topic, payload.encode(), qos=1)
+
+        # The hub subscribes once it is connected; keep publishing (bounded) until the first message is seen.
+        async def seen():
+            await publish("home/hall/window", "open")  # another topic: never a run
+            await publish("home/hall/door", "closed")  # another payload: never a run
+            await publish("home/hall/door", "open")
+            return await runs()
+
+        found = await until(seen, 30, "a run for the door message")
+        assert {r["variables"]["where"] for r in found} == {"home/hall/door"}
+    finally:
+        broker.stop()
