@@ -47,7 +47,9 @@ LOW_DISK_INPUTS = vol.Schema(
         vol.Optional("mount", default="*"): vol.All(str, vol.Length(min=1, max=300)),
         vol.Optional("threshold", default=90): vol.All(vol.Any(int, float), vol.Range(min=1, max=100, msg="threshold is a percentage, 1-100")),
         vol.Optional("for", default="10m"): _duration,
-        vol.Required("cleanup_command", msg="name the allowlisted command that cleans up (e.g. docker_image_prune, journal_vacuum)"): vol.All(str, vol.Length(min=1, max=100)),
+        # docker_image_prune: the docker integration's docker.image.prune (dangling images); command: an allowlisted command.
+        vol.Optional("cleanup", default="command"): vol.In(("command", "docker_image_prune"), msg="cleanup is command or docker_image_prune"),
+        vol.Optional("cleanup_command"): vol.All(str, vol.Length(min=1, max=100)),
         vol.Optional("cleanup_args", default=dict): dict,
         vol.Optional("approval_timeout", default="1h"): _duration,
         vol.Optional("throttle", default="6h"): _duration,
@@ -57,8 +59,21 @@ LOW_DISK_INPUTS = vol.Schema(
 )
 
 
+def _cleanup_named(inputs: dict[str, Any]) -> dict[str, Any]:
+    if inputs["cleanup"] == "command" and not inputs.get("cleanup_command"):
+        raise vol.Invalid("name the allowlisted command that cleans up (e.g. journal_vacuum), or set cleanup: docker_image_prune", path=["cleanup_command"])
+    return inputs
+
+
+LOW_DISK_INPUTS = vol.Schema(vol.All(LOW_DISK_INPUTS, _cleanup_named))
+
+
 def low_disk(inputs: dict[str, Any]) -> dict[str, Any]:
     mount = inputs["mount"]
+    if inputs["cleanup"] == "docker_image_prune":
+        what, cleanup_with = "docker image prune", {"action": "docker.image.prune", "params": {}}
+    else:
+        what, cleanup_with = inputs["cleanup_command"], {"action": "commands.run", "params": {"command": inputs["cleanup_command"], "args": inputs["cleanup_args"]}}
     series = f"linux_host.disk_used_percent[{mount}]"
     threshold = inputs["threshold"]
     node = "{{ trigger.node_id }}"
@@ -69,7 +84,7 @@ def low_disk(inputs: dict[str, Any]) -> dict[str, Any]:
         "name": inputs.get("name") or f"Low disk ({mount}): confirm, alert, clean up after approval",
         "description": (
             f"Filesystem {mount} at or above {threshold}% for {inputs['for']} → the agent re-measures → still above → alert → "
-            f"wait for an operator's approval → run {inputs['cleanup_command']} on that node → re-measure and report the space freed."
+            f"wait for an operator's approval → run {what} on that node → re-measure and report the space freed."
         ),
         "mode": "parallel",
         "max": 10,
@@ -101,9 +116,9 @@ def low_disk(inputs: dict[str, Any]) -> dict[str, Any]:
                 "id": "approval",
                 "name": "Wait for an operator",
                 "wait_for_approval": {
-                    "summary": f"Run {inputs['cleanup_command']} on {{{{ trigger.node_id }}}} to free space on {{{{ trigger.instance }}}} ({{{{ steps.measure.value }}}}% full)?",
+                    "summary": f"Run {what} on {{{{ trigger.node_id }}}} to free space on {{{{ trigger.instance }}}} ({{{{ steps.measure.value }}}}% full)?",
                     "timeout": inputs["approval_timeout"],
-                    "details": {"command": inputs["cleanup_command"], "args": inputs["cleanup_args"]},
+                    "details": {"cleanup": what, **cleanup_with},
                     "notify": {"title": "Approval needed: low disk on " + where, **notify_extra},
                 },
             },
@@ -111,7 +126,7 @@ def low_disk(inputs: dict[str, Any]) -> dict[str, Any]:
                 "id": "cleanup",
                 "name": "Clean up",
                 "action": "job",
-                "with": {"node": node, "action": "commands.run", "params": {"command": inputs["cleanup_command"], "args": inputs["cleanup_args"]}},
+                "with": {"node": node, **cleanup_with},
             },
             {
                 "id": "after",
@@ -131,7 +146,7 @@ def low_disk(inputs: dict[str, Any]) -> dict[str, Any]:
                 "continue_on_error": True,
                 "with": {
                     "title": "Cleanup done: " + where,
-                    "body": "{{ inputs_command }} freed {{ (freed_bytes / 1048576) | round(1) }} MiB; now {{ now_percent }}% full.".replace("{{ inputs_command }}", inputs["cleanup_command"]),
+                    "body": "{{ inputs_command }} freed {{ (freed_bytes / 1048576) | round(1) }} MiB; now {{ now_percent }}% full.".replace("{{ inputs_command }}", what),
                     "severity": "info",
                     "node": node,
                     **notify_extra,

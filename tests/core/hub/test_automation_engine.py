@@ -336,3 +336,17 @@ async def test_an_mqtt_message_on_a_followed_topic_starts_a_run(aiohttp_client, 
         assert {r["variables"]["where"] for r in found} == {"home/hall/door"}
     finally:
         broker.stop()
+
+
+async def test_the_low_disk_blueprint_takes_a_docker_prune_or_an_allowlisted_command(rig):
+    resp = await rig.client.post("/api/v1/automations/blueprints/low_disk", json={"inputs": {"id": "prune", "cleanup": "docker_image_prune", "threshold": 85}})
+    assert resp.status == 201, await resp.text()
+    definition = (await (await rig.client.get("/api/v1/automations/prune")).json())["definition"]
+    cleanup = next(s for s in definition["steps"] if s.get("id") == "cleanup")
+    assert cleanup["with"]["action"] == "docker.image.prune"
+    assert definition["triggers"][0]["series"] == "linux_host.disk_used_percent[*]" and definition["throttle"]["per"] == "node"
+    resp = await rig.client.post("/api/v1/automations/blueprints/low_disk", json={"inputs": {"threshold": 85}})
+    body = await resp.json()
+    assert resp.status == 400 and body["errors"][0]["path"] == "cleanup_command", body
+    resp = await rig.client.post("/api/v1/automations/blueprints/low_disk", json={"inputs": {"cleanup_command": "x", "threshold": 150}})
+    assert resp.status == 400 and (await resp.json())["errors"][0]["path"] == "threshold"
