@@ -350,3 +350,35 @@ async def test_the_low_disk_blueprint_takes_a_docker_prune_or_an_allowlisted_com
     assert resp.status == 400 and body["errors"][0]["path"] == "cleanup_command", body
     resp = await rig.client.post("/api/v1/automations/blueprints/low_disk", json={"inputs": {"cleanup_command": "x", "threshold": 150}})
     assert resp.status == 400 and (await resp.json())["errors"][0]["path"] == "threshold"
+
+
+async def test_maintenance_windows_and_silences_hold_a_run_back(rig):
+    admin = await seed_user(rig.config, "root", "admin")
+    node_id = rig.agent.node_id
+    await rig.create({"id": "m", "name": "m", "mode": "parallel", "triggers": [{"kind": "manual"}], "conditions": [{"not_in_maintenance": True}, {"not_silenced": True}], "steps": [{"stop": "went"}]})
+    trigger = {"node_id": node_id, "labels": {"mountpoint": "/srv"}}
+    assert (await rig.run_state((await rig.run("m", trigger=trigger))["id"], "stopped"))["error"] == "went"
+    resp = await rig.client.post("/api/v1/alerts/silences", json={"matchers": [{"name": "mountpoint", "value": "/srv"}], "ends_at": time.time() + 600, "reason": "resizing"})
+    assert resp.status == 201, await resp.text()
+    silenced = await rig.run("m", trigger=trigger)
+    assert silenced["state"] == "skipped" and "silence" in silenced["error"], silenced
+    other = await rig.run("m", trigger={"node_id": node_id, "labels": {"mountpoint": "/home"}})
+    assert (await rig.run_state(other["id"], "stopped"))["error"] == "went"  # the silence covers /srv only
+    resp = await rig.client.post("/api/v1/alerts/maintenance", headers=auth(admin), json={"name": "always", "cron": "* * * * *", "duration": 3600, "matchers": [{"name": "node", "value": node_id}]})
+    assert resp.status == 201, await resp.text()
+    held = await rig.run("m", trigger={"node_id": node_id, "labels": {"mountpoint": "/home"}})
+    assert held["state"] == "skipped" and "maintenance window" in held["error"], held
+
+
+async def test_an_approval_that_expired_while_the_hub_was_down_ends_the_run_as_expired(rig):
+    await rig.create({"id": "late", "name": "late", "triggers": [{"kind": "manual"}], "steps": [{"wait_for_approval": {"summary": "ok?", "timeout": "10s"}}, {"variables": {"ran": True}}]})
+    run = await rig.run("late")
+    waiting = await rig.run_state(run["id"], "waiting")
+    [approval] = waiting["approvals"]
+    await rig.client.close()
+    await until(lambda: _past(approval["expires_at"] + 6), 30, "the approval to expire while the hub is down")
+    await rig.open()
+    done = await rig.run_state(run["id"], "expired")
+    assert "while the hub was down" in done["error"] and "ran" not in done["variables"], done
+    resp = await rig.client.post(f"/api/v1/approvals/{approval['id']}", json={"decision": "approve"})
+    assert resp.status == 403  # an API token never decides, expired or not
