@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import aiohttp
@@ -255,6 +256,17 @@ async def test_an_action_the_ceiling_denies_is_refused_and_the_run_says_so(tmp_p
         run = await r.run("c")
         done = await r.run_state(run["id"], "refused")
         assert "autotest.run" in done["error"] and done["trace"][0]["state"] == "refused", done
+        assert r.runs("clean") == 0
+
+        # A hub that believes the ceiling allows it (here: its record of the ceiling tampered with) gets no further:
+        # the agent checks its own ceiling, refuses, and the run says the agent refused.
+        grants = await r.hub.store.get_grants(r.node_id)
+        await r.hub.store.set_ceiling(r.node_id, {"mode": "execute"}, grants.offered, now=time.time())
+        again = await r.run("c")
+        refused = await r.run_state(again["id"], "refused")
+        assert "the agent on node" in refused["error"] and "refused autotest.clean" in refused["error"], refused
+        job = await r.job(refused["jobs"]["steps[0]"])
+        assert job.state == "refused" and job.created_by == "automation:c"
         assert r.runs("clean") == 0
     finally:
         await r.close()
