@@ -382,3 +382,25 @@ async def test_an_approval_that_expired_while_the_hub_was_down_ends_the_run_as_e
     assert "while the hub was down" in done["error"] and "ran" not in done["variables"], done
     resp = await rig.client.post(f"/api/v1/approvals/{approval['id']}", json={"decision": "approve"})
     assert resp.status == 403  # an API token never decides, expired or not
+
+
+async def test_an_integrations_event_starts_a_run_and_a_disabled_automation_hears_nothing(rig):
+    created = await rig.create(
+        {"id": "ev", "name": "ev", "mode": "parallel",
+         "triggers": [{"kind": "event", "event": "docker.container.*", "match": {"state": "unhealthy"}}, {"kind": "webhook"}],
+         "steps": [{"variables": {"who": "{{ trigger.container | default('hook') }}"}}]}
+    )
+    rig.hub.publish("docker.container.health", {"container": "web", "state": "healthy"})
+    rig.hub.publish("docker.container.health", {"container": "db", "state": "unhealthy"})
+    [run] = await until(lambda: rig.runs("ev", "succeeded"), 20, "the unhealthy event's run")
+    assert run["variables"]["who"] == "db" and run["trigger"]["event"] == "docker.container.health"
+    resp = await rig.client.post("/api/v1/automations/ev/disable")
+    assert resp.status == 200 and (await resp.json())["enabled"] is False
+    rig.hub.publish("docker.container.health", {"container": "cache", "state": "unhealthy"})
+    async with aiohttp.ClientSession() as anon:
+        hook = await anon.post(str(rig.client.make_url(created["webhook_url"])), json={})
+        assert hook.status == 404  # a disabled automation's URL answers like an unknown one
+    assert (await rig.client.post("/api/v1/automations/ev/enable")).status == 200
+    rig.hub.publish("docker.container.health", {"container": "queue", "state": "unhealthy"})
+    await until(lambda: _count(rig, "ev", 2), 20, "the run after enabling again")
+    assert sorted(r["variables"]["who"] for r in await rig.runs("ev")) == ["db", "queue"]  # nothing while disabled
