@@ -14,7 +14,7 @@ from roost.core.signing import EnvelopeError, check_shape
 from .auth import IDENTITY_KEY, ROLE_OPERATOR, ROLE_VIEWER, VIA_SESSION, AccessDenied, actor_of, add_public_path, requires
 from .automation_model import AutomationInvalid, describe_fields, parse_text, to_text
 from .automation_blueprints import BLUEPRINTS, BlueprintInvalid, instantiate
-from .automations import RUN_QUEUED, approval_view, run_view
+from .automations import approval_view, run_view
 from .events import Event
 from .security import peer_of, read_json
 from .state import HUB_KEY
@@ -381,4 +381,4 @@ def setup(app: web.Application) -> None:
     r.add_post("/api/v1/approvals/{approval_id}", decide_approval)
 
 
-__all__ = ["RUN_QUEUED", "setup"]
+__all__ = ["setup"]
