@@ -769,6 +769,14 @@ class AutomationEngine:
     async def _approval(self, run: _Run, step: dict[str, Any], path: str) -> None:
         settings = step["wait_for_approval"]
         wait = run.context["waits"].get(path)
+        if wait is None and not run.dry_run:
+            # Asked for before a crash that came before the run recorded it: the same approval, not a second one.
+            for earlier in await self.hub.store.list_approvals(run_id=run.run_id):
+                if earlier.step == path:
+                    item = self._trace(run, path, step, "wait_for_approval", input={"summary": earlier.summary}, state="waiting")
+                    wait = run.context["waits"][path] = {"approval": earlier.approval_id, "until": earlier.expires_at, "trace": len(run.trace) - 1}
+                    await self._save(run, RUN_WAITING)
+                    break
         if wait is None:
             try:
                 summary = str(self._r(run, settings["summary"]))
