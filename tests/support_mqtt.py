@@ -1,13 +1,15 @@
-"""A real mosquitto on a free loopback port with its own config and log, for the MQTT tests."""
+"""A real mosquitto broker on a free loopback port, for the tests of everything that speaks MQTT (the Home Assistant bridge, the MQTT receiver)."""
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 import time
 from pathlib import Path
 
-from support import free_port
+import pytest
+from support import free_port, need
 
 
 class Mosquitto:
@@ -34,3 +36,12 @@ class Mosquitto:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(10)
+
+
+@pytest.fixture
+def mosquitto(tmp_path):
+    need(shutil.which("mosquitto") is not None, "mosquitto (apt-get install mosquitto)")
+    broker = Mosquitto(tmp_path)
+    broker.start()
+    yield broker
+    broker.stop()

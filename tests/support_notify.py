@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import threading
 import time
 from typing import Any
 
@@ -95,3 +96,32 @@ def alert_event(
         "inhibited": 0,
         "created_at": time.time(),
     }
+
+
+class ThreadedWebhook:
+    """The aiohttp webhook receiver on its own event loop in a thread, for tests that drive real processes synchronously."""
+
+    def __init__(self, port: int) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.receiver = asyncio.run_coroutine_threadsafe(WebhookReceiver(port).start(), self.loop).result(10)
+
+    @property
+    def url(self) -> str:
+        return self.receiver.url
+
+    def set_status(self, status: int) -> None:
+        self.loop.call_soon_threadsafe(setattr, self.receiver, "status", status)
+
+    def payloads(self) -> list[dict]:
+        return asyncio.run_coroutine_threadsafe(_copy(self.receiver), self.loop).result(10)
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.receiver.stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+async def _copy(receiver: WebhookReceiver) -> list[dict]:
+    return [{**r["json"], "_id": r["headers"].get("X-Roost-Notification-Id", "")} for r in receiver.received]

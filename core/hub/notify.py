@@ -39,7 +39,7 @@ from roost.core.config import duration
 from roost.core.integration import humanize_invalid
 from roost.core.store.notify import OUTBOX_DEAD, OUTBOX_DELIVERED, OUTBOX_PENDING, OUTBOX_STATES
 
-from .auth import ROLE_ADMIN, ROLE_VIEWER, actor_of, requires
+from .auth import ROLE_ADMIN, ROLE_OPERATOR, ROLE_VIEWER, actor_of, requires
 from .secretbox import SecretBox, SecretError, is_sealed
 from .security import read_json
 from .state import HUB_KEY, Hub
@@ -284,7 +284,8 @@ class Notifier:
             await self._flush_due()
             await self._deliver_due()
             flushes = [due for _, due in self.groups.values() if due is not None]
-            outbox = await self.hub.store.outbox_next_due()
+            # A disabled receiver's rows wait until it is enabled again; they are not due meanwhile.
+            outbox = await self.hub.store.outbox_next_due(skip=[n for n, r in self.receivers.items() if not r["enabled"]])
             candidates = [t for t in (*flushes, outbox) if t is not None]
             return min(candidates) if candidates else None
 
@@ -583,12 +584,12 @@ class Notifier:
                 raise NotifyError(f"settings.{key} is set by the hub; use the receiver's own field instead")
         kept: dict[str, str] = {}
         for key in secrets:
-            if given.get(key) in (None, "") and previous and key in previous:
+            if given.get(key) in (None, "") and previous and is_sealed(previous.get(key)):
                 kept[key] = previous[key]
                 given.pop(key, None)
             elif is_sealed(given.get(key)):
                 raise NotifyError(f"settings.{key}: give the secret itself (it is stored encrypted)")
-        plain_for_check = {**given, **{k: "x" * 16 for k in kept}}
+        plain_for_check = {**given, **{k: self.box.open(v) for k, v in kept.items()}}
         try:
             checked = kind.schema(plain_for_check)
         except vol.Invalid as err:
@@ -891,6 +892,31 @@ def outbox_view(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+SEND_SCHEMA = vol.Schema(
+    {
+        vol.Required("title"): vol.All(str, vol.Length(min=1, max=500)),
+        vol.Optional("body", default=""): vol.All(str, vol.Length(max=20_000)),
+        vol.Optional("severity", default="info"): vol.In(SEVERITIES, msg=f"must be one of {', '.join(SEVERITIES)}"),
+        vol.Optional("node_id", default=None): vol.Any(None, vol.All(str, vol.Length(max=100))),
+        vol.Optional("url", default=None): vol.Any(None, vol.All(str, vol.Length(max=2000))),
+        vol.Optional("receivers", default=None): vol.Any(None, [str]),
+    }
+)
+
+
+@requires(ROLE_OPERATOR)
+async def send_message(request: web.Request) -> web.Response:
+    """Queue a one-off message (a script's "backup done", a test of routing) for the default or named receivers."""
+    body = await _body(request, SEND_SCHEMA)
+    actor = actor_of(request)
+    try:
+        ids = await _notifier(request).send(**body, cause={"actor": actor})
+    except NotifyError as err:
+        return _error(str(err))
+    await request.app[HUB_KEY].audit("notifications.sent", actor=actor, target="outbox", details={"title": body["title"][:100], "ids": ids})
+    return web.json_response({"queued": ids}, status=202)
+
+
 @requires(ROLE_VIEWER)
 async def list_outbox(request: web.Request) -> web.Response:
     states = [s for s in request.query.get("state", "").split(",") if s] or list(OUTBOX_STATES)
@@ -932,6 +958,7 @@ def setup(app: web.Application) -> None:
     app.router.add_patch("/api/v1/alerts/receivers/{receiver}", change_receiver)
     app.router.add_delete("/api/v1/alerts/receivers/{receiver}", delete_receiver)
     app.router.add_post("/api/v1/alerts/receivers/{receiver}/test", test_receiver)
+    app.router.add_post("/api/v1/alerts/notifications", send_message)
     app.router.add_get("/api/v1/alerts/outbox", list_outbox)
     app.router.add_post("/api/v1/alerts/outbox/{outbox_id}/retry", retry_outbox)
 

@@ -107,6 +107,7 @@ PERMISSIONS: dict[str, Permission] = {
     "alerts.view": Permission(
         ROLE_VIEWER,
         "seeing alerts, their history, rules, silences, maintenance windows and node labels",
+        pages=("/alerts",),
         api=(
             "GET /api/v1/alerts",
             "GET /api/v1/alerts/history",
@@ -166,6 +167,9 @@ PERMISSIONS: dict[str, Permission] = {
         "seeing notification receivers (never their secrets) and the outbox",
         pages=("/notifications",),
         api=("GET /api/v1/alerts/receivers", "GET /api/v1/alerts/receivers/{receiver}", "GET /api/v1/alerts/outbox"),
+    ),
+    "notifications.send": Permission(
+        ROLE_OPERATOR, "sending a one-off message to the notification receivers", api=("POST /api/v1/alerts/notifications",)
     ),
     "notifications.manage": Permission(
         ROLE_ADMIN,

@@ -53,8 +53,8 @@ class NotifyStore(abc.ABC):
         """The oldest pending row of each receiver, if it is due at ``now`` (later rows wait their turn: order is kept)."""
 
     @abc.abstractmethod
-    async def outbox_next_due(self) -> float | None:
-        """The earliest next_attempt_at of any receiver's oldest pending row."""
+    async def outbox_next_due(self, *, skip: Sequence[str] = ()) -> float | None:
+        """The earliest next_attempt_at of any receiver's oldest pending row (receivers in ``skip`` left out)."""
 
     @abc.abstractmethod
     async def outbox_update(self, outbox_id: int, **changes: Any) -> bool:

@@ -106,8 +106,11 @@ class SQLiteNotifyStore:
         sql = self._HEADS.format(cols=", ".join(_OUTBOX_COLS)) + " AND next_attempt_at <= ? ORDER BY id"
         return [_outbox(r) for r in await self._fetchall(sql, (now,))]  # type: ignore[attr-defined]
 
-    async def outbox_next_due(self) -> float | None:
-        rows = await self._fetchall(self._HEADS.format(cols="MIN(next_attempt_at)"))  # type: ignore[attr-defined]
+    async def outbox_next_due(self, *, skip: Sequence[str] = ()) -> float | None:
+        sql = self._HEADS.format(cols="MIN(next_attempt_at)")
+        if skip:
+            sql += f" AND receiver NOT IN ({', '.join('?' * len(skip))})"
+        rows = await self._fetchall(sql, list(skip))  # type: ignore[attr-defined]
         return rows[0][0] if rows and rows[0][0] is not None else None
 
     async def outbox_update(self, outbox_id: int, **changes: Any) -> bool:

@@ -15,6 +15,7 @@ from roost.core import hookimpl
 from roost.core.hub_integration import AutomationAction, AutomationTrigger, HubContext, Page
 
 from . import pages
+from .const import READS  # noqa: F401 - every integration declares what its reports need
 from .actions import actions
 from .triggers import triggers
 

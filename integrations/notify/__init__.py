@@ -5,7 +5,10 @@ from __future__ import annotations
 from roost.core import hookimpl
 from roost.core.hub_integration import HubContext, NotificationReceiver
 
+from .const import READS
 from .receivers import RECEIVERS
+
+__all__ = ["READS", "roost_hub_notification_receivers"]
 
 
 @hookimpl

@@ -1,5 +1,12 @@
 """Names and defaults of the built-in notification receivers."""
 
+from typing import Final
+
+from roost.core.reads import Reads
+
+# A hub-only integration: it reports nothing.
+READS: Final = Reads()
+
 DOMAIN = "notify"
 KIND_WEBHOOK = "notify.webhook"
 KIND_EMAIL = "notify.email"

@@ -189,6 +189,8 @@ def _send_email(settings: dict[str, Any], message: dict[str, Any]) -> None:
         kwargs["context"] = context
     client = cls(**kwargs)
     client.allow_private = bool(settings.get("allow_private", False))
+    # The name TLS checks the certificate against; smtplib sets it only when __init__ connects.
+    client._host = settings["host"]
     try:
         client.connect(settings["host"], settings["port"])
         client.ehlo()
@@ -256,7 +258,8 @@ async def send_mqtt(settings: dict[str, Any], message: dict[str, Any]) -> None:
         username=settings.get("username") or None,
         password=settings.get("password") or None,
         tls_context=context,
-        identifier=f"roost-notify-{message.get('id') or 'test'}"[:64],
+        # MQTT 3.1 brokers may refuse client ids over 23 characters.
+        identifier="roost-" + hashlib.sha1(str(message.get("id") or time.time()).encode()).hexdigest()[:16],
         timeout=SMTP_TIMEOUT,
     ) as client:
         await client.publish(settings["topic"], payload, qos=settings.get("qos", 1), retain=settings.get("retain", False))

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import socket
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from support import need
-from support_mqtt import Mosquitto
+from support import free_port, need
+from support_mqtt import Mosquitto, mosquitto  # noqa: F401  (the fixture)
 
 from support_auth import seed_user
 from support_hub import FakeAgent
@@ -33,15 +35,6 @@ REQUIRED = {"sensor": {"state_topic"}, "binary_sensor": {"state_topic"}, "button
 SENSOR_DEVICE_CLASSES = {"duration", "temperature", "data_size", "data_rate", "power", "energy"}
 STATE_CLASSES = {"measurement", "total", "total_increasing"}
 DEVICE_KEYS = {"identifiers", "name", "manufacturer", "model", "sw_version", "connections", "via_device"}
-
-
-@pytest.fixture
-def mosquitto(tmp_path):
-    need(shutil.which("mosquitto") is not None, "mosquitto (apt-get install mosquitto)")
-    broker = Mosquitto(tmp_path)
-    broker.start()
-    yield broker
-    broker.stop()
 
 
 async def wait_until(predicate, timeout: float, what: str):

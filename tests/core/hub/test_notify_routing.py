@@ -4,6 +4,8 @@ engines; the tests call ``Notifier.step`` (what its background task runs) after 
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from support import free_port
 from support_auth import seed_user
@@ -133,6 +135,13 @@ async def test_the_notifier_itself_refuses_a_resolve_for_an_alert_it_never_told(
     hub.notifications._file(alert_event(2, "resolved", instance="silent", ends_at=clock.now), clock.now, changed)
     hub.notifications._file(alert_event(3, "resolved", instance="never-fired", ends_at=clock.now), clock.now, changed)
     assert changed == {}
+    # Told once, resolved once: a second resolve of the same firing finds nothing left to tell.
+    hub.notifications._file(alert_event(4, "firing", instance="told"), clock.now, changed)
+    hub.notifications._file(alert_event(5, "resolved", instance="told", ends_at=clock.now), clock.now, changed)
+    [(state, _)] = changed.values()
+    snapshot = json.dumps(state, sort_keys=True)
+    hub.notifications._file(alert_event(6, "resolved", instance="told", ends_at=clock.now + 5), clock.now, changed)
+    assert json.dumps(next(iter(changed.values()))[0], sort_keys=True) == snapshot
 
 
 async def test_routes_by_severity_rule_and_node_labels(rig, webhook, tmp_path):
@@ -221,3 +230,15 @@ async def test_a_notification_failing_for_a_day_is_dead_lettered_and_an_admin_ca
     await at(hub, clock, clock.now + 1)
     assert [p["title"] for p in webhook.payloads()] == ["one"]
     assert (await client.post("/api/v1/alerts/outbox/999999/retry")).status == 404
+
+
+async def test_a_disabled_receiver_keeps_its_queue_until_it_is_enabled_again(rig, webhook):
+    client, hub, clock = rig
+    await add_receiver(client, "hook", webhook.url)
+    assert (await client.patch("/api/v1/alerts/receivers/hook", json={"enabled": False})).status == 200
+    await hub.notifications.send(title="while disabled", body="", receivers=["hook"])
+    assert await hub.notifications.step() is None, "nothing is due for a disabled receiver (the worker sleeps, it does not spin)"
+    assert webhook.received == []
+    assert (await client.patch("/api/v1/alerts/receivers/hook", json={"enabled": True})).status == 200
+    await at(hub, clock, clock.now)
+    assert [p["title"] for p in webhook.payloads()] == ["while disabled"]
