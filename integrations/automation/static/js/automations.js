@@ -311,10 +311,15 @@
     return d;
   }
 
+  // Only the answer to the newest check counts: an older one arriving late must not undo a later edit.
+  var checks = 0;
+
   function formChanged() {
     var definition = collect();
     document.getElementById("au-form").dataset.base = JSON.stringify(definition);
+    var mine = ++checks;
     api("POST", "/api/v1/automations/validate", { definition: definition }).then(function (res) {
+      if (mine !== checks) return;
       if (res.data.texts && res.data.texts[format()]) document.getElementById("au-text").value = res.data.texts[format()];
       showErrors(res.data.errors);
       document.getElementById("au-message").textContent = res.data.ok ? "Valid." : "Not valid.";
@@ -323,7 +328,9 @@
 
   function textChanged() {
     var text = document.getElementById("au-text");
+    var mine = ++checks;
     return api("POST", "/api/v1/automations/validate", { text: text.value, format: format() }).then(function (res) {
+      if (mine !== checks) return res;
       if (res.data.raw && typeof res.data.raw === "object") rebuild(res.data.raw);
       showErrors(res.data.errors);
       document.getElementById("au-message").textContent = res.data.ok ? "Valid." : "Not valid.";
