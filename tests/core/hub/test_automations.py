@@ -247,6 +247,15 @@ async def test_a_destructive_step_needs_the_operators_envelope_given_with_the_ap
     await rig.run_state(second["id"], "succeeded")
     assert rig.runs("wipe-scratch") == 1
 
+    # An envelope signed with any other key (what a hub or an automation could make) is refused by the agent.
+    third = await rig.run("wiper")
+    waiting = await rig.run_state(third["id"], "waiting")
+    forged = signing.sign_envelope(signing.make_envelope("autotest.wipe", {"disk": "scratch"}, rig.node_id, "scratch", 600), signing.generate_operator_key())
+    await rig.hub.automations.decide(waiting["approvals"][0]["id"], approve=True, actor="user:op", envelope=forged)
+    refused = await rig.run_state(third["id"], "refused")
+    assert "the agent on node" in refused["error"], refused
+    assert rig.runs("wipe-scratch") == 1
+
 
 async def test_an_action_the_ceiling_denies_is_refused_and_the_run_says_so(tmp_path):
     r = Rig(tmp_path, ceiling=Ceiling(mode="execute", deny=["autotest.run"]))
