@@ -52,6 +52,8 @@ def build_hub(config: HubConfig, store: Store) -> Hub:
     hub.limits = PersistentLimits(store)
     hub.agent_messages = RateLimiter(rate=MESSAGE_RATE, burst=MESSAGE_BURST, max_keys=100_000)
     hub.agent_auth = hub.limits.add("agent", RateLimiter(**AGENT_AUTH_LIMITS))
+    # Automation webhooks are public: a burst of calls is fine, guessing secrets gets an address banned.
+    hub.automations.webhook_limits = hub.limits.add("webhook", RateLimiter(rate=2.0, burst=30, max_failures=20, failure_window=600, ban_seconds=900))
     per_minute = config.pairing_attempts_per_minute
     hub.pairing_attempts = hub.limits.add(
         "pairing", RateLimiter(rate=per_minute / 60.0, burst=max(1, per_minute // 2), max_failures=5, ban_seconds=300)

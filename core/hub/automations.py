@@ -207,6 +207,8 @@ class AutomationEngine:
         self._background: list[asyncio.Task[None]] = []
         self._warned: set[str] = set()
         self.started = False
+        # Set by the app factory (a RateLimiter kept with the hub's other limits): calls and wrong secrets per address.
+        self.webhook_limits: Any = None
 
     @property
     def max_depth(self) -> int:

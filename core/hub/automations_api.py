@@ -16,7 +16,7 @@ from .automation_model import AutomationInvalid, describe_fields, parse_text, to
 from .automation_blueprints import BLUEPRINTS, BlueprintInvalid, instantiate
 from .automations import approval_view, run_view
 from .events import Event
-from .security import peer_of, read_json
+from .security import peer_of, rate_key, read_json
 from .state import HUB_KEY
 
 MAX_BODY = 256 * 1024
@@ -311,8 +311,18 @@ async def decide_approval(request: web.Request) -> web.Response:
 async def webhook(request: web.Request) -> web.Response:
     """A webhook trigger's URL: the secret in it is the only credential (compared in constant time); public, rate limited by the shared limits."""
     hub = request.app[HUB_KEY]
+    limits = hub.automations.webhook_limits
+    key = rate_key(peer_of(request))
+    wait = limits.allow(key) if limits is not None else 0.0
+    if wait:
+        return web.json_response({"error": f"too many webhook calls (or wrong URLs) from this address; try again in {wait:.0f} s"}, status=429, headers={"Retry-After": str(int(wait) + 1)})
     loaded = hub.automations.webhook_target(request.match_info["secret"])
     if loaded is None or not loaded.record.enabled or not any(t.get("kind") == "automation.webhook" for t in loaded.definition["triggers"]):
+        if loaded is None and limits is not None and limits.failure(key):
+            await hub.security_events.record(
+                "automation.webhook_banned", key=key, actor="anonymous", peer=peer_of(request), outcome="refused",
+                details={"why": "too many wrong webhook URLs"}, phrase="bans for wrong webhook URLs",
+            )
         return _error(404, "no automation listens at this URL")
     body: Any = None
     if request.can_read_body:

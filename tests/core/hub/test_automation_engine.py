@@ -404,3 +404,16 @@ async def test_an_integrations_event_starts_a_run_and_a_disabled_automation_hear
     rig.hub.publish("docker.container.health", {"container": "queue", "state": "unhealthy"})
     await until(lambda: _count(rig, "ev", 2), 20, "the run after enabling again")
     assert sorted(r["variables"]["who"] for r in await rig.runs("ev")) == ["db", "queue"]  # nothing while disabled
+
+
+async def test_guessing_webhook_urls_gets_the_address_banned(rig):
+    created = await rig.create({"id": "guarded", "name": "guarded", "triggers": [{"kind": "webhook"}], "steps": [{"stop": "ran"}]})
+    async with aiohttp.ClientSession() as anon:
+        for i in range(20):
+            resp = await anon.post(str(rig.client.make_url(f"/api/v1/automations/webhook/guess-{i:02d}")), json={})
+            assert resp.status == 404
+        banned = await anon.post(str(rig.client.make_url(created["webhook_url"])), json={})
+        assert banned.status == 429 and "try again" in (await banned.json())["error"]  # even the right URL, from that address
+    assert await rig.runs("guarded") == []
+    audited = [e for e in await rig.hub.store.list_audit(limit=100) if e.action == "automation.webhook_banned"]
+    assert audited and audited[0].outcome == "refused"
