@@ -427,7 +427,17 @@ class SQLiteStore(SQLitePairingStore, SQLitePushStore, SQLiteIntegrationDataStor
         """Hold the store lock for one transaction; commit on success, roll back on error."""
         db = self._conn()
         async with self._lock:
-            await db.execute(f"BEGIN {mode}")
+            try:
+                await db.execute(f"BEGIN {mode}")
+            except BaseException:
+                # A BEGIN cancelled while it ran (a stopping hub cancels its tasks) still opens the
+                # transaction in the worker thread; the ROLLBACK queued behind it ends it before the
+                # lock is released, or the next caller's BEGIN fails "within a transaction".
+                try:
+                    await db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # the BEGIN itself failed: nothing to end
+                raise
             try:
                 yield db
                 await db.execute("COMMIT")
