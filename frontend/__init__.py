@@ -27,13 +27,12 @@ def setup(app: Any) -> None:
     auth_views.setup(app)
     pairing_views.setup(app)
     jobs_views.setup(app)
-    from . import alerts_views, updates_views
+    from . import alerts_views, notifications_views, search_views, updates_views
 
     updates_views.setup(app)
     alerts_views.setup(app)
-    from . import notifications_views
-
     notifications_views.setup(app)
+    search_views.setup(app)
 
 
 __all__ = ["setup"]

@@ -38,7 +38,7 @@ PERMISSIONS: dict[str, Permission] = {
         ROLE_VIEWER,
         "seeing nodes, their state, history, grants and integrations",
         pages=(
-            "/", "/nodes/{node_id}", "/integrations", "/containers", "/containers/{node_id}/{container}", "/proxmox", "/proxmox/{node_id}/guests/{vmid}",
+            "/", "/nodes/{node_id}", "/integrations", "/search", "/containers", "/containers/{node_id}/{container}", "/proxmox", "/proxmox/{node_id}/guests/{vmid}",
             "/storage", "/storage/{node_id}/{device}", "/storage/manifest/{node_id}",
         ),
         api=(
