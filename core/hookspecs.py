@@ -388,10 +388,13 @@ def roost_hub_automation_triggers(ctx: HubContext) -> list[AutomationTrigger] | 
     :param ctx: the hub context (see ``roost_hub_setup``).
 
     Return a list of ``roost.core.hub_integration.AutomationTrigger`` (name,
-    description, settings schema and an ``async handler(settings, event)``
-    that says whether a hub event fires it), or ``None``. Collected in
-    ``Hub.registry.automation_triggers``; an invalid or duplicate one is
-    logged and left out.
+    description, settings schema and a ``handler(settings, event, state)``
+    that says whether a hub event fires it: falsy, ``True`` or the trigger's
+    data as a mapping; ``state`` is a ``TriggerState`` with the trigger's own
+    memory), or ``None``. Collected in ``Hub.registry.automation_triggers``;
+    an invalid or duplicate one is logged and left out. The built-in kinds
+    (cron, webhook, metric, node status, job finished, alert, event) come
+    through the same registry, from the ``automation`` integration.
     """
 
 
@@ -405,10 +408,13 @@ def roost_hub_automation_actions(ctx: HubContext) -> list[AutomationAction] | No
     :param ctx: the hub context (see ``roost_hub_setup``).
 
     Return a list of ``roost.core.hub_integration.AutomationAction`` (name,
-    description, settings schema and an ``async handler(settings, hub)``
-    that carries the step out), or ``None``. Collected in
-    ``Hub.registry.automation_actions``; an invalid or duplicate one is
-    logged and left out.
+    description, settings schema and an ``async handler(settings, step)``
+    that carries the step out with the filled-in settings and a ``StepCall``
+    (the run, its variables, ``run_job`` through grants, ceiling and
+    signatures, a dry-run flag) and returns its result), or ``None``.
+    Collected in ``Hub.registry.automation_actions``; an invalid or
+    duplicate one is logged and left out. The built-in steps (job, confirm,
+    notify, raise_alert) come through the same registry.
     """
 
 

@@ -441,19 +441,94 @@ class AlertRuleKind(_Extension):
 
 @dataclass(frozen=True)
 class AutomationTrigger(_Extension):
-    """Something an automation can start on (an event kind, a schedule).
+    """Something an automation can start on (an event kind, a schedule, a metric crossing a line).
 
-    ``schema`` validates the trigger's settings; ``handler(settings, event)``
-    returns true when the hub event (``.kind``, ``.data``) fires it.
+    ``schema`` validates the trigger's settings (everything of the trigger but
+    ``kind`` and ``id``; ``{{ }}`` templates are not filled in triggers).
+    ``handler(settings, event, state)`` (sync or async) is called for every
+    hub event (``.kind``, ``.data``: ``"node"``, ``"job"``, ``"alert.firing"``,
+    an integration's own ``"<domain>.<thing>"``) and once a second with
+    ``Event("automation.tick", {"now": ts})``. It returns a falsy value when
+    the event does not fire the trigger, ``True`` to fire it with the event's
+    data as the trigger's data, or a mapping to fire it with that data (give
+    ``node_id`` and ``labels`` when the trigger is about a node: throttles and
+    conditions read them). ``state`` is a ``TriggerState``: the trigger's own
+    memory (what it saw last), the time, and the hub's latest metrics.
     """
+
+
+@dataclass
+class TriggerState:
+    """What a trigger handler gets besides its settings and the event."""
+
+    # The trigger's own memory while its automation stays loaded (a previous status, since when a value is over).
+    memo: dict[str, Any]
+    now: float
+    automation_id: str
+    # A node's latest metrics ({series: value}) and status (online, stale, offline), from memory.
+    metrics: Callable[[str], Mapping[str, float]]
+    status: Callable[[str], str]
+
+
+class StepFailed(Exception):
+    """Raise from an action handler: the step failed; the run fails (or goes on, with continue_on_error)."""
+
+
+class StepRefused(StepFailed):
+    """The step was refused by Roost's trust rules (grants, the agent's ceiling, a missing signature)."""
+
+
+class StepStop(Exception):
+    """Raise from an action handler to end the run early and cleanly (a re-measurement that says all is well)."""
+
+
+class StepCall(Protocol):
+    """What an action handler gets: the run it belongs to and the only ways it may act."""
+
+    hub: HubContext
+    automation_id: str
+    run_id: str
+    # ``{"automation": id, "run": run_id, "depth": n}``: put it in what the step causes, so loops are caught.
+    cause: dict[str, Any]
+    variables: Mapping[str, Any]
+    # A dry run: say what would be done (return it) and do nothing.
+    dry_run: bool
+
+    async def run_job(
+        self, node_id: str, action: str, params: dict[str, Any], *, timeout: float = 3600.0
+    ) -> dict[str, Any]:
+        """Run an action as a job on a node as ``automation:<id>`` (grants, the agent's ceiling and, for a
+        destructive action, the operator's envelope given with the run's approval all apply) and wait for
+        its end. At most once per step, even across a hub restart. Returns the job as the API shows it;
+        raises ``StepRefused`` or ``StepFailed``. In a dry run, checks what it can and returns what would run."""
+
+    def node_status(self, node_id: str) -> str:
+        """online, stale, offline or new."""
+
+    def described(self, node_id: str, action: str) -> dict[str, Any]:
+        """How the node describes the action (capability, destructive, timeout), {} when it does not offer it."""
+
+    async def notify(self, **message: Any) -> list[str]:
+        """Queue a notification (``hub.notifications.send`` keywords) caused by this run; returns outbox ids."""
+
+    async def raise_alert(self, **alert: Any) -> dict[str, Any]:
+        """Raise an alert (``hub.alerts.raise_alert`` keywords but source and cause) as this automation."""
+
+    async def resolve_alert(self, node_id: str, name: str, labels: Mapping[str, str]) -> None:
+        """Resolve an alert this automation raised."""
 
 
 @dataclass(frozen=True)
 class AutomationAction(_Extension):
-    """Something an automation can do (create a job, send a notification).
+    """Something an automation can do (run a job, send a notification, raise an alert).
 
-    ``schema`` validates the step's settings; ``handler(settings, hub)``
-    carries it out with the running integration's ``HubContext``.
+    ``schema`` validates the step's ``with`` settings as written (templates
+    may stand for values and are filled just before the step runs).
+    ``handler(settings, step)`` (async) carries it out with the filled
+    settings and a ``StepCall``, and returns a JSON-serialisable result (kept
+    in the run's trace, and in a variable with ``save_as``). It raises
+    ``StepFailed``/``StepRefused`` when the step failed, ``StepStop`` to end
+    the run early without failing it.
     """
 
 
@@ -474,6 +549,11 @@ __all__ = [
     "AutomationAction",
     "AutomationTrigger",
     "DeclarationError",
+    "StepCall",
+    "StepFailed",
+    "StepRefused",
+    "StepStop",
+    "TriggerState",
     "EventPublisher",
     "EXTENSION_KINDS",
     "HeadlineFigure",

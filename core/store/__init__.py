@@ -13,6 +13,7 @@ from .push import PushHost, PushStore, PushToken
 from .users import ApiTokenRecord, LastAdminError, SessionRecord, UserExistsError, UserRecord, UserStore
 from .audit import AuditFilter, AuditStore
 from .jobs import Job, JobFilter, JobStore, Schedule
+from .automations import AutomationStore
 from .limits import LimitStore
 from .notify import NotifyStore
 
@@ -82,7 +83,7 @@ class NodeState:
     metrics: dict[str, float]
 
 
-class Store(PairingStore, PushStore, IntegrationDataStore, UserStore, AuditStore, JobStore, LimitStore, NotifyStore, abc.ABC):
+class Store(PairingStore, PushStore, IntegrationDataStore, UserStore, AuditStore, JobStore, LimitStore, NotifyStore, AutomationStore, abc.ABC):
     """Hub state. Implementations: roost.core.store.sqlite (default)."""
 
     @abc.abstractmethod

@@ -52,6 +52,7 @@ from . import (
     Store,
 )
 from .sqlite_jobs import SQLiteJobStore
+from .sqlite_automations import SQLiteAutomationStore
 from .sqlite_pairing import SQLitePairingStore
 from .sqlite_integration_data import SQLiteIntegrationDataStore
 from .sqlite_push import SQLitePushStore
@@ -291,7 +292,7 @@ class _NodeBatch:
             self.interval = report.interval
 
 
-class SQLiteStore(SQLitePairingStore, SQLitePushStore, SQLiteIntegrationDataStore, SQLiteUserStore, SQLiteAuditStore, SQLiteJobStore, SQLiteLimitStore, SQLiteAlertStore, SQLiteNotifyStore, Store):
+class SQLiteStore(SQLitePairingStore, SQLitePushStore, SQLiteIntegrationDataStore, SQLiteUserStore, SQLiteAuditStore, SQLiteJobStore, SQLiteLimitStore, SQLiteAlertStore, SQLiteNotifyStore, SQLiteAutomationStore, Store):
     """Hub state in one SQLite file.
 
     One connection per store; an asyncio lock keeps the transactions of

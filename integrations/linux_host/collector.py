@@ -427,6 +427,13 @@ class Collector:
             disks.append(entry)
         return disks
 
+    def disk_usage(self, mount_point: str) -> dict[str, Any] | None:
+        """A fresh measurement of one of the mounts the collector reports (the disk_usage action), or None if it reports no such mount."""
+        for entry in self._collect_disks():
+            if entry["mount"] == mount_point:
+                return entry
+        return None
+
     def _whole_disks(self, names: frozenset[str]) -> dict[str, bool]:
         if names == self._block_names:
             return self._disks
