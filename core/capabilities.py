@@ -35,7 +35,12 @@ KNOWN: dict[str, str] = {
     "services.manage": "start, stop and restart systemd services",
     "network.wol.send": "send Wake-on-LAN packets",
     "agent.update": "update the agent to a newer release signed with the operator key",
+    "backup.read": "read backup repositories, their snapshots and the results of backups, checks and restore tests",
+    "backup.run": "run backups, repository checks, restore tests into agent-made scratch space, and signed retention",
+    "backup.restore": "restore a snapshot to a new path (over an existing one only with an operator signature)",
     "agent.update.read": "read the agent's self-update state: whether its last update was rolled back, and why",
+    "storage.read": "read disk SMART health, ZFS pools, md arrays, btrfs, LVM thin pools and the expected storage targets",
+    "storage.mount": "mount a USB drive listed in the node's storage manifest at its listed mount point",
 }
 
 
@@ -86,6 +91,25 @@ class Ceiling:
         if not any(fnmatch.fnmatchcase(capability, p) for p in self.allow):
             return False
         return self.mode == MODE_EXECUTE or is_read_only(capability)
+
+
+    def allowing(self, capability: str) -> Ceiling:
+        """The smallest change to this ceiling that permits ``capability`` (itself when it already does)."""
+        deny = tuple(p for p in self.deny if not fnmatch.fnmatchcase(capability, p))
+        allow = self.allow if any(fnmatch.fnmatchcase(capability, p) for p in self.allow) else (*self.allow, capability)
+        mode = self.mode if self.mode == MODE_EXECUTE or is_read_only(capability) else MODE_EXECUTE
+        return Ceiling(mode=mode, allow=allow, deny=deny)
+
+    def as_toml(self) -> str:
+        """The ``[agent.ceiling]`` table of an agent's config that sets exactly this ceiling."""
+        import json
+
+        return (
+            "[agent.ceiling]\n"
+            f"mode = {json.dumps(self.mode)}\n"
+            f"allow = [{', '.join(json.dumps(p) for p in self.allow)}]\n"
+            f"deny = [{', '.join(json.dumps(p) for p in self.deny)}]\n"
+        )
 
 
 def effective(grants: Iterable[str], ceiling: Ceiling) -> list[str]:

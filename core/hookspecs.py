@@ -55,6 +55,7 @@ if TYPE_CHECKING:
         NodePanel,
         NotificationReceiver,
         Page,
+        SearchResult,
     )
     from .integration import IntegrationContext
 
@@ -72,7 +73,11 @@ def roost_setup(ctx: IntegrationContext) -> None | Awaitable[None]:
 
     :param ctx: the integration's context: its validated ``config``, the
         process ``role``, a private ``data`` dict for state kept between calls,
-        its ``data_dir`` and a ``logger``.
+        its ``data_dir``, a ``logger``, the ``settings`` the hub sent for this
+        node (checked against the module's ``SETTINGS_SCHEMA``; ``{}`` until
+        any, already there at setup when kept from an earlier run) and
+        ``report_now()``, which asks for a collection cycle at once and may be
+        called from any thread.
 
     Return nothing. To signal an outcome other than success, raise:
 
@@ -298,6 +303,27 @@ def roost_hub_node_panels(ctx: HubContext, node: Mapping[str, Any], state: Any) 
 
 
 @hookspec
+def roost_hub_search(ctx: HubContext, query: str, limit: int) -> list[SearchResult] | None | Awaitable[list[SearchResult] | None]:
+    """Find this integration's things (containers, guests) for the dashboard's search box.
+
+    Called each time someone searches from the top bar, with what they
+    typed; it may be ``async`` and must not block. Integrations are asked
+    one by one; one that raises or takes too long is left out of the
+    results (and logged), the others still answer.
+
+    :param ctx: the hub context (see ``roost_hub_setup``); ``ctx.nodes`` reads
+        the nodes' latest states.
+    :param query: the words searched for, stripped, at most 100 characters;
+        match them case-insensitively, each word somewhere in the thing.
+    :param limit: the most results the page shows from one integration.
+
+    Return a list of ``roost.core.hub_integration.SearchResult`` (``kind``,
+    ``title``, the ``url`` of its page on this hub, a short ``detail``),
+    best first, or ``None`` for none.
+    """
+
+
+@hookspec
 def roost_hub_headline_figures(ctx: HubContext) -> list[HeadlineFigure] | None:
     """Declare the figures this integration puts on the node cards and lists.
 
@@ -308,7 +334,9 @@ def roost_hub_headline_figures(ctx: HubContext) -> list[HeadlineFigure] | None:
 
     Return a list of ``roost.core.hub_integration.HeadlineFigure`` (``key``
     in a node summary's ``headline``, the ``metric`` series it shows, a
-    ``label``, a ``unit`` and an ``order``), or ``None``. Each node summary
+    ``label``, a ``unit``, an ``order`` and optionally ``problem_above``: a
+    value above it is a problem the overview counts and sorts first, such as
+    unhealthy containers), or ``None``. Each node summary
     (API, overview, live events) then carries ``headline[key]`` with the
     latest value of that series when the node reports it. A key another
     integration already declared is logged and left out.
@@ -360,10 +388,13 @@ def roost_hub_automation_triggers(ctx: HubContext) -> list[AutomationTrigger] | 
     :param ctx: the hub context (see ``roost_hub_setup``).
 
     Return a list of ``roost.core.hub_integration.AutomationTrigger`` (name,
-    description, settings schema and an ``async handler(settings, event)``
-    that says whether a hub event fires it), or ``None``. Collected in
-    ``Hub.registry.automation_triggers``; an invalid or duplicate one is
-    logged and left out.
+    description, settings schema and a ``handler(settings, event, state)``
+    that says whether a hub event fires it: falsy, ``True`` or the trigger's
+    data as a mapping; ``state`` is a ``TriggerState`` with the trigger's own
+    memory), or ``None``. Collected in ``Hub.registry.automation_triggers``;
+    an invalid or duplicate one is logged and left out. The built-in kinds
+    (cron, webhook, metric, node status, job finished, alert, event) come
+    through the same registry, from the ``automation`` integration.
     """
 
 
@@ -377,10 +408,13 @@ def roost_hub_automation_actions(ctx: HubContext) -> list[AutomationAction] | No
     :param ctx: the hub context (see ``roost_hub_setup``).
 
     Return a list of ``roost.core.hub_integration.AutomationAction`` (name,
-    description, settings schema and an ``async handler(settings, hub)``
-    that carries the step out), or ``None``. Collected in
-    ``Hub.registry.automation_actions``; an invalid or duplicate one is
-    logged and left out.
+    description, settings schema and an ``async handler(settings, step)``
+    that carries the step out with the filled-in settings and a ``StepCall``
+    (the run, its variables, ``run_job`` through grants, ceiling and
+    signatures, a dry-run flag) and returns its result), or ``None``.
+    Collected in ``Hub.registry.automation_actions``; an invalid or
+    duplicate one is logged and left out. The built-in steps (job, confirm,
+    notify, raise_alert) come through the same registry.
     """
 
 

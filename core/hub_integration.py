@@ -139,6 +139,24 @@ class IntegrationStore(Protocol):
         """Every key starting with ``prefix`` (taken literally) and its value, in key order."""
 
 
+class AgentSettings(Protocol):
+    """The integration's settings for each node, pushed to that node's agent the way grants are.
+
+    The hub keeps them and sends them over the agent's connection now (or on
+    its next connect); the agent checks them against the integration's
+    module-level ``SETTINGS_SCHEMA`` (refusing them, and keeping what it had,
+    when they do not validate or the integration declares none), keeps them
+    across restarts and hands them to the integration as ``ctx.settings``.
+    A JSON object of at most 512 KiB.
+    """
+
+    async def get(self, node_id: str) -> dict[str, Any] | None:
+        """The settings last put for ``node_id``, or None."""
+
+    async def put(self, node_id: str, settings: dict[str, Any]) -> None:
+        """Keep ``settings`` for ``node_id`` and send them to its agent; raises ValueError for a value that cannot be sent."""
+
+
 @dataclass
 class HubContext:
     """The one object passed to an integration's hub hooks."""
@@ -153,6 +171,8 @@ class HubContext:
     audit: AuditWriter
     # Values kept between runs in the hub's store (None only where no store exists).
     store: IntegrationStore | None = None
+    # Settings pushed to each node's agent (None only where no hub runs).
+    agent_settings: AgentSettings | None = None
     role: str = "hub"
     # The integration's own place for state kept between calls.
     data: dict[str, Any] = field(default_factory=dict)
@@ -224,6 +244,21 @@ class NodePanel:
 
 
 @dataclass(frozen=True)
+class SearchResult:
+    """One thing the dashboard's search found: what ``kind`` of thing (``"Container"``), its ``title``, the
+    dashboard ``url`` that shows it (a path on this hub) and a short ``detail`` (where it runs, its state)."""
+
+    kind: str
+    title: str
+    url: str
+    detail: str = ""
+
+    def check(self) -> None:
+        if not isinstance(self.url, str) or not self.url.startswith("/") or self.url.startswith("//"):
+            raise DeclarationError(f"search result {self.title!r}: url {self.url!r} must be a path on this hub")
+
+
+@dataclass(frozen=True)
 class HeadlineFigure:
     """A figure on the node cards and lists: ``key`` names it in a node summary's ``headline``,
     ``metric`` is the series it shows (``linux_host.cpu_percent``), ``unit`` one of the metric units."""
@@ -233,12 +268,17 @@ class HeadlineFigure:
     label: str
     unit: str = ""
     order: int = 100
+    # A value above this is something wrong on the node (an unhealthy container): the overview
+    # counts it among the node's problems and lists the node before the healthy ones. None: never.
+    problem_above: float | None = None
 
     def check(self) -> None:
         if not re.match(r"^[a-z][a-z0-9_]{0,63}$", str(self.key)):
             raise DeclarationError(f"headline figure key {self.key!r} must be lower_snake_case")
         if not isinstance(self.metric, str) or "." not in self.metric:
             raise DeclarationError(f"headline figure {self.key}: metric {self.metric!r} must be a full series name, domain.name")
+        if self.problem_above is not None and not isinstance(self.problem_above, (int, float)):
+            raise DeclarationError(f"headline figure {self.key}: problem_above must be a number or None")
 
 
 class RouteRequest(Protocol):
@@ -357,9 +397,19 @@ class NotificationReceiver(_Extension):
     """Somewhere to send a notification (mail, ntfy, a webhook).
 
     ``schema`` validates a receiver's settings; ``handler(settings, message)``
-    delivers one ``message`` (``{"title", "body", "severity", "node_id",
-    "url"}``) and raises to report a failed delivery.
+    (sync or async) delivers one ``message`` and raises to report a failed
+    delivery (the outbox then retries it with backoff). ``message`` is
+    ``{"id", "title", "body", "severity", "node_id", "url", "status"
+    ('firing' | 'resolved' | 'info'), "alerts" (Alertmanager-webhook-shaped),
+    "group_key", "group_labels", "common_labels", "receiver", "cause"}``; ``id``
+    is the same on every retry of one notification, for receivers that can
+    drop duplicates. ``settings`` carries the hub's ``allow_private`` flag:
+    connect through ``roost.core.hub.outbound`` so private targets stay
+    refused unless an admin allowed them. ``secrets`` names the settings
+    stored encrypted and never shown back (a password, an HMAC key).
     """
+
+    secrets: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -391,19 +441,94 @@ class AlertRuleKind(_Extension):
 
 @dataclass(frozen=True)
 class AutomationTrigger(_Extension):
-    """Something an automation can start on (an event kind, a schedule).
+    """Something an automation can start on (an event kind, a schedule, a metric crossing a line).
 
-    ``schema`` validates the trigger's settings; ``handler(settings, event)``
-    returns true when the hub event (``.kind``, ``.data``) fires it.
+    ``schema`` validates the trigger's settings (everything of the trigger but
+    ``kind`` and ``id``; ``{{ }}`` templates are not filled in triggers).
+    ``handler(settings, event, state)`` (sync or async) is called for every
+    hub event (``.kind``, ``.data``: ``"node"``, ``"job"``, ``"alert.firing"``,
+    an integration's own ``"<domain>.<thing>"``) and once a second with
+    ``Event("automation.tick", {"now": ts})``. It returns a falsy value when
+    the event does not fire the trigger, ``True`` to fire it with the event's
+    data as the trigger's data, or a mapping to fire it with that data (give
+    ``node_id`` and ``labels`` when the trigger is about a node: throttles and
+    conditions read them). ``state`` is a ``TriggerState``: the trigger's own
+    memory (what it saw last), the time, and the hub's latest metrics.
     """
+
+
+@dataclass
+class TriggerState:
+    """What a trigger handler gets besides its settings and the event."""
+
+    # The trigger's own memory while its automation stays loaded (a previous status, since when a value is over).
+    memo: dict[str, Any]
+    now: float
+    automation_id: str
+    # A node's latest metrics ({series: value}) and status (online, stale, offline), from memory.
+    metrics: Callable[[str], Mapping[str, float]]
+    status: Callable[[str], str]
+
+
+class StepFailed(Exception):
+    """Raise from an action handler: the step failed; the run fails (or goes on, with continue_on_error)."""
+
+
+class StepRefused(StepFailed):
+    """The step was refused by Roost's trust rules (grants, the agent's ceiling, a missing signature)."""
+
+
+class StepStop(Exception):
+    """Raise from an action handler to end the run early and cleanly (a re-measurement that says all is well)."""
+
+
+class StepCall(Protocol):
+    """What an action handler gets: the run it belongs to and the only ways it may act."""
+
+    hub: HubContext
+    automation_id: str
+    run_id: str
+    # ``{"automation": id, "run": run_id, "depth": n}``: put it in what the step causes, so loops are caught.
+    cause: dict[str, Any]
+    variables: Mapping[str, Any]
+    # A dry run: say what would be done (return it) and do nothing.
+    dry_run: bool
+
+    async def run_job(
+        self, node_id: str, action: str, params: dict[str, Any], *, timeout: float = 3600.0
+    ) -> dict[str, Any]:
+        """Run an action as a job on a node as ``automation:<id>`` (grants, the agent's ceiling and, for a
+        destructive action, the operator's envelope given with the run's approval all apply) and wait for
+        its end. At most once per step, even across a hub restart. Returns the job as the API shows it;
+        raises ``StepRefused`` or ``StepFailed``. In a dry run, checks what it can and returns what would run."""
+
+    def node_status(self, node_id: str) -> str:
+        """online, stale, offline or new."""
+
+    def described(self, node_id: str, action: str) -> dict[str, Any]:
+        """How the node describes the action (capability, destructive, timeout), {} when it does not offer it."""
+
+    async def notify(self, **message: Any) -> list[str]:
+        """Queue a notification (``hub.notifications.send`` keywords) caused by this run; returns outbox ids."""
+
+    async def raise_alert(self, **alert: Any) -> dict[str, Any]:
+        """Raise an alert (``hub.alerts.raise_alert`` keywords but source and cause) as this automation."""
+
+    async def resolve_alert(self, node_id: str, name: str, labels: Mapping[str, str]) -> None:
+        """Resolve an alert this automation raised."""
 
 
 @dataclass(frozen=True)
 class AutomationAction(_Extension):
-    """Something an automation can do (create a job, send a notification).
+    """Something an automation can do (run a job, send a notification, raise an alert).
 
-    ``schema`` validates the step's settings; ``handler(settings, hub)``
-    carries it out with the running integration's ``HubContext``.
+    ``schema`` validates the step's ``with`` settings as written (templates
+    may stand for values and are filled just before the step runs).
+    ``handler(settings, step)`` (async) carries it out with the filled
+    settings and a ``StepCall``, and returns a JSON-serialisable result (kept
+    in the run's trace, and in a variable with ``save_as``). It raises
+    ``StepFailed``/``StepRefused`` when the step failed, ``StepStop`` to end
+    the run early without failing it.
     """
 
 
@@ -415,6 +540,7 @@ EXTENSION_KINDS: dict[str, type[_Extension]] = {
 }
 
 __all__ = [
+    "AgentSettings",
     "API_PREFIX",
     "AlertFinding",
     "AlertRuleKind",
@@ -423,6 +549,11 @@ __all__ = [
     "AutomationAction",
     "AutomationTrigger",
     "DeclarationError",
+    "StepCall",
+    "StepFailed",
+    "StepRefused",
+    "StepStop",
+    "TriggerState",
     "EventPublisher",
     "EXTENSION_KINDS",
     "HeadlineFigure",
@@ -436,6 +567,7 @@ __all__ = [
     "PageRequest",
     "RouteError",
     "RouteRequest",
+    "SearchResult",
     "as_dict",
     "as_list",
     "chart_specs",

@@ -31,6 +31,7 @@ from roost.core.hub_integration import (
     HubContext,
     NodePanel,
     Page,
+    SearchResult,
     RouteError,
 )
 from roost.core.integration import Integration, IntegrationContext, humanize_invalid
@@ -170,6 +171,24 @@ class HubStore:
         return {key: json.loads(text) for key, text in await self._hub.store.list_integration_data(self._domain, prefix)}
 
 
+class HubAgentSettings:
+    """``ctx.agent_settings``: the integration's settings per node, sent to each agent like grants."""
+
+    def __init__(self, hub: Hub, domain: str) -> None:
+        self._hub = hub
+        self._domain = domain
+
+    async def get(self, node_id: str) -> dict[str, Any] | None:
+        return copy.deepcopy((await self._hub.agent_settings(node_id)).get(self._domain))
+
+    async def put(self, node_id: str, settings: dict[str, Any]) -> None:
+        if not isinstance(settings, dict):
+            raise ValueError(f"{self._domain}: agent settings must be a JSON object, not {type(settings).__name__}")
+        if await self._hub.store.get_node(node_id) is None:
+            raise ValueError(f"{self._domain}: no node {node_id!r}")
+        await self._hub.set_agent_settings(node_id, self._domain, settings)
+
+
 # ---------------------------------------------------------------- what was declared
 
 
@@ -242,6 +261,7 @@ class HubIntegrations:
             jobs=HubJobs(self.hub),
             audit=HubAudit(self.hub, base.domain),
             store=HubStore(self.hub, base.domain),
+            agent_settings=HubAgentSettings(self.hub, base.domain),
             data=base.data,
         )
 
@@ -343,7 +363,8 @@ class HubIntegrations:
     def headline_figures(self) -> list[dict[str, Any]]:
         """The figures for the node cards, in order, as the dashboard and API describe them."""
         return [
-            {"key": f.key, "metric": f.metric, "label": f.label, "unit": f.unit, "domain": domain} for domain, f in self.figures
+            {"key": f.key, "metric": f.metric, "label": f.label, "unit": f.unit, "domain": domain, "problem_above": f.problem_above}
+            for domain, f in self.figures
         ]
 
     # ------------------------------------------------------------------ node panels
@@ -376,6 +397,33 @@ class HubIntegrations:
             )
         views.sort(key=lambda v: (v.order, v.domain))
         return views
+
+    # ---------------------------------------------------------------------- search
+
+    async def search(self, query: str, limit: int) -> tuple[list[dict[str, Any]], list[str]]:
+        """What every hub half finds for ``query``: (results as dicts with the domain, names of integrations that failed)."""
+        results: list[dict[str, Any]] = []
+        failed: list[str] = []
+        for integ in sorted(self.loaded(), key=lambda i: i.domain):
+            if not integ.active or not self.manager.has_hook(integ, "roost_hub_search"):
+                continue
+            try:
+                found = await self.manager.call(integ, "roost_hub_search", timeout=integ.timeout, args={"query": query, "limit": limit})
+                if found is None:
+                    continue
+                if not isinstance(found, (list, tuple)) or not all(isinstance(r, SearchResult) for r in found):
+                    raise TypeError("roost_hub_search must return a list of SearchResult")
+                for result in found[:limit]:
+                    result.check()
+            except Exception:
+                _LOGGER.exception("integration %s: search for %r failed", integ.domain, query)
+                failed.append(integ.manifest.name)
+                continue
+            results.extend(
+                {"domain": integ.domain, "kind": str(r.kind), "title": str(r.title), "url": r.url, "detail": str(r.detail)}
+                for r in found[:limit]
+            )
+        return results, failed
 
     # ---------------------------------------------------------------------- routes
 

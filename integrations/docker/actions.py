@@ -22,6 +22,7 @@ from roost.core.actions import MAX_OUTPUT_BYTES, ActionContext, ActionError, Act
 from .collector import describe_container
 from .const import (
     ACTION_COMPOSE_RESTART,
+    ACTION_IMAGE_PRUNE,
     ACTION_LOGS,
     ACTION_PAUSE,
     ACTION_REMOVE,
@@ -228,6 +229,24 @@ container_pause = _lifecycle("pause", lambda c, p: c.pause(), frozenset({"paused
 container_unpause = _lifecycle("unpause", lambda c, p: c.unpause(), frozenset({"running", "exited", "created", "dead"}), ("is not paused",))
 
 
+IMAGE_PRUNE_SCHEMA = vol.Schema({}, extra=vol.PREVENT_EXTRA)
+
+
+async def image_prune(ctx: ActionContext, params: dict[str, Any]) -> dict[str, Any]:
+    """Remove dangling images (untagged layers no container uses): what `docker image prune` does, never a tagged or used image."""
+    _validate(IMAGE_PRUNE_SCHEMA, params)
+
+    def work() -> dict[str, Any]:
+        found = _client(ctx).images.prune(filters={"dangling": True}) or {}
+        deleted = [d.get("Deleted") or d.get("Untagged") for d in found.get("ImagesDeleted") or [] if isinstance(d, dict)]
+        reclaimed = int(found.get("SpaceReclaimed") or 0)
+        output = f"docker: removed {len(deleted)} dangling image layer(s), {reclaimed} bytes reclaimed"
+        _LOGGER.info("%s", output)
+        return {"output": output, "deleted": [d for d in deleted if d], "space_reclaimed_bytes": reclaimed}
+
+    return await _in_thread(ctx, work)
+
+
 async def container_remove(ctx: ActionContext, params: dict[str, Any]) -> dict[str, Any]:
     """Remove a container: destructive, so it runs only with the operator's signed envelope for this container."""
     p = _validate(REMOVE_SCHEMA, params)
@@ -430,6 +449,10 @@ def progress_messages(text: str, limit: int = PROGRESS_CHUNK_CHARS) -> list[str]
 # ---------------------------------------------------------------------- specs
 
 
+# The dashboard offers the containers this host reports for a "container" parameter.
+CONTAINER_PICKER = {"container": "docker.containers[].name"}
+
+
 def action_specs() -> list[ActionSpec]:
     """Every action the docker integration offers; the agent runs one only if its capability is granted and within the ceiling."""
     return [
@@ -438,6 +461,7 @@ def action_specs() -> list[ActionSpec]:
             capability=CAP_MANAGE,
             handler=container_start,
             schema=CONTAINER_SCHEMA,
+            pickers=CONTAINER_PICKER,
             description="Start a stopped container.",
             idempotent=True,
             timeout=120,
@@ -447,6 +471,7 @@ def action_specs() -> list[ActionSpec]:
             capability=CAP_MANAGE,
             handler=container_stop,
             schema=STOP_SCHEMA,
+            pickers=CONTAINER_PICKER,
             description="Stop a running container (SIGTERM, then SIGKILL after the timeout).",
             idempotent=True,
             timeout=MAX_STOP_TIMEOUT + 60,
@@ -456,6 +481,7 @@ def action_specs() -> list[ActionSpec]:
             capability=CAP_MANAGE,
             handler=container_restart,
             schema=STOP_SCHEMA,
+            pickers=CONTAINER_PICKER,
             description="Restart a container.",
             timeout=MAX_STOP_TIMEOUT + 60,
         ),
@@ -464,6 +490,7 @@ def action_specs() -> list[ActionSpec]:
             capability=CAP_MANAGE,
             handler=container_pause,
             schema=CONTAINER_SCHEMA,
+            pickers=CONTAINER_PICKER,
             description="Freeze every process of a running container.",
             idempotent=True,
             timeout=60,
@@ -473,6 +500,7 @@ def action_specs() -> list[ActionSpec]:
             capability=CAP_MANAGE,
             handler=container_unpause,
             schema=CONTAINER_SCHEMA,
+            pickers=CONTAINER_PICKER,
             description="Let a paused container run again.",
             idempotent=True,
             timeout=60,
@@ -482,6 +510,7 @@ def action_specs() -> list[ActionSpec]:
             capability=CAP_MANAGE,
             handler=compose_restart,
             schema=COMPOSE_SCHEMA,
+            pickers={"project": "docker.containers[].compose_project"},
             description="Restart every container of a compose project, one after another.",
             timeout=3600,
         ),
@@ -490,16 +519,27 @@ def action_specs() -> list[ActionSpec]:
             capability=CAP_MANAGE,
             handler=container_remove,
             schema=REMOVE_SCHEMA,
+            pickers=CONTAINER_PICKER,
             description="Remove a container (its writable layer is lost; named volumes stay).",
             destructive=True,
             target="container",
             timeout=180,
         ),
         ActionSpec(
+            name=ACTION_IMAGE_PRUNE,
+            capability=CAP_MANAGE,
+            handler=image_prune,
+            schema=IMAGE_PRUNE_SCHEMA,
+            description="Remove dangling images (untagged layers no container uses), like docker image prune; reports the space reclaimed.",
+            idempotent=True,
+            timeout=600,
+        ),
+        ActionSpec(
             name=ACTION_LOGS,
             capability=CAP_LOGS,
             handler=container_logs,
             schema=LOGS_SCHEMA,
+            pickers=CONTAINER_PICKER,
             description="Read the end of a container's log, and optionally follow it.",
             idempotent=True,
             timeout=MAX_FOLLOW_SECONDS + 60,

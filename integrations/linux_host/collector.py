@@ -450,6 +450,13 @@ class Collector:
             disks.append(entry)
         return disks
 
+    def disk_usage(self, mount_point: str) -> dict[str, Any] | None:
+        """A fresh measurement of one of the mounts the collector reports (the disk_usage action), or None if it reports no such mount."""
+        for entry in self._collect_disks():
+            if entry["mount"] == mount_point:
+                return entry
+        return None
+
     def _whole_disks(self, names: frozenset[str]) -> dict[str, bool]:
         if names == self._block_names:
             return self._disks
@@ -616,6 +623,7 @@ class Collector:
                 metrics[f"temperature_c[{key(chip, label)}]"] = item["current_c"]
         if readings:
             sensors["temperatures"] = readings
+            metrics["temperature_c"] = max(item["current_c"] for item in readings)
         fan_items = []
         for chip, entries in fans.items():
             for index, fan in enumerate(entries, 1):

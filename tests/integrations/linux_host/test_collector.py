@@ -476,3 +476,21 @@ def test_the_proc_stat_reader_gives_what_psutil_gives(tmp_path: Path) -> None:
         child.wait(10)
     with pytest.raises(OSError):
         _read_stat(child.pid)  # exited and reaped
+async def test_disk_usage_measures_a_reported_filesystem_now_and_refuses_others(start_linux_host, tmp_path):
+    from roost.core.actions import ActionContext, ActionError
+
+    manager = await start_linux_host()
+    integ, spec = manager.actions()["linux_host.disk_usage"]
+    assert spec.capability == "host.metrics.read" and not spec.destructive and spec.idempotent
+
+    async def progress(message, percent=None):
+        return None
+
+    ctx = ActionContext(domain=DOMAIN, job_id="j1", node_id="n1", config=integ.context.config, data=integ.context.data, progress=progress)
+    state, metrics = await collect(manager)
+    result = await spec.handler(ctx, spec.schema({"mount": "/"}))
+    usage = psutil.disk_usage("/")
+    assert result["mount"] == "/" and result["total_bytes"] == usage.total
+    assert abs(result["used_percent"] - metrics["disk_used_percent[/]"]) < 5  # the same figure the reports give, measured again
+    with pytest.raises(ActionError, match="not one of the filesystems"):
+        await spec.handler(ctx, spec.schema({"mount": str(tmp_path)}))  # a plain folder is no reported mount: nothing else is probed
