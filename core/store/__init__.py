@@ -86,6 +86,9 @@ class NodeState:
 class Store(PairingStore, PushStore, IntegrationDataStore, UserStore, AuditStore, JobStore, LimitStore, NotifyStore, AutomationStore, abc.ABC):
     """Hub state. Implementations: roost.core.store.sqlite (default)."""
 
+    async def release_memory(self) -> None:
+        """The hub went quiet after a burst: give back what is only kept to go faster (caches, buffered aggregates)."""
+
     @abc.abstractmethod
     async def open(self) -> None:
         """Open or create the store and bring its schema up to date."""
