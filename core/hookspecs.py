@@ -215,9 +215,12 @@ def roost_hub_setup(ctx: HubContext) -> None | Awaitable[None]:
         read-only view of every node, its latest state and its history),
         ``events`` (publish and subscribe to live events of its own kind,
         ``<domain>.*``), ``jobs`` (queue an action on a node through the
-        normal grant, ceiling and signature checks) and ``audit`` (append an
-        entry whose action starts with ``<domain>.``). It never holds the raw
-        store or the web application.
+        normal grant, ceiling and signature checks), ``audit`` (append an
+        entry whose action starts with ``<domain>.``) and ``store`` (JSON
+        values by key in the integration's own namespace of the hub's store,
+        kept across restarts: ``await ctx.store.put(key, value)``, ``get``,
+        ``delete``, ``items(prefix)``). It never holds the raw store or the
+        web application.
 
     Return nothing. Raise ``NotAvailable`` or ``NotReady`` as in
     ``roost_setup``; any other exception puts the integration in

@@ -118,6 +118,27 @@ class AuditWriter(Protocol):
         """Record an entry; ``action`` must start with ``<domain>.``. Raises ``AuditWriteError`` when it cannot be written."""
 
 
+class IntegrationStore(Protocol):
+    """What the integration's hub half keeps between runs (settings, manifests, policies), in the hub's store.
+
+    One namespace per integration domain; values are anything ``json.dumps`` takes, returned as
+    fresh copies. Keys are 1 to 200 characters; a value's JSON is at most 1 MiB. Bulk time series
+    belong in the metrics history (report them as metrics) rather than here.
+    """
+
+    async def get(self, key: str) -> Any | None:
+        """The value kept under ``key``, or None."""
+
+    async def put(self, key: str, value: Any) -> None:
+        """Keep ``value`` under ``key``, replacing what was there; raises ValueError for a bad key or value."""
+
+    async def delete(self, key: str) -> bool:
+        """Forget ``key``; True if it was there."""
+
+    async def items(self, prefix: str = "") -> dict[str, Any]:
+        """Every key starting with ``prefix`` (taken literally) and its value, in key order."""
+
+
 @dataclass
 class HubContext:
     """The one object passed to an integration's hub hooks."""
@@ -130,6 +151,8 @@ class HubContext:
     events: EventPublisher
     jobs: JobCreator
     audit: AuditWriter
+    # Values kept between runs in the hub's store (None only where no store exists).
+    store: IntegrationStore | None = None
     role: str = "hub"
     # The integration's own place for state kept between calls.
     data: dict[str, Any] = field(default_factory=dict)
@@ -459,6 +482,7 @@ __all__ = [
     "EXTENSION_KINDS",
     "HeadlineFigure",
     "HubContext",
+    "IntegrationStore",
     "JobCreator",
     "NodePanel",
     "NodeReader",

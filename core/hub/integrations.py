@@ -42,6 +42,10 @@ from .jobs import JobError, job_view
 from .security import RateLimiter, peer_of, rate_key, retry_after_header
 from .state import Hub
 
+# ctx.store limits: a key's length and a value's JSON size.
+MAX_STORE_KEY = 200
+MAX_STORE_VALUE = 1024 * 1024
+
 _LOGGER = logging.getLogger(__name__)
 
 # The core API's body limit for small JSON requests (pairing, tokens): the same for integrations.
@@ -133,6 +137,41 @@ class HubAudit:
         await self._hub.audit(action, actor=actor, target=target, outcome=outcome, details=details)
 
 
+class HubStore:
+    """``ctx.store``: the integration's own keys in the hub's store, as JSON."""
+
+    def __init__(self, hub: Hub, domain: str) -> None:
+        self._hub = hub
+        self._domain = domain
+
+    def _key(self, key: Any) -> str:
+        if not isinstance(key, str) or not 1 <= len(key) <= MAX_STORE_KEY:
+            raise ValueError(f"{self._domain}: a store key must be a string of 1 to {MAX_STORE_KEY} characters, not {str(key)[:40]!r}")
+        return key
+
+    async def get(self, key: str) -> Any | None:
+        text = await self._hub.store.get_integration_data(self._domain, self._key(key))
+        return None if text is None else json.loads(text)
+
+    async def put(self, key: str, value: Any) -> None:
+        key = self._key(key)
+        try:
+            text = json.dumps(value, separators=(",", ":"), allow_nan=False)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{self._domain}: the value for {key!r} cannot be kept as JSON: {err}") from None
+        if len(text.encode()) > MAX_STORE_VALUE:
+            raise ValueError(f"{self._domain}: the value for {key!r} is {len(text.encode())} bytes of JSON; at most {MAX_STORE_VALUE} are kept")
+        await self._hub.store.put_integration_data(self._domain, key, text, now=time.time())
+
+    async def delete(self, key: str) -> bool:
+        return await self._hub.store.delete_integration_data(self._domain, self._key(key))
+
+    async def items(self, prefix: str = "") -> dict[str, Any]:
+        if not isinstance(prefix, str):
+            raise ValueError(f"{self._domain}: a store prefix must be a string")
+        return {key: json.loads(text) for key, text in await self._hub.store.list_integration_data(self._domain, prefix)}
+
+
 # ---------------------------------------------------------------- what was declared
 
 
@@ -221,6 +260,7 @@ class HubIntegrations:
             events=HubEvents(self.hub, base.domain),
             jobs=HubJobs(self.hub),
             audit=HubAudit(self.hub, base.domain),
+            store=HubStore(self.hub, base.domain),
             data=base.data,
         )
 

@@ -8,13 +8,14 @@ from typing import Any
 
 from ..config import Retention
 from .pairing import NodeGrants, PairingLimitError, PairingRequest, PairingStore
+from .integration_data import IntegrationDataStore
 from .push import PushHost, PushStore, PushToken
 from .users import ApiTokenRecord, LastAdminError, SessionRecord, UserExistsError, UserRecord, UserStore
 from .audit import AuditFilter, AuditStore
 from .jobs import Job, JobFilter, JobStore, Schedule
 from .limits import LimitStore
 
-__all__ = ["Retention", "Store", "PushHost", "PushToken", "NodeRecord", "JoinToken", "Report", "NodeState", "NodeGrants", "PairingLimitError", "PairingRequest",
+__all__ = ["Retention", "Store", "IntegrationDataStore", "PushHost", "PushToken", "NodeRecord", "JoinToken", "Report", "NodeState", "NodeGrants", "PairingLimitError", "PairingRequest",
            "UserRecord", "SessionRecord", "ApiTokenRecord", "UserExistsError", "LastAdminError",
            "AuditFilter", "Job", "JobFilter", "JobStore", "Schedule"]
 
@@ -80,7 +81,7 @@ class NodeState:
     metrics: dict[str, float]
 
 
-class Store(PairingStore, PushStore, UserStore, AuditStore, JobStore, LimitStore, abc.ABC):
+class Store(PairingStore, PushStore, IntegrationDataStore, UserStore, AuditStore, JobStore, LimitStore, abc.ABC):
     """Hub state. Implementations: roost.core.store.sqlite (default)."""
 
     @abc.abstractmethod

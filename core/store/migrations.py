@@ -380,6 +380,22 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        10,
+        "integration data: what an integration's hub half keeps (its settings, manifests, policies)",
+        (
+            # value: JSON text, at most 1 MiB (checked by the hub before it is written).
+            """
+            CREATE TABLE integration_data (
+                domain TEXT NOT NULL,
+                key TEXT NOT NULL,
+                value TEXT NOT NULL,
+                updated_at REAL NOT NULL,
+                PRIMARY KEY (domain, key)
+            ) WITHOUT ROWID
+            """,
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -53,6 +53,7 @@ from . import (
 )
 from .sqlite_jobs import SQLiteJobStore
 from .sqlite_pairing import SQLitePairingStore
+from .sqlite_integration_data import SQLiteIntegrationDataStore
 from .sqlite_push import SQLitePushStore
 from .sqlite_users import SQLiteUserStore
 from .sqlite_audit import SQLiteAuditStore
@@ -288,7 +289,7 @@ class _NodeBatch:
             self.interval = report.interval
 
 
-class SQLiteStore(SQLitePairingStore, SQLitePushStore, SQLiteUserStore, SQLiteAuditStore, SQLiteJobStore, SQLiteLimitStore, Store):
+class SQLiteStore(SQLitePairingStore, SQLitePushStore, SQLiteIntegrationDataStore, SQLiteUserStore, SQLiteAuditStore, SQLiteJobStore, SQLiteLimitStore, Store):
     """Hub state in one SQLite file.
 
     One connection per store; an asyncio lock keeps the transactions of
