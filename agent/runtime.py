@@ -356,6 +356,7 @@ class AgentRuntime:
             "capabilities": self.manager.capabilities(),
             "ceiling": self.settings.ceiling.as_dict(),
             "actions": [spec.describe() for _, spec in self.manager.actions().values()],
+            "labels": dict(getattr(self.settings, "labels", {}) or {}),
         }
 
     def operator_keys(self) -> list[str]:

@@ -127,6 +127,12 @@ _AGENT_TABLE = {
     vol.Optional("discovery_interfaces", default=list): [vol.All(str, _ip_address)],
     # Operator public keys this host accepts signatures from, besides those learned at pairing.
     vol.Optional("operator_keys", default=list): _OPERATOR_KEYS,
+    # Labels alert rules select nodes by (env = "prod"); labels set on the hub win over these.
+    vol.Optional("labels", default=dict): vol.All(
+        dict,
+        vol.Length(max=32, msg="at most 32 labels"),
+        {vol.All(str, vol.Match(r"^[A-Za-z_][A-Za-z0-9_.-]{0,62}$", msg="must be a label name: a letter or _, then letters, digits, _ . -")): vol.All(str, vol.Length(max=200))},
+    ),
 }
 
 _TOPIC_PART = vol.All(str, vol.Match(r"^[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-]+)*$", msg="must be topic words of A-Z a-z 0-9 _ - joined by /, without wildcards"))
@@ -200,11 +206,15 @@ HUB_SCHEMA = vol.Schema(
                 vol.Optional("metrics_public_lan", default=False): bool,
                 # Operator public keys handed to agents when they pair or enrol (and trusted by the hub's own agent).
                 vol.Optional("operator_keys", default=list): _OPERATOR_KEYS,
+                # The time zone maintenance windows' cron expressions are read in ("" = the system's), e.g. "Europe/Berlin".
+                vol.Optional("timezone", default=""): vol.All(str, vol.Length(max=64), vol.Match(r"^[A-Za-z0-9_+/-]*$", msg="must be an IANA time zone name such as Europe/Berlin")),
             }
         ),
         vol.Optional("store", default=dict): vol.Schema(
             {
                 vol.Optional("path", default="roost.db"): vol.All(str, vol.Length(min=1)),
+                # How long resolved alerts and their events stay in the history.
+                vol.Optional("retention_alerts", default="90d"): duration(86400, 5 * 365 * 86400),
                 vol.Optional("retention_raw", default="48h"): duration(86400, 30 * 86400),
                 vol.Optional("retention_minute", default="14d"): duration(7 * 86400, 365 * 86400),
                 vol.Optional("retention_hour", default="400d"): duration(365 * 86400, 20 * 365 * 86400),
@@ -373,6 +383,7 @@ class AgentSettings:
     discovery: bool = True
     discovery_interfaces: list[str] = field(default_factory=list)
     operator_keys: list[str] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -407,6 +418,8 @@ class HubConfig:
     max_metric_name: int = 128
     metrics_public_lan: bool = False
     operator_keys: list[str] = field(default_factory=list)
+    timezone: str = ""
+    alerts_retention: float = 90 * 86400.0
     store_path: Path = Path("roost.db")
     retention: Retention = field(default_factory=Retention)
     local_agent_enabled: bool = True
@@ -450,6 +463,7 @@ def _agent_settings(table: dict[str, Any]) -> AgentSettings:
         discovery=discovery,
         discovery_interfaces=interfaces,
         operator_keys=list(table["operator_keys"]),
+        labels=dict(table["labels"]),
     )
 
 
@@ -519,6 +533,8 @@ def load_hub_config(
         max_metric_name=hub["max_metric_name"],
         metrics_public_lan=hub["metrics_public_lan"],
         operator_keys=list(hub["operator_keys"]),
+        timezone=hub["timezone"],
+        alerts_retention=store["retention_alerts"],
         store_path=store_path if store_path.is_absolute() else data_dir / store_path,
         retention=Retention(raw=store["retention_raw"], minute=store["retention_minute"], hour=store["retention_hour"]),
         local_agent_enabled=data["agent"]["enabled"],

@@ -187,6 +187,8 @@ HELLO_SCHEMA = vol.Schema(
         vol.Optional("capabilities", default=list): _CAPABILITIES,
         vol.Optional("ceiling", default=lambda: {"mode": "read-only", "allow": ["*"], "deny": []}): _CEILING,
         vol.Optional("actions", default=list): vol.All([dict], vol.Length(max=500)),
+        # The agent config's [agent] labels; the hub keeps the well-formed ones (docs/alerts.md, "Node labels").
+        vol.Optional("labels", default=dict): dict,
     }
 )
 

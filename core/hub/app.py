@@ -21,7 +21,7 @@ from roost.core.store import Store
 from roost.core.store.sqlite import SQLiteStore
 from roost.core.tls import CA_PEM_CONTENT_TYPE, HubTLS, ensure_hub_tls
 
-from . import api, archnest, audit, auth, gateway, jobs_api, jointokens, mcp_http, mqtt, pairing, permissions, prometheus, push, security, wake
+from . import alerts_api, api, archnest, audit, auth, gateway, jobs_api, jointokens, mcp_http, mqtt, pairing, permissions, prometheus, push, security, wake
 from .gateway import AGENT_AUTH_LIMITS, MESSAGE_BURST, MESSAGE_RATE
 from .integrations import HubIntegrations
 from .local_agent import local_agent_ctx
@@ -82,6 +82,14 @@ async def _integrations_ctx(app: web.Application) -> AsyncIterator[None]:
     hub.plugins.collect()
     yield
     await hub.manager.shutdown_all()
+
+
+async def _alerts_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Judge alert rules once the integrations' rule kinds are known; stop before the store closes."""
+    hub = app[HUB_KEY]
+    hub.alerts.start()
+    yield
+    await hub.alerts.stop()
 
 
 async def _discovery_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -179,6 +187,7 @@ def create_app(config: HubConfig, *, store: Store | None = None, tls: HubTLS | N
     app.cleanup_ctx.append(_ingest_ctx)
     app.cleanup_ctx.append(_integrations_ctx)
     app.cleanup_ctx.append(_jobs_ctx)
+    app.cleanup_ctx.append(_alerts_ctx)
     app.cleanup_ctx.append(_maintenance_ctx)
     app.cleanup_ctx.append(_discovery_ctx)
     if config.local_agent_enabled:
@@ -190,6 +199,7 @@ def create_app(config: HubConfig, *, store: Store | None = None, tls: HubTLS | N
     app[HUB_KEY].plugins.declare()
     app[HUB_KEY].plugins.setup_routes(app)
     api.setup(app)
+    alerts_api.setup(app)
     gateway.setup(app)
     pairing.setup(app)
     jointokens.setup(app)

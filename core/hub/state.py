@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -46,6 +47,7 @@ from roost.core import protocol
 from roost.core.capabilities import default_grants
 from roost.core.tls import HubTLS, compact_fingerprint
 
+from .alerts import AlertEngine
 from .events import EventBus
 from .ingest import Ingestor
 from .jobs import JobEngine
@@ -66,6 +68,7 @@ SPLIT_GRANTS = {"host.metrics.read": "host.processes.read", "network.probe": "ne
 META_GRANTS_SPLIT = "grants_split_v1"
 # Facts the hub alone sets; the same key claimed by a node in its hello, enrolment or pairing request is dropped.
 HUB_FACTS = frozenset({"source"})
+LABEL_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,62}$")
 LIVENESS_CHECK_SECONDS = 1.0
 PRUNE_EVERY_SECONDS = 3600.0
 TOUCH_FLUSH_SECONDS = 10.0
@@ -81,6 +84,19 @@ def new_node_id() -> str:
 def claimed_facts(facts: dict[str, Any]) -> dict[str, Any]:
     """What a node says about itself, without the facts only the hub may set (``source``: how the node reports)."""
     return {k: v for k, v in facts.items() if k not in HUB_FACTS}
+
+
+def agent_labels(labels: Any, who: str) -> dict[str, str]:
+    """The well-formed labels of an agent's hello (at most 32; name and value rules as on the hub); the rest are dropped and logged."""
+    if not isinstance(labels, dict):
+        return {}
+    good: dict[str, str] = {}
+    for key, value in list(labels.items())[:64]:
+        if len(good) < 32 and isinstance(key, str) and isinstance(value, str) and LABEL_NAME_RE.match(key) and len(value) <= 200 and value.isprintable():
+            good[key] = value
+    if len(good) != len(labels):
+        _LOGGER.warning("node %s: %d of its agent's labels are malformed or too many; left out", who, len(labels) - len(good))
+    return good
 
 
 def hash_secret(secret: str) -> str:
@@ -187,6 +203,12 @@ class Hub:
         self.headline: dict[str, str] = {}
         # Called with (job_id, action, state) on every job state change (the Prometheus job counts).
         self.job_observers: list[Callable[[str, str, str], None]] = []
+        # Called with the node id after each stored report (the alert engine first; automations may add theirs).
+        self.report_observers: list[Callable[[str], None]] = []
+        # The newest state of each node by domain, as its reports brought it (references, never copies), for rule kinds.
+        self._latest_data: dict[str, dict[str, Any]] = {}
+        self.alerts = AlertEngine(self)
+        self.report_observers.append(self.alerts.observe)
         self.jobs = JobEngine(self)
         self.local_grants: Any = None  # the in-process agent's grant setter
         # Wired by the app factory (app.build_hub): their modules serve routes, so they import this one.
@@ -228,6 +250,7 @@ class Hub:
         now = time.time()
         for node_id in self._nodes:
             self._status[node_id] = self.node_status(node_id, now)
+        await self.alerts.open()
 
     async def _carry_split_grants(self) -> None:
         """Once: a grant made before a capability was split keeps allowing what it allowed.
@@ -329,6 +352,8 @@ class Hub:
             "integrations_summary": {"loaded": loaded, "problems": problems},
             "spool_dropped": node.spool_dropped,
             "limits": refusal.as_dict() if (refusal := self.series.refusals.get(node_id)) is not None else None,
+            "alerts": self.alerts.counts(node_id),
+            "labels": self.alerts.node_labels(node_id),
         }
 
     def withheld(self, node_id: str) -> dict[str, dict[str, str]]:
@@ -511,6 +536,7 @@ class Hub:
             # knows, never a name the node made up.
             await self.store.set_grants(node_id, default_grants(hello.get("capabilities") or []), now=time.time())
         self._remember(node)
+        await self.alerts.set_agent_labels(node_id, agent_labels(hello.get("labels"), self._label(node_id)))
         self.ingestor.reset_node(node_id)
         self.mark_seen(node_id)
         self._publish_node(node_id, force=True)
@@ -547,10 +573,16 @@ class Hub:
                     updated.interval = report.interval
                     self._metrics[report.node_id] = report.metrics
                     self._metrics_at[report.node_id] = report.collected_at
+                    self._latest_data[report.node_id] = {**self._latest_data.get(report.node_id, {}), **report.data}
                 self._nodes[report.node_id] = updated
         for node_id in {r.node_id for r in reports}:
             self._check_status(node_id, now)
             self._publish_node(node_id)
+            for observer in self.report_observers:
+                try:
+                    observer(node_id)
+                except Exception:
+                    _LOGGER.exception("report observer %r failed", observer)
 
     def _publish_node(self, node_id: str, *, force: bool = False) -> None:
         """Tell subscribers (the dashboard, the MQTT bridge) a node changed: at most once a second per node, the last change always."""
@@ -640,6 +672,7 @@ class Hub:
             if now - last_prune >= PRUNE_EVERY_SECONDS:
                 try:
                     deleted = await self.store.prune(now, self.config.retention)
+                    deleted["alerts"] = await self.alerts.prune(now)
                     self.series.forget()
                     if any(deleted.values()):
                         _LOGGER.info("pruned history: %s", deleted)

@@ -396,6 +396,82 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        11,
+        "alerts: rules, instances and their event log, silences, maintenance windows, node labels",
+        (
+            # body: the rule as the API shows it (JSON); default_key names the default it came from.
+            """
+            CREATE TABLE alert_rules (
+                rule_id TEXT PRIMARY KEY,
+                body TEXT NOT NULL,
+                default_key TEXT,
+                created_at REAL NOT NULL,
+                updated_at REAL NOT NULL
+            ) WITHOUT ROWID
+            """,
+            # One row per instance (pending, firing, resolved); resolved rows are the history, pruned by retention.
+            """
+            CREATE TABLE alert_instances (
+                instance_id TEXT PRIMARY KEY,
+                fingerprint TEXT NOT NULL,
+                rule_id TEXT NOT NULL,
+                node_id TEXT NOT NULL,
+                state TEXT NOT NULL,
+                severity TEXT NOT NULL,
+                started_at REAL NOT NULL,
+                resolved_at REAL,
+                body TEXT NOT NULL
+            ) WITHOUT ROWID
+            """,
+            "CREATE INDEX alert_instances_live ON alert_instances (state) WHERE state != 'resolved'",
+            "CREATE INDEX alert_instances_resolved ON alert_instances (resolved_at)",
+            "CREATE INDEX alert_instances_node ON alert_instances (node_id, started_at)",
+            # Written in the same transaction as the instance change; read by notifications and automations by seq.
+            """
+            CREATE TABLE alert_events (
+                seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                instance_id TEXT NOT NULL,
+                fingerprint TEXT NOT NULL,
+                status TEXT NOT NULL,
+                severity TEXT NOT NULL,
+                rule_id TEXT NOT NULL,
+                rule_name TEXT NOT NULL,
+                node_id TEXT NOT NULL,
+                labels TEXT NOT NULL,
+                annotations TEXT NOT NULL,
+                starts_at REAL NOT NULL,
+                ends_at REAL,
+                silenced INTEGER NOT NULL DEFAULT 0,
+                inhibited INTEGER NOT NULL DEFAULT 0,
+                created_at REAL NOT NULL
+            )
+            """,
+            "CREATE INDEX alert_events_created ON alert_events (created_at)",
+            """
+            CREATE TABLE alert_silences (
+                silence_id TEXT PRIMARY KEY,
+                body TEXT NOT NULL,
+                ends_at REAL NOT NULL
+            ) WITHOUT ROWID
+            """,
+            """
+            CREATE TABLE alert_windows (
+                window_id TEXT PRIMARY KEY,
+                body TEXT NOT NULL
+            ) WITHOUT ROWID
+            """,
+            # labels: set in the dashboard or API; agent_labels: what the agent's config says (hub-set ones win).
+            """
+            CREATE TABLE node_labels (
+                node_id TEXT PRIMARY KEY REFERENCES nodes (node_id) ON DELETE CASCADE,
+                labels TEXT NOT NULL DEFAULT '{}',
+                agent_labels TEXT NOT NULL DEFAULT '{}',
+                updated_at REAL NOT NULL
+            ) WITHOUT ROWID
+            """,
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

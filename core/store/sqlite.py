@@ -58,6 +58,7 @@ from .sqlite_push import SQLitePushStore
 from .sqlite_users import SQLiteUserStore
 from .sqlite_audit import SQLiteAuditStore
 from .sqlite_limits import SQLiteLimitStore
+from .sqlite_alerts import SQLiteAlertStore
 from .migrations import migrate, prepare_new_database
 
 _LOGGER = logging.getLogger(__name__)
@@ -289,7 +290,7 @@ class _NodeBatch:
             self.interval = report.interval
 
 
-class SQLiteStore(SQLitePairingStore, SQLitePushStore, SQLiteIntegrationDataStore, SQLiteUserStore, SQLiteAuditStore, SQLiteJobStore, SQLiteLimitStore, Store):
+class SQLiteStore(SQLitePairingStore, SQLitePushStore, SQLiteIntegrationDataStore, SQLiteUserStore, SQLiteAuditStore, SQLiteJobStore, SQLiteLimitStore, SQLiteAlertStore, Store):
     """Hub state in one SQLite file.
 
     One connection per store; an asyncio lock keeps the transactions of
