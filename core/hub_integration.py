@@ -441,7 +441,15 @@ class AlertRuleKind(_Extension):
     ``NodeReader.get`` shape, and returns ``None`` when all is well, a
     one-sentence description of what is wrong, an ``AlertFinding`` or an
     iterable of them (one per thing wrong: a filesystem, a device).
+
+    ``timed``: what the kind judges changes with the clock alone (a ping that
+    did not come, a backup growing old), so the hub also judges it on its
+    timer, not only when a node reports. A hub-only integration's kind is
+    judged on every node its rules select; an agent integration's only on
+    nodes that run it.
     """
+
+    timed: bool = False
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,8 @@ class PingChecks:
         self.checks: dict[str, dict[str, Any]] = {}
         self.by_key: dict[str, str] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        # What "now" is for pings and for judging checks (a test moves it on).
+        self.clock = time.time
 
     @property
     def hub_zone(self) -> str:
@@ -115,7 +117,7 @@ class PingChecks:
 
     def findings(self, node_id: str, settings: dict[str, Any], now: float | None = None) -> list[AlertFinding]:
         """The ping.check rule's findings on one node: each of its checks that is down (late) or failed."""
-        now = time.time() if now is None else now
+        now = self.clock() if now is None else now
         names = set(settings.get("checks") or ())
         found = []
         for check in sorted(self.checks.values(), key=lambda x: x["name"]):
@@ -141,7 +143,7 @@ def service(ctx: HubContext | None) -> PingChecks:
 
 def check_view(svc: PingChecks, check: dict[str, Any], *, secret: bool, now: float | None = None) -> dict[str, Any]:
     """A check as the API shows it; the ping key (the URL's secret) only to operators and admins."""
-    standing = svc.standing(check, now)
+    standing = svc.standing(check, svc.clock() if now is None else now)
     view = {k: v for k, v in check.items() if k != "key"}
     view.update(status=standing.status, summary=standing.summary, due_at=standing.due_at, problem=standing.problem)
     if secret:
@@ -155,7 +157,7 @@ def _sees_secrets(role: str) -> bool:
 
 async def list_checks(request: RouteRequest) -> dict[str, Any]:
     svc = service(request.hub)
-    now = time.time()
+    now = svc.clock()
     node = request.params.get("node_id")
     found = [check_view(svc, ch, secret=_sees_secrets(request.role), now=now) for ch in svc.checks.values() if not node or ch["node_id"] == node]
     return {"checks": sorted(found, key=lambda v: v["name"].casefold())}
@@ -197,7 +199,7 @@ async def create_check(request: RouteRequest) -> dict[str, Any]:
     _unique_name(svc, params["name"])
     await _node_must_exist(svc, params["node_id"])
     try:
-        check = c.new_check(params, actor=request.actor, now=time.time())
+        check = c.new_check(params, actor=request.actor, now=svc.clock())
     except vol.Invalid as err:
         raise RouteError(f"invalid request: {humanize_invalid(err)}", 400) from None
     await svc.save(check)
@@ -265,7 +267,7 @@ async def ping(request: PublicRequest) -> str:
         if key not in svc.by_key:  # an unknown key is a guess, whatever comes after it
             raise c.Refused("no check has this ping URL; copy it again from the Pings page (it changes when rotated)", 404)
         await svc.receive(
-            key, c.Ping(kind, time.time(), request.method, code, request.body, request.peer, request.user_agent)
+            key, c.Ping(kind, svc.clock(), request.method, code, request.body, request.peer, request.user_agent)
         )
     except c.Refused as err:
         raise RouteError(err.message, err.status) from None
@@ -308,6 +310,7 @@ def roost_hub_alert_rule_kinds(ctx: HubContext) -> list[AlertRuleKind]:
             "A ping check of the node was not pinged within its period (or schedule) and grace, or its last run reported a failure",
             RULE_SCHEMA,
             evaluate,
+            timed=True,
         )
     ]
 

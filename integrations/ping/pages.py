@@ -50,7 +50,7 @@ def _node_names(nodes: list[dict[str, Any]]) -> dict[str, str]:
 async def pings_page(page: PageRequest) -> Any:
     svc = _service(page)
     secret = page.user_role in ("operator", "admin")
-    now = time.time()
+    now = svc.clock() if svc is not None else time.time()
     rows = []
     if svc is not None:
         for check in sorted(svc.checks.values(), key=lambda ch: ch["name"].casefold()):
@@ -70,7 +70,7 @@ async def check_page(page: PageRequest) -> Any:
         return page.render("missing.html", {"page": "pings", "check_id": page.match_info["check_id"]}, status=404)
     secret = page.user_role in ("operator", "admin")
     log = await svc.log(check["id"])
-    row = _row(svc, check, log, secret=secret, now=time.time())
+    row = _row(svc, check, log, secret=secret, now=svc.clock())
     nodes = await page.hub.nodes.list()
     return page.render(
         "check.html",
