@@ -144,7 +144,14 @@ DEFAULTS: dict[str, Any] = {
     "paused": False,
     "description": "",
 }
-CREATE_SCHEMA = vol.Schema({**SETTINGS, vol.Required("name"): _name, vol.Required("node_id"): SETTINGS[vol.Optional("node_id")]})
+# Markers compare by their key, so the required ones replace their optional twins rather than sit beside them.
+CREATE_SCHEMA = vol.Schema(
+    {
+        vol.Required("name"): _name,
+        vol.Required("node_id"): SETTINGS[vol.Optional("node_id")],
+        **{key: value for key, value in SETTINGS.items() if key not in ("name", "node_id")},
+    }
+)
 UPDATE_SCHEMA = vol.Schema(SETTINGS)
 
 

@@ -126,3 +126,11 @@ def test_settings_are_checked():
         c.CREATE_SCHEMA({"name": "x", "node_id": "n1", "tz": "Mars/Olympus"})
     with pytest.raises(vol.Invalid, match="schedule"):
         make(kind="cron")
+
+
+def test_a_new_check_needs_a_name_and_a_node():
+    for missing in ("name", "node_id"):
+        body = {"name": "x", "node_id": "n1"}
+        del body[missing]
+        with pytest.raises(vol.Invalid, match=missing):
+            c.CREATE_SCHEMA(body)
