@@ -30,6 +30,9 @@ def setup(app: Any) -> None:
     from . import updates_views
 
     updates_views.setup(app)
+    from . import api_views
+
+    api_views.setup(app)
 
 
 __all__ = ["setup"]

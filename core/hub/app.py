@@ -21,7 +21,7 @@ from roost.core.store import Store
 from roost.core.store.sqlite import SQLiteStore
 from roost.core.tls import CA_PEM_CONTENT_TYPE, HubTLS, ensure_hub_tls
 
-from . import alerts_api, api, archnest, audit, auth, gateway, jobs_api, jointokens, mcp_http, mqtt, pairing, permissions, prometheus, push, security, wake
+from . import alerts_api, api, archnest, audit, auth, gateway, jobs_api, jointokens, mcp_http, mqtt, openapi, pairing, permissions, prometheus, push, security, wake
 from .gateway import AGENT_AUTH_LIMITS, MESSAGE_BURST, MESSAGE_RATE
 from .integrations import HubIntegrations
 from .local_agent import local_agent_ctx
@@ -211,6 +211,7 @@ def create_app(config: HubConfig, *, store: Store | None = None, tls: HubTLS | N
     mqtt.setup(app)
     mcp_http.setup(app)
     wake.setup(app)
+    openapi.setup(app)
     from . import downloads
 
     downloads.setup(app)

@@ -142,6 +142,12 @@ PERMISSIONS: dict[str, Permission] = {
             "DELETE /api/v1/integrations/ping/checks/{check_id}",
         ),
     ),
+    "api.reference": Permission(
+        ROLE_VIEWER,
+        "reading the API reference",
+        pages=("/api-reference",),
+        api=("GET /api/v1/openapi.json",),
+    ),
     "updates.view": Permission(ROLE_VIEWER, "seeing node versions against the newest release", pages=("/updates",), api=("GET /api/v1/updates",)),
     "updates.run": Permission(ROLE_OPERATOR, "starting agent updates", api=("POST /api/v1/updates",)),
     "grants.change": Permission(ROLE_ADMIN, "changing what a node is granted", api=("PUT /api/v1/nodes/{node_id}/grants",)),
