@@ -131,7 +131,7 @@ _AGENT_TABLE = {
     vol.Optional("labels", default=dict): vol.All(
         dict,
         vol.Length(max=32, msg="at most 32 labels"),
-        {vol.All(str, vol.Match(r"^[A-Za-z_][A-Za-z0-9_.-]{0,62}$", msg="must be a label name: a letter or _, then letters, digits, _ . -")): vol.All(str, vol.Length(max=200))},
+        {vol.All(str, vol.Match(r"^[A-Za-z_][A-Za-z0-9_.-]{0,62}\Z", msg="must be a label name: a letter or _, then letters, digits, _ . -")): vol.All(str, vol.Length(max=200))},
     ),
 }
 

@@ -27,9 +27,10 @@ def setup(app: Any) -> None:
     auth_views.setup(app)
     pairing_views.setup(app)
     jobs_views.setup(app)
-    from . import updates_views
+    from . import alerts_views, updates_views
 
     updates_views.setup(app)
+    alerts_views.setup(app)
     from . import api_views
 
     api_views.setup(app)

@@ -60,7 +60,13 @@ async def overview(request: web.Request) -> web.Response:
     return _render(
         request,
         "overview/page.html",
-        {"nodes": nodes, "counts": _status_counts(nodes), "page": "overview", "figures": headline_figures(hub)},
+        {
+            "nodes": nodes,
+            "counts": _status_counts(nodes),
+            "problems": sum((n.get("alerts") or {}).get("firing", 0) for n in nodes),
+            "page": "overview",
+            "figures": headline_figures(hub),
+        },
         fragments=OVERVIEW_FRAGMENTS,
     )
 
@@ -118,6 +124,8 @@ async def node_page(request: web.Request) -> web.Response:
             "page_data": page_data,
             "panels": await node_panels(request, getattr(hub, "plugins", None), node, state),
             "figures": headline_figures(hub),
+            "node_alerts": await hub.alerts.live_instances(node_id) if hasattr(hub, "alerts") else [],
+            "node_labels": hub.alerts.label_sources(node_id) if hasattr(hub, "alerts") else None,
             **await node_trust(request, node),
             **await node_actions(request, node),
         },

@@ -31,19 +31,19 @@ MAX_SILENCES = 1000
 MAX_WINDOWS = 200
 MAX_MATCHERS = 20
 MAX_LABELS = 32
-LABEL_KEY = r"^[A-Za-z_][A-Za-z0-9_.-]{0,62}$"
+LABEL_KEY = r"^[A-Za-z_][A-Za-z0-9_.-]{0,62}\Z"
 MAX_LABEL_VALUE = 200
 MAX_DURATION = 30 * 86400.0
 
 _LABEL_KEY = vol.All(str, vol.Match(LABEL_KEY, msg="must be a label name: a letter or _, then letters, digits, _ . - (at most 63)"))
-_LABEL_VALUE = vol.All(str, vol.Length(max=MAX_LABEL_VALUE, msg=f"must be at most {MAX_LABEL_VALUE} characters"), vol.Match(r"^[^\x00-\x1f\x7f]*$", msg="must not contain control characters"))
+_LABEL_VALUE = vol.All(str, vol.Length(max=MAX_LABEL_VALUE, msg=f"must be at most {MAX_LABEL_VALUE} characters"), vol.Match(r"^[^\x00-\x1f\x7f]*\Z", msg="must not contain control characters"))
 LABELS = vol.All(dict, vol.Length(max=MAX_LABELS, msg=f"at most {MAX_LABELS} labels"), {_LABEL_KEY: _LABEL_VALUE})
 _SECONDS = vol.All(vol.Coerce(float), vol.Range(min=0, max=MAX_DURATION, msg=f"must be between 0 and {MAX_DURATION:g} seconds"))
 _NUMBER = vol.All(vol.Coerce(float), vol.Range(min=-1e15, max=1e15))
 _SERIES = vol.All(
     str,
     vol.Length(min=3, max=200),
-    vol.Match(r"^[a-z][a-z0-9_]*\.[A-Za-z0-9_.:-]+(\[[^\[\]\x00-\x1f]{1,150}\])?$", msg="must be a series such as linux_host.disk_used_percent[*] (domain.name, optional [label or glob])"),
+    vol.Match(r"^[a-z][a-z0-9_]*\.[A-Za-z0-9_.:-]+(\[[^\[\]\x00-\x1f]{1,150}\])?\Z", msg="must be a series such as linux_host.disk_used_percent[*] (domain.name, optional [label or glob])"),
 )
 
 SELECTOR = vol.Schema(
@@ -71,7 +71,7 @@ METRIC_SETTINGS = vol.Schema(
 
 RULE = vol.Schema(
     {
-        vol.Required("name"): vol.All(str, vol.Length(min=1, max=100), vol.Match(r"^[^\x00-\x1f\x7f]+$", msg="must not contain control characters")),
+        vol.Required("name"): vol.All(str, vol.Length(min=1, max=100), vol.Match(r"^[^\x00-\x1f\x7f]+\Z", msg="must not contain control characters")),
         vol.Required("kind"): vol.All(str, vol.Match(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$", msg="must be a rule kind such as metric.threshold")),
         vol.Optional("enabled", default=True): bool,
         vol.Optional("severity", default=WARNING): vol.In(SEVERITIES, msg="must be warning or critical"),

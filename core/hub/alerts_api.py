@@ -14,7 +14,7 @@ from roost.core.integration import humanize_invalid
 
 from .alert_eval import PENDING, FIRING, RESOLVED, SEVERITIES
 from .alert_rules import LABELS, RuleError, safe_id
-from .auth import actor_of
+from .auth import actor_of, identity_of
 from .security import read_json
 from .state import HUB_KEY
 
@@ -79,8 +79,14 @@ def _checked(schema: vol.Schema, data: Any, what: str = "request") -> dict[str, 
         raise web.HTTPBadRequest(text=json.dumps({"error": f"invalid {what}: {humanize_invalid(err, data)}"}), content_type="application/json") from None
 
 
+def author(request: web.Request) -> str:
+    """Who did it, as alerts show it: ``user:<name>`` (an API token acts for its user; the audit log keeps the token id)."""
+    identity = identity_of(request)
+    return f"user:{identity.name}" if identity is not None else actor_of(request)
+
+
 async def _audit(request: web.Request, action: str, target: str, details: dict[str, Any] | None = None) -> None:
-    await request.app[HUB_KEY].audit(action, actor=actor_of(request), target=target, details=details)
+    await request.app[HUB_KEY].audit(action, actor=author(request), target=target, details=details)
 
 
 # ----------------------------------------------------------------- instances
@@ -113,7 +119,7 @@ async def acknowledge(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
     body = _checked(ACK, await _body(request))
     instance_id = request.match_info["instance_id"]
-    inst = await hub.alerts.acknowledge(instance_id, actor=actor_of(request), note=body["note"])
+    inst = await hub.alerts.acknowledge(instance_id, actor=author(request), note=body["note"])
     if inst is None:
         return _error(404, f"no pending or firing alert with id {instance_id!r} (resolved alerts cannot be acknowledged)")
     await _audit(request, "alerts.acknowledged", f"alert:{instance_id}", {"note": body["note"], "rule": inst["rule_name"], "node": inst["node_id"]})
@@ -128,7 +134,7 @@ async def snooze(request: web.Request) -> web.Response:
     if until is not None and not (now < until <= now + MAX_SNOOZE):
         return _error(400, f"invalid request: until must be in the future and at most {MAX_SNOOZE / 86400:g} days away (null ends a snooze)")
     instance_id = request.match_info["instance_id"]
-    inst = await hub.alerts.snooze(instance_id, actor=actor_of(request), until=until)
+    inst = await hub.alerts.snooze(instance_id, actor=author(request), until=until)
     if inst is None:
         return _error(404, f"no pending or firing alert with id {instance_id!r}")
     await _audit(request, "alerts.snoozed", f"alert:{instance_id}", {"until": until, "rule": inst["rule_name"], "node": inst["node_id"]})
@@ -168,7 +174,7 @@ async def get_rule(request: web.Request) -> web.Response:
 async def create_rule(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
     try:
-        rule = await hub.alerts.save_rule(await _body(request), actor=actor_of(request))
+        rule = await hub.alerts.save_rule(await _body(request), actor=author(request))
     except RuleError as err:
         return _error(400, str(err))
     await _audit(request, "alerts.rule_created", f"alert_rule:{rule['id']}", {"name": rule["name"], "kind": rule["kind"]})
@@ -182,7 +188,7 @@ async def update_rule(request: web.Request) -> web.Response:
         return _error(404, f"no alert rule with id {rule_id!r}")
     before = hub.alerts.rules[rule_id]
     try:
-        rule = await hub.alerts.save_rule(await _body(request), actor=actor_of(request), rule_id=rule_id)
+        rule = await hub.alerts.save_rule(await _body(request), actor=author(request), rule_id=rule_id)
     except RuleError as err:
         return _error(400, str(err))
     changed = sorted(k for k in set(before) | set(rule) if k not in ("updated_at", "updated_by") and before.get(k) != rule.get(k))
@@ -222,7 +228,7 @@ async def list_silences(request: web.Request) -> web.Response:
 async def create_silence(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
     try:
-        silence = await hub.alerts.add_silence(await _body(request), actor=actor_of(request))
+        silence = await hub.alerts.add_silence(await _body(request), actor=author(request))
     except RuleError as err:
         return _error(400, str(err))
     await _audit(request, "alerts.silence_created", f"silence:{silence['id']}", {"matchers": silence["matchers"], "ends_at": silence["ends_at"], "reason": silence["reason"]})
@@ -232,7 +238,7 @@ async def create_silence(request: web.Request) -> web.Response:
 async def expire_silence(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
     silence_id = request.match_info["silence_id"]
-    silence = await hub.alerts.expire_silence(silence_id, actor=actor_of(request))
+    silence = await hub.alerts.expire_silence(silence_id, actor=author(request))
     if silence is None:
         return _error(404, f"no silence with id {silence_id!r}")
     await _audit(request, "alerts.silence_expired", f"silence:{silence_id}")
@@ -257,7 +263,7 @@ async def list_windows(request: web.Request) -> web.Response:
 async def create_window(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
     try:
-        window = await hub.alerts.save_window(await _body(request), actor=actor_of(request))
+        window = await hub.alerts.save_window(await _body(request), actor=author(request))
     except RuleError as err:
         return _error(400, str(err))
     await _audit(request, "alerts.window_created", f"maintenance:{window['id']}", {"name": window["name"], "cron": window["cron"], "duration": window["duration"]})
@@ -270,7 +276,7 @@ async def update_window(request: web.Request) -> web.Response:
     if window_id not in hub.alerts.windows:
         return _error(404, f"no maintenance window with id {window_id!r}")
     try:
-        window = await hub.alerts.save_window(await _body(request), actor=actor_of(request), window_id=window_id)
+        window = await hub.alerts.save_window(await _body(request), actor=author(request), window_id=window_id)
     except RuleError as err:
         return _error(400, str(err))
     await _audit(request, "alerts.window_changed", f"maintenance:{window_id}", {"name": window["name"], "cron": window["cron"], "enabled": window["enabled"]})

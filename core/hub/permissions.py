@@ -74,6 +74,7 @@ PERMISSIONS: dict[str, Permission] = {
     "alerts.view": Permission(
         ROLE_VIEWER,
         "seeing alerts, their history, rules, silences, maintenance windows and node labels",
+        pages=("/alerts",),
         api=(
             "GET /api/v1/alerts",
             "GET /api/v1/alerts/history",

@@ -68,7 +68,7 @@ SPLIT_GRANTS = {"host.metrics.read": "host.processes.read", "network.probe": "ne
 META_GRANTS_SPLIT = "grants_split_v1"
 # Facts the hub alone sets; the same key claimed by a node in its hello, enrolment or pairing request is dropped.
 HUB_FACTS = frozenset({"source"})
-LABEL_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,62}$")
+LABEL_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,62}\Z")
 LIVENESS_CHECK_SECONDS = 1.0
 PRUNE_EVERY_SECONDS = 3600.0
 TOUCH_FLUSH_SECONDS = 10.0

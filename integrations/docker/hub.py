@@ -1,4 +1,4 @@
-"""The hub half of the docker integration: the Containers pages and the panel on a Docker host's node page.
+"""The hub half of the docker integration: the Containers pages, the panel on a Docker host's node page and the container alert rule kinds.
 
 Agents never import this module (the kernel loads it in the hub role only), so
 the agent half stays free of the dashboard.
@@ -10,9 +10,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from roost.core import hookimpl
-from roost.core.hub_integration import HubContext, NodePanel, Page
+from roost.core.hub_integration import AlertRuleKind, HubContext, NodePanel, Page
 
-from . import pages
+from . import alerts, pages
 
 
 @hookimpl
@@ -26,3 +26,8 @@ def roost_hub_pages(ctx: HubContext) -> list[Page]:
 @hookimpl
 def roost_hub_node_panels(ctx: HubContext, node: Mapping[str, Any], state: Any) -> list[NodePanel]:
     return [NodePanel("Containers", "_panel.html", pages.panel_context(dict(node), state), order=10, stylesheets=("containers.css",))]
+
+
+@hookimpl
+def roost_hub_alert_rule_kinds(ctx: HubContext) -> list[AlertRuleKind]:
+    return alerts.rule_kinds()

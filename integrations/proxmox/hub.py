@@ -1,4 +1,4 @@
-"""The hub half of the proxmox integration: the Proxmox pages and the Guests panel on a Proxmox node's page.
+"""The hub half of the proxmox integration: the Proxmox pages, the Guests panel on a Proxmox node's page and the cluster alert rule kinds.
 
 Agents never import this module (the kernel loads it in the hub role only).
 """
@@ -9,9 +9,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from roost.core import hookimpl
-from roost.core.hub_integration import HubContext, NodePanel, Page
+from roost.core.hub_integration import AlertRuleKind, HubContext, NodePanel, Page
 
-from . import pages
+from . import alerts, pages
 
 
 @hookimpl
@@ -25,3 +25,8 @@ def roost_hub_pages(ctx: HubContext) -> list[Page]:
 @hookimpl
 def roost_hub_node_panels(ctx: HubContext, node: Mapping[str, Any], state: Any) -> list[NodePanel]:
     return [NodePanel("Proxmox guests", "_panel.html", pages.panel_context(dict(node), state), order=20, stylesheets=("proxmox.css",))]
+
+
+@hookimpl
+def roost_hub_alert_rule_kinds(ctx: HubContext) -> list[AlertRuleKind]:
+    return alerts.rule_kinds()

@@ -157,10 +157,15 @@
     return n + (n === 1 ? " problem" : " problems");
   }
 
+  function alerts(value) {
+    var n = num(value) || 0;
+    return n + (n === 1 ? " alert" : " alerts");
+  }
+
   var format = {
     bytes: bytes, rate: rate, percent: percent, number: number, integer: integer,
     duration: duration, ago: ago, datetime: datetime, dash: dash,
-    status: statusLabel, problems: problems
+    status: statusLabel, problems: problems, alerts: alerts
   };
 
   // ------------------------------------------------------------ DOM helpers
@@ -454,6 +459,17 @@
       var nEl = el.querySelector(".count-n");
       if (nEl) nEl.textContent = String(n);
     });
+    // Problems: the firing alerts of every node, as their cards' badges show them.
+    var problems = box.querySelector("[data-problems]");
+    if (problems) {
+      var total = 0;
+      document.querySelectorAll(".node-card .badge.alerts").forEach(function (b) { total += Number(b.getAttribute("data-value")) || 0; });
+      problems.setAttribute("data-count", String(total));
+      var pEl = problems.querySelector(".count-n");
+      if (pEl) pEl.textContent = String(total);
+      var word = problems.querySelector(".count-word");
+      if (word) word.textContent = total === 1 ? " problem" : " problems";
+    }
   }
 
   function initOverview() {
