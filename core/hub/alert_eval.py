@@ -22,6 +22,7 @@ import fnmatch
 import hashlib
 import json
 import re
+from functools import lru_cache
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,7 +55,7 @@ class Condition:
 
     @property
     def fingerprint(self) -> str:
-        return fingerprint(self.rule_id, self.node_id, self.labels)
+        return _fingerprint(self.rule_id, self.node_id, tuple(sorted((str(k), str(v)) for k, v in self.labels.items())))
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,12 @@ class Outcome:
 
 def fingerprint(rule_id: str, node_id: str, labels: Mapping[str, str]) -> str:
     """The stable identity of (rule, node, labels): the same alert hashes the same after a restart."""
-    text = json.dumps([rule_id, node_id, sorted((str(k), str(v)) for k, v in labels.items())], separators=(",", ":"))
+    return _fingerprint(rule_id, node_id, tuple(sorted((str(k), str(v)) for k, v in labels.items())))
+
+
+@lru_cache(maxsize=65536)
+def _fingerprint(rule_id: str, node_id: str, labels: tuple[tuple[str, str], ...]) -> str:
+    text = json.dumps([rule_id, node_id, labels], separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
@@ -156,33 +162,45 @@ def match_series(pattern: str, names: Iterable[str]) -> list[tuple[str, str | No
     return found
 
 
+def trigger(settings: Mapping[str, Any]) -> float | None:
+    """The least extreme threshold of a rule: a value that does not reach it cannot start an alert."""
+    levels = [settings[k] for k in (WARNING, CRITICAL) if settings.get(k) is not None]
+    if not levels:
+        return None
+    return min(levels) if settings.get("op", ">=") in (">=", ">") else max(levels)
+
+
 def metric_conditions(
     rule: Mapping[str, Any],
     node_id: str,
-    series: Mapping[str, Sequence[tuple[float, float]]],
-    current: Mapping[str, Mapping[str, Any]],
+    series: Mapping[str, Sequence[tuple[float, float]]] | Iterable[tuple[str, str | None, Sequence[tuple[float, float]]]],
+    current: Mapping[str, Mapping[str, Any]] | None,
     now: float,
 ) -> list[Condition]:
     """Conditions of one metric-threshold rule on one node.
 
-    ``series`` maps each series the rule covers on this node to its recent
-    points (oldest first); ``current`` is the live state (by fingerprint), for hysteresis.
+    ``series`` gives each series the rule covers on this node with its recent
+    points (oldest first): a mapping name -> points, or (name, label part,
+    points) triples (points may be the value already reduced); ``current`` holds this rule's live instances on this node
+    by label part (None for a series without one), for hysteresis; None says
+    there are none (the common case).
     """
     settings = rule["settings"]
     label_name = settings.get("label", "instance")
+    reducer, window = settings.get("reducer", "last"), float(settings.get("window", 0))
+    if isinstance(series, Mapping):
+        series = [(name, series_matcher(name)[1], points) for name, points in series.items()]
     out = []
-    for name, points in series.items():
-        _, part = series_matcher(name)
-        labels = {label_name: part} if part is not None else {}
-        value = reduce(settings.get("reducer", "last"), points, float(settings.get("window", 0)), now)
+    for name, part, points in series:
+        # A number is a value already reduced (the engine reduces its own buffers).
+        value = float(points) if isinstance(points, (int, float)) else reduce(reducer, points, window, now)
         if value is None:
             continue
-        fp = fingerprint(rule["id"], node_id, labels)
-        held = current.get(fp)
-        previous = held["severity"] if held is not None and held.get("active") else None
-        level = threshold_severity(settings, value, previous)
+        held = current.get(part) if current else None
+        level = threshold_severity(settings, value, held["severity"] if held is not None and held.get("active") else None)
         if level is None:
             continue
+        labels = {label_name: part} if part is not None else {}
         what = f"{name} is {value:g}" + (f" ({settings.get('reducer')} over {float(settings.get('window')):g} s)" if settings.get("window") else "")
         out.append(Condition(rule["id"], node_id, labels, level, f"{what}, {settings.get('op', '>=')} {settings[level]:g}", round(value, 4)))
     return out

@@ -16,6 +16,7 @@ import asyncio
 import copy
 import inspect
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
@@ -96,8 +97,12 @@ class AlertEngine:
         self._labels: dict[str, tuple[dict[str, str], dict[str, str]]] = {}
         self._raised: dict[str, dict[str, Any]] = {}
         self._counts: dict[str, dict[str, int]] = {}
-        self._points: dict[tuple[str, str], deque[tuple[float, float]]] = {}
-        self._matched: dict[tuple[str, str], tuple[int, float, list[tuple[str, str | None]]]] = {}
+        # Recent values of windowed series, per (node, series, window): (timestamps, values).
+        self._points: dict[tuple[str, str, float], tuple[deque[float], deque[float]]] = {}
+        # Per node, per wildcard pattern: (series count, when, [(series, part)], [series]) — matched again when the count changes.
+        self._matched: dict[str, dict[str, tuple[int, float, list[tuple[str, str | None]], list[str]]]] = {}
+        # Per metric rule: what judging it needs, read once from its settings (the rule dict itself first, to notice an edit).
+        self._plans: dict[str, tuple[Any, ...]] = {}
         self._dirty: set[str] = set()
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
@@ -279,10 +284,19 @@ class AlertEngine:
         rules = [r for r in self.rules.values() if r.get("enabled", True) and (not timed_only or r["kind"] in TIMED_KINDS or self._timed_kind(r["kind"]))]
         conditions: list[ev.Condition] = []
         scopes: list[tuple[str, str]] = []
-        for node_id in node_ids:
-            found, judged = await self._judge_node(node_id, rules, now, record=True)
-            conditions.extend(found)
-            scopes.extend(judged)
+        held = self._held()
+        node_ids = list(node_ids)
+        # Metric rules rule by rule over the nodes (most values are nowhere near a threshold: one comparison each);
+        # the other kinds node by node.
+        others = [r for r in rules if r["kind"] != KIND_METRIC]
+        for rule in rules:
+            if rule["kind"] == KIND_METRIC:
+                self._judge_metric(rule, node_ids, now, held, conditions, scopes)
+        if others:
+            for node_id in node_ids:
+                found, judged = await self._judge_node(node_id, others, now, record=True, held=held)
+                conditions.extend(found)
+                scopes.extend(judged)
         self.evaluations += 1
         if conditions or scopes:
             async with self._lock:
@@ -299,28 +313,147 @@ class AlertEngine:
             await self._commit(outcome, now)
             await self._reannounce(now)
 
+    def _judge_metric(
+        self,
+        rule: dict[str, Any],
+        node_ids: list[str],
+        now: float,
+        held: Mapping[tuple[str, str], Mapping[str | None, Any]],
+        conditions: list[ev.Condition],
+        scopes: list[tuple[str, str]],
+    ) -> None:
+        """One metric rule over many nodes. A node whose values cannot reach the rule's least threshold and that holds
+        no live instance of it costs one dictionary lookup and one comparison; the rest go through _series_points."""
+        rid = rule["id"]
+        settings = rule["settings"]
+        pattern = settings["series"]
+        limit = ev.trigger(settings)
+        rising = settings.get("op", ">=") in (">=", ">")
+        window = float(settings.get("window", 0) or 0)
+        reducer = settings.get("reducer", "last")
+        simple = not window or reducer == "last"
+        points = self._points
+        selector = rule.get("selector")
+        selective = bool(selector and (selector.get("nodes") or selector.get("name") or selector.get("labels")))
+        exact = not pattern.endswith("]")
+        holding = {nid for (r, nid) in held if r == rid} if held else set()
+        nodes = self.hub._nodes
+        all_metrics = self.hub._metrics
+        metrics_at = self.hub._metrics_at
+        matched = self._matched
+        for node_id in node_ids:
+            metrics = all_metrics.get(node_id)
+            if not metrics:
+                continue
+            live_here = node_id in holding
+            if not simple and limit is not None and not live_here:
+                # Windowed: every value joins its buffer; only a buffer whose bound reaches the threshold is judged further.
+                if exact:
+                    names = [pattern]
+                else:
+                    cached = matched.get(node_id, {}).get(pattern)
+                    if cached is None or cached[0] != len(metrics) or now - cached[1] > RESCAN_SECONDS:
+                        names = None
+                    else:
+                        names = cached[3]
+                if names is not None:
+                    at = metrics_at.get(node_id, now)
+                    hot = False
+                    for name in names:
+                        value = metrics.get(name)
+                        if value is None:
+                            continue
+                        key = (node_id, name, window)
+                        buf = points.get(key)
+                        if buf is None:
+                            buf = points[key] = (deque(maxlen=MAX_POINTS), deque(maxlen=MAX_POINTS))
+                        stamps, values = buf
+                        if not stamps or at > stamps[-1]:
+                            stamps.append(at)
+                            values.append(value)
+                        while stamps and stamps[0] < now - window:
+                            stamps.popleft()
+                            values.popleft()
+                        if not hot and values:
+                            if rising:
+                                hot = (value if reducer == "min" else max(values)) >= limit
+                            else:
+                                hot = (value if reducer == "max" else min(values)) <= limit
+                    if not hot:
+                        continue
+            elif simple and limit is not None and not live_here:
+                if exact:
+                    value = metrics.get(pattern)
+                    if value is None or (value < limit if rising else value > limit):
+                        continue
+                else:
+                    cached = matched.get(node_id, {}).get(pattern)
+                    if cached is not None and cached[0] == len(metrics) and now - cached[1] <= RESCAN_SECONDS:
+                        names = cached[3]
+                        if not names:
+                            continue
+                        if rising:
+                            if max([metrics.get(n, -math.inf) for n in names]) < limit:
+                                continue
+                        elif min([metrics.get(n, math.inf) for n in names]) > limit:
+                            continue
+            node = nodes.get(node_id)
+            if node is None or node.revoked:
+                continue
+            if selective and not ev.selects(selector, node_id, node.name, self.node_labels(node_id)):
+                continue
+            current = held.get((rid, node_id)) if live_here else None
+            try:
+                series = self._series_points(rule, node_id, metrics, metrics_at.get(node_id, now), now, record=True, held=current or ())
+                if series:
+                    conditions.extend(ev.metric_conditions(rule, node_id, series, current, now))
+            except Exception as err:
+                if self.rule_errors.get(rid) is None:
+                    _LOGGER.warning("alerts: rule %s failed on node %s: %s", rule["name"], node_id, err, exc_info=True)
+                self.rule_errors[rid] = f"{type(err).__name__}: {err}"[:500]
+                continue
+            if live_here:
+                scopes.append((rid, node_id))
+
+    def _held(self) -> dict[tuple[str, str], dict[str | None, dict[str, Any]]]:
+        """Live instances by (rule, node), then by their one label's value (a metric rule's [part]; None without labels)."""
+        held: dict[tuple[str, str], dict[str | None, dict[str, Any]]] = {}
+        for inst in self.live.values():
+            labels = inst["labels"]
+            part = next(iter(labels.values())) if len(labels) == 1 else None
+            held.setdefault((inst["rule_id"], inst["node_id"]), {})[part] = inst
+        return held
+
     async def _judge_node(
-        self, node_id: str, rules: list[dict[str, Any]], now: float, *, record: bool
+        self, node_id: str, rules: list[dict[str, Any]], now: float, *, record: bool, held: Mapping[tuple[str, str], Mapping[str | None, Any]] | None = None
     ) -> tuple[list[ev.Condition], list[tuple[str, str]]]:
+        """What the rules find on one node, and the (rule, node) scopes judged that hold live instances
+        (only those matter: an instance of a judged scope that no condition names is no longer wrong)."""
         node = self.hub.node(node_id)
         if node is None or node.revoked:
             return [], []
-        labels = self.node_labels(node_id)
+        labels: dict[str, str] | None = None
         metrics = self.hub._metrics.get(node_id, {})
         metrics_at = self.hub._metrics_at.get(node_id, now)
         registry = self.hub.plugins.registry.alert_rule_kinds if hasattr(self.hub, "plugins") else {}
-        domains = {i.get("domain") for i in node.integrations if isinstance(i, dict)}
+        domains: set[Any] | None = None
         detail: dict[str, Any] | None = None
         conditions: list[ev.Condition] = []
         scopes: list[tuple[str, str]] = []
         for rule in rules:
-            if not ev.selects(rule.get("selector") or {}, node_id, node.name, labels):
-                continue
+            selector = rule.get("selector")
+            if selector and (selector.get("nodes") or selector.get("name") or selector.get("labels")):
+                if labels is None:
+                    labels = self.node_labels(node_id)
+                if not ev.selects(selector, node_id, node.name, labels):
+                    continue
             kind = rule["kind"]
             try:
                 if kind == KIND_METRIC:
-                    series = self._series_points(rule, node_id, metrics, metrics_at, now, record=record)
-                    conditions.extend(ev.metric_conditions(rule, node_id, series, self.live, now))
+                    current = None if held is None else held.get((rule["id"], node_id))
+                    series = self._series_points(rule, node_id, metrics, metrics_at, now, record=record, held=current or ())
+                    if series:
+                        conditions.extend(ev.metric_conditions(rule, node_id, series, current, now))
                 elif kind == KIND_OFFLINE:
                     if self.hub.node_status(node_id, now) == NODE_OFFLINE:
                         seen = self.hub._last_seen.get(node_id)
@@ -333,6 +466,8 @@ class AlertEngine:
                             conditions.append(ev.Condition(rule["id"], node_id, {"integration": item["domain"][:63]}, rule["severity"], f"{item['domain']} is {item.get('state')}: {why}"))
                 elif kind in registry:
                     domain, decl = registry[kind]
+                    if domains is None:
+                        domains = {i.get("domain") for i in node.integrations if isinstance(i, dict)}
                     if domain not in domains and not self._hub_only(domain):
                         continue
                     if detail is None:
@@ -348,8 +483,10 @@ class AlertEngine:
                     _LOGGER.warning("alerts: rule %s (%s) failed on node %s: %s", rule["name"], kind, node_id, err, exc_info=True)
                 self.rule_errors[rule["id"]] = f"{type(err).__name__}: {err}"[:500]
                 continue
-            self.rule_errors.pop(rule["id"], None)
-            scopes.append((rule["id"], node_id))
+            if self.rule_errors:
+                self.rule_errors.pop(rule["id"], None)
+            if held is None or (rule["id"], node_id) in held:
+                scopes.append((rule["id"], node_id))
         return conditions, scopes
 
     def _timed_kind(self, kind: str) -> bool:
@@ -376,37 +513,82 @@ class AlertEngine:
         }
 
     def _series_points(
-        self, rule: Mapping[str, Any], node_id: str, metrics: Mapping[str, float], at: float, now: float, *, record: bool
-    ) -> dict[str, list[tuple[float, float]]]:
-        settings = rule["settings"]
-        pattern = settings["series"]
-        base, part = ev.series_matcher(pattern)
-        if part is None:
-            names = [pattern] if pattern in metrics else []
-        else:
-            key = (pattern, node_id)
-            cached = self._matched.get(key)
+        self, rule: Mapping[str, Any], node_id: str, metrics: Mapping[str, float], at: float, now: float, *, record: bool, held: Any = ()
+    ) -> list[tuple[str, str | None, Any]]:
+        """(series, label part, recent points) of what a metric rule covers on this node.
+
+        Only series whose value could start an alert, or that hold a live
+        instance (``held``: label parts), are returned: this is what keeps
+        judging a thousand nodes cheap next to storing their reports.
+        """
+        plan = self._plans.get(rule["id"])
+        if plan is None or plan[0] is not rule:
+            settings = rule["settings"]
+            plan = self._plans[rule["id"]] = (
+                rule, settings["series"], settings["series"].endswith("]"), float(settings.get("window", 0) or 0),
+                settings.get("reducer", "last"), ev.trigger(settings), settings.get("op", ">=") in (">=", ">"),
+            )
+        _, pattern, wild, window, reducer, limit, rising = plan
+        if wild:
+            per_node = self._matched.get(node_id)
+            if per_node is None:
+                per_node = self._matched[node_id] = {}
+            cached = per_node.get(pattern)
             if cached is None or cached[0] != len(metrics) or now - cached[1] > RESCAN_SECONDS:
-                cached = (len(metrics), now, ev.match_series(pattern, metrics))
-                self._matched[key] = cached
-            names = [name for name, _ in cached[2]]
-        window = float(settings.get("window", 0))
-        out: dict[str, list[tuple[float, float]]] = {}
-        for name in names:
+                found = ev.match_series(pattern, metrics)
+                cached = per_node[pattern] = (len(metrics), now, found, [name for name, _ in found])
+            pairs, names = cached[2], cached[3]
+        else:
+            if pattern not in metrics:
+                return []
+            pairs, names = [(pattern, None)], [pattern]
+        if not pairs:
+            return []
+        out: list[tuple[str, str | None, Any]] = []
+        if not window or reducer == "last":
+            get = metrics.get
+            if limit is not None and not held:
+                # Nothing live here: one pass in C over every value decides whether any could start an alert.
+                if rising:
+                    if max([get(n, -math.inf) for n in names]) < limit:
+                        return out
+                elif min([get(n, math.inf) for n in names]) > limit:
+                    return out
+            for name, part in pairs:
+                value = get(name)
+                if value is None:
+                    continue
+                if limit is not None and (value < limit if rising else value > limit) and part not in held:
+                    continue
+                out.append((name, part, value))
+            return out
+        points = self._points
+        for name, part in pairs:
             value = metrics.get(name)
             if value is None:
                 continue
-            if window <= 0:
-                out[name] = [(at, value)]
-                continue
-            buf = self._points.get((node_id, name))
+            key = (node_id, name, window)
+            buf = points.get(key)
             if buf is None:
-                buf = self._points[(node_id, name)] = deque(maxlen=MAX_POINTS)
-            if record and (not buf or at > buf[-1][0]):
-                buf.append((at, value))
-            while buf and buf[0][0] < now - 86400:
-                buf.popleft()
-            out[name] = list(buf) if buf else [(at, value)]
+                buf = points[key] = (deque(maxlen=MAX_POINTS), deque(maxlen=MAX_POINTS))
+            stamps, values = buf
+            if record and (not stamps or at > stamps[-1]):
+                stamps.append(at)
+                values.append(value)
+            while stamps and stamps[0] < now - window:
+                stamps.popleft()
+                values.popleft()
+            if not values:
+                continue
+            if reducer == "avg":
+                reduced = sum(values) / len(values)
+            elif reducer == "max":
+                reduced = max(values)
+            else:
+                reduced = min(values)
+            if limit is not None and part not in held and ((reduced < limit) if rising else (reduced > limit)):
+                continue
+            out.append((name, part, reduced))
         return out
 
     def _names(self) -> dict[str, str]:
@@ -417,14 +599,19 @@ class AlertEngine:
 
     # ----------------------------------------------------------------- commit
 
-    def _inhibited(self, inst: Mapping[str, Any], now: float) -> bool:
+    def _inhibited(self, inst: Mapping[str, Any], now: float, offline: set[str] | None = None) -> bool:
         """An offline node does not also page for its disks and containers."""
         if inst.get("kind") == KIND_OFFLINE:
             return False
         node_id = inst["node_id"]
         if self.hub.node(node_id) is not None and self.hub.node_status(node_id, now) == NODE_OFFLINE:
             return True
-        return any(i["node_id"] == node_id and i.get("kind") == KIND_OFFLINE and i["state"] == ev.FIRING for i in self.live.values())
+        if offline is None:
+            offline = self._offline_firing()
+        return node_id in offline
+
+    def _offline_firing(self) -> set[str]:
+        return {i["node_id"] for i in self.live.values() if i.get("kind") == KIND_OFFLINE and i["state"] == ev.FIRING}
 
     def _event(self, inst: Mapping[str, Any], status: str, now: float) -> dict[str, Any]:
         url = (self.hub.config.url().rstrip("/") if hasattr(self.hub.config, "url") else "") + f"/alerts?instance={inst['id']}"
@@ -451,12 +638,15 @@ class AlertEngine:
         events: list[dict[str, Any]] = []
         dropped: list[str] = []
         published: list[tuple[str, dict[str, Any]]] = []
+        offline: set[str] | None = None
         for tr in outcome.transitions:
             inst = tr.instance
             if tr.kind == ev.T_FIRING:
                 labels = self.alert_labels(inst)
                 inst["silenced"] = self.silenced(labels, now) or self.in_maintenance(labels, now)
-                inst["inhibited"] = self._inhibited(inst, now)
+                if offline is None:
+                    offline = self._offline_firing() | {i["node_id"] for t in outcome.transitions if t.kind == ev.T_FIRING and (i := t.instance).get("kind") == KIND_OFFLINE}
+                inst["inhibited"] = self._inhibited(inst, now, offline)
                 events.append(self._event(inst, ev.FIRING, now))
                 upserts.append(inst)
                 published.append(("alert.firing", inst))
@@ -482,8 +672,9 @@ class AlertEngine:
             tr.instance["node_id"] for tr in outcome.transitions if tr.kind == ev.T_UPDATED and tr.instance["state"] == ev.FIRING
         }
         self._recount(touched)
-        for kind, inst in published:
-            self.hub.publish(kind, self.view(inst))
+        if self.hub.events.has_subscribers:
+            for kind, inst in published:
+                self.hub.publish(kind, self.view(inst))
 
     async def _reannounce(self, now: float) -> None:
         """A firing alert whose silence or window ended while it still fires is announced now (so its resolve follows);
@@ -509,14 +700,18 @@ class AlertEngine:
                 self.hub.publish("alert.firing", self.view(inst))
 
     def _recount(self, node_ids: Iterable[str]) -> None:
+        wanted = set(node_ids)
+        if not wanted:
+            return
+        fresh = {node_id: {"firing": 0, "critical": 0, "warning": 0} for node_id in wanted}
+        for i in self.live.values():
+            counts = fresh.get(i["node_id"])
+            if counts is not None and i["state"] == ev.FIRING:
+                counts["firing"] += 1
+                if i["severity"] in counts:
+                    counts[i["severity"]] += 1
         changed = []
-        for node_id in node_ids:
-            firing = [i for i in self.live.values() if i["node_id"] == node_id and i["state"] == ev.FIRING]
-            counts = {
-                "firing": len(firing),
-                "critical": sum(1 for i in firing if i["severity"] == ev.CRITICAL),
-                "warning": sum(1 for i in firing if i["severity"] == ev.WARNING),
-            }
+        for node_id, counts in fresh.items():
             if self._counts.get(node_id) != counts:
                 self._counts[node_id] = counts
                 changed.append(node_id)
@@ -608,7 +803,7 @@ class AlertEngine:
         rule["updated_by"] = actor
         await self.hub.store.save_alert_rule(rule, now)
         self.rules[rule["id"]] = rule
-        self._matched = {k: v for k, v in self._matched.items() if k[1] != rule["id"]}
+        self._plans.pop(rule["id"], None)
         if not rule["enabled"]:
             await self._end_rule(rule["id"], "the rule was disabled")
         else:

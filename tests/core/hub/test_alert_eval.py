@@ -137,7 +137,8 @@ def test_metric_conditions_use_the_instance_severity_for_hysteresis():
     series = {"linux_host.disk_used_percent[/]": [(0, 88.0)]}
     assert ev.metric_conditions(RULE, "n1", series, {}, 0) == []
     out = step({}, [cond(value=91)], 0)
-    found = ev.metric_conditions(RULE, "n1", series, out.state, 1)
+    (inst,) = out.state.values()
+    found = ev.metric_conditions(RULE, "n1", series, {"/": inst}, 1)
     assert [(c.severity, c.labels) for c in found] == [("warning", {"mountpoint": "/"})]
 
 
