@@ -154,6 +154,8 @@ class HubContext:
     # Values kept between runs in the hub's store (None only where no store exists).
     store: IntegrationStore | None = None
     role: str = "hub"
+    # The hub's time zone ([hub] timezone, an IANA name; "" = the zone of the machine it runs on), for schedules.
+    timezone: str = ""
     # The integration's own place for state kept between calls.
     data: dict[str, Any] = field(default_factory=dict)
 

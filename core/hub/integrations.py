@@ -261,6 +261,7 @@ class HubIntegrations:
             jobs=HubJobs(self.hub),
             audit=HubAudit(self.hub, base.domain),
             store=HubStore(self.hub, base.domain),
+            timezone=str(getattr(self.hub.config, "timezone", "") or ""),
             data=base.data,
         )
 

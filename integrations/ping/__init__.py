@@ -61,7 +61,8 @@ class PingChecks:
 
     @property
     def hub_zone(self) -> str:
-        return str(self.ctx.config.get("timezone") or "")
+        """[integrations.ping] timezone if set, else the hub's [hub] timezone (else the machine's zone, in checks.zone)."""
+        return str(self.ctx.config.get("timezone") or getattr(self.ctx, "timezone", "") or "")
 
     async def load(self) -> None:
         for key, check in (await self.ctx.store.items("check/")).items():

@@ -134,3 +134,16 @@ def test_a_new_check_needs_a_name_and_a_node():
         del body[missing]
         with pytest.raises(vol.Invalid, match=missing):
             c.CREATE_SCHEMA(body)
+
+
+async def test_the_hub_time_zone_applies_to_cron_checks(make_ping_hub):
+    from roost.core.hub.app import HUB_KEY
+    from roost.integrations.ping import SERVICE
+
+    client = await make_ping_hub(timezone="Asia/Tokyo")
+    [integ] = [i for i in client.app[HUB_KEY].manager.integrations.values() if i.domain == "ping"]
+    svc = integ.context.data[SERVICE]
+    assert svc.hub_zone == "Asia/Tokyo"
+    check = ping(make(kind="cron", schedule="30 2 * * *", grace=1800), c.PING_SUCCESS, T0)
+    # 02:30 in Tokyo is 17:30 UTC the day before: the first one after 12:00 UTC on 1 March is 17:30 UTC that day.
+    assert svc.standing(check, T0).due_at == datetime(2026, 3, 1, 17, 30, tzinfo=ZoneInfo("UTC")).timestamp()
