@@ -261,7 +261,7 @@ class HubIntegrations:
             jobs=HubJobs(self.hub),
             audit=HubAudit(self.hub, base.domain),
             store=HubStore(self.hub, base.domain),
-            timezone=str(getattr(self.hub.config, "timezone", "") or ""),
+            timezone=str(getattr(getattr(self.hub, "config", None), "timezone", "") or ""),
             data=base.data,
         )
 

@@ -34,11 +34,14 @@ from roost.core.hub_integration import (
     RouteRequest,
 )
 from roost.core.integration import humanize_invalid
+from roost.core.reads import Reads
 
 from . import checks as c
 from . import pages
 
 DOMAIN = "ping"
+# Hub only: no node reports anything for it.
+READS = Reads()
 RULE_KIND = "ping.check"
 SERVICE = "service"
 CONFIG_SCHEMA = vol.Schema({vol.Optional("timezone", default=""): c._zone}, extra=vol.PREVENT_EXTRA)
