@@ -139,7 +139,7 @@ def test_a_filling_file_system_fires_after_for_and_clears_with_hysteresis(tmp_pa
 
     fill_to(small_fs, 96)
     pending = wait_for(lambda: [i for i in live(hub, admin, rule_id) if i["labels"] == {"mountpoint": str(small_fs)}], 60, "the alert to be pending")
-    assert pending[0]["state"] == "pending"
+    assert pending[0]["state"] in ("pending", "firing")  # a loaded machine may look only after `for`
     firing = wait_for(lambda: [i for i in live(hub, admin, rule_id) if i["state"] == "firing"], 60, "the alert to fire after `for`")[0]
     assert firing["fired_at"] - firing["started_at"] >= 4
 

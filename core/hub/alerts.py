@@ -60,6 +60,7 @@ RESCAN_SECONDS = 60.0
 DEFAULT_RETENTION = 90 * 86400.0
 INTEGRATION_OK = (STATE_LOADED, "disabled", "not_available")
 RAISED_KIND = "raised"
+_NO_MATCHES: dict[str, Any] = {}
 
 
 def _finding_conditions(rule: Mapping[str, Any], node_id: str, found: Any) -> list[ev.Condition]:
@@ -351,7 +352,7 @@ class AlertEngine:
                 if exact:
                     names = [pattern]
                 else:
-                    cached = matched.get(node_id, {}).get(pattern)
+                    cached = matched.get(node_id, _NO_MATCHES).get(pattern)
                     if cached is None or cached[0] != len(metrics) or now - cached[1] > RESCAN_SECONDS:
                         names = None
                     else:
@@ -387,15 +388,16 @@ class AlertEngine:
                     if value is None or (value < limit if rising else value > limit):
                         continue
                 else:
-                    cached = matched.get(node_id, {}).get(pattern)
+                    cached = matched.get(node_id, _NO_MATCHES).get(pattern)
                     if cached is not None and cached[0] == len(metrics) and now - cached[1] <= RESCAN_SECONDS:
                         names = cached[3]
                         if not names:
                             continue
-                        if rising:
-                            if max([metrics.get(n, -math.inf) for n in names]) < limit:
-                                continue
-                        elif min([metrics.get(n, math.inf) for n in names]) > limit:
+                        try:
+                            bound = max(map(metrics.__getitem__, names)) if rising else min(map(metrics.__getitem__, names))
+                        except KeyError:  # a series gone since the match: judged the long way
+                            bound = None
+                        if bound is not None and (bound < limit if rising else bound > limit):
                             continue
             node = nodes.get(node_id)
             if node is None or node.revoked:

@@ -15,7 +15,6 @@ from roost.core.integration import humanize_invalid
 from .alert_eval import PENDING, FIRING, RESOLVED, SEVERITIES
 from .alert_rules import LABELS, RuleError, safe_id
 from .auth import actor_of, identity_of
-from .security import read_json
 from .state import HUB_KEY
 
 MAX_BODY = 64 * 1024

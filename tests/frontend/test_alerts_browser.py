@@ -4,7 +4,6 @@ a rule's preview shows what it matches now, and the overview's card badge and pr
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
 
 import pytest
