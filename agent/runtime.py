@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import logging
 import platform
 import socket
@@ -17,6 +18,7 @@ from roost.core.capabilities import effective
 from roost.core.config import AgentSettings
 from roost.core.const import ROLE_AGENT, __version__
 from roost.core.identity import Identity
+from roost.core.integration import humanize_invalid
 from roost.core.plugins import IntegrationManager
 from roost.core.signing import NONCE_FILE, NonceCache
 
@@ -31,6 +33,8 @@ SPOOL_FILE = "spool.db"
 STATE_FILE = "agent.json"
 # The hub's last grant, so reports collected while the hub is away follow it too.
 GRANTS_FILE = "grants.json"
+# The hub's settings per integration (a storage manifest), so they hold across restarts while the hub is away.
+SETTINGS_FILE = "integration_settings.json"
 
 
 class Uplink(Protocol):
@@ -117,6 +121,11 @@ class AgentRuntime:
         # What the last cycle left out because its read capability is not effective: {domain: {part: capability}}.
         self.withheld: dict[str, dict[str, str]] = {}
         self._grants_changed = asyncio.Event()
+        # Settings the hub sent, as sent (each integration's validated copy is its ctx.settings).
+        self.integration_settings: dict[str, dict[str, Any]] = self._load_settings()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._report_lock = threading.Lock()
+        self._report_asked = False
         # A new key waiting to replace the current one (roost agent --rotate-key).
         self.next_identity: Identity | None = None
         self.executor = Executor(self, self.data_dir)
@@ -135,7 +144,14 @@ class AgentRuntime:
         self.nonce_cache = NonceCache(self.data_dir / NONCE_FILE)
         await self.executor.open()
         await self.note_event(ACTION_AGENT_STARTED, details={"version": __version__, "node_id": self.node_id})
+        self._loop = asyncio.get_running_loop()
         self.manager.load()
+        for integ in self.manager.integrations.values():
+            if integ.context is not None:
+                integ.context.report_now = self.report_now
+        # The settings kept from the hub's last word hold before the first cycle, hub or no hub.
+        for domain, settings in sorted(self.integration_settings.items()):
+            self._apply_settings(domain, settings)
         await self.manager.setup_all()
         for status in self.manager.statuses():
             _LOGGER.info("integration %s: %s%s", status["domain"], status["state"], f" ({status['reason']})" if status["reason"] else "")
@@ -342,6 +358,71 @@ class AgentRuntime:
                 ", ".join(self.effective) or "nothing",
                 f" (above this host's ceiling: {', '.join(refused)})" if refused else "",
             )
+
+    # ------------------------------------------------------- integration settings
+
+    def _load_settings(self) -> dict[str, dict[str, Any]]:
+        try:
+            raw = json.loads((self.data_dir / SETTINGS_FILE).read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as err:
+            _LOGGER.warning("cannot read the hub's integration settings from %s (%s); waiting for the hub to send them again", self.data_dir / SETTINGS_FILE, err)
+            return {}
+        return {k: v for k, v in raw.items() if isinstance(k, str) and isinstance(v, dict)} if isinstance(raw, dict) else {}
+
+    def _apply_settings(self, domain: str, settings: dict[str, Any]) -> bool:
+        """Hand settings to the integration once its SETTINGS_SCHEMA accepts them; False (and logged) otherwise."""
+        integ = self.manager.integrations.get(domain)
+        if integ is None or integ.context is None:
+            _LOGGER.warning("the hub sent settings for integration %s, which is not loaded on this host; ignored", domain)
+            return False
+        # The agent half's own module (on the agent, integ.module is the package itself).
+        schema = getattr(integ.module, "SETTINGS_SCHEMA", None)
+        if schema is None:
+            _LOGGER.warning("the hub sent settings for integration %s, which takes none from the hub; ignored", domain)
+            return False
+        try:
+            clean = schema(settings)
+        except Exception as err:  # vol.Invalid, or an author's validator raising something else
+            why = humanize_invalid(err) if hasattr(err, "path") else f"{type(err).__name__}: {err}"
+            _LOGGER.error("the hub sent settings for integration %s that it refuses (%s); keeping the ones it had", domain, why)
+            return False
+        integ.context.settings = clean
+        return True
+
+    def set_integration_settings(self, domain: str, settings: dict[str, Any]) -> None:
+        """The hub's settings for one integration: validated by it, kept across restarts, and a cycle at once."""
+        if self.integration_settings.get(domain) == settings and domain in self.manager.integrations:
+            return
+        if not self._apply_settings(domain, settings):
+            return
+        self.integration_settings[domain] = settings
+        path = self.data_dir / SETTINGS_FILE
+        try:
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.integration_settings))
+            tmp.replace(path)
+        except OSError as err:
+            _LOGGER.warning("cannot keep the hub's integration settings in %s (%s); after a restart they hold only once the hub is reached", path, err.strerror)
+        _LOGGER.info("hub settings for integration %s updated", domain)
+        self._grants_changed.set()
+
+    def report_now(self) -> None:
+        """An integration asks for a cycle at once; callable from any thread, repeated calls before it runs make one."""
+        with self._report_lock:
+            if self._report_asked or self._loop is None:
+                return
+            self._report_asked = True
+        try:
+            self._loop.call_soon_threadsafe(self._report_due)
+        except RuntimeError:  # the loop has closed: the agent is stopping
+            pass
+
+    def _report_due(self) -> None:
+        with self._report_lock:
+            self._report_asked = False
+        self._grants_changed.set()
 
     def hello(self) -> dict[str, Any]:
         """What the agent tells the hub about itself on every connect (signature added by the uplink)."""

@@ -35,6 +35,7 @@ HUB_RUNNING_MESSAGES = {
     protocol.TYPE_JOB_CANCEL: protocol.JOB_CANCEL_SCHEMA,
     protocol.TYPE_JOB_ACK: protocol.JOB_ACK_SCHEMA,
     protocol.TYPE_GRANTS: protocol.GRANTS_SCHEMA,
+    protocol.TYPE_SETTINGS: protocol.SETTINGS_SCHEMA,
     protocol.TYPE_KEY_ROTATED: protocol.KEY_ROTATED_SCHEMA,
     protocol.TYPE_ERROR: protocol.ERROR_SCHEMA,
 }
@@ -282,6 +283,8 @@ class WebSocketUplink:
                         ack_event.set()
                 elif data["type"] == protocol.TYPE_GRANTS:
                     rt.set_grants(data["grants"])
+                elif data["type"] == protocol.TYPE_SETTINGS:
+                    rt.set_integration_settings(data["domain"], data["settings"])
                 elif data["type"] in (protocol.TYPE_JOB, protocol.TYPE_JOB_CANCEL, protocol.TYPE_JOB_ACK):
                     await rt.executor.handle(data)
                 elif data["type"] == protocol.TYPE_KEY_ROTATED:

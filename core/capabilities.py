@@ -35,7 +35,12 @@ KNOWN: dict[str, str] = {
     "services.manage": "start, stop and restart systemd services",
     "network.wol.send": "send Wake-on-LAN packets",
     "agent.update": "update the agent to a newer release signed with the operator key",
+    "backup.read": "read backup repositories, their snapshots and the results of backups, checks and restore tests",
+    "backup.run": "run backups, repository checks, restore tests into agent-made scratch space, and signed retention",
+    "backup.restore": "restore a snapshot to a new path (over an existing one only with an operator signature)",
     "agent.update.read": "read the agent's self-update state: whether its last update was rolled back, and why",
+    "storage.read": "read disk SMART health, ZFS pools, md arrays, btrfs, LVM thin pools and the expected storage targets",
+    "storage.mount": "mount a USB drive listed in the node's storage manifest at its listed mount point",
 }
 
 

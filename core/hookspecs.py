@@ -73,7 +73,11 @@ def roost_setup(ctx: IntegrationContext) -> None | Awaitable[None]:
 
     :param ctx: the integration's context: its validated ``config``, the
         process ``role``, a private ``data`` dict for state kept between calls,
-        its ``data_dir`` and a ``logger``.
+        its ``data_dir``, a ``logger``, the ``settings`` the hub sent for this
+        node (checked against the module's ``SETTINGS_SCHEMA``; ``{}`` until
+        any, already there at setup when kept from an earlier run) and
+        ``report_now()``, which asks for a collection cycle at once and may be
+        called from any thread.
 
     Return nothing. To signal an outcome other than success, raise:
 

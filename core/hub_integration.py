@@ -139,6 +139,24 @@ class IntegrationStore(Protocol):
         """Every key starting with ``prefix`` (taken literally) and its value, in key order."""
 
 
+class AgentSettings(Protocol):
+    """The integration's settings for each node, pushed to that node's agent the way grants are.
+
+    The hub keeps them and sends them over the agent's connection now (or on
+    its next connect); the agent checks them against the integration's
+    module-level ``SETTINGS_SCHEMA`` (refusing them, and keeping what it had,
+    when they do not validate or the integration declares none), keeps them
+    across restarts and hands them to the integration as ``ctx.settings``.
+    A JSON object of at most 512 KiB.
+    """
+
+    async def get(self, node_id: str) -> dict[str, Any] | None:
+        """The settings last put for ``node_id``, or None."""
+
+    async def put(self, node_id: str, settings: dict[str, Any]) -> None:
+        """Keep ``settings`` for ``node_id`` and send them to its agent; raises ValueError for a value that cannot be sent."""
+
+
 @dataclass
 class HubContext:
     """The one object passed to an integration's hub hooks."""
@@ -153,6 +171,8 @@ class HubContext:
     audit: AuditWriter
     # Values kept between runs in the hub's store (None only where no store exists).
     store: IntegrationStore | None = None
+    # Settings pushed to each node's agent (None only where no hub runs).
+    agent_settings: AgentSettings | None = None
     role: str = "hub"
     # The hub's time zone ([hub] timezone, an IANA name; "" = the zone of the machine it runs on), for schedules.
     timezone: str = ""
@@ -480,6 +500,7 @@ EXTENSION_KINDS: dict[str, type[_Extension]] = {
 }
 
 __all__ = [
+    "AgentSettings",
     "API_PREFIX",
     "AlertFinding",
     "AlertRuleKind",

@@ -6,6 +6,7 @@ import json
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -140,6 +141,13 @@ class IntegrationContext:
     logger: logging.Logger
     # The integration's own place for state kept between calls.
     data: dict[str, Any] = field(default_factory=dict)
+    # What the hub set for this integration on this node (a storage manifest), after the integration's
+    # SETTINGS_SCHEMA accepted it; kept across restarts by the agent. {} until the hub sends any.
+    settings: dict[str, Any] = field(default_factory=dict)
+    # Ask for a collection cycle now instead of at the next interval (something the hub must hear about
+    # at once, such as a listed drive that vanished). Safe to call from any thread; calls close together
+    # make one cycle.
+    report_now: Callable[[], None] = field(default=lambda: None)
 
 
 @dataclass

@@ -32,6 +32,8 @@ TYPE_PAIR_PENDING = "pair_pending"
 TYPE_PAIR_APPROVED = "pair_approved"
 TYPE_PAIR_REJECTED = "pair_rejected"
 TYPE_GRANTS = "grants"
+# Hub-side settings of one integration for this node (a storage manifest), validated by that integration on the agent.
+TYPE_SETTINGS = "settings"
 TYPE_ROTATE_KEY = "rotate_key"
 TYPE_KEY_ROTATED = "key_rotated"
 TYPE_JOB = "job"
@@ -246,6 +248,12 @@ PAIR_APPROVED_SCHEMA = vol.Schema(
 )
 PAIR_REJECTED_SCHEMA = vol.Schema({vol.Required("v"): int, vol.Required("type"): TYPE_PAIR_REJECTED, vol.Required("reason"): str}, extra=vol.ALLOW_EXTRA)
 GRANTS_SCHEMA = vol.Schema({vol.Required("v"): int, vol.Required("type"): TYPE_GRANTS, vol.Required("grants"): _CAPABILITIES}, extra=vol.ALLOW_EXTRA)
+# An integration's settings for this node: a JSON object (the message size limit bounds it), checked
+# against that integration's SETTINGS_SCHEMA on the agent before anything uses it.
+SETTINGS_SCHEMA = vol.Schema(
+    {vol.Required("v"): int, vol.Required("type"): TYPE_SETTINGS, vol.Required("domain"): vol.Match(r"^[a-z][a-z0-9_]{0,63}$"), vol.Required("settings"): dict},
+    extra=vol.ALLOW_EXTRA,
+)
 KEY_ROTATED_SCHEMA = vol.Schema({vol.Required("v"): int, vol.Required("type"): TYPE_KEY_ROTATED, vol.Required("public_key"): _B64KEY}, extra=vol.ALLOW_EXTRA)
 WELCOME_SCHEMA = vol.Schema(
     {

@@ -288,6 +288,8 @@ class AgentConnection:
         )
         grants = await self.hub.store.get_grants(self.node_id)
         await self.ws.send_str(protocol.encode(protocol.TYPE_GRANTS, grants=grants.grants))
+        for domain, settings in sorted((await self.hub.agent_settings(self.node_id)).items()):
+            await self.ws.send_str(protocol.encode(protocol.TYPE_SETTINGS, domain=domain, settings=settings))
         self.hub.jobs.attach(self.node_id, self.ws.send_str, hello.get("actions") or [])
         _LOGGER.info("agent %s connected from %s (last report %d)", self.node_id, self.peer, last_seq)
         return True

@@ -172,6 +172,24 @@ class HubStore:
         return {key: json.loads(text) for key, text in await self._hub.store.list_integration_data(self._domain, prefix)}
 
 
+class HubAgentSettings:
+    """``ctx.agent_settings``: the integration's settings per node, sent to each agent like grants."""
+
+    def __init__(self, hub: Hub, domain: str) -> None:
+        self._hub = hub
+        self._domain = domain
+
+    async def get(self, node_id: str) -> dict[str, Any] | None:
+        return copy.deepcopy((await self._hub.agent_settings(node_id)).get(self._domain))
+
+    async def put(self, node_id: str, settings: dict[str, Any]) -> None:
+        if not isinstance(settings, dict):
+            raise ValueError(f"{self._domain}: agent settings must be a JSON object, not {type(settings).__name__}")
+        if await self._hub.store.get_node(node_id) is None:
+            raise ValueError(f"{self._domain}: no node {node_id!r}")
+        await self._hub.set_agent_settings(node_id, self._domain, settings)
+
+
 # ---------------------------------------------------------------- what was declared
 
 
@@ -261,6 +279,7 @@ class HubIntegrations:
             jobs=HubJobs(self.hub),
             audit=HubAudit(self.hub, base.domain),
             store=HubStore(self.hub, base.domain),
+            agent_settings=HubAgentSettings(self.hub, base.domain),
             timezone=str(getattr(getattr(self.hub, "config", None), "timezone", "") or ""),
             data=base.data,
         )

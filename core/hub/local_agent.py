@@ -81,6 +81,9 @@ class LocalUplink:
 
         rt.set_grants((await self.hub.store.get_grants(node_id)).grants)
         self.hub.local_grants = rt.set_grants
+        for domain, settings in sorted((await self.hub.agent_settings(node_id)).items()):
+            rt.set_integration_settings(domain, settings)
+        self.hub.local_settings = rt.set_integration_settings
         self.hub.jobs.attach(node_id, to_agent, rt.hello()["actions"])
         await rt.executor.connected(to_hub)
 

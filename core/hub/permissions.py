@@ -37,7 +37,10 @@ PERMISSIONS: dict[str, Permission] = {
     "nodes.view": Permission(
         ROLE_VIEWER,
         "seeing nodes, their state, history, grants and integrations",
-        pages=("/", "/nodes/{node_id}", "/integrations", "/containers", "/containers/{node_id}/{container}", "/proxmox", "/proxmox/{node_id}/guests/{vmid}"),
+        pages=(
+            "/", "/nodes/{node_id}", "/integrations", "/containers", "/containers/{node_id}/{container}", "/proxmox", "/proxmox/{node_id}/guests/{vmid}",
+            "/storage", "/storage/{node_id}/{device}", "/storage/manifest/{node_id}",
+        ),
         api=(
             "GET /api/v1/nodes",
             "GET /api/v1/nodes/{node_id}",
@@ -51,8 +54,19 @@ PERMISSIONS: dict[str, Permission] = {
             "GET /api/agents/docker/hosts",
             "GET /api/agents/docker/hosts/{host_id}/containers",
             "GET /api/agents/docker/hosts/{host_id}/containers/{container_id}",
+            "GET /api/v1/integrations/storage",
+            "GET /api/v1/integrations/storage/nodes/{node_id}",
+            "GET /api/v1/integrations/storage/devices/{node_id}/{device}",
+            "GET /api/v1/integrations/storage/manifests/{node_id}",
         ),
     ),
+    "storage.acknowledge": Permission(
+        ROLE_OPERATOR,
+        "acknowledging a disk's SMART reasons",
+        api=("POST /api/v1/integrations/storage/acknowledgements", "DELETE /api/v1/integrations/storage/acknowledgements"),
+    ),
+    # A manifest says where storage.mount may mount a drive.
+    "storage.manifest": Permission(ROLE_ADMIN, "changing a node's expected storage targets", api=("PUT /api/v1/integrations/storage/manifests/{node_id}",)),
     "jobs.view": Permission(
         ROLE_VIEWER,
         "seeing jobs, schedules and the actions nodes offer",
@@ -153,6 +167,35 @@ PERMISSIONS: dict[str, Permission] = {
     "updates.run": Permission(ROLE_OPERATOR, "starting agent updates", api=("POST /api/v1/updates",)),
     "grants.change": Permission(ROLE_ADMIN, "changing what a node is granted", api=("PUT /api/v1/nodes/{node_id}/grants",)),
     "nodes.revoke": Permission(ROLE_ADMIN, "revoking nodes", api=("POST /api/v1/nodes/{node_id}/revoke",)),
+    "backups.view": Permission(
+        ROLE_VIEWER,
+        "seeing backup policies, repositories, snapshots and their verdicts",
+        pages=("/backups", "/backups/{node_id}/{repository}"),
+        api=(
+            "GET /api/v1/integrations/backup/overview",
+            "GET /api/v1/integrations/backup/policies",
+            "GET /api/v1/integrations/backup/policies/{policy_id}",
+            "GET /api/v1/integrations/backup/nodes/{node_id}/repositories/{repository}",
+        ),
+    ),
+    "backups.manage": Permission(
+        ROLE_OPERATOR,
+        "changing backup policies and running backups, checks, restore tests, retention and restores",
+        api=(
+            "POST /api/v1/integrations/backup/policies",
+            "PUT /api/v1/integrations/backup/policies/{policy_id}",
+            "DELETE /api/v1/integrations/backup/policies/{policy_id}",
+            "POST /api/v1/integrations/backup/nodes/{node_id}/repositories/{repository}/run",
+            "POST /api/v1/integrations/backup/nodes/{node_id}/repositories/{repository}/snapshots",
+            "POST /api/v1/integrations/backup/nodes/{node_id}/repositories/{repository}/verify",
+            "POST /api/v1/integrations/backup/nodes/{node_id}/repositories/{repository}/restore-test",
+            "POST /api/v1/integrations/backup/nodes/{node_id}/repositories/{repository}/prune/preview",
+            "POST /api/v1/integrations/backup/nodes/{node_id}/repositories/{repository}/prune",
+            "POST /api/v1/integrations/backup/nodes/{node_id}/repositories/{repository}/retention/approve",
+            "POST /api/v1/integrations/backup/nodes/{node_id}/repositories/{repository}/retention/revoke",
+            "POST /api/v1/integrations/backup/nodes/{node_id}/repositories/{repository}/restore",
+        ),
+    ),
     "push_tokens.manage": Permission(
         ROLE_ADMIN,
         "seeing, creating and revoking push tokens",

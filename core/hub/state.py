@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import re
 import secrets
@@ -179,6 +180,13 @@ async def create_join_token(
     return token, record
 
 
+# Where each node's integration settings live in the integration data store: keys "<node_id>/<domain>".
+# Not a domain name (it has a dot), so no integration's own ctx.store namespace can reach it.
+AGENT_SETTINGS_NAMESPACE = "core.agent_settings"
+# A settings message must fit the protocol's 1 MiB with room for the envelope.
+MAX_AGENT_SETTINGS_BYTES = 512 * 1024
+
+
 class Hub:
     """Everything the hub knows at run time; lives on the app under HUB_KEY."""
 
@@ -211,6 +219,7 @@ class Hub:
         self.report_observers.append(self.alerts.observe)
         self.jobs = JobEngine(self)
         self.local_grants: Any = None  # the in-process agent's grant setter
+        self.local_settings: Any = None  # the in-process agent's integration-settings setter
         # Wired by the app factory (app.build_hub): their modules serve routes, so they import this one.
         self.pairing: Pairing
         self.plugins: HubIntegrations
@@ -712,6 +721,36 @@ class Hub:
             await ws.send_str(protocol.encode(protocol.TYPE_GRANTS, grants=sorted(set(grants))))
         if node_id == self.local_node_id and self.local_grants is not None:
             self.local_grants(sorted(set(grants)))
+
+    # ------------------------------------------------ integration settings per node
+
+    async def agent_settings(self, node_id: str) -> dict[str, dict[str, Any]]:
+        """Every integration's settings for one node, as its agent is sent them on each connect: {domain: settings}."""
+        found: dict[str, dict[str, Any]] = {}
+        for key, text in await self.store.list_integration_data(AGENT_SETTINGS_NAMESPACE, f"{node_id}/"):
+            value = json.loads(text)
+            if isinstance(value, dict):
+                found[key.split("/", 1)[1]] = value
+        return found
+
+    async def set_agent_settings(self, node_id: str, domain: str, settings: dict[str, Any]) -> None:
+        """Keep one integration's settings for a node and send them to its agent now if it is connected (else on its next connect).
+
+        The agent checks them against that integration's SETTINGS_SCHEMA before they take effect.
+        """
+        text = json.dumps(settings, separators=(",", ":"), allow_nan=False)
+        if len(text) > MAX_AGENT_SETTINGS_BYTES:
+            raise ValueError(f"settings for {domain} on {node_id} are {len(text)} bytes of JSON; at most {MAX_AGENT_SETTINGS_BYTES} fit in one message")
+        await self.store.put_integration_data(AGENT_SETTINGS_NAMESPACE, f"{node_id}/{domain}", text, now=time.time())
+        ws = self.connections.get(node_id)
+        if ws is not None and not ws.closed:
+            try:
+                await ws.send_str(protocol.encode(protocol.TYPE_SETTINGS, domain=domain, settings=settings))
+            except (ConnectionError, RuntimeError) as err:
+                # Kept above: the agent gets them with its grants when it connects again.
+                _LOGGER.info("agent %s: settings for %s not sent now (%s); sent on its next connect", node_id, domain, err)
+        if node_id == self.local_node_id and self.local_settings is not None:
+            self.local_settings(domain, json.loads(text))
 
     def publish(self, kind: str, data: dict[str, Any]) -> None:
         if self.events.has_subscribers:

@@ -110,6 +110,8 @@ PBS_SCHEMA = vol.All(
             vol.Optional(CONF_VERIFY_SSL, default=True): _bool,
             vol.Optional(CONF_CA_FILE): vol.All(str, vol.IsFile(msg="no such file")),
             vol.Optional(CONF_DATASTORES, default=list): [_NAME],
+            # Signed PBS prunes run only where the host owner says so (the token then needs Datastore.Prune).
+            vol.Optional("allow_prune", default=False): _bool,
         },
         extra=vol.PREVENT_EXTRA,
     ),
@@ -191,8 +193,9 @@ def roost_capabilities(ctx: IntegrationContext) -> list[str]:
 @hookimpl
 def roost_actions(ctx: IntegrationContext) -> list[ActionSpec]:
     from .actions import build_actions
+    from .pbs_actions import pbs_actions
 
-    return build_actions()
+    return build_actions() + (pbs_actions() if ctx.config.get(CONF_PBS) else [])
 
 
 @hookimpl

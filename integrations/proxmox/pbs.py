@@ -1,4 +1,4 @@
-"""Proxmox Backup Server: datastore usage and the newest snapshot of each backup group, read with a PBS API token."""
+"""Proxmox Backup Server: datastore usage, backup groups, snapshots (size, verification, protection), garbage collection and the verify and prune jobs, read with a PBS API token."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ _LOGGER = logging.getLogger(__name__)
 
 # Groups kept in the state per datastore; the rest still count for guests' backup times.
 MAX_GROUPS_IN_STATE = 500
+# Snapshots kept in the state per datastore (newest first); the counts stay whole.
+MAX_SNAPSHOTS_IN_STATE = 500
 
 
 def _num(value: Any) -> float | None:
@@ -82,6 +84,80 @@ def parse_groups(items: Any) -> list[dict[str, Any]]:
     return groups
 
 
+def parse_snapshots(items: Any) -> list[dict[str, Any]]:
+    """GET /admin/datastore/{store}/snapshots: each snapshot with its size, verification state and protection, newest first."""
+    snaps = []
+    for item in items if isinstance(items, list) else []:
+        if not isinstance(item, dict) or not isinstance(item.get("backup-type"), str) or item.get("backup-id") is None:
+            continue
+        when = _num(item.get("backup-time"))
+        if when is None:
+            continue
+        snap: dict[str, Any] = {"type": item["backup-type"], "id": str(item["backup-id"]), "time": int(when)}
+        size = _num(item.get("size"))
+        if size is not None:
+            snap["size_bytes"] = int(size)
+        verification = item.get("verification")
+        if isinstance(verification, dict) and isinstance(verification.get("state"), str):
+            snap["verification"] = {"state": verification["state"], **({"upid": verification["upid"]} if isinstance(verification.get("upid"), str) else {})}
+        snap["protected"] = bool(item.get("protected"))
+        for key in ("owner", "comment"):
+            if isinstance(item.get(key), str):
+                snap[key] = item[key]
+        snaps.append(snap)
+    snaps.sort(key=lambda s: s["time"], reverse=True)
+    return snaps
+
+
+_GC_FIELDS = {
+    "removed-bytes": "removed_bytes",
+    "pending-bytes": "pending_bytes",
+    "disk-bytes": "disk_bytes",
+    "index-data-bytes": "index_data_bytes",
+    "removed-bad": "removed_bad",
+    "still-bad": "still_bad",
+    "last-run-endtime": "last_run_at",
+    "next-run": "next_run_at",
+    "duration": "duration_s",
+}
+
+
+def parse_gc(item: Any) -> dict[str, Any]:
+    """GET /admin/datastore/{store}/gc: the last garbage collection (what it removed, what is still bad) and the next run."""
+    if not isinstance(item, dict):
+        return {}
+    out: dict[str, Any] = {}
+    for key, name in _GC_FIELDS.items():
+        value = _num(item.get(key))
+        if value is not None:
+            out[name] = int(value)
+    for key, name in (("last-run-state", "last_run_state"), ("schedule", "schedule"), ("upid", "upid")):
+        if isinstance(item.get(key), str):
+            out[name] = item[key]
+    return out
+
+
+def parse_jobs(items: Any) -> dict[str, list[dict[str, Any]]]:
+    """GET /admin/verify or /admin/prune: each job's schedule and last run, by datastore."""
+    by_store: dict[str, list[dict[str, Any]]] = {}
+    for item in items if isinstance(items, list) else []:
+        if not isinstance(item, dict) or not isinstance(item.get("store"), str) or not isinstance(item.get("id"), str):
+            continue
+        job: dict[str, Any] = {"id": item["id"]}
+        for key, name in (("schedule", "schedule"), ("last-run-state", "last_run_state"), ("comment", "comment")):
+            if isinstance(item.get(key), str):
+                job[name] = item[key]
+        for key, name in (("last-run-endtime", "last_run_at"), ("next-run", "next_run_at"), ("outdated-after", "outdated_after_days")):
+            value = _num(item.get(key))
+            if value is not None:
+                job[name] = int(value)
+        keep = {k.replace("-", "_"): int(v) for k, v in item.items() if k.startswith("keep-") and _num(v) is not None}
+        if keep:
+            job["retention"] = keep
+        by_store.setdefault(item["store"], []).append(job)
+    return by_store
+
+
 def guest_backups(datastores: list[dict[str, Any]]) -> dict[int, tuple[float, str]]:
     """The newest PBS snapshot time per guest id, with the datastore it is in."""
     newest: dict[int, tuple[float, str]] = {}
@@ -111,6 +187,29 @@ def read_pbs(client: ProxmoxClient, wanted: Iterable[str] = ()) -> tuple[list[di
         times = [g["last_backup_at"] for g in groups if "last_backup_at" in g]
         if times:
             store["last_backup_at"] = max(times)
+        try:
+            snaps = parse_snapshots(client.get(f"admin/datastore/{store['store']}/snapshots", what=f"list the snapshots of {store['store']}"))
+        except ProxmoxApiError as err:
+            problems.append({"scope": f"PBS datastore {store['store']}", "severity": "warn", "kind": err.kind, "message": str(err)})
+        else:
+            store["_snapshots"] = snaps
+            store["snapshot_count"] = len(snaps)
+            store["verify_failed"] = sum(1 for s in snaps if s.get("verification", {}).get("state") == "failed")
+            store["unverified"] = sum(1 for s in snaps if "verification" not in s)
+            store["protected"] = sum(1 for s in snaps if s.get("protected"))
+        try:
+            store["gc"] = parse_gc(client.get(f"admin/datastore/{store['store']}/gc", what=f"read the garbage collection status of {store['store']}"))
+        except ProxmoxApiError as err:
+            _LOGGER.debug("PBS %s: no garbage collection status: %s", store["store"], err)
+    # Verify and prune jobs are read once for every datastore; an older PBS or a token without Sys.Audit has none to show.
+    for path, key in (("admin/verify", "verify_jobs"), ("admin/prune", "prune_jobs")):
+        try:
+            jobs = parse_jobs(client.get(path, what=f"list the {key.replace('_', ' ')}"))
+        except ProxmoxApiError as err:
+            _LOGGER.debug("PBS: cannot list %s: %s", key, err)
+            continue
+        for store in stores:
+            store[key] = jobs.get(store["store"], [])
     return stores, problems
 
 
@@ -122,5 +221,8 @@ def public_datastores(stores: list[dict[str, Any]]) -> list[dict[str, Any]]:
         groups = store.get("_groups")
         if groups is not None:
             entry["backup_groups"] = groups[:MAX_GROUPS_IN_STATE]
+        snaps = store.get("_snapshots")
+        if snaps is not None:
+            entry["snapshots"] = snaps[:MAX_SNAPSHOTS_IN_STATE]
         out.append(entry)
     return out

@@ -149,7 +149,7 @@ async def test_the_registry_collects_one_extension_of_each_kind(hub_with) -> Non
     client = await hub_with()
     registry = client.app[HUB_KEY].plugins.registry
     assert set(registry.notification_receivers) == {"hub_demo.log"}
-    # Besides the bundled rule kinds (docker, proxmox, ping).
+    # Built-in integrations (docker, proxmox, storage, ping) bring rule kinds of their own; the demo's is the one it declared.
     assert {name for name, (domain, _) in registry.alert_rule_kinds.items() if domain == "hub_demo"} == {"hub_demo.value_high"}
     assert set(registry.automation_triggers) == {"hub_demo.echoed"}
     assert set(registry.automation_actions) == {"hub_demo.say"}  # other.say is not under its domain: left out

@@ -309,7 +309,7 @@ def pbs_server(pki) -> Iterator[SimpleNamespace]:
 
     from aiohttp import web
 
-    state = SimpleNamespace(requests=[], port=0, fail=None)
+    state = SimpleNamespace(requests=[], port=0, fail=None, prunes=[])
     expected = f"PBSAPIToken={PBS_TOKEN_ID}:{PBS_SECRET}"
 
     async def answer(request: web.Request) -> web.Response:
@@ -325,6 +325,25 @@ def pbs_server(pki) -> Iterator[SimpleNamespace]:
             return web.json_response(load("pbs_datastore_usage.json"))
         if path == "/admin/datastore/store1/groups":
             return web.json_response(load("pbs_groups_store1.json"))
+        if path == "/admin/datastore/store1/snapshots":
+            return web.json_response(load("pbs_snapshots_store1.json"))
+        if path == "/admin/datastore/store1/gc":
+            return web.json_response(load("pbs_gc_store1.json"))
+        if path == "/admin/verify":
+            return web.json_response(load("pbs_verify_jobs.json"))
+        if path == "/admin/prune":
+            return web.json_response(load("pbs_prune_jobs.json"))
+        if path == "/admin/datastore/store1/prune" and request.method == "POST":
+            # PBS's answer: every snapshot of the group with keep true or false (here keep-last only, newest first).
+            form = dict(await request.post()) or dict(request.query)
+            state.prunes.append(form)
+            group = [s for s in load("pbs_snapshots_store1.json")["data"] if s["backup-type"] == form.get("backup-type") and s["backup-id"] == form.get("backup-id")]
+            group.sort(key=lambda s: s["backup-time"], reverse=True)
+            keep = int(form.get("keep-last", 0) or 0)
+            return web.json_response({"data": [
+                {"backup-type": s["backup-type"], "backup-id": s["backup-id"], "backup-time": s["backup-time"], "keep": i < keep or s.get("protected", False), "protected": s.get("protected", False)}
+                for i, s in enumerate(group)
+            ]})
         if path.startswith("/admin/datastore/") and path.endswith("/groups"):
             return web.json_response({"data": None}, status=400, reason="datastore is not available")
         return web.json_response({"data": None}, status=501, reason="Method not implemented")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 from typing import Any
 
 from roost.integrations import proxmox
@@ -72,3 +73,40 @@ def test_parsers_on_the_recorded_answers(px):
     assert groups[0] == {"type": "ct", "id": "200", "last_backup_at": 1731981602, "count": 9, "owner": "roost@pbs!pve", "comment": "dns"}
     assert pbs.parse_groups([{"backup-type": "vm"}, "junk", {"backup-type": "vm", "backup-id": 5}]) == [{"type": "vm", "id": "5"}]
     assert pbs.parse_datastore_usage(None) == []
+
+
+def test_snapshots_verification_gc_and_jobs_are_read(pve, config, pbs_server, pki, px):
+    state = collect(pbs_config(config, pbs_server, pki, px, datastores=["store1"]))["state"]
+    (store,) = state["pbs"]["datastores"]
+    snaps = store["snapshots"]
+    assert [s["time"] for s in snaps] == sorted((s["time"] for s in snaps), reverse=True)
+    newest = snaps[0]
+    assert (newest["type"], newest["id"], newest["size_bytes"]) == ("vm", "100", 34359739008)
+    assert newest["verification"]["state"] == "ok" and newest["protected"] is False
+    assert store["verify_failed"] == 1 and store["unverified"] == 1 and store["protected"] == 1
+    assert store["gc"]["removed_bytes"] == 1073741824 and store["gc"]["last_run_state"] == "ok" and store["gc"]["next_run_at"] == 1732158000
+    (verify_job,) = store["verify_jobs"]
+    assert verify_job["id"] == "v-store1-weekly" and verify_job["last_run_state"].startswith("verification failed")
+    (prune_job,) = store["prune_jobs"]
+    assert prune_job["retention"] == {"keep_daily": 7, "keep_weekly": 4, "keep_monthly": 6}
+    for path in ("snapshots", "gc"):
+        assert f"/api2/json/admin/datastore/store1/{path}" in pbs_server.requests
+
+
+def test_a_failed_pbs_verification_turns_the_backup_verdict_red_and_alerts(pve, config, pbs_server, pki, px):
+    """The backup integration judges PBS datastores from the proxmox state: a failed verification is a failed verdict."""
+    import time
+
+    from roost.integrations.backup.alerting import rule_kinds
+    from roost.integrations.backup.policies import FAILED, judge_pbs
+
+    state = collect(pbs_config(config, pbs_server, pki, px, datastores=["store1"]))["state"]
+    (store,) = state["pbs"]["datastores"]
+    judged = judge_pbs(store, {"guests": [100, 200], "max_age_hours": 24 * 3650}, time.time())
+    assert judged["verdict"] == FAILED
+    assert any("failed verification (vm/100)" in why for why in judged["reasons"])
+    assert any("verify job v-store1-weekly" in why for why in judged["reasons"])
+    kinds = {k.name: k for k in rule_kinds(SimpleNamespace(store=None))}
+    node = {"node": {"id": "n1"}, "state": {"proxmox": state}, "metrics": {}}
+    (finding,) = kinds["backup.verify_failed"].handler({"repository": "*", "include_pbs": True}, node)
+    assert finding.labels == {"repository": "pbs:store1"} and finding.severity == "critical" and finding.value == 1

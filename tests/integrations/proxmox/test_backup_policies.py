@@ -1,0 +1,114 @@
+"""vzdump under a backup policy: a real hub and agent, the agent's proxmox integration against the Proxmox simulator.
+
+The hub's backup scheduler queues proxmox.guest.backup for each of the policy's
+guests when its cron slot passes; the job streams vzdump's task log as
+progress; the verdict turns fresh once the next collection sees the archive.
+"""
+
+from __future__ import annotations
+
+import time
+
+from support import until
+from support_actions import ActionRig
+
+API = "/api/v1/integrations/backup"
+
+
+async def test_a_vzdump_policy_backs_guests_up_on_schedule(tmp_path, pve, config):
+    pve.time_scale = 0.01
+    pve.vzdump_secs = 30
+    config = {**config, "backup_refresh": 0}
+    rig = ActionRig(tmp_path, {"proxmox": config}, grants=["proxmox.readonly", "proxmox.manage"])
+    rig.config.integrations["backup"] = {"tick_seconds": 3600}
+    await rig.start(api_role="admin")
+    try:
+        from roost.integrations.backup.hub import DATA_SERVICE
+
+        service = rig.hub.manager.integrations["backup"].context.data[DATA_SERVICE]
+
+        async def reported():
+            detail = await rig.hub.node_detail(rig.node_id)
+            return (detail or {}).get("state", {}).get("proxmox", {}).get("guests")
+
+        await until(reported, 30, "the cluster in the node's report")
+        status, body = await rig.api(
+            "POST", f"{API}/policies",
+            json={"name": "db nightly", "kind": "vzdump", "nodes": [rig.node_id], "guests": [101], "storage": "nas", "schedule": "0 3 * * *", "max_age_hours": 26},
+        )
+        assert status == 200, body
+        status, overview = await rig.api("GET", f"{API}/overview")
+        (row,) = [r for r in overview["rows"] if r["kind"] == "vzdump"]
+        assert row["verdict"] == "stale" and "guest 101: no successful backup found" in row["reasons"]
+
+        made = await service.tick(now=time.time() + 86400 + 60)
+        assert [(m["action"]) for m in made] == ["proxmox.guest.backup"], made
+        job = await rig.final(made[0]["job"], timeout=60)
+        assert job.state == "succeeded", job.error
+        assert job.created_by.startswith("backup:policy:")
+        assert job.result["volid"].startswith("nas:backup/vzdump-qemu-101-")
+        assert "INFO: Backup job finished successfully" in job.output  # vzdump's task log, streamed as progress
+
+        async def fresh():
+            status, overview = await rig.api("GET", f"{API}/overview")
+            (row,) = [r for r in overview["rows"] if r["kind"] == "vzdump"]
+            return row if row["verdict"] == "fresh" else None
+
+        await until(fresh, 30, "the vzdump verdict to turn fresh")
+    finally:
+        await rig.close()
+
+
+async def _pbs_rig(tmp_path, config, pbs_server, pki, px, **pbs_extra):
+    from roost.core import signing
+
+    table = {**config, "pbs": {"host": "127.0.0.1", "port": pbs_server.port, "token_id": px.PBS_TOKEN_ID, "token_secret": px.PBS_SECRET, "ca_file": pki.ca, "datastores": ["store1"], **pbs_extra}}
+    rig = ActionRig(tmp_path, {"proxmox": table}, grants=["proxmox.readonly", "proxmox.manage"])
+    await rig.start()
+    rig.key = signing.generate_operator_key()
+    rig.rt.settings.operator_keys = [signing.public_key_of(rig.key)]
+    return rig
+
+
+async def test_pbs_prune_is_a_dry_run_first_and_signed_after(tmp_path, pve, config, pbs_server, pki, px):
+    from roost.core import signing
+
+    rig = await _pbs_rig(tmp_path, config, pbs_server, pki, px, allow_prune=True)
+    try:
+        params = {"datastore": "store1", "group": "vm/100", "retention": {"keep_last": 1}}
+        preview = await rig.run("proxmox.pbs.prune.preview", params)
+        assert preview.state == "succeeded", preview.error
+        assert preview.result["dry_run"] and len(preview.result["keep"]) == 2 and preview.result["remove"] == []  # the protected one is kept
+        assert pbs_server.prunes[-1]["dry-run"] in ("1", "true") and pbs_server.prunes[-1]["keep-last"] == "1"
+        # Without a signature: refused by the agent, and PBS never hears of it.
+        asked = len(pbs_server.prunes)
+        raw = await rig.raw("proxmox.pbs.prune", params)
+        assert raw.state == "refused" and "signature" in raw.error
+        # Signed for another group: the agent refuses it.
+        other = signing.sign_envelope(signing.make_envelope("proxmox.pbs.prune", {**params, "group": "ct/200"}, rig.node_id, "ct/200"), rig.key)
+        job = await rig.hub.jobs.create(rig.node_id, "proxmox.pbs.prune", params, actor="user:test", envelope=other)
+        final = await rig.final(job.job_id)
+        assert final.state == "refused" and "signed for target" in final.error
+        assert len(pbs_server.prunes) == asked
+        envelope = signing.sign_envelope(signing.make_envelope("proxmox.pbs.prune", params, rig.node_id, "vm/100"), rig.key)
+        job = await rig.hub.jobs.create(rig.node_id, "proxmox.pbs.prune", params, actor="user:test", envelope=envelope)
+        final = await rig.final(job.job_id)
+        assert final.state == "succeeded", final.error
+        assert pbs_server.prunes[-1]["backup-id"] == "100" and pbs_server.prunes[-1]["dry-run"] in ("0", "false")
+    finally:
+        await rig.close()
+
+
+async def test_pbs_prune_needs_the_host_owners_allow_prune(tmp_path, pve, config, pbs_server, pki, px):
+    from roost.core import signing
+
+    rig = await _pbs_rig(tmp_path, config, pbs_server, pki, px)
+    try:
+        params = {"datastore": "store1", "group": "vm/100", "retention": {"keep_last": 1}}
+        envelope = signing.sign_envelope(signing.make_envelope("proxmox.pbs.prune", params, rig.node_id, "vm/100"), rig.key)
+        job = await rig.hub.jobs.create(rig.node_id, "proxmox.pbs.prune", params, actor="user:test", envelope=envelope)
+        final = await rig.final(job.job_id)
+        assert final.state == "refused" and "allow_prune" in final.error
+        assert pbs_server.prunes == []
+    finally:
+        await rig.close()
