@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 import voluptuous as vol
 import voluptuous_serialize
@@ -66,6 +66,11 @@ class ActionSpec:
     timeout: float = DEFAULT_ACTION_TIMEOUT
     rate_limit_per_minute: int | None = None
     target: str | None = None
+    # What a person calls it ("Restart container"); the dashboard words the id itself when empty.
+    title: str = ""
+    # Parameter -> where its possible values are in this node's state, "<domain>.<list>[].<field>"
+    # ("docker.containers[].name"): the dashboard offers them to pick from.
+    pickers: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not ACTION_NAME_RE.match(self.name):
@@ -88,6 +93,8 @@ class ActionSpec:
             "timeout": self.timeout,
             "target": self.target,
             "params": schema_fields(self.schema),
+            "title": self.title,
+            "pickers": dict(self.pickers),
         }
 
 

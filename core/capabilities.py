@@ -93,6 +93,25 @@ class Ceiling:
         return self.mode == MODE_EXECUTE or is_read_only(capability)
 
 
+    def allowing(self, capability: str) -> Ceiling:
+        """The smallest change to this ceiling that permits ``capability`` (itself when it already does)."""
+        deny = tuple(p for p in self.deny if not fnmatch.fnmatchcase(capability, p))
+        allow = self.allow if any(fnmatch.fnmatchcase(capability, p) for p in self.allow) else (*self.allow, capability)
+        mode = self.mode if self.mode == MODE_EXECUTE or is_read_only(capability) else MODE_EXECUTE
+        return Ceiling(mode=mode, allow=allow, deny=deny)
+
+    def as_toml(self) -> str:
+        """The ``[agent.ceiling]`` table of an agent's config that sets exactly this ceiling."""
+        import json
+
+        return (
+            "[agent.ceiling]\n"
+            f"mode = {json.dumps(self.mode)}\n"
+            f"allow = [{', '.join(json.dumps(p) for p in self.allow)}]\n"
+            f"deny = [{', '.join(json.dumps(p) for p in self.deny)}]\n"
+        )
+
+
 def effective(grants: Iterable[str], ceiling: Ceiling) -> list[str]:
     """What may run: the grant intersected with the ceiling."""
     return sorted({c for c in grants if ceiling.permits(c)})

@@ -56,6 +56,7 @@ if TYPE_CHECKING:
         NotificationReceiver,
         Page,
         PublicRoute,
+        SearchResult,
     )
     from .integration import IntegrationContext
 
@@ -308,6 +309,27 @@ def roost_hub_node_panels(ctx: HubContext, node: Mapping[str, Any], state: Any) 
 
 
 @hookspec
+def roost_hub_search(ctx: HubContext, query: str, limit: int) -> list[SearchResult] | None | Awaitable[list[SearchResult] | None]:
+    """Find this integration's things (containers, guests) for the dashboard's search box.
+
+    Called each time someone searches from the top bar, with what they
+    typed; it may be ``async`` and must not block. Integrations are asked
+    one by one; one that raises or takes too long is left out of the
+    results (and logged), the others still answer.
+
+    :param ctx: the hub context (see ``roost_hub_setup``); ``ctx.nodes`` reads
+        the nodes' latest states.
+    :param query: the words searched for, stripped, at most 100 characters;
+        match them case-insensitively, each word somewhere in the thing.
+    :param limit: the most results the page shows from one integration.
+
+    Return a list of ``roost.core.hub_integration.SearchResult`` (``kind``,
+    ``title``, the ``url`` of its page on this hub, a short ``detail``),
+    best first, or ``None`` for none.
+    """
+
+
+@hookspec
 def roost_hub_headline_figures(ctx: HubContext) -> list[HeadlineFigure] | None:
     """Declare the figures this integration puts on the node cards and lists.
 
@@ -318,7 +340,9 @@ def roost_hub_headline_figures(ctx: HubContext) -> list[HeadlineFigure] | None:
 
     Return a list of ``roost.core.hub_integration.HeadlineFigure`` (``key``
     in a node summary's ``headline``, the ``metric`` series it shows, a
-    ``label``, a ``unit`` and an ``order``), or ``None``. Each node summary
+    ``label``, a ``unit``, an ``order`` and optionally ``problem_above``: a
+    value above it is a problem the overview counts and sorts first, such as
+    unhealthy containers), or ``None``. Each node summary
     (API, overview, live events) then carries ``headline[key]`` with the
     latest value of that series when the node reports it. A key another
     integration already declared is logged and left out.

@@ -246,6 +246,21 @@ class NodePanel:
 
 
 @dataclass(frozen=True)
+class SearchResult:
+    """One thing the dashboard's search found: what ``kind`` of thing (``"Container"``), its ``title``, the
+    dashboard ``url`` that shows it (a path on this hub) and a short ``detail`` (where it runs, its state)."""
+
+    kind: str
+    title: str
+    url: str
+    detail: str = ""
+
+    def check(self) -> None:
+        if not isinstance(self.url, str) or not self.url.startswith("/") or self.url.startswith("//"):
+            raise DeclarationError(f"search result {self.title!r}: url {self.url!r} must be a path on this hub")
+
+
+@dataclass(frozen=True)
 class HeadlineFigure:
     """A figure on the node cards and lists: ``key`` names it in a node summary's ``headline``,
     ``metric`` is the series it shows (``linux_host.cpu_percent``), ``unit`` one of the metric units."""
@@ -255,12 +270,17 @@ class HeadlineFigure:
     label: str
     unit: str = ""
     order: int = 100
+    # A value above this is something wrong on the node (an unhealthy container): the overview
+    # counts it among the node's problems and lists the node before the healthy ones. None: never.
+    problem_above: float | None = None
 
     def check(self) -> None:
         if not re.match(r"^[a-z][a-z0-9_]{0,63}$", str(self.key)):
             raise DeclarationError(f"headline figure key {self.key!r} must be lower_snake_case")
         if not isinstance(self.metric, str) or "." not in self.metric:
             raise DeclarationError(f"headline figure {self.key}: metric {self.metric!r} must be a full series name, domain.name")
+        if self.problem_above is not None and not isinstance(self.problem_above, (int, float)):
+            raise DeclarationError(f"headline figure {self.key}: problem_above must be a number or None")
 
 
 class RouteRequest(Protocol):
@@ -434,9 +454,19 @@ class NotificationReceiver(_Extension):
     """Somewhere to send a notification (mail, ntfy, a webhook).
 
     ``schema`` validates a receiver's settings; ``handler(settings, message)``
-    delivers one ``message`` (``{"title", "body", "severity", "node_id",
-    "url"}``) and raises to report a failed delivery.
+    (sync or async) delivers one ``message`` and raises to report a failed
+    delivery (the outbox then retries it with backoff). ``message`` is
+    ``{"id", "title", "body", "severity", "node_id", "url", "status"
+    ('firing' | 'resolved' | 'info'), "alerts" (Alertmanager-webhook-shaped),
+    "group_key", "group_labels", "common_labels", "receiver", "cause"}``; ``id``
+    is the same on every retry of one notification, for receivers that can
+    drop duplicates. ``settings`` carries the hub's ``allow_private`` flag:
+    connect through ``roost.core.hub.outbound`` so private targets stay
+    refused unless an admin allowed them. ``secrets`` names the settings
+    stored encrypted and never shown back (a password, an HMAC key).
     """
+
+    secrets: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -524,6 +554,7 @@ __all__ = [
     "PublicRoute",
     "RouteError",
     "RouteRequest",
+    "SearchResult",
     "as_dict",
     "as_list",
     "chart_specs",

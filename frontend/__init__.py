@@ -27,10 +27,12 @@ def setup(app: Any) -> None:
     auth_views.setup(app)
     pairing_views.setup(app)
     jobs_views.setup(app)
-    from . import alerts_views, updates_views
+    from . import alerts_views, notifications_views, search_views, updates_views
 
     updates_views.setup(app)
     alerts_views.setup(app)
+    notifications_views.setup(app)
+    search_views.setup(app)
     from . import api_views
 
     api_views.setup(app)

@@ -154,7 +154,6 @@ async def _account(request: web.Request, *, status: int = 200, **extra: Any) -> 
     allowed_scopes = [s for s in SCOPE_CHOICES if identity.allows(auth.SCOPE_ROLE[s])]
     context = {
         "page": "account",
-        "quiet": True,
         "user": identity.user,
         "tokens": tokens,
         "scopes": allowed_scopes,
@@ -230,7 +229,6 @@ async def _users(request: web.Request, *, status: int = 200, **extra: Any) -> we
     users = await service.store.list_users()
     context = {
         "page": "users",
-        "quiet": True,
         "users": users,
         "me_id": identity.user.user_id,
         "roles": ROLE_CHOICES,

@@ -179,6 +179,14 @@ def state_tone(state: Any) -> str:
     return INTEGRATION_STATES.get(str(state), ("", "muted"))[1]
 
 
+def fmt_celsius(value: Any) -> str:
+    """A temperature: "47.5 °C"."""
+    n = _number(value)
+    if n is None:
+        return DASH
+    return fmt_number(n, 1) + " °C"
+
+
 # How a figure of each metric unit is shown (a name in FILTERS and in roost.js's formats).
 UNIT_FORMATS = {
     "percent": "percent",
@@ -186,6 +194,7 @@ UNIT_FORMATS = {
     "bytes_per_second": "rate",
     "seconds": "duration",
     "count": "integer",
+    "celsius": "celsius",
 }
 
 
@@ -206,6 +215,7 @@ FILTERS = {
     "integer": fmt_count,
     "duration": fmt_duration,
     "link_speed": fmt_link_speed,
+    "celsius": fmt_celsius,
     "ago": fmt_ago,
     "datetime": fmt_datetime,
     "iso": iso_datetime,

@@ -242,11 +242,63 @@ def refusal_reason(capability: str, granted: set[str], effective: set[str]) -> s
     return f"Needs {capability}, which this node is not granted. An admin can grant it under Grants."
 
 
-def action_card(described: dict[str, Any], *, granted: set[str], effective: set[str]) -> dict[str, Any]:
+def ceiling_fix(capability: str, ceiling: Any) -> str:
+    """The ``[agent.ceiling]`` table to put in the agent's config so its ceiling allows ``capability``; "" if unknown."""
+    from roost.core.capabilities import Ceiling
+
+    try:
+        current = Ceiling.from_dict(ceiling if isinstance(ceiling, dict) else None)
+    except Exception:  # a ceiling the agent reported in a shape this hub does not read
+        return ""
+    changed = current.allowing(capability)
+    return "" if changed == current else changed.as_toml()
+
+
+def action_title(name: str, described_title: Any = None) -> str:
+    """A person's name for an action: its declared title, else its id in words ("demo.thing.restart" -> "Restart thing")."""
+    if isinstance(described_title, str) and described_title.strip():
+        return described_title.strip()
+    parts = [p for p in str(name).split(".") if p]
+    if len(parts) < 2:
+        return _label(str(name))
+    verb = parts[-1].replace("_", " ")
+    thing = " ".join(p.replace("_", " ") for p in parts[1:-1]) or parts[0].replace("_", " ")
+    return f"{verb} {thing}".strip().capitalize()
+
+
+def known_values(state: Any, path: Any) -> list[str]:
+    """The values a parameter may take on this node, read from its state: ``"<domain>.<list>[].<field>"``
+    (``"demo.things[].name"``) lists every item's field. Unknown paths and odd data give none."""
+    if not isinstance(path, str) or not isinstance(state, dict):
+        return []
+    match = re.fullmatch(r"([a-z][a-z0-9_]*)\.([a-z][a-z0-9_.]*)\[\]\.([a-z][a-z0-9_]*)", path)
+    if not match:
+        return []
+    domain, list_path, key = match.groups()
+    value: Any = state.get(domain)
+    for part in list_path.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    values = []
+    for item in value if isinstance(value, list) else []:
+        v = item.get(key) if isinstance(item, dict) else None
+        if isinstance(v, (str, int)) and not isinstance(v, bool) and str(v) not in values:
+            values.append(str(v))
+    return sorted(values, key=str.casefold)[:500]
+
+
+def action_card(described: dict[str, Any], *, granted: set[str], effective: set[str], ceiling: Any = None, state: Any = None) -> dict[str, Any]:
     """One action as its card shows it: name, flags, the reason it is greyed out, its form fields."""
     capability = str(described.get("capability") or "")
     reason = refusal_reason(capability, granted, effective)
+    fix = ceiling_fix(capability, ceiling) if reason and capability in granted else ""
+    fields = form_fields(described.get("params"))
+    pickers = described.get("pickers") if isinstance(described.get("pickers"), dict) else {}
+    for f in fields:
+        if f["kind"] in ("text", "integer") and f["name"] in pickers:
+            f["known"] = known_values(state, pickers[f["name"]])
     return {
+        "title": action_title(str(described.get("name") or ""), described.get("title")),
+        "ceiling_fix": fix,
         "name": str(described.get("name") or ""),
         "capability": capability,
         "description": str(described.get("description") or ""),
@@ -256,7 +308,7 @@ def action_card(described: dict[str, Any], *, granted: set[str], effective: set[
         "target": described.get("target") or "",
         "allowed": not reason,
         "reason": reason,
-        "fields": form_fields(described.get("params")),
+        "fields": fields,
     }
 
 
@@ -268,7 +320,7 @@ async def _wake_view(hub: Any, node_id: str) -> dict[str, Any]:
     return {"macs": wake.wake_targets(await wake.node_macs(hub, node_id)), "relays": sorted(relays, key=lambda r: str(r["name"]).casefold())}
 
 
-async def node_actions(request: web.Request, node: dict[str, Any]) -> dict[str, Any]:
+async def node_actions(request: web.Request, node: dict[str, Any], state: Any = None) -> dict[str, Any]:
     """The node page's Actions section: every action the node offers, a Wake button when it is quiet, its latest jobs.
 
     Empty when the hub runs no job engine (a hub built without one), so the
@@ -285,7 +337,10 @@ async def node_actions(request: web.Request, node: dict[str, Any]) -> dict[str, 
     grants = await store.get_grants(node_id)
     effective = set(await engine.effective_for(node_id))
     described = engine.actions.get(node_id, {})
-    cards = [action_card(d, granted=set(grants.grants), effective=effective) for _, d in sorted(described.items())]
+    cards = [
+        action_card(d, granted=set(grants.grants), effective=effective, ceiling=grants.ceiling, state=state)
+        for _, d in sorted(described.items())
+    ]
     recent = [_job_row(j) for j in await store.list_jobs(JobFilter(node_id=node_id, limit=RECENT_JOBS_ON_NODE))]
     wake = await _wake_view(hub, node_id)
     return {
@@ -317,6 +372,14 @@ def _job_row(job: Any) -> dict[str, Any]:
     view["duration"] = end - start if isinstance(end, (int, float)) and isinstance(start, (int, float)) else None
     view["active"] = view.get("state") in ACTIVE_STATES
     return view
+
+
+def _with_target(hub: Any, row: dict[str, Any]) -> dict[str, Any]:
+    engine = getattr(hub, "jobs", None)
+    described = engine.actions.get(row.get("node_id"), {}).get(row.get("action")) if engine is not None else None
+    row["target"] = job_target(row, described)
+    row["title"] = action_title(str(row.get("action") or ""), (described or {}).get("title") if isinstance(described, dict) else None)
+    return row
 
 
 async def _node_names(hub: Any) -> dict[str, str]:
@@ -362,7 +425,7 @@ async def jobs_page(request: web.Request) -> web.Response:
     names = await _node_names(hub)
     context = {
         "page": "jobs",
-        "jobs": [_job_row(j) for j in jobs],
+        "jobs": [_with_target(hub, _job_row(j)) for j in jobs],
         "filters": filters,
         "filtered": any(filters.values()) or before is not None,
         "before": before,
@@ -373,6 +436,38 @@ async def jobs_page(request: web.Request) -> web.Response:
         "page_data": {"filters": filters, "paged": before is not None},
     }
     return _render(request, "jobs/page.html", context, fragments=JOBS_FRAGMENTS)
+
+
+# Words a result may use to say why there is nothing to show ("no journal on this host").
+RESULT_NOTES = ("message", "reason", "note", "detail")
+
+
+def job_target(view: dict[str, Any], described: Any) -> str:
+    """What a job acts on, for the jobs list: its action's declared target parameter, else its one text or number parameter."""
+    params = view.get("params") if isinstance(view.get("params"), dict) else {}
+    target = described.get("target") if isinstance(described, dict) else None
+    if isinstance(target, str) and target in params:
+        return str(params[target])
+    scalars = [v for v in params.values() if isinstance(v, (str, int, float)) and not isinstance(v, bool)]
+    return str(scalars[0]) if len(scalars) == 1 or (scalars and len(params) <= 3) else ""
+
+
+def result_note(result: Any) -> str:
+    """What a job's result says about itself in words (why it is empty, what it did), or ""."""
+    if isinstance(result, dict):
+        for key in RESULT_NOTES:
+            if isinstance(result.get(key), str) and result[key].strip():
+                return result[key].strip()
+    return ""
+
+
+def result_is_empty(result: Any) -> bool:
+    """Nothing to show: no result, or one whose every value is empty."""
+    if result in (None, "", [], {}):
+        return True
+    if isinstance(result, dict):
+        return all(v in (None, "", [], {}) or k in RESULT_NOTES for k, v in result.items())
+    return False
 
 
 def result_without_output(result: Any) -> Any:
@@ -402,6 +497,9 @@ async def job_page(request: web.Request) -> web.Response:
         "node_name": getattr(node, "name", "") or job.node_id,
         "schedule": schedule,
         "result": result_without_output(view.get("result")),
+        "result_note": result_note(view.get("result")),
+        "result_empty": result_is_empty(result_without_output(view.get("result"))) and not view.get("output"),
+        "action_title": action_title(job.action, (getattr(hub, "jobs", None) and hub.jobs.actions.get(job.node_id, {}).get(job.action, {}) or {}).get("title")),
         "can_cancel": can_operate(request),
         "page_data": {"id": job.job_id, "node_id": job.node_id, "state": job.state, "active": view["active"]},
     }

@@ -18,6 +18,11 @@ NODE_FRAGMENTS = {"details": "node/_details.html"}
 INTEGRATIONS_FRAGMENTS = {"integrations": "integrations/_tables.html"}
 
 _STATUS_ORDER = {"online": 0, "stale": 1, "new": 2, "offline": 3}
+# Up to this many nodes the overview shows cards; more become one table row each.
+CARDS_UP_TO = 6
+OVERVIEW_VIEWS = ("table", "cards")
+# Problems first: offline (or revoked), then firing critical alerts, then warnings, stale, any other problem.
+RANK_OFFLINE, RANK_CRITICAL, RANK_WARNING, RANK_STALE, RANK_PROBLEM, RANK_WELL = range(6)
 
 
 def setup(app: web.Application) -> None:
@@ -35,8 +40,55 @@ async def _cache_versioned_static(request: web.Request, response: web.StreamResp
         response.headers["Cache-Control"] = "public, max-age=31536000, immutable"
 
 
-def _node_sort_key(node: dict[str, Any]) -> tuple[Any, ...]:
+def alert_counts(node: dict[str, Any]) -> dict[str, int]:
+    """The node's firing alerts {firing, critical, warning}; a summary without them (no alert engine) counts zero."""
+    raw = node.get("alerts")
+    raw = raw if isinstance(raw, dict) else {}
+    counts = {}
+    for key in ("firing", "critical", "warning"):
+        value = raw.get(key)
+        counts[key] = int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else 0
+    return counts
+
+
+def figure_problems(node: dict[str, Any], figures: list[dict[str, Any]]) -> int:
+    """How many of the node's headline figures are over their declared problem threshold."""
+    headline = node.get("headline") or {}
+    n = 0
+    for figure in figures:
+        limit = figure.get("problem_above")
+        value = headline.get(figure["key"])
+        if limit is not None and isinstance(value, (int, float)) and value > limit:
+            n += 1
+    return n
+
+
+def problem_count(node: dict[str, Any], figures: list[dict[str, Any]]) -> int:
+    """Everything wrong on a node in one number: firing alerts, failed integrations, figures over their threshold."""
+    integrations = (node.get("integrations_summary") or {}).get("problems") or 0
+    return alert_counts(node)["firing"] + int(integrations) + figure_problems(node, figures)
+
+
+def problem_rank(node: dict[str, Any], figures: list[dict[str, Any]]) -> int:
+    """Where a node goes in the problems-first order (js/overview.js ranks live updates the same way)."""
+    status = node.get("status")
+    if status in ("offline", "revoked"):
+        return RANK_OFFLINE
+    alerts = alert_counts(node)
+    if alerts["critical"]:
+        return RANK_CRITICAL
+    if alerts["warning"]:
+        return RANK_WARNING
+    if status == "stale":
+        return RANK_STALE
+    if problem_count(node, figures):
+        return RANK_PROBLEM
+    return RANK_WELL
+
+
+def _node_sort_key(node: dict[str, Any], figures: list[dict[str, Any]] | None = None) -> tuple[Any, ...]:
     return (
+        problem_rank(node, figures or []),
         not node.get("local", False),
         _STATUS_ORDER.get(node.get("status"), 9),
         str(node.get("name") or node.get("hostname") or node.get("id") or "").casefold(),
@@ -53,25 +105,43 @@ def _status_counts(nodes: list[dict[str, Any]]) -> dict[str, int]:
 
 
 async def overview(request: web.Request) -> web.Response:
-    """All nodes at a glance: status, CPU, memory and disk."""
+    """All nodes at a glance, problems first: a card each for a few nodes, a sortable table for more."""
     hub = _hub(request)
     summary = await hub.nodes_summary()
-    nodes = sorted(summary.get("nodes", []), key=_node_sort_key)
+    figures = headline_figures(hub)
+    nodes = sorted(summary.get("nodes", []), key=lambda node: _node_sort_key(node, figures))
+    for node in nodes:
+        node["rank"] = problem_rank(node, figures)
+        node["problems"] = problem_count(node, figures)
+        node["alert_counts"] = alert_counts(node)
+    view = request.query.get("view")
+    if view not in OVERVIEW_VIEWS:
+        view = "table" if len(nodes) > CARDS_UP_TO else "cards"
     return _render(
         request,
         "overview/page.html",
         {
             "nodes": nodes,
             "counts": _status_counts(nodes),
-            "problems": sum((n.get("alerts") or {}).get("firing", 0) for n in nodes),
             "page": "overview",
-            "figures": headline_figures(hub),
+            "figures": figures,
+            "view": view,
+            # The table is drawn by js/overview.js from these summaries, one page of rows at a time: 500 nodes
+            # cost one JSON document, not 500 server-rendered rows.
+            "overview_data": {
+                "figures": figures,
+                "view": view,
+                "ranks": {"offline": RANK_OFFLINE, "critical": RANK_CRITICAL, "warning": RANK_WARNING, "stale": RANK_STALE,
+                          "problem": RANK_PROBLEM, "well": RANK_WELL},
+                "nodes": nodes if view == "table" else [],
+            },
+            "problems": sum(node["alert_counts"]["firing"] for node in nodes),
         },
         fragments=OVERVIEW_FRAGMENTS,
     )
 
 
-RANGES = ("1h", "24h", "7d", "30d")
+RANGES = ("5m", "15m", "1h", "6h", "24h", "7d", "30d")
 DEFAULT_RANGE = "1h"
 
 
@@ -130,7 +200,7 @@ async def node_page(request: web.Request) -> web.Response:
             "node_alerts": await hub.alerts.live_instances(node_id) if hasattr(hub, "alerts") else [],
             "node_labels": hub.alerts.label_sources(node_id) if hasattr(hub, "alerts") else None,
             **await node_trust(request, node),
-            **await node_actions(request, node),
+            **await node_actions(request, node, state),
         },
         fragments=NODE_FRAGMENTS,
     )

@@ -85,3 +85,49 @@ def page_factory(browser: Any, base_url: str, cookie: str) -> Iterator[Callable[
             return tab.page, tab.errors
 
         yield make
+
+
+@contextlib.contextmanager
+def serve_in_thread(make_app: Callable[[], Any], timeout: float = 30.0) -> Iterator[str]:
+    """Run the aiohttp application ``await make_app()`` builds on 127.0.0.1 in a thread of its own; yield its base URL.
+
+    For browser tests of pages drawn from hub-shaped data a test controls (500 nodes, alert counts) without a hub process.
+    """
+    import asyncio
+    import threading
+
+    from aiohttp import web
+
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+    box: dict[str, Any] = {}
+
+    async def start() -> None:
+        runner = web.AppRunner(await make_app(), shutdown_timeout=1.0)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        box["runner"] = runner
+        box["url"] = "http://127.0.0.1:%d" % site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(start())
+        except BaseException as err:  # reported to the test below
+            box["error"] = err
+        started.set()
+        if "error" not in box:
+            loop.run_forever()
+
+    thread = threading.Thread(target=run, name="test-app", daemon=True)
+    thread.start()
+    assert started.wait(timeout), "the test app did not start"
+    if "error" in box:
+        raise box["error"]
+    try:
+        yield box["url"]
+    finally:
+        asyncio.run_coroutine_threadsafe(box["runner"].cleanup(), loop).result(timeout)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout)

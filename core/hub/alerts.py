@@ -758,8 +758,14 @@ class AlertEngine:
             return False
         now = self.clock()
         async with self._lock:
-            outcome = ev.evaluate(self.live, [], [(rule["id"], node_id)], self._all_rules(), now)
-            await self._commit(outcome, now)
+            if fp not in self.live:
+                return False
+            # Judge this one instance only: the same alert raised with other labels on the node stays as it is.
+            one = ev.evaluate({fp: self.live[fp]}, [], [(rule["id"], node_id)], self._all_rules(), now)
+            state = {k: v for k, v in self.live.items() if k != fp}
+            if fp in one.state:
+                state[fp] = one.state[fp]
+            await self._commit(ev.Outcome(state, one.transitions), now)
         return True
 
     # -------------------------------------------------------------- changes

@@ -15,7 +15,7 @@ from roost.core.store import RES_HOUR, RES_MINUTE, RES_RAW, RESOLUTIONS
 
 from .state import HUB_KEY
 
-RANGES = {"1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400, "1y": 365 * 86400}
+RANGES = {"5m": 300, "15m": 900, "1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400, "1y": 365 * 86400}
 MAX_SERIES = 20
 SSE_PING_SECONDS = 15.0
 

@@ -21,7 +21,7 @@ from roost.core.store import Store
 from roost.core.store.sqlite import SQLiteStore
 from roost.core.tls import CA_PEM_CONTENT_TYPE, HubTLS, ensure_hub_tls
 
-from . import alerts_api, api, archnest, audit, auth, gateway, jobs_api, jointokens, mcp_http, mqtt, openapi, pairing, permissions, prometheus, push, security, wake
+from . import alerts_api, api, archnest, audit, auth, gateway, jobs_api, jointokens, mcp_http, mqtt, notify, openapi, pairing, permissions, prometheus, push, security, wake
 from .gateway import AGENT_AUTH_LIMITS, MESSAGE_BURST, MESSAGE_RATE
 from .integrations import HubIntegrations
 from .local_agent import local_agent_ctx
@@ -43,6 +43,7 @@ def build_hub(config: HubConfig, store: Store) -> Hub:
     hub = Hub(config, store)
     hub.pairing = Pairing(hub)
     hub.plugins = HubIntegrations(hub)
+    hub.notifications = notify.Notifier(hub)
     hub.manager.context_factory = hub.plugins.context
     # Repeated refusals are counted, not written one by one; bans and failures outlive a restart.
     hub.security_events = SecurityEvents(hub.audit)
@@ -186,6 +187,8 @@ def create_app(config: HubConfig, *, store: Store | None = None, tls: HubTLS | N
     app.cleanup_ctx.append(_tls_ctx)
     app.cleanup_ctx.append(_ingest_ctx)
     app.cleanup_ctx.append(_integrations_ctx)
+    # After the integrations: receiver kinds come from their hub halves.
+    app.cleanup_ctx.append(notify.notifications_ctx)
     app.cleanup_ctx.append(_jobs_ctx)
     app.cleanup_ctx.append(_alerts_ctx)
     app.cleanup_ctx.append(_maintenance_ctx)
@@ -211,6 +214,7 @@ def create_app(config: HubConfig, *, store: Store | None = None, tls: HubTLS | N
     mqtt.setup(app)
     mcp_http.setup(app)
     wake.setup(app)
+    notify.setup(app)
     openapi.setup(app)
     from . import downloads
 

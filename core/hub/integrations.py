@@ -32,6 +32,7 @@ from roost.core.hub_integration import (
     NodePanel,
     Page,
     PublicRoute,
+    SearchResult,
     RouteError,
 )
 from roost.core.integration import SOURCE_BUILTIN, Integration, IntegrationContext, humanize_invalid
@@ -412,7 +413,8 @@ class HubIntegrations:
     def headline_figures(self) -> list[dict[str, Any]]:
         """The figures for the node cards, in order, as the dashboard and API describe them."""
         return [
-            {"key": f.key, "metric": f.metric, "label": f.label, "unit": f.unit, "domain": domain} for domain, f in self.figures
+            {"key": f.key, "metric": f.metric, "label": f.label, "unit": f.unit, "domain": domain, "problem_above": f.problem_above}
+            for domain, f in self.figures
         ]
 
     # ------------------------------------------------------------------ node panels
@@ -445,6 +447,33 @@ class HubIntegrations:
             )
         views.sort(key=lambda v: (v.order, v.domain))
         return views
+
+    # ---------------------------------------------------------------------- search
+
+    async def search(self, query: str, limit: int) -> tuple[list[dict[str, Any]], list[str]]:
+        """What every hub half finds for ``query``: (results as dicts with the domain, names of integrations that failed)."""
+        results: list[dict[str, Any]] = []
+        failed: list[str] = []
+        for integ in sorted(self.loaded(), key=lambda i: i.domain):
+            if not integ.active or not self.manager.has_hook(integ, "roost_hub_search"):
+                continue
+            try:
+                found = await self.manager.call(integ, "roost_hub_search", timeout=integ.timeout, args={"query": query, "limit": limit})
+                if found is None:
+                    continue
+                if not isinstance(found, (list, tuple)) or not all(isinstance(r, SearchResult) for r in found):
+                    raise TypeError("roost_hub_search must return a list of SearchResult")
+                for result in found[:limit]:
+                    result.check()
+            except Exception:
+                _LOGGER.exception("integration %s: search for %r failed", integ.domain, query)
+                failed.append(integ.manifest.name)
+                continue
+            results.extend(
+                {"domain": integ.domain, "kind": str(r.kind), "title": str(r.title), "url": r.url, "detail": str(r.detail)}
+                for r in found[:limit]
+            )
+        return results, failed
 
     # ---------------------------------------------------------------------- routes
 

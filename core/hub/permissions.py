@@ -38,7 +38,7 @@ PERMISSIONS: dict[str, Permission] = {
         ROLE_VIEWER,
         "seeing nodes, their state, history, grants and integrations",
         pages=(
-            "/", "/nodes/{node_id}", "/integrations", "/containers", "/containers/{node_id}/{container}", "/proxmox", "/proxmox/{node_id}/guests/{vmid}",
+            "/", "/nodes/{node_id}", "/integrations", "/search", "/containers", "/containers/{node_id}/{container}", "/proxmox", "/proxmox/{node_id}/guests/{vmid}",
             "/storage", "/storage/{node_id}/{device}", "/storage/manifest/{node_id}",
         ),
         api=(
@@ -165,6 +165,26 @@ PERMISSIONS: dict[str, Permission] = {
     ),
     "updates.view": Permission(ROLE_VIEWER, "seeing node versions against the newest release", pages=("/updates",), api=("GET /api/v1/updates",)),
     "updates.run": Permission(ROLE_OPERATOR, "starting agent updates", api=("POST /api/v1/updates",)),
+    "notifications.view": Permission(
+        ROLE_VIEWER,
+        "seeing notification receivers (never their secrets) and the outbox",
+        pages=("/notifications",),
+        api=("GET /api/v1/alerts/receivers", "GET /api/v1/alerts/receivers/{receiver}", "GET /api/v1/alerts/outbox"),
+    ),
+    "notifications.send": Permission(
+        ROLE_OPERATOR, "sending a one-off message to the notification receivers", api=("POST /api/v1/alerts/notifications",)
+    ),
+    "notifications.manage": Permission(
+        ROLE_ADMIN,
+        "creating, changing, testing and deleting notification receivers and retrying dead notifications",
+        api=(
+            "POST /api/v1/alerts/receivers",
+            "PATCH /api/v1/alerts/receivers/{receiver}",
+            "DELETE /api/v1/alerts/receivers/{receiver}",
+            "POST /api/v1/alerts/receivers/{receiver}/test",
+            "POST /api/v1/alerts/outbox/{outbox_id}/retry",
+        ),
+    ),
     "grants.change": Permission(ROLE_ADMIN, "changing what a node is granted", api=("PUT /api/v1/nodes/{node_id}/grants",)),
     "nodes.revoke": Permission(ROLE_ADMIN, "revoking nodes", api=("POST /api/v1/nodes/{node_id}/revoke",)),
     "backups.view": Permission(

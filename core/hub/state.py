@@ -57,6 +57,7 @@ from .security import rate_key
 
 if TYPE_CHECKING:
     from .integrations import HubIntegrations
+    from .notify import Notifier
     from .pairing import Pairing
     from .security import RateLimiter
     from .security_events import PersistentLimits, SecurityEvents
@@ -223,6 +224,7 @@ class Hub:
         # Wired by the app factory (app.build_hub): their modules serve routes, so they import this one.
         self.pairing: Pairing
         self.plugins: HubIntegrations
+        self.notifications: Notifier
         self.agent_messages: RateLimiter
         self.pairing_attempts: RateLimiter
         # Repeated refusals are counted, not written one by one; bans and failures outlive a restart.

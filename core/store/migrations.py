@@ -472,6 +472,53 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        12,
+        "notification receivers, the outbox and the alert groups waiting to be sent",
+        (
+            # settings: JSON; the values of a kind's secret keys are Fernet tokens, never plain text.
+            """
+            CREATE TABLE notify_receivers (
+                name TEXT PRIMARY KEY,
+                kind TEXT NOT NULL,
+                settings TEXT NOT NULL DEFAULT '{}',
+                route TEXT NOT NULL DEFAULT '{}',
+                is_default INTEGER NOT NULL DEFAULT 0,
+                allow_private INTEGER NOT NULL DEFAULT 0,
+                enabled INTEGER NOT NULL DEFAULT 1,
+                created_by TEXT NOT NULL DEFAULT '',
+                created_at REAL NOT NULL,
+                updated_at REAL NOT NULL
+            ) WITHOUT ROWID
+            """,
+            # state: pending (to send, at next_attempt_at), delivered, dead (gave up; an admin may retry it).
+            """
+            CREATE TABLE notify_outbox (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                receiver TEXT NOT NULL,
+                group_key TEXT NOT NULL DEFAULT '',
+                message TEXT NOT NULL,
+                state TEXT NOT NULL DEFAULT 'pending',
+                attempts INTEGER NOT NULL DEFAULT 0,
+                next_attempt_at REAL NOT NULL,
+                last_error TEXT NOT NULL DEFAULT '',
+                created_at REAL NOT NULL,
+                delivered_at REAL
+            )
+            """,
+            "CREATE INDEX notify_outbox_pending ON notify_outbox (state, receiver, id)",
+            # state: JSON of the group's alerts and what each receiver was already told about them.
+            """
+            CREATE TABLE notify_groups (
+                receiver TEXT NOT NULL,
+                group_key TEXT NOT NULL,
+                state TEXT NOT NULL,
+                next_flush_at REAL,
+                PRIMARY KEY (receiver, group_key)
+            ) WITHOUT ROWID
+            """,
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

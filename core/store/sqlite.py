@@ -58,6 +58,7 @@ from .sqlite_push import SQLitePushStore
 from .sqlite_users import SQLiteUserStore
 from .sqlite_audit import SQLiteAuditStore
 from .sqlite_limits import SQLiteLimitStore
+from .sqlite_notify import SQLiteNotifyStore
 from .sqlite_alerts import SQLiteAlertStore
 from .migrations import migrate, prepare_new_database
 
@@ -290,7 +291,7 @@ class _NodeBatch:
             self.interval = report.interval
 
 
-class SQLiteStore(SQLitePairingStore, SQLitePushStore, SQLiteIntegrationDataStore, SQLiteUserStore, SQLiteAuditStore, SQLiteJobStore, SQLiteLimitStore, SQLiteAlertStore, Store):
+class SQLiteStore(SQLitePairingStore, SQLitePushStore, SQLiteIntegrationDataStore, SQLiteUserStore, SQLiteAuditStore, SQLiteJobStore, SQLiteLimitStore, SQLiteAlertStore, SQLiteNotifyStore, Store):
     """Hub state in one SQLite file.
 
     One connection per store; an asyncio lock keeps the transactions of
@@ -425,7 +426,17 @@ class SQLiteStore(SQLitePairingStore, SQLitePushStore, SQLiteIntegrationDataStor
         """Hold the store lock for one transaction; commit on success, roll back on error."""
         db = self._conn()
         async with self._lock:
-            await db.execute(f"BEGIN {mode}")
+            try:
+                await db.execute(f"BEGIN {mode}")
+            except BaseException:
+                # A BEGIN cancelled while it ran (a stopping hub cancels its tasks) still opens the
+                # transaction in the worker thread; the ROLLBACK queued behind it ends it before the
+                # lock is released, or the next caller's BEGIN fails "within a transaction".
+                try:
+                    await db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # the BEGIN itself failed: nothing to end
+                raise
             try:
                 yield db
                 await db.execute("COMMIT")

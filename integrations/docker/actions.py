@@ -430,6 +430,10 @@ def progress_messages(text: str, limit: int = PROGRESS_CHUNK_CHARS) -> list[str]
 # ---------------------------------------------------------------------- specs
 
 
+# The dashboard offers the containers this host reports for a "container" parameter.
+CONTAINER_PICKER = {"container": "docker.containers[].name"}
+
+
 def action_specs() -> list[ActionSpec]:
     """Every action the docker integration offers; the agent runs one only if its capability is granted and within the ceiling."""
     return [
@@ -438,6 +442,7 @@ def action_specs() -> list[ActionSpec]:
             capability=CAP_MANAGE,
             handler=container_start,
             schema=CONTAINER_SCHEMA,
+            pickers=CONTAINER_PICKER,
             description="Start a stopped container.",
             idempotent=True,
             timeout=120,
@@ -447,6 +452,7 @@ def action_specs() -> list[ActionSpec]:
             capability=CAP_MANAGE,
             handler=container_stop,
             schema=STOP_SCHEMA,
+            pickers=CONTAINER_PICKER,
             description="Stop a running container (SIGTERM, then SIGKILL after the timeout).",
             idempotent=True,
             timeout=MAX_STOP_TIMEOUT + 60,
@@ -456,6 +462,7 @@ def action_specs() -> list[ActionSpec]:
             capability=CAP_MANAGE,
             handler=container_restart,
             schema=STOP_SCHEMA,
+            pickers=CONTAINER_PICKER,
             description="Restart a container.",
             timeout=MAX_STOP_TIMEOUT + 60,
         ),
@@ -464,6 +471,7 @@ def action_specs() -> list[ActionSpec]:
             capability=CAP_MANAGE,
             handler=container_pause,
             schema=CONTAINER_SCHEMA,
+            pickers=CONTAINER_PICKER,
             description="Freeze every process of a running container.",
             idempotent=True,
             timeout=60,
@@ -473,6 +481,7 @@ def action_specs() -> list[ActionSpec]:
             capability=CAP_MANAGE,
             handler=container_unpause,
             schema=CONTAINER_SCHEMA,
+            pickers=CONTAINER_PICKER,
             description="Let a paused container run again.",
             idempotent=True,
             timeout=60,
@@ -482,6 +491,7 @@ def action_specs() -> list[ActionSpec]:
             capability=CAP_MANAGE,
             handler=compose_restart,
             schema=COMPOSE_SCHEMA,
+            pickers={"project": "docker.containers[].compose_project"},
             description="Restart every container of a compose project, one after another.",
             timeout=3600,
         ),
@@ -490,6 +500,7 @@ def action_specs() -> list[ActionSpec]:
             capability=CAP_MANAGE,
             handler=container_remove,
             schema=REMOVE_SCHEMA,
+            pickers=CONTAINER_PICKER,
             description="Remove a container (its writable layer is lost; named volumes stay).",
             destructive=True,
             target="container",
@@ -500,6 +511,7 @@ def action_specs() -> list[ActionSpec]:
             capability=CAP_LOGS,
             handler=container_logs,
             schema=LOGS_SCHEMA,
+            pickers=CONTAINER_PICKER,
             description="Read the end of a container's log, and optionally follow it.",
             idempotent=True,
             timeout=MAX_FOLLOW_SECONDS + 60,

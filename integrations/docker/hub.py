@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from roost.core import hookimpl
-from roost.core.hub_integration import AlertRuleKind, HubContext, NodePanel, Page
+from roost.core.hub_integration import AlertRuleKind, HeadlineFigure, HubContext, NodePanel, Page, SearchResult
 
 from . import alerts, pages
 
@@ -24,8 +24,23 @@ def roost_hub_pages(ctx: HubContext) -> list[Page]:
 
 
 @hookimpl
+def roost_hub_headline_figures(ctx: HubContext) -> list[HeadlineFigure]:
+    # Container health on the overview: one unhealthy or restart-looping container is a problem on its host.
+    return [
+        HeadlineFigure("containers_running", "docker.containers_running", "Containers", "count", order=60),
+        HeadlineFigure("containers_unhealthy", "docker.containers_unhealthy", "Unhealthy", "count", order=61, problem_above=0),
+        HeadlineFigure("containers_restarting", "docker.containers_restarting", "Restarting", "count", order=62, problem_above=0),
+    ]
+
+
+@hookimpl
 def roost_hub_node_panels(ctx: HubContext, node: Mapping[str, Any], state: Any) -> list[NodePanel]:
     return [NodePanel("Containers", "_panel.html", pages.panel_context(dict(node), state), order=10, stylesheets=("containers.css",))]
+
+
+@hookimpl
+async def roost_hub_search(ctx: HubContext, query: str, limit: int) -> list[SearchResult]:
+    return await pages.search(ctx, query, limit)
 
 
 @hookimpl

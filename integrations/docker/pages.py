@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from roost.core.hub_integration import PageRequest, chart_specs
+from roost.core.hub_integration import HubContext, PageRequest, SearchResult, chart_specs
 from roost.core.hub_integration import as_dict as _dict
 from roost.core.hub_integration import as_list as _list
 from roost.core.hub_integration import selected_range as pick_range
@@ -30,7 +30,8 @@ SHOWN_STATES = ("loaded", "collect_error", "setup_retry", "setup_error", "not_av
 STATE_ORDER = {"running": 0, "restarting": 1, "paused": 2, "created": 3, "exited": 4, "dead": 5}
 STATE_TONES = {"running": "ok", "restarting": "warn", "paused": "warn", "created": "muted", "exited": "muted", "dead": "bad", "removing": "warn"}
 HEALTH_TONES = {"healthy": "ok", "starting": "warn", "unhealthy": "bad"}
-DETAIL_RANGES = ("1h", "24h", "7d")
+DETAIL_RANGES = ("5m", "15m", "1h", "6h", "24h", "7d")
+DETAIL_DEFAULT_RANGE = "1h"
 # Charts of one container: (key, title, unit, [(metric, label)]).
 CONTAINER_CHARTS = (
     ("cpu", "CPU", "percent", (("cpu_percent", "CPU"),)),
@@ -107,6 +108,11 @@ def shape_row(node: dict[str, Any], container: dict[str, Any]) -> dict[str, Any]
         "project": container.get("compose_project") if isinstance(container.get("compose_project"), str) else None,
         "service": container.get("compose_service") if isinstance(container.get("compose_service"), str) else None,
         "status": container.get("status") if isinstance(container.get("status"), str) else None,
+        # How it ended, for one that is not running (None while it runs or when the source does not say).
+        "exit_code": _number(container.get("exit_code")) if state in ("exited", "dead") else None,
+        # Since when it runs, for the uptime column.
+        "started_at": _number(container.get("started_at")) if state in ("running", "paused", "restarting") else None,
+        "actions": [action for action, _label, states in LIFECYCLE_ACTIONS if state in states],
     }
 
 
@@ -149,6 +155,24 @@ def _node_of(detail: dict[str, Any], node_id: str = "") -> dict[str, Any]:
     return {**node, "id": node.get("id", node_id)}
 
 
+async def search(ctx: HubContext, query: str, limit: int) -> list[SearchResult]:
+    """Containers whose name, image, compose project or host holds every word of the query."""
+    from urllib.parse import quote
+
+    words = query.casefold().split()
+    found = []
+    for detail in await ctx.nodes.with_integration(DOMAIN, SHOWN_STATES):
+        node = _node_of(detail)
+        for container in _list(_dict(_dict(detail.get("state")).get(DOMAIN)).get("containers")):
+            row = shape_row(node, container)
+            text = " ".join(str(v) for v in (row["name"], row["image"], row["project"], row["host"], row["state"]) if v).casefold()
+            if all(w in text for w in words):
+                url = f"/containers/{quote(row['node_id'], safe='')}/{quote(row['name'], safe='')}"
+                found.append(SearchResult("Containers", row["name"], url, f"{row['image']} on {row['host']} · {row['state']}"))
+    found.sort(key=lambda r: r.title.casefold())
+    return found[:limit]
+
+
 # ------------------------------------------------------------------ pages
 
 
@@ -169,7 +193,11 @@ async def containers_page(page: PageRequest) -> Any:
         }
         for s in sources
     ]
-    page_data = {"nodes": [s["node"].get("id") for s in sources], "grouped": by_project}
+    page_data = {
+        "nodes": [s["node"].get("id") for s in sources],
+        "grouped": by_project,
+        "actions": {action: label for action, label, _states in LIFECYCLE_ACTIONS},
+    }
     return page.render(
         "page.html",
         {
@@ -234,7 +262,7 @@ async def container_page(page: PageRequest) -> Any:
             status=404,
         )
     node = _node_of(detail, node_id)
-    selected_range = pick_range(page.query, DETAIL_RANGES, DETAIL_RANGES[0])
+    selected_range = pick_range(page.query, DETAIL_RANGES, DETAIL_DEFAULT_RANGE)
     context = detail_context(node, container, detail.get("collected_at"), selected_range)
     # The page's own heading is the container; in a tab of /containers it sits under that page's h1.
     context["title_tag"] = "h2" if page.query.get("fragment") == "detail" else "h1"

@@ -593,6 +593,7 @@ class Collector:
                 metrics[f"temperature_c[{key(chip, label)}]"] = item["current_c"]
         if readings:
             sensors["temperatures"] = readings
+            metrics["temperature_c"] = max(item["current_c"] for item in readings)
         fan_items = []
         for chip, entries in fans.items():
             for index, fan in enumerate(entries, 1):

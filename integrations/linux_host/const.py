@@ -188,7 +188,7 @@ METRIC_FIELDS: Final[dict[str, dict[str, str]]] = {
     "temperature_c": {
         "label_name": "sensor",
         "unit": UNIT_CELSIUS,
-        "description": "Temperature of a hardware sensor, labelled chip/sensor.",
+        "description": "Temperature of a hardware sensor, labelled chip/sensor; without a label, the hottest sensor.",
         "label": "Temperature",
     },
     "fan_rpm": {"label_name": "sensor", "unit": UNIT_RPM, "description": "Fan speed, labelled chip/fan.", "label": "Fan"},

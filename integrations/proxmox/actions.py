@@ -633,6 +633,8 @@ def build_actions() -> list[ActionSpec]:
             idempotent=idempotent,
             timeout=timeout,
             target="vmid" if destructive else None,
+            # The dashboard offers the guests this node's cluster reports.
+            pickers={"vmid": "proxmox.guests[].vmid"},
         )
         ref.append(spec)
         specs.append(spec)

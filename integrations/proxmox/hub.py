@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from roost.core import hookimpl
-from roost.core.hub_integration import AlertRuleKind, HubContext, NodePanel, Page
+from roost.core.hub_integration import AlertRuleKind, HubContext, NodePanel, Page, SearchResult
 
 from . import alerts, pages
 
@@ -25,6 +25,11 @@ def roost_hub_pages(ctx: HubContext) -> list[Page]:
 @hookimpl
 def roost_hub_node_panels(ctx: HubContext, node: Mapping[str, Any], state: Any) -> list[NodePanel]:
     return [NodePanel("Proxmox guests", "_panel.html", pages.panel_context(dict(node), state), order=20, stylesheets=("proxmox.css",))]
+
+
+@hookimpl
+async def roost_hub_search(ctx: HubContext, query: str, limit: int) -> list[SearchResult]:
+    return await pages.search(ctx, query, limit)
 
 
 @hookimpl

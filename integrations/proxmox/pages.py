@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from roost.core.hub_integration import PageRequest, chart_specs
+from roost.core.hub_integration import HubContext, PageRequest, SearchResult, chart_specs
 from roost.core.hub_integration import as_dict as _dict
 from roost.core.hub_integration import as_list as _list
 from roost.core.hub_integration import selected_range as pick_range
@@ -26,7 +26,7 @@ GUEST_FRAGMENTS = {"guest": "_guest.html"}
 # Integration states of a node worth a section even without data: it was configured for Proxmox and something is off.
 SHOWN_STATES = ("loaded", "collect_error", "setup_retry", "setup_error")
 # The same choices as the node page's charts.
-GUEST_RANGES = ("1h", "24h", "7d", "30d")
+GUEST_RANGES = ("5m", "15m", "1h", "6h", "24h", "7d", "30d")
 DEFAULT_RANGE = "1h"
 NODE_STATUS_ORDER = {"online": 0, "unreachable": 1, "offline": 2}
 GUEST_STATUS_ORDER = {"running": 0, "paused": 1, "unknown": 2, "stopped": 3}
@@ -116,6 +116,28 @@ async def _sources(page: PageRequest) -> list[dict[str, Any]]:
         )
     sources.sort(key=lambda s: str(s["node"].get("name") or s["node"].get("id")).casefold())
     return sources
+
+
+async def search(ctx: HubContext, query: str, limit: int) -> list[SearchResult]:
+    """Guests whose name, VMID, tags or Proxmox node holds every word of the query."""
+    from urllib.parse import quote
+
+    words = query.casefold().split()
+    found = []
+    for detail in await ctx.nodes.with_integration(DOMAIN, SHOWN_STATES):
+        node = _node_of(detail)
+        for guest in _list(_dict(_dict(detail.get("state")).get(DOMAIN)).get("guests")):
+            vmid = guest.get("vmid")
+            if not isinstance(vmid, int):
+                continue
+            name = str(guest.get("name") or vmid)
+            tags = " ".join(str(t) for t in guest.get("tags") or [] if isinstance(t, str)) if isinstance(guest.get("tags"), list) else ""
+            text = f"{name} {vmid} {tags} {guest.get('node') or ''} {guest.get('type') or ''}".casefold()
+            if all(w in text for w in words):
+                url = f"/proxmox/{quote(str(node.get('id')), safe='')}/guests/{vmid}"
+                found.append(SearchResult("Guests", f"{name} ({vmid})", url, f"{guest.get('type') or 'guest'} on {guest.get('node') or '—'} · {guest.get('status')}"))
+    found.sort(key=lambda r: r.title.casefold())
+    return found[:limit]
 
 
 # ------------------------------------------------------------------ pages

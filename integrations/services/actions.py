@@ -28,6 +28,10 @@ from .systemctl import UNIT_HINT, call, describe, parse_show, service_name, show
 UNIT_SCHEMA = vol.Schema({vol.Required("unit", description="service, e.g. nginx or nginx.service"): CheckedText(service_name, UNIT_HINT)})
 
 
+# The dashboard offers the units the host's services list reports for the "unit" parameter.
+UNIT_PICKER = {"unit": "linux_host.services.units[].name"}
+
+
 def action_specs(config: dict[str, Any]) -> list[ActionSpec]:
     specs = [
         ActionSpec(
@@ -35,6 +39,7 @@ def action_specs(config: dict[str, Any]) -> list[ActionSpec]:
             capability=CAP_SERVICES_READ,
             handler=status,
             schema=UNIT_SCHEMA,
+            pickers=UNIT_PICKER,
             description="Show a systemd service's state.",
             idempotent=True,
             timeout=STATUS_TIMEOUT_SECONDS + ACTION_GRACE_SECONDS,
@@ -47,6 +52,7 @@ def action_specs(config: dict[str, Any]) -> list[ActionSpec]:
                 capability=CAP_SERVICES_MANAGE,
                 handler=_manage(verb),
                 schema=UNIT_SCHEMA,
+                pickers=UNIT_PICKER,
                 description=f"{verb.capitalize()} a systemd service and wait until systemd has done it.",
                 # Starting a started service or stopping a stopped one changes nothing; restart is not safe to repeat.
                 idempotent=verb in ("start", "stop"),

@@ -158,6 +158,11 @@ def test_a_viewer_cannot_see_admin_pages(pages):
     viewer.page.click("form[action='/account/tokens'] button[type=submit]")
     token = viewer.page.input_value("#new-token")
     assert token.startswith("rst_")
+    # One click copies it.
+    viewer.page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=viewer.page.url.split("/account")[0])
+    viewer.page.click("[data-testid=copy-api-token]")
+    viewer.page.locator(".new-token .copy-status", has_text="Copied.").wait_for()
+    assert viewer.page.evaluate("navigator.clipboard.readText()") == token
     viewer.goto("/account")
     assert token not in viewer.page.content()
     viewer.page.click("tr[data-token-id] button", timeout=10_000)

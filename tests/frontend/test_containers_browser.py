@@ -361,3 +361,66 @@ def test_pages_run_under_a_strict_csp_and_fit_a_phone(open_page, docker_hub):
         assert widths["doc"] <= widths["view"], (path, widths)
     phone.screenshot(path=f"{SCREENSHOTS}/roost-phone-containers.png", full_page=True)
     assert not phone_errors, phone_errors
+
+
+def test_a_container_tab_has_its_own_url_that_a_reload_or_another_browser_reopens(open_page, docker_hub):
+    page, errors = open_page()
+    c = docker_hub.c
+    key = f"{docker_hub.node_id}/{c.web.name}"
+    page.goto(docker_hub.base_url + "/containers")
+    row(page, c.web.name, docker_hub.node_id).locator("a.ct-open").click()
+    page.locator(f'[role=tab][data-tab="{key}"][aria-selected="true"]').wait_for()
+    page.wait_for_function("key => new URL(location.href).searchParams.get('tab') === key", arg=key)
+    shared = page.url
+    page.reload()
+    page.locator(f'[role=tab][data-tab="{key}"][aria-selected="true"]').wait_for()
+    page.locator(f'[role=tabpanel][data-panel="{key}"] .ct-detail').wait_for()
+    assert not page.locator("#ct-panel-list").is_visible()
+    other, other_errors = open_page()
+    other.goto(shared)
+    other.locator(f'[role=tabpanel][data-panel="{key}"] .ct-detail').wait_for()
+    # Back to the list: the address says so, and a reload shows the list with the tab still open.
+    page.click("#ct-tab-list")
+    page.wait_for_function("() => !new URL(location.href).searchParams.get('tab')")
+    page.reload()
+    assert page.get_attribute("#ct-tab-list", "aria-selected") == "true"
+    page.locator(f'[role=tab][data-tab="{key}"]').wait_for()
+    assert not errors and not other_errors, (errors, other_errors)
+
+
+def test_bulk_start_asks_first_and_skips_what_cannot_start(open_page, docker_hub):
+    page, errors = open_page()
+    c = docker_hub.c
+    engine = c.engine.client
+    assert engine.containers.get(c.db.name).status == "exited"
+    page.goto(docker_hub.base_url + "/containers")
+    row(page, c.db.name, docker_hub.node_id).locator(".ct-pick-row").check()
+    row(page, c.web.name, docker_hub.node_id).locator(".ct-pick-row").check()
+    assert page.locator("#ct-bulk-count").inner_text() == "2 containers selected"
+    page.click('#ct-bulk [data-bulk-action="docker.container.start"]')
+    text = page.locator("#ct-confirm-text").inner_text()
+    assert text.startswith(f"Start {c.db.name} on ") and "1 selected is not in a state to start" in text, text
+    page.click("#ct-confirm-no")
+    assert not page.locator("#ct-confirm").is_visible()
+    assert engine.containers.get(c.db.name).status == "exited"  # nothing runs without a yes
+    try:
+        page.click('#ct-bulk [data-bulk-action="docker.container.start"]')
+        page.click("#ct-confirm-yes")
+        done = page.locator(f'#ct-results li[data-key="{docker_hub.node_id}/{c.db.name}"] .ct-result-state[data-state]')
+        done.wait_for(timeout=30_000)
+        assert done.get_attribute("data-state") == "succeeded", done.inner_text()
+        assert engine.containers.get(c.db.name).status == "running"
+        assert page.locator("#ct-bulk").is_hidden()  # the selection is spent
+        # One row's own button asks too, naming the container.
+        page.wait_for_function(
+            "name => document.querySelector(`#ct-table tr.ct-row[data-name='${name}'] [data-row-action='docker.container.stop']`)",
+            arg=c.db.name, timeout=30_000,
+        )
+        row(page, c.db.name, docker_hub.node_id).locator('[data-row-action="docker.container.stop"]').click()
+        assert page.locator("#ct-confirm-text").inner_text().startswith(f"Stop {c.db.name} on ")
+        page.click("#ct-confirm-yes")
+        page.locator(f'#ct-results li[data-action="docker.container.stop"] .ct-result-state[data-state="succeeded"]').wait_for(timeout=30_000)
+        assert engine.containers.get(c.db.name).status == "exited"
+    finally:
+        engine.containers.get(c.db.name).stop(timeout=0)
+    assert not errors, errors

@@ -154,8 +154,10 @@ async def test_every_container_of_every_docker_host_is_one_row(client, samples):
     for text in ("13%", "50.0 MiB", "256 MiB", "site"):
         assert text in html
     assert f'href="/containers/{samples.SUMMARY["id"]}/web"' in html
-    # A host whose docker integration cannot run says why, in words.
-    assert "nas" in html and "permission denied" in html and "Not available" in html
+    # A host whose docker integration cannot run is folded into one line, with why, in words.
+    folded = html[html.index('id="ct-without"'):html.index("</details>")]
+    assert "1 host without Docker" in folded and ">nas<" in folded and "permission denied" in folded
+    assert 'class="ct-host card" data-node-id="nnas"' not in html
     # A node without the docker integration is not listed.
     assert ">plain<" not in html
     assert 'aria-current="page"' in html and 'href="/containers"' in html
@@ -167,7 +169,26 @@ async def test_missing_values_show_a_dash(client):
     bare = re.search(r'<tr class="ct-row"[^>]*data-name="bare".*?</tr>', html, re.S).group(0)
     cells = re.findall(r"<td[^>]*>(.*?)</td>", bare, re.S)
     texts = [re.sub(r"<[^>]+>", "", c).strip() for c in cells]
-    assert texts == ["atlas", "—", "paused", "—", "—", "—", "—", "—"]
+    # pick, host, image, state, health, exit, up, cpu, memory, ports, project, actions
+    assert texts[:11] == ["", "atlas", "—", "paused", "—", "—", "—", "—", "—", "—", "—"]
+    assert re.findall(r'data-row-action="([^"]+)"', bare) == ["docker.container.stop", "docker.container.restart"]
+
+
+async def test_exit_code_and_uptime_columns(client):
+    html = await fetch(client, "/containers")
+    rows = {r["data-name"]: r for r in parse(html).rows}
+    assert rows["db"]["data-exit"] == "1" and rows["db"]["data-uptime"] == ""
+    # Started 3 h before the sample data was made.
+    assert rows["web"]["data-exit"] == "" and 10790 < float(rows["web"]["data-uptime"]) < 10810 + time.time() - NOW
+    web = re.search(r'<tr class="ct-row"[^>]*data-name="web".*?</tr>', html, re.S).group(0)
+    assert re.search(r">3 h( \d+ min)?<", web)  # more on a slow run: the sample data was made at import
+    db = re.search(r'<tr class="ct-row"[^>]*data-name="db".*?</tr>', html, re.S).group(0)
+    assert '<span class="tone-bad-text">1</span>' in db
+    # Each row offers what its state allows; the whole table can be ticked for a bulk action.
+    assert re.findall(r'data-row-action="([^"]+)"', db) == ["docker.container.start", "docker.container.restart"]
+    assert rows["web"]["data-actions"].split() == ["docker.container.stop", "docker.container.restart", "docker.container.pause"]
+    assert 'id="ct-pick-all"' in html and html.count('class="ct-pick-row"') == 3
+    assert 'data-bulk-action="docker.container.restart"' in html and 'id="ct-confirm"' in html
 
 
 async def test_grouping_by_compose_project(client):
@@ -261,3 +282,42 @@ async def test_a_docker_hosts_node_page_shows_its_containers(client, fake_hub, s
     state["containers"].append(web_container(name=EVIL, image=EVIL, image_name=EVIL))
     html = await fetch(client, f"/nodes/{samples.SUMMARY['id']}")
     assert EVIL not in html and "<script>alert" not in html
+
+
+NODE_ID = "n0a1b2c3d4e5"  # the sample node's id
+
+
+async def test_search_finds_nodes_and_containers_by_every_word(client):
+    html = await fetch(client, "/search?q=nginx+atlas")
+    assert 'data-kind="Containers"' in html
+    assert f'href="/containers/{NODE_ID}/web"' in html
+    assert "nginx:1.25 on atlas · running" in html
+    assert 'href="/containers/' + NODE_ID + '/db"' not in html  # postgres: not every word matches
+    html = await fetch(client, "/search?q=ATLAS")
+    assert f'href="/nodes/{NODE_ID}"' in html and 'data-kind="Node"' in html
+    html = await fetch(client, "/search?q=nothing-like-this")
+    assert "0 results" in html
+    assert "Every word must appear" not in html
+    assert "every word must appear" in await fetch(client, "/search")
+
+
+async def test_search_writes_what_it_finds_as_text(client, fake_hub):
+    detail = fake_hub.details[NODE_ID]
+    detail["state"]["docker"]["containers"][0]["name"] = EVIL
+    html = await fetch(client, "/search?q=nginx")
+    assert "<script>alert" not in html and "&lt;script&gt;alert" in html
+    assert "%3Cscript%3E" in html  # the name is quoted into the URL path
+
+
+async def test_a_failing_search_hook_leaves_out_only_its_integration(client, monkeypatch):
+    import sys
+
+    async def broken(ctx, query, limit):
+        raise RuntimeError("engine state unreadable")
+
+    # A hub half that fails: the page still answers, with the nodes, and names what is missing.
+    monkeypatch.setattr(sys.modules["roost.integrations.docker.pages"], "search", broken)
+    html = await fetch(client, "/search?q=atlas")
+    assert f'href="/nodes/{NODE_ID}"' in html
+    assert "Left out because they failed to answer: Docker" in html
+    assert 'data-kind="Containers"' not in html

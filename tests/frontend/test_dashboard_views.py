@@ -86,8 +86,85 @@ async def test_overview_counts_statuses(client, fake_hub, samples):
     html = await fetch(client, "/")
     counts = dict(re.findall(r'data-status="(\w+)" data-count="(\d+)"', html))
     assert counts == {"online": "1", "stale": "1", "offline": "1", "new": "0"}
-    # The hub's own host first, then by status: online, stale, offline.
-    assert html.index("atlas") < html.index("bravo") < html.index("charlie")
+    # Problems first: the offline node, then the stale one, then the hub's own host (one failing integration).
+    assert html.index(">charlie<") < html.index(">bravo<") < html.index(">atlas<")
+
+
+def _fleet(samples, n: int) -> list[dict]:
+    nodes = []
+    for i in range(n):
+        node = copy.deepcopy(samples.SUMMARY) | {"id": f"n{i:03d}", "name": f"node-{i:03d}", "local": False,
+                                                "integrations_summary": {"loaded": 1, "problems": 0}}
+        nodes.append(node)
+    return nodes
+
+
+def _table_nodes(html: str) -> list[dict]:
+    """The summaries js/overview.js draws the table from, in the order the server put them (problems first)."""
+    return json.loads(re.search(r'<script type="application/json" id="overview-data">(.*?)</script>', html, re.S).group(1))["nodes"]
+
+
+def _row_order(html: str) -> list[str]:
+    return [n["id"] for n in _table_nodes(html)]
+
+
+async def test_overview_is_a_table_past_a_handful_of_nodes_and_cards_on_request(client, fake_hub, samples):
+    fake_hub.nodes = _fleet(samples, 3)
+    html = await fetch(client, "/")
+    assert 'class="card node-card"' in html and 'id="node-table"' not in html
+    fake_hub.nodes = _fleet(samples, 12)
+    html = await fetch(client, "/")
+    assert 'id="node-table"' in html and 'class="card node-card"' not in html
+    assert len(_row_order(html)) == 12
+    assert 'class="card node-card"' in await fetch(client, "/?view=cards")
+    assert 'id="node-table"' in await fetch(client, "/?view=table&fragment=nodes")
+    assert _table_nodes(await fetch(client, "/?view=cards")) == []  # the cards need no copy of the data
+    # Every column sorts: a button per header.
+    headers = re.findall(r'<button type="button" class="sort" data-sort="([^"]+)"', html)
+    assert {"rank", "name", "alerts", "problems", "version", "seen", "f-cpu_percent", "f-mem_used_percent",
+            "f-disk_used_percent", "f-load_1", "f-uptime_s", "f-net_rx_bytes_per_s", "f-temperature_c",
+            "f-containers_unhealthy"} <= set(headers)
+
+
+async def test_overview_puts_offline_then_critical_then_warning_first(client, fake_hub, samples):
+    nodes = _fleet(samples, 8)
+    nodes[5]["alerts"] = {"firing": 2, "critical": 0, "warning": 2}
+    nodes[6]["alerts"] = {"firing": 1, "critical": 1, "warning": 0}
+    nodes[7]["status"] = "offline"
+    nodes[7]["alerts"] = {"firing": 3, "critical": 3, "warning": 0}  # offline comes first whatever it fires
+    nodes[2]["headline"] = dict(nodes[2]["headline"], containers_unhealthy=1)  # over its declared limit
+    fake_hub.nodes = nodes
+    html = await fetch(client, "/?view=table")
+    order = _row_order(html)
+    assert order[:4] == ["n007", "n006", "n005", "n002"], order
+    assert order[4:] == ["n000", "n001", "n003", "n004"]
+    table = {n["id"]: n for n in _table_nodes(html)}
+    assert table["n006"]["alert_counts"] == {"firing": 1, "critical": 1, "warning": 0}
+    assert table["n006"]["problems"] == 1 and table["n006"]["rank"] == 1
+    assert table["n002"]["problems"] == 1 and table["n000"]["problems"] == 0
+    # The problem threshold travels with the figures, so the browser ranks live updates the same way.
+    figures = {f["key"]: f for f in json.loads(re.search(r'id="overview-data">(.*?)</script>', html, re.S).group(1))["figures"]}
+    assert figures["containers_unhealthy"]["problem_above"] == 0 and figures["cpu_percent"]["problem_above"] is None
+
+
+async def test_overview_counts_a_summary_without_alerts_as_none(client, fake_hub, samples):
+    nodes = _fleet(samples, 7)
+    for node in nodes:
+        node.pop("alerts", None)
+    nodes[1]["alerts"] = {"firing": "many", "critical": None}  # nonsense counts are none, not a crash
+    fake_hub.nodes = nodes
+    html = await fetch(client, "/")
+    assert [n["alert_counts"] for n in _table_nodes(html)] == [{"firing": 0, "critical": 0, "warning": 0}] * 7
+    assert _row_order(html) == [f"n{i:03d}" for i in range(7)]
+
+
+async def test_the_table_data_is_escaped_inside_its_script_block(client, fake_hub, samples):
+    nodes = _fleet(samples, 7)
+    nodes[0]["name"] = "</script><script>alert(1)</script>"
+    fake_hub.nodes = nodes
+    html = await fetch(client, "/")
+    assert "</script><script>alert(1)" not in html
+    assert _table_nodes(html)[0]["name"] == "</script><script>alert(1)</script>"
 
 
 async def test_overview_without_nodes_explains_what_to_do(client, fake_hub):

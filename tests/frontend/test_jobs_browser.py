@@ -293,7 +293,9 @@ def test_run_an_action_from_the_node_page_and_watch_it_finish(open_tab, jobs_hub
     output.filter(has_text="echoing").wait_for()
     assert output.inner_text().rstrip().endswith(EVIL + " " + EVIL)
     assert json.loads(tab.page.locator('[data-testid="job-params"]').inner_text()) == {"text": EVIL, "times": 2}
-    assert json.loads(tab.page.locator('[data-testid="job-result"]').inner_text()) == {"length": len(EVIL)}
+    # The result reads as words, with its JSON folded beneath.
+    assert tab.page.locator('[data-testid="job-result-readable"]').inner_text().split() == ["length", str(len(EVIL))]
+    assert json.loads(tab.page.locator('[data-testid="job-result"]').text_content()) == {"length": len(EVIL)}
     steps = tab.page.locator(".timeline li[data-done]")
     assert steps.evaluate_all("els => els.map(e => e.dataset.step)") == ["created", "dispatched", "started", "finished"]
     assert tab.page.locator("main img").count() == 0

@@ -441,3 +441,111 @@ def test_relative_future_times():
     assert jobs_views.fmt_until(1000 - 7200, now=1000) == "2 h ago"
     assert jobs_views.fmt_until(1000.5, now=1000) == "now"
     assert jobs_views.fmt_until(None) == "—"
+
+
+# ------------------------------------------------- readable names, pickers, targets and results
+
+
+async def test_actions_show_a_human_name_and_their_id(rig):
+    html = await page(rig, f"/nodes/{rig.node_id}")
+    assert '<span class="action-human">Wipe demo</span>' in card_of(html, "demo.wipe")
+    assert '<span class="action-human">Echo demo</span>' in card_of(html, "demo.echo")
+    # A declared title wins over the worded id.
+    titled = ActionSpec(name="demo.reboot_now", capability="test.read", handler=_noop, title="Reboot the box")
+    rig.hub.jobs.attach(rig.node_id, rig.hub.jobs.channels[rig.node_id], [s.describe() for s in [*SPECS, titled]])
+    assert '<span class="action-human">Reboot the box</span>' in card_of(await page(rig, f"/nodes/{rig.node_id}"), "demo.reboot_now")
+
+
+async def test_a_parameter_with_a_picker_offers_what_the_node_reports(rig):
+    from roost.core.store import Report
+
+    picked = ActionSpec(name="demo.poke", capability="test.read", handler=_noop, schema=vol.Schema({vol.Required("thing"): str}),
+                        pickers={"thing": "demo.things[].name"})
+    rig.hub.jobs.attach(rig.node_id, rig.hub.jobs.channels[rig.node_id], [s.describe() for s in [*SPECS, picked]])
+    now = time.time()
+    await rig.hub.store.ingest([Report(node_id=rig.node_id, seq=1, epoch="e", collected_at=now, received_at=now,
+                                       data={"demo": {"things": [{"name": "web"}, {"name": "db"}, {"name": EVIL}, {"other": 1}]}},
+                                       metrics={}, integrations=[])])
+    card = card_of(await page(rig, f"/nodes/{rig.node_id}"), "demo.poke")
+    field = the(parse(card), "input", data_param="thing")
+    assert field["list"] and field["list"].endswith("-known")
+    options = re.findall(r'<option value="([^"]*)"></option>', card)
+    assert options == ["&lt;script&gt;window.__xss=1&lt;/script&gt;&lt;img src=x onerror=&#34;window.__xss=2&#34;&gt;", "db", "web"]
+
+
+def test_known_values_read_only_the_declared_list():
+    from roost.frontend.jobs_views import known_values
+
+    state = {"docker": {"containers": [{"name": "b"}, {"name": "a"}, {"name": "a"}, {"name": None}, "junk"]}}
+    assert known_values(state, "docker.containers[].name") == ["a", "b"]
+    assert known_values(state, "docker.containers.name") == []
+    assert known_values(state, "docker.images[].name") == []
+    assert known_values({"docker": {"containers": "nope"}}, "docker.containers[].name") == []
+    assert known_values(None, "docker.containers[].name") == []
+
+
+async def test_a_ceiling_refusal_says_exactly_what_to_put_in_the_agent_config(rig):
+    await rig.hub.store.set_grants(rig.node_id, ["test.read", "test.manage"], now=time.time())
+    await rig.hub.store.set_ceiling(rig.node_id, {"mode": "read-only", "allow": ["test.*"], "deny": ["test.manage", "x.y"]},
+                                    ["test.read", "test.manage"], now=time.time())
+    steps = card_of(await page(rig, f"/nodes/{rig.node_id}"), "demo.steps")
+    fix = re.search(r'data-testid="ceiling-fix">(.*?)</div>', steps, re.S).group(1)
+    assert "/etc/roost/agent.toml" in fix
+    assert '[agent.ceiling]\nmode = &#34;execute&#34;\nallow = [&#34;test.*&#34;]\ndeny = [&#34;x.y&#34;]\n' in fix
+    # What the snippet says is what the agent needs: that ceiling permits the capability.
+    from roost.core.capabilities import Ceiling
+
+    assert Ceiling(mode="execute", allow=("test.*",), deny=("x.y",)).permits("test.manage")
+    assert not Ceiling.from_dict({"mode": "read-only", "allow": ["test.*"], "deny": ["test.manage", "x.y"]}).permits("test.manage")
+    # Not granted at all: the fix is a grant, not the agent's config.
+    echo_card = card_of(await page(rig, f"/nodes/{rig.node_id}"), "demo.wipe")
+    assert 'data-testid="ceiling-fix"' not in echo_card
+
+
+async def test_the_jobs_list_has_a_target_column_and_human_names(rig):
+    wipe_less = await run(rig, "demo.name", {"name": "alpha", "level": 1})
+    echo = await run(rig, "demo.echo", {"text": "hello"})
+    html = await page(rig, "/jobs")
+    row = lambda job_id: re.search(rf'<tr data-job-id="{job_id}".*?</tr>', html, re.S).group(0)  # noqa: E731
+    assert re.search(r'data-testid="job-target">hello<', row(echo["id"]))
+    assert ">Echo demo</a>" in row(echo["id"])
+    assert '<th>Target</th>' in html
+    assert 'data-testid="job-target">' in row(wipe_less["id"])
+
+
+async def test_a_result_reads_as_tables_and_an_empty_success_says_why(rig):
+    job = await run(rig, "demo.echo", {"text": "x"})
+    await agent_says(rig, "job_result", job_id=job["id"], attempt=1, status="succeeded",
+                     result={"units": [{"name": "ssh.service", "active": "active"}, {"name": EVIL, "active": "failed"}], "count": 2})
+    html = await page(rig, f"/jobs/{job['id']}")
+    readable = re.search(r'data-testid="job-result-readable">(.*?)<details', html, re.S).group(1)
+    assert '<table class="result-table">' in readable and "<th scope=\"col\">active</th>" in readable
+    assert "ssh.service" in readable and "&lt;script&gt;" in readable and "<script>window" not in readable
+    assert "<dt>count</dt><dd>2</dd>" in readable
+    assert 'data-testid="job-result">' in html  # the JSON is still there, folded
+
+    empty = await run(rig, "demo.echo", {"text": "y"})
+    await agent_says(rig, "job_result", job_id=empty["id"], attempt=1, status="succeeded", result={"entries": [], "reason": "no journal on this host"})
+    html = await page(rig, f"/jobs/{empty['id']}")
+    assert 'data-testid="job-result-empty">Done, with nothing to show: no journal on this host<' in html
+
+
+def test_the_built_in_actions_pick_from_what_their_hosts_report():
+    from roost.frontend.jobs_views import known_values
+    from roost.integrations.docker.actions import action_specs as docker_specs
+    from roost.integrations.proxmox.actions import build_actions as proxmox_specs
+    from roost.integrations.services.actions import action_specs as services_specs
+    from roost.integrations.services.const import CONF_RATE_LIMIT, CONF_SYSTEMCTL_TIMEOUT
+
+    state = {
+        "docker": {"containers": [{"name": "web", "compose_project": "site"}, {"name": "db", "compose_project": "site"}]},
+        "proxmox": {"guests": [{"vmid": 101}, {"vmid": 100}]},
+        "linux_host": {"services": {"units": [{"name": "ssh.service"}]}},
+    }
+    docker = {s.name: s.describe() for s in docker_specs()}
+    assert known_values(state, docker["docker.container.restart"]["pickers"]["container"]) == ["db", "web"]
+    assert known_values(state, docker["docker.compose.restart"]["pickers"]["project"]) == ["site"]
+    proxmox = {s.name: s.describe() for s in proxmox_specs()}
+    assert known_values(state, proxmox["proxmox.guest.start"]["pickers"]["vmid"]) == ["100", "101"]
+    services = {s.name: s.describe() for s in services_specs({CONF_SYSTEMCTL_TIMEOUT: 30, CONF_RATE_LIMIT: 0})}
+    assert all(known_values(state, d["pickers"]["unit"]) == ["ssh.service"] for d in services.values())

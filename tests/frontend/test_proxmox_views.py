@@ -329,3 +329,12 @@ async def test_a_proxmox_nodes_page_shows_its_guests(client):
     assert vmids[: len(running)] == sorted(running, key=int)
     assert f'href="/proxmox/{PVE_NODE}/guests/100"' in panel
     assert "/static/integrations/proxmox/proxmox.css?v=" in html
+
+
+async def test_search_finds_guests_by_name_vmid_or_tag(client):
+    html = await fetch(client, "/search?q=prod")
+    assert 'data-kind="Guests"' in html
+    assert f'href="/proxmox/{PVE_NODE}/guests/100"' in html and "web (100)" in html
+    assert "/guests/101" not in html
+    assert f'href="/proxmox/{PVE_NODE}/guests/200"' in await fetch(client, "/search?q=200")
+

@@ -12,7 +12,11 @@
   var MAX_SERIES_PER_REQUEST = 20;
   var PALETTE = ["#3b7be0", "#2ea56f", "#e0912b", "#c4453a", "#8a63d2", "#1ba1b5", "#c2418a", "#7a9a1f"];
   // How stale a range's charts may get before a node report refreshes them (ms).
-  var REFRESH_GAP = { "1h": 10000, "24h": 60000, "7d": 300000, "30d": 600000 };
+  var REFRESH_GAP = { "5m": 5000, "15m": 5000, "1h": 10000, "6h": 30000, "24h": 60000, "7d": 300000, "30d": 600000 };
+  // Every chart of a page shares one crosshair and one zoom: drag across any of them to zoom all,
+  // double-click (or Reset zoom) to go back to the range.
+  var SYNC_KEY = "roost-page";
+  var zoom = { window: null, plots: [], listeners: [] };
   var RESOLUTION_TEXT = { raw: "every sample", minute: "per-minute averages", hour: "hourly averages" };
   var NO_LIBRARY = "The chart library did not load; history is unavailable.";
 
@@ -115,15 +119,29 @@
     o.labels.forEach(function (label, i) {
       series.push({ label: label, stroke: PALETTE[i % PALETTE.length], width: 1.5, spanGaps: false, value: function (u, v) { return fmt(v); } });
     });
+    var legendAtLatest = function (u) {
+      // Until the pointer is over a chart, the legend reads the latest values instead of a dash.
+      var xs = u.data[0] || [];
+      if (u.cursor.idx === null || u.cursor.idx === undefined) {
+        if (xs.length) u.setLegend({ idx: xs.length - 1 });
+      }
+    };
+    // The time span on screen, on the figure, for tests and for anyone reading the page's markup.
+    var markWindow = function (u) {
+      var fig = u.root.closest("figure");
+      if (!fig || u.scales.x.min === null || u.scales.x.min === undefined) return;
+      fig.setAttribute("data-x-min", String(u.scales.x.min));
+      fig.setAttribute("data-x-max", String(u.scales.x.max));
+    };
     var yRange = o.unit === "percent"
       ? function (u, min, max) { return [0, Math.max(100, max || 0)]; }
       : function (u, min, max) { return [o.fromZero ? 0 : Math.min(0, min || 0), max > 0 ? max * 1.1 : 1]; };
-    return new window.uPlot({
+    var u = new window.uPlot({
       width: o.width,
       height: o.height,
       series: series,
       scales: {
-        x: { time: true, range: function (u, min, max) { return o.timeWindow() || [min, max]; } },
+        x: { time: true, range: function (u, min, max) { return zoom.window || o.timeWindow() || [min, max]; } },
         y: { range: yRange }
       },
       axes: [
@@ -137,9 +155,47 @@
         }
       ],
       legend: { live: true },
-      cursor: { drag: { x: false, y: false } }
+      cursor: { drag: { x: true, y: false, setScale: false }, sync: { key: SYNC_KEY, setSeries: false } },
+      hooks: {
+        ready: [legendAtLatest, markWindow],
+        setScale: [function (u, key) { if (key === "x") markWindow(u); }],
+        setData: [legendAtLatest],
+        setCursor: [legendAtLatest],
+        setSelect: [function (u) {
+          if (u.select.width < 4) return;
+          var start = u.posToVal(u.select.left, "x");
+          var end = u.posToVal(u.select.left + u.select.width, "x");
+          u.setSelect({ left: 0, top: 0, width: 0, height: 0 }, false);
+          setZoom([start, end]);
+        }]
+      }
     }, data, el);
+    u.over.addEventListener("dblclick", function () { setZoom(null); });
+    zoom.plots.push(u);
+    var destroy = u.destroy.bind(u);
+    u.destroy = function () {
+      zoom.plots = zoom.plots.filter(function (p) { return p !== u; });
+      destroy();
+    };
+    return u;
   }
+
+  /* Zoom every chart of the page to [start, end] (unix seconds), or back to its range with null. */
+  function setZoom(win) {
+    zoom.window = win && win[1] > win[0] ? win : null;
+    zoom.plots.forEach(function (p) {
+      var xs = p.data[0] || [];
+      var range = zoom.window || [xs.length ? xs[0] : 0, xs.length ? xs[xs.length - 1] : 1];
+      // With no zoom the scale's range function brings back the page's time window.
+      p.setScale("x", { min: range[0], max: range[1] });
+    });
+    zoom.listeners.forEach(function (fn) {
+      try { fn(zoom.window); } catch (err) { console.warn("roost: zoom listener failed", err); }
+    });
+  }
+
+  /* Call fn(window or null) whenever the page's charts zoom in or back out. */
+  function onZoom(fn) { zoom.listeners.push(fn); }
 
   function getJSON(url) {
     return fetch(url, { cache: "no-store", credentials: "same-origin", headers: { Accept: "application/json" } })
@@ -156,12 +212,12 @@
 
   /* A node's history of `names` over `range`, asked for in batches the hub accepts and merged:
    * {series, resolution, start, end}. */
-  function fetchMetrics(nodeId, names, range) {
+  function fetchMetrics(nodeId, names, range, resolution) {
     var base = "/api/v1/nodes/" + encodeURIComponent(nodeId) + "/metrics?series=";
     var requests = [];
     for (var i = 0; i < names.length; i += MAX_SERIES_PER_REQUEST) {
       var chunk = names.slice(i, i + MAX_SERIES_PER_REQUEST);
-      requests.push(getJSON(base + chunk.map(encodeURIComponent).join(",") + "&range=" + encodeURIComponent(range) + "&resolution=auto"));
+      requests.push(getJSON(base + chunk.map(encodeURIComponent).join(",") + "&range=" + encodeURIComponent(range) + "&resolution=" + encodeURIComponent(resolution || "auto")));
     }
     return Promise.all(requests).then(function (answers) {
       var first = answers[0] || {};
@@ -225,6 +281,9 @@
     fetchMetrics: fetchMetrics,
     resolutionText: resolutionText,
     pageRanges: pageRanges,
-    fitOnResize: fitOnResize
+    fitOnResize: fitOnResize,
+    setZoom: setZoom,
+    onZoom: onZoom,
+    zoomWindow: function () { return zoom.window; }
   };
 })();

@@ -11,7 +11,7 @@
   var page = JSON.parse(dataEl.textContent);
   var nodeId = String(page.id);
   var fields = page.fields || {};
-  var ranges = page.ranges || ["1h", "24h", "7d", "30d"];
+  var ranges = page.ranges || ["5m", "15m", "1h", "6h", "24h", "7d", "30d"];
   var range = page.range || "1h";
   var apiBase = "/api/v1/nodes/" + encodeURIComponent(nodeId);
 
@@ -90,7 +90,8 @@
       }
       if (!members.length) return;
       members.forEach(function (n) { used[n] = true; });
-      groups.push({ key: g.key, title: g.title, unit: g.unit, names: members });
+      // The unit the metric's own metadata gives wins over the group's usual one.
+      groups.push({ key: g.key, title: g.title, unit: unitOf(members[0]) || g.unit, names: members });
     });
     var rest = {};
     wanted.forEach(function (n) {
@@ -136,8 +137,15 @@
 
   function draw(groups, body) {
     var series = body.series || {};
-    // Show the whole range asked for, so a young node's history sits at the right edge.
+    // The range asked for, but a history shorter than that fills the chart from its first sample
+    // (a young node's first minutes are a line, not a dot in the corner).
     timeWindow = typeof body.start === "number" && typeof body.end === "number" ? [body.start, body.end] : null;
+    var first = firstSample(series);
+    if (timeWindow && first !== null && first > timeWindow[0]) {
+      timeWindow = [Math.min(first, timeWindow[1] - 5), timeWindow[1]];
+    }
+    chartsEl.setAttribute("data-window-start", timeWindow ? String(timeWindow[0]) : "");
+    chartsEl.setAttribute("data-window-end", timeWindow ? String(timeWindow[1]) : "");
     var keep = {};
     groups.forEach(function (group) {
       keep[group.key] = true;
@@ -165,6 +173,21 @@
     groups.forEach(function (group) { chartsEl.appendChild(charts[group.key].fig); });
   }
 
+  function mostPoints(series) {
+    var most = 0;
+    Object.keys(series || {}).forEach(function (name) { most = Math.max(most, (series[name] || []).length); });
+    return most;
+  }
+
+  function firstSample(series) {
+    var first = null;
+    Object.keys(series).forEach(function (name) {
+      var rows = series[name] || [];
+      if (rows.length && (first === null || rows[0][0] < first)) first = rows[0][0];
+    });
+    return first;
+  }
+
   function setStatus(text) {
     if (!statusEl) return;
     statusEl.textContent = text;
@@ -184,7 +207,11 @@
         var names = [];
         groups.forEach(function (g) { names = names.concat(g.names); });
         return C.fetchMetrics(nodeId, names, forRange).then(function (merged) {
-          return { groups: groups, body: merged };
+          // A history of a few hours is one or two hourly averages: ask for every sample instead, so it draws a line.
+          if (merged.resolution === "raw" || mostPoints(merged.series) >= 3) return { groups: groups, body: merged };
+          return C.fetchMetrics(nodeId, names, forRange, "raw").then(function (raw) {
+            return { groups: groups, body: mostPoints(raw.series) > mostPoints(merged.series) ? raw : merged };
+          });
         });
       })
       .then(function (result) {
@@ -220,11 +247,19 @@
 
   C.pageRanges(ranges, range, function (next) {
     range = next;
+    C.setZoom(null);
     if (chartTimer) { clearTimeout(chartTimer); chartTimer = null; }
     loadCharts();
   });
 
   C.fitOnResize(chartsEl, function () { return charts; }, CHART_HEIGHT);
+
+  var resetButton = document.getElementById("chart-zoom-reset");
+  if (resetButton) resetButton.addEventListener("click", function () { C.setZoom(null); });
+  C.onZoom(function (win) {
+    chartsEl.setAttribute("data-zoom", win ? win[0].toFixed(0) + "-" + win[1].toFixed(0) : "");
+    if (resetButton) resetButton.hidden = !win;
+  });
 
   R.onNode(function (node) {
     if (String(node.id) !== nodeId) return;

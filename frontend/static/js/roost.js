@@ -152,9 +152,19 @@
     return text.charAt(0).toUpperCase() + text.slice(1);
   }
 
+  /* A count where a missing value means none (a hub without alerts): 0, not a dash. */
+  function zero(value) {
+    return integer(num(value) || 0);
+  }
+
   function problems(value) {
     var n = num(value) || 0;
     return n + (n === 1 ? " problem" : " problems");
+  }
+
+  function celsius(value) {
+    var n = num(value);
+    return n === null ? DASH : number(n, 1) + " \u00b0C";
   }
 
   function alerts(value) {
@@ -163,9 +173,9 @@
   }
 
   var format = {
-    bytes: bytes, rate: rate, percent: percent, number: number, integer: integer,
+    bytes: bytes, rate: rate, percent: percent, number: number, integer: integer, celsius: celsius,
     duration: duration, ago: ago, datetime: datetime, dash: dash,
-    status: statusLabel, problems: problems, alerts: alerts
+    status: statusLabel, problems: problems, zero: zero, alerts: alerts
   };
 
   // ------------------------------------------------------------ DOM helpers
@@ -447,9 +457,10 @@
 
   function updateCounts() {
     var box = document.getElementById("status-counts");
-    if (!box) return;
+    // The table's rows are one page of the nodes: js/overview.js counts from all of them.
+    if (!box || document.getElementById("node-table")) return;
     var counts = {};
-    document.querySelectorAll(".node-card[data-status]").forEach(function (card) {
+    document.querySelectorAll(".node-card[data-status], .node-row[data-status]").forEach(function (card) {
       var s = card.getAttribute("data-status");
       counts[s] = (counts[s] || 0) + 1;
     });
@@ -474,7 +485,9 @@
 
   function initOverview() {
     onNode(function (node) {
-      var card = document.querySelector(".node-card[data-node-id=\"" + CSS.escape(String(node.id)) + "\"]");
+      if (document.getElementById("node-table")) return; // js/overview.js keeps the table, new nodes included
+      var sel = "[data-node-id=\"" + CSS.escape(String(node.id)) + "\"]";
+      var card = document.querySelector(".node-card" + sel);
       if (!card) { refreshFragment("nodes", 2000); return; }
       var link = card.querySelector(".node-name a");
       var name = node.name || node.hostname || node.id;
@@ -521,6 +534,22 @@
       if (ok) resolve(); else reject(new Error("copy refused"));
     });
   }
+  /* A [data-copy-field=ID] button copies that field's value (an input) or text, and says so beside itself. */
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest ? event.target.closest("[data-copy-field]") : null;
+    if (!button) return;
+    var source = document.getElementById(button.getAttribute("data-copy-field"));
+    if (!source) return;
+    var status = button.parentElement.querySelector(".copy-status");
+    var text = "value" in source ? source.value : source.textContent;
+    copyText(text).then(function () {
+      if (status) status.textContent = "Copied.";
+    }, function () {
+      if (source.select) source.select();
+      if (status) status.textContent = "Selected: press Ctrl+C (or long-press and copy).";
+    });
+  });
+
   window.Roost = {
     format: format,
     onNode: onNode,

@@ -345,6 +345,17 @@ async def test_raise_and_resolve_alert_for_automations(setup):
     assert [e["status"] for e in await hub.alerts.events_after(0)] == ["firing", "resolved"]
 
 
+async def test_resolving_a_raised_alert_leaves_its_other_label_sets_firing(setup):
+    client, agent, _ = setup
+    hub = client.app[HUB_KEY]
+    root = await hub.alerts.raise_alert(source="automation:a1", node_id=agent.node_id, name="Disk full", summary="/ full", severity="critical", labels={"mountpoint": "/"})
+    srv = await hub.alerts.raise_alert(source="automation:a1", node_id=agent.node_id, name="Disk full", summary="/srv full", severity="critical", labels={"mountpoint": "/srv"})
+    assert await hub.alerts.resolve_alert("automation:a1", agent.node_id, "Disk full", {"mountpoint": "/"})
+    firing = {i["id"] for i in await hub.alerts.firing(agent.node_id)}
+    assert srv["id"] in firing and root["id"] not in firing
+    assert [(e["status"], e["labels"]["mountpoint"]) for e in await hub.alerts.events_after(0)] == [("firing", "/"), ("firing", "/srv"), ("resolved", "/")]
+
+
 async def test_history_is_bounded_by_retention_and_live_alerts_stay(setup):
     client, agent, _ = setup
     hub = client.app[HUB_KEY]

@@ -68,7 +68,7 @@
   // ------------------------------------------------------ the table: sort, filter, group
 
   var sortState = { key: "", dir: 1 };
-  var NUMERIC = { cpu: 1, mem: 1 };
+  var NUMERIC = { cpu: 1, mem: 1, exit: 1, uptime: 1 };
 
   function sortValue(row, key) {
     if (key === "state") return Number(row.getAttribute("data-state-rank"));
@@ -196,6 +196,31 @@
     document.querySelectorAll("[role=tabpanel][data-panel]").forEach(function (p) { p.hidden = p.getAttribute("data-panel") !== key; });
     var entry = tabs[key];
     if (entry && entry.detail) entry.detail.shown();
+    rememberTabs();
+  }
+
+  /* The open tabs and the one shown live in the address (?open=node/name,…&tab=node/name): a link or a reload
+   * opens the same containers. */
+  function rememberTabs() {
+    var url = new URL(window.location.href);
+    var keys = Object.keys(tabs);
+    var shown = "";
+    keys.forEach(function (k) { if (tabs[k].tab.getAttribute("aria-selected") === "true") shown = k; });
+    if (keys.length) url.searchParams.set("open", keys.join(",")); else url.searchParams.delete("open");
+    if (shown) url.searchParams.set("tab", shown); else url.searchParams.delete("tab");
+    if (url.toString() !== window.location.href) window.history.replaceState(null, "", url.toString());
+  }
+
+  function restoreTabs() {
+    var url = new URL(window.location.href);
+    var keys = (url.searchParams.get("open") || "").split(",").filter(Boolean);
+    var shown = url.searchParams.get("tab") || "";
+    if (shown && keys.indexOf(shown) === -1) keys.push(shown);
+    keys.forEach(function (key) {
+      var cut = key.indexOf("/");
+      if (cut > 0 && cut < key.length - 1) openTab(key.slice(0, cut), key.slice(cut + 1), false);
+    });
+    selectTab(shown && tabs[shown] ? shown : "list");
   }
 
   function openTab(nodeId, name, focus) {
@@ -244,6 +269,7 @@
       var listTab = document.getElementById("ct-tab-list");
       if (listTab) listTab.focus();
     }
+    rememberTabs();
   }
 
   function initTabs() {
@@ -272,6 +298,114 @@
       e.preventDefault();
       openTab(link.getAttribute("data-node"), link.getAttribute("data-container"), true);
     });
+  }
+
+  // ------------------------------------------------- actions on ticked rows, with a confirmation
+
+  var picked = {}; // "node/name" -> true, kept across the table's live refreshes
+  var pending = null; // {action, targets} waiting for Yes
+
+  function rowKey(row) { return row.getAttribute("data-node-id") + "/" + row.getAttribute("data-name"); }
+
+  function pickedRows() {
+    return Array.prototype.filter.call(document.querySelectorAll("#ct-table tr.ct-row"), function (row) { return picked[rowKey(row)]; });
+  }
+
+  function updateBulk() {
+    var bar = document.getElementById("ct-bulk");
+    if (!bar) return;
+    document.querySelectorAll("#ct-table tr.ct-row").forEach(function (row) {
+      var box = row.querySelector(".ct-pick-row");
+      if (box) box.checked = !!picked[rowKey(row)];
+    });
+    var rows = pickedRows();
+    bar.hidden = rows.length === 0;
+    document.getElementById("ct-bulk-count").textContent = rows.length + (rows.length === 1 ? " container selected" : " containers selected");
+    bar.querySelectorAll("[data-bulk-action]").forEach(function (b) {
+      var action = b.getAttribute("data-bulk-action");
+      b.disabled = !rows.some(function (r) { return (r.getAttribute("data-actions") || "").split(" ").indexOf(action) !== -1; });
+    });
+  }
+
+  function label(action) { return (page.actions && page.actions[action]) || action; }
+
+  function askFirst(action, rows) {
+    var can = rows.filter(function (r) { return (r.getAttribute("data-actions") || "").split(" ").indexOf(action) !== -1; });
+    var skipped = rows.length - can.length;
+    if (!can.length) return;
+    var hosts = {};
+    can.forEach(function (r) { hosts[r.getAttribute("data-host")] = true; });
+    var names = can.map(function (r) { return r.getAttribute("data-name"); });
+    var what = can.length === 1 ? names[0] + " on " + can[0].getAttribute("data-host")
+      : can.length + " containers on " + Object.keys(hosts).length + (Object.keys(hosts).length === 1 ? " host" : " hosts") + " (" + names.slice(0, 5).join(", ") + (names.length > 5 ? ", \u2026" : "") + ")";
+    var text = label(action) + " " + what + "?";
+    if (skipped) text += " " + skipped + " selected " + (skipped === 1 ? "is" : "are") + " not in a state to " + label(action).toLowerCase() + " and will be left alone.";
+    pending = { action: action, targets: can.map(function (r) { return { node: r.getAttribute("data-node-id"), name: r.getAttribute("data-name"), host: r.getAttribute("data-host") }; }) };
+    var box = document.getElementById("ct-confirm");
+    document.getElementById("ct-confirm-text").textContent = text;
+    box.hidden = false;
+    document.getElementById("ct-confirm-yes").focus();
+  }
+
+  function result(target, action) {
+    var li = el("li", { class: "ct-result", "data-key": target.node + "/" + target.name, "data-action": action });
+    li.appendChild(el("strong", {}, label(action) + " " + target.name));
+    li.appendChild(document.createTextNode(" on " + target.host + ": "));
+    var state = el("span", { class: "ct-result-state" }, "queued");
+    li.appendChild(state);
+    document.getElementById("ct-results").prepend(li);
+    return state;
+  }
+
+  function confirmed() {
+    var job = pending;
+    pending = null;
+    document.getElementById("ct-confirm").hidden = true;
+    if (!job) return;
+    job.targets.forEach(function (t) {
+      var state = result(t, job.action);
+      runJob(t.node, job.action, { container: t.name }, function (now) { state.textContent = String(now.state).replace(/_/g, " "); })
+        .then(function (done) {
+          state.textContent = done.state === "succeeded" ? "done" : String(done.state).replace(/_/g, " ") + (done.error ? ": " + done.error : "");
+          state.setAttribute("data-state", done.state);
+          R.refreshFragment("containers", 0);
+        })
+        .catch(function (err) { state.textContent = "not started: " + err.message; state.setAttribute("data-state", "refused"); });
+    });
+    picked = {};
+    updateBulk();
+  }
+
+  function initBulk() {
+    var bar = document.getElementById("ct-bulk");
+    if (!bar) return;
+    document.addEventListener("change", function (e) {
+      var t = e.target;
+      if (t.classList && t.classList.contains("ct-pick-row")) {
+        var key = rowKey(t.closest("tr.ct-row"));
+        if (t.checked) picked[key] = true; else delete picked[key];
+        updateBulk();
+      } else if (t.id === "ct-pick-all") {
+        document.querySelectorAll("#ct-table tr.ct-row").forEach(function (row) {
+          if (row.hidden || row.closest("tbody").hidden) return;
+          if (t.checked) picked[rowKey(row)] = true; else delete picked[rowKey(row)];
+        });
+        updateBulk();
+      }
+    });
+    document.addEventListener("click", function (e) {
+      var rowButton = e.target.closest && e.target.closest("[data-row-action]");
+      if (rowButton) { askFirst(rowButton.getAttribute("data-row-action"), [rowButton.closest("tr.ct-row")]); return; }
+      var bulk = e.target.closest && e.target.closest("[data-bulk-action]");
+      if (bulk && !bulk.disabled) { askFirst(bulk.getAttribute("data-bulk-action"), pickedRows()); return; }
+      if (e.target.closest && e.target.closest("[data-bulk-clear]")) { picked = {}; updateBulk(); }
+    });
+    document.getElementById("ct-confirm-yes").addEventListener("click", confirmed);
+    document.getElementById("ct-confirm-no").addEventListener("click", function () {
+      pending = null;
+      document.getElementById("ct-confirm").hidden = true;
+    });
+    document.addEventListener("roost:fragment", function (e) { if (e.detail && e.detail.name === "containers") updateBulk(); });
   }
 
   // ---------------------------------------------------- one container's detail
@@ -625,6 +759,8 @@
   if (listData) {
     initList();
     initTabs();
+    initBulk();
+    restoreTabs();
     window.RoostContainers = { openTab: openTab, closeTab: closeTab, tabs: tabs, page: page };
   }
   if (single) {
