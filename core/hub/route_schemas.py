@@ -19,7 +19,7 @@ import voluptuous as vol
 
 from roost.integrations.docker.archnest import REPORT_SCHEMA
 
-from . import alert_rules, alerts_api, api, audit, auth, gateway, jobs_api, jointokens, pairing, push, wake
+from . import alert_rules, alerts_api, api, audit, auth, gateway, jobs_api, jointokens, notify, pairing, push, wake
 
 TEXT = "text/plain"
 
@@ -139,6 +139,16 @@ SCHEMAS: dict[str, RouteSchema] = {
     "DELETE /api/v1/alerts/maintenance/{window_id}": S("delete a maintenance window"),
     "GET /api/v1/nodes/{node_id}/labels": S("a node's labels, set here and from its agent's config"),
     "PUT /api/v1/nodes/{node_id}/labels": S("set a node's labels", body=alerts_api.NODE_LABELS),
+    # notify.py
+    "GET /api/v1/alerts/receivers": S("notification receivers and the routes that send to them (admins)"),
+    "POST /api/v1/alerts/receivers": S("add a notification receiver (admins)", body=notify.CREATE_SCHEMA),
+    "GET /api/v1/alerts/receivers/{receiver}": S("one receiver, its secrets never shown"),
+    "PATCH /api/v1/alerts/receivers/{receiver}": S("change a receiver (admins)", body=notify.CHANGE_SCHEMA),
+    "DELETE /api/v1/alerts/receivers/{receiver}": S("delete a receiver (admins)"),
+    "POST /api/v1/alerts/receivers/{receiver}/test": S("send a test notification through a receiver"),
+    "POST /api/v1/alerts/notifications": S("queue a one-off notification in the outbox", body=notify.SEND_SCHEMA),
+    "GET /api/v1/alerts/outbox": S("the notification outbox: queued, sent and dead-lettered messages"),
+    "POST /api/v1/alerts/outbox/{outbox_id}/retry": S("retry a dead-lettered notification"),
     # openapi.py
     "GET /api/v1/openapi.json": S("this document"),
 }
