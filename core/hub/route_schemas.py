@@ -19,7 +19,7 @@ import voluptuous as vol
 
 from roost.integrations.docker.archnest import REPORT_SCHEMA
 
-from . import alert_rules, alerts_api, api, audit, auth, gateway, jobs_api, jointokens, notify, pairing, push, wake
+from . import alert_rules, alerts_api, api, audit, auth, automations_api, gateway, jobs_api, jointokens, notify, pairing, push, wake
 
 TEXT = "text/plain"
 
@@ -149,6 +149,27 @@ SCHEMAS: dict[str, RouteSchema] = {
     "POST /api/v1/alerts/notifications": S("queue a one-off notification in the outbox", body=notify.SEND_SCHEMA),
     "GET /api/v1/alerts/outbox": S("the notification outbox: queued, sent and dead-lettered messages"),
     "POST /api/v1/alerts/outbox/{outbox_id}/retry": S("retry a dead-lettered notification"),
+    # automations_api.py
+    "GET /api/v1/automations": S("automations with their state, and the files of the config dir that were refused"),
+    "POST /api/v1/automations": S("create an automation (operators): a definition, or the editor's YAML/TOML text", body=automations_api.DEFINITION_BODY),
+    "GET /api/v1/automations/kinds": S("the trigger, condition and step kinds automations may use, with their settings"),
+    "POST /api/v1/automations/validate": S("check a definition without saving it; answers it in every text format", body=automations_api.DEFINITION_BODY),
+    "GET /api/v1/automations/blueprints": S("the built-in blueprints and the inputs each takes"),
+    "POST /api/v1/automations/blueprints/{name}": S("make an automation from a blueprint (operators)", body=automations_api.BLUEPRINT_BODY),
+    "POST /api/v1/automations/webhook/{secret}": S("start the automations whose webhook trigger has this unguessable URL", body=vol.Schema(dict, extra=vol.ALLOW_EXTRA), body_required=False),
+    "GET /api/v1/automations/{automation_id}": S("one automation"),
+    "PUT /api/v1/automations/{automation_id}": S("replace an automation (operators)", body=automations_api.DEFINITION_BODY),
+    "DELETE /api/v1/automations/{automation_id}": S("delete an automation (operators)"),
+    "POST /api/v1/automations/{automation_id}/enable": S("enable an automation (operators)", body_required=False),
+    "POST /api/v1/automations/{automation_id}/disable": S("disable an automation (operators)", body_required=False),
+    "POST /api/v1/automations/{automation_id}/run": S("run an automation now with test trigger data, or dry-run it", body=automations_api.RUN_SCHEMA, body_required=False),
+    "GET /api/v1/automations/{automation_id}/runs": S("an automation's runs, newest first", query=automations_api.RUNS_QUERY),
+    "GET /api/v1/automation-runs": S("every automation's runs, newest first", query=automations_api.RUNS_QUERY),
+    "GET /api/v1/automation-runs/{run_id}": S("one run with its trace: trigger data, each step's input, result and duration"),
+    "POST /api/v1/automation-runs/{run_id}/cancel": S("stop a run (operators)", body_required=False),
+    "GET /api/v1/approvals": S("approvals automations wait for", query=automations_api.APPROVALS_QUERY),
+    "GET /api/v1/approvals/{approval_id}": S("one approval with what it would let run"),
+    "POST /api/v1/approvals/{approval_id}": S("approve or deny (an operator or admin logged in to the dashboard; never an API token)", body=automations_api.DECIDE_SCHEMA),
     # openapi.py
     "GET /api/v1/openapi.json": S("this document"),
 }
