@@ -281,7 +281,11 @@ class AlertEngine:
         """Judge every enabled rule that selects these nodes (only the clock-driven kinds when ``timed_only``)."""
         started = time.perf_counter()
         now = self.clock()
-        rules = [r for r in self.rules.values() if r.get("enabled", True) and (not timed_only or r["kind"] in TIMED_KINDS or self._timed_kind(r["kind"]))]
+        if timed_only:
+            rules = [r for r in self.rules.values() if r.get("enabled", True) and (r["kind"] in TIMED_KINDS or self._timed_kind(r["kind"]))]
+        else:
+            # A report cannot change what only the clock and the hub itself decide (ping checks): the timer judges those.
+            rules = [r for r in self.rules.values() if r.get("enabled", True) and not self._clock_only(r["kind"])]
         conditions: list[ev.Condition] = []
         scopes: list[tuple[str, str]] = []
         held = self._held()
@@ -529,6 +533,11 @@ class AlertEngine:
         """An integration's kind that the clock alone can change (AlertRuleKind.timed): judged on the timer too."""
         found = self.hub.plugins.registry.alert_rule_kinds.get(kind) if hasattr(self.hub, "plugins") else None
         return found is not None and bool(getattr(found[1], "timed", False))
+
+    def _clock_only(self, kind: str) -> bool:
+        """A timed kind of a hub-only integration: nothing in a node's report bears on it."""
+        found = self.hub.plugins.registry.alert_rule_kinds.get(kind) if hasattr(self.hub, "plugins") else None
+        return found is not None and bool(getattr(found[1], "timed", False)) and self._hub_only(found[0])
 
     def _hub_only(self, domain: str) -> bool:
         """A hub-only integration (ping checks) is in no node's report: its kinds judge every node a rule selects."""
