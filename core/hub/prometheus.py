@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,6 +126,16 @@ def _labels(pairs: Iterable[tuple[str, str]]) -> str:
     return ",".join(f'{k}="{_escape(v)}"' for k, v in pairs)
 
 
+def node_prometheus_labels(labels: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """A node's labels (set on the hub or in its agent's config) as Prometheus labels: ``label_<name>``, the name's
+    characters outside [a-zA-Z0-9_] as ``_``, so they never clash with Roost's own labels or the series' own."""
+    out = {}
+    for key, value in sorted(labels.items()):
+        name = "label_" + re.sub(r"[^A-Za-z0-9_]", "_", str(key))
+        out.setdefault(name, str(value))
+    return tuple(out.items())
+
+
 @dataclass
 class _NodeCache:
     """One node's rendered lines, valid while its record, status and latest metrics are the same objects."""
@@ -136,6 +146,7 @@ class _NodeCache:
     ident: str
     static: dict[str, bytes]
     series: dict[str, bytes]
+    labels: tuple[tuple[str, str], ...] = ()
 
 
 class Exposition:
@@ -168,10 +179,12 @@ class Exposition:
         node = hub._nodes[node_id]
         status = "revoked" if node.revoked else hub.node_status(node_id, now)
         metrics = hub._metrics.get(node_id)
+        engine = getattr(hub, "alerts", None)
+        labels = node_prometheus_labels(engine.node_labels(node_id) if engine is not None else {})
         cached = self._cache.get(node_id)
-        if cached is not None and cached.node is node and cached.status == status and cached.metrics is metrics:
+        if cached is not None and cached.node is node and cached.status == status and cached.metrics is metrics and cached.labels == labels:
             return cached
-        ident = _labels((("node", node_id), ("name", node.name)))
+        ident = _labels((("node", node_id), ("name", node.name), *labels))
         facts = node.facts or {}
         info = _labels(
             (
@@ -208,7 +221,7 @@ class Exposition:
                     label = DEFAULT_LABEL
                 line = f'{family}{{{ident},{label}="{_escape(key)}"}} {floatToGoString(value)}\n'
             series.setdefault(family, []).append(line)
-        cached = _NodeCache(node, status, metrics, ident, static, {f: "".join(lines).encode() for f, lines in series.items()})
+        cached = _NodeCache(node, status, metrics, ident, static, {f: "".join(lines).encode() for f, lines in series.items()}, labels)
         self._cache[node_id] = cached
         return cached
 
@@ -336,6 +349,7 @@ async def targets(request: web.Request) -> web.Response:
                     "__metrics_path__": NODE_METRICS_PATH.format(node_id=node_id),
                     "node": node_id,
                     "name": node.name,
+                    **dict(node_prometheus_labels(hub.alerts.node_labels(node_id) if getattr(hub, "alerts", None) is not None else {})),
                 },
             }
         )

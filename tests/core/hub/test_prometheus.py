@@ -258,3 +258,21 @@ async def test_a_real_prometheus_scrapes_the_hub(make_hub, tmp_path):
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+async def test_node_labels_reach_every_series_and_the_service_discovery(client, fake_agent):
+    agent = await reporting_node(fake_agent, {"linux_host.cpu_percent": 1.0, "linux_host.disk_used_percent[/srv]": 50.0})
+    hub = client.app[HUB_KEY]
+    await hub.alerts.set_labels(agent.node_id, {"role": "nas", "rack.row": "a-1"})
+    name = hub.node(agent.node_id).name
+    ident = f'node="{agent.node_id}",name="{name}",label_rack_row="a-1",label_role="nas"'
+    text = await (await client.get(METRICS)).text()
+    assert f"roost_node_up{{{ident}}} 1.0" in text
+    assert f'roost_linux_host_disk_used_percent{{{ident},key="/srv"}} 50.0' in text  # the series' own label comes after the node's
+    targets = await (await client.get("/api/v1/prometheus/targets")).json()
+    [mine] = [t for t in targets if t["labels"]["node"] == agent.node_id]
+    assert mine["labels"]["label_role"] == "nas" and mine["labels"]["label_rack_row"] == "a-1"
+    # A change of labels is rendered at the next scrape, without a new report.
+    await hub.alerts.set_labels(agent.node_id, {"role": "router"})
+    text = await (await client.get(METRICS)).text()
+    assert f'roost_node_up{{node="{agent.node_id}",name="{name}",label_role="router"}} 1.0' in text
