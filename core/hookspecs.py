@@ -55,6 +55,7 @@ if TYPE_CHECKING:
         NodePanel,
         NotificationReceiver,
         Page,
+        PublicRoute,
         SearchResult,
     )
     from .integration import IntegrationContext
@@ -261,7 +262,7 @@ def roost_hub_pages(ctx: HubContext) -> list[Page] | None:
 
 
 @hookspec
-def roost_hub_routes(ctx: HubContext) -> list[ApiRoute] | None:
+def roost_hub_routes(ctx: HubContext) -> list[ApiRoute | PublicRoute] | None:
     """Declare the API routes the integration adds under ``/api/v1/integrations/<domain>``.
 
     Called once while the hub builds its web application, like
@@ -278,6 +279,11 @@ def roost_hub_routes(ctx: HubContext) -> list[ApiRoute] | None:
     (400 with what was wrong). The handler returns JSON data (200) or raises
     ``RouteError(message, status)``; any other exception answers 500 and is
     logged naming the integration.
+
+    A built-in integration may also return ``PublicRoute`` items: routes at
+    ``/<domain><path>`` that answer without a login (a ping URL whose
+    unguessable id is the secret), limited per caller address and per path
+    parameter, with bounded bodies; see ``roost.core.hub_integration.PublicRoute``.
     """
 
 

@@ -174,6 +174,8 @@ class HubContext:
     # Settings pushed to each node's agent (None only where no hub runs).
     agent_settings: AgentSettings | None = None
     role: str = "hub"
+    # The hub's time zone ([hub] timezone, an IANA name; "" = the zone of the machine it runs on), for schedules.
+    timezone: str = ""
     # The integration's own place for state kept between calls.
     data: dict[str, Any] = field(default_factory=dict)
 
@@ -336,6 +338,61 @@ class ApiRoute:
             raise DeclarationError(f"route {self.method} {self.path} changes state, so its role must be operator or admin")
 
 
+class PublicRequest(Protocol):
+    """One call of a public route: no login, so only what the caller sent and where from."""
+
+    method: str
+    path: str
+    match_info: Mapping[str, str]
+    query: Mapping[str, str]
+    # The body as sent, at most the route's max_body bytes.
+    body: bytes
+    # The caller's address (after the hub's trusted proxies) and its User-Agent, for the integration's log.
+    peer: str
+    user_agent: str
+    hub: HubContext
+
+
+PublicHandler = Callable[[PublicRequest], Awaitable[str]]
+
+
+@dataclass(frozen=True)
+class PublicRoute:
+    """A route at ``/<domain><path>`` that answers without a login, for callers holding a secret in the URL
+    (a ping URL a cron job calls with curl). Only built-in integrations may declare one.
+
+    The handler returns the text answered with 200 (``text/plain``) or raises
+    ``RouteError``; a refusal with 401, 403 or 404 counts against the caller's
+    address, and an address refused ``max_failures`` times in 5 minutes is
+    banned for 15 (429, kept across restarts). Every call takes a token from
+    the address's bucket (``rate`` per second, ``burst``) and, with
+    ``limit_by``, from the bucket of that path parameter (one check pinged in a
+    loop by many hosts), answering 429 with Retry-After when empty. A body over
+    ``max_body`` bytes answers 413 before the handler runs.
+    """
+
+    method: str
+    path: str
+    handler: PublicHandler
+    max_body: int = 100_000
+    rate: float = 1.0
+    burst: int = 30
+    limit_by: str = ""
+    max_failures: int = 10
+
+    def check(self, domain: str) -> None:
+        if self.method not in ("GET", "POST", "PUT"):
+            raise DeclarationError(f"public route method must be GET, POST or PUT, got {self.method!r}")
+        if not isinstance(self.path, str) or not _ROUTE_PATH_RE.match(self.path) or not self.path.startswith("/"):
+            raise DeclarationError(f"public route path {self.path!r} must look like /name or /name/{{param}}")
+        if not callable(self.handler):
+            raise DeclarationError(f"public route {self.method} {self.path}: handler is not callable")
+        if self.limit_by and "{" + self.limit_by + "}" not in self.path:
+            raise DeclarationError(f"public route {self.path}: limit_by {self.limit_by!r} is not one of its path parameters")
+        if not (0 <= self.max_body <= 1024 * 1024) or self.rate <= 0 or self.burst < 1 or self.max_failures < 1:
+            raise DeclarationError(f"public route {self.path}: max_body must be 0..1 MiB, rate > 0, burst and max_failures >= 1")
+
+
 # ------------------------------------------------- helpers for page authors
 
 
@@ -436,7 +493,15 @@ class AlertRuleKind(_Extension):
     ``NodeReader.get`` shape, and returns ``None`` when all is well, a
     one-sentence description of what is wrong, an ``AlertFinding`` or an
     iterable of them (one per thing wrong: a filesystem, a device).
+
+    ``timed``: what the kind judges changes with the clock alone (a ping that
+    did not come, a backup growing old), so the hub also judges it on its
+    timer, not only when a node reports. A hub-only integration's kind is
+    judged on every node its rules select; an agent integration's only on
+    nodes that run it.
     """
+
+    timed: bool = False
 
 
 @dataclass(frozen=True)
@@ -565,6 +630,8 @@ __all__ = [
     "NotificationReceiver",
     "Page",
     "PageRequest",
+    "PublicRequest",
+    "PublicRoute",
     "RouteError",
     "RouteRequest",
     "SearchResult",

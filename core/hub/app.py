@@ -21,7 +21,7 @@ from roost.core.store import Store
 from roost.core.store.sqlite import SQLiteStore
 from roost.core.tls import CA_PEM_CONTENT_TYPE, HubTLS, ensure_hub_tls
 
-from . import alerts_api, api, archnest, audit, auth, automations_api, gateway, jobs_api, jointokens, mcp_http, mqtt, notify, pairing, permissions, prometheus, push, security, wake
+from . import alerts_api, api, archnest, audit, auth, automations_api, gateway, jobs_api, jointokens, mcp_http, mqtt, notify, openapi, pairing, permissions, prometheus, push, security, wake
 from .gateway import AGENT_AUTH_LIMITS, MESSAGE_BURST, MESSAGE_RATE
 from .automations import AutomationEngine
 from .integrations import HubIntegrations
@@ -229,6 +229,7 @@ def create_app(config: HubConfig, *, store: Store | None = None, tls: HubTLS | N
     mcp_http.setup(app)
     wake.setup(app)
     notify.setup(app)
+    openapi.setup(app)
     from . import downloads
 
     downloads.setup(app)

@@ -35,15 +35,25 @@ async def _body(request: web.Request, limit: int = MAX_BODY) -> Any:
     return await read_json(request, empty={})
 
 
+# What the authoring routes take: the raw text of the editor's YAML/TOML/JSON view, the definition wrapped, or the
+# definition itself (each then checked against the trigger, condition and step schemas by the engine).
+TEXT_BODY = vol.Schema({vol.Required("text"): str, vol.Optional("format", default="yaml"): vol.In(FORMATS)}, extra=vol.PREVENT_EXTRA)
+DEFINITION_BODY = vol.Any(TEXT_BODY, vol.Schema({vol.Required("definition"): dict}, extra=vol.PREVENT_EXTRA), vol.Schema(dict, extra=vol.ALLOW_EXTRA))
+BLUEPRINT_BODY = vol.Schema({vol.Optional("inputs"): dict}, extra=vol.ALLOW_EXTRA)
+RUNS_QUERY = vol.Schema({vol.Optional("limit"): vol.All(str, vol.Match(r"^[0-9]{1,6}$"))})
+APPROVALS_QUERY = vol.Schema({vol.Optional("state"): vol.In(("pending", "approved", "denied", "expired"))})
+
+
 def _definition_from(body: Any) -> Any:
     """``{"definition": {...}}``, ``{"text": "...", "format": "yaml"|"toml"|"json"}`` or the definition itself."""
     if not isinstance(body, dict):
         raise AutomationInvalid([("(body)", "send a JSON object: {definition: {...}} or {text: ..., format: yaml|toml}")])
     if "text" in body:
-        fmt = body.get("format", "yaml")
-        if fmt not in FORMATS or not isinstance(body["text"], str):
-            raise AutomationInvalid([("format", "format must be yaml, toml or json, and text a string")])
-        return parse_text(body["text"], fmt)
+        try:
+            body = TEXT_BODY(body)
+        except vol.Invalid:
+            raise AutomationInvalid([("format", "format must be yaml, toml or json, and text a string")]) from None
+        return parse_text(body["text"], body["format"])
     if "definition" in body:
         return body["definition"]
     return body

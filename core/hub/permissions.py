@@ -174,6 +174,28 @@ PERMISSIONS: dict[str, Permission] = {
     "join_tokens.manage": Permission(
         ROLE_ADMIN, "creating and revoking join tokens", api=("POST /api/v1/join-tokens", "DELETE /api/v1/join-tokens/{token_id}")
     ),
+    "pings.view": Permission(
+        ROLE_VIEWER,
+        "seeing ping checks, where they stand and when they were pinged",
+        pages=("/pings", "/pings/{check_id}"),
+        api=("GET /api/v1/integrations/ping/checks", "GET /api/v1/integrations/ping/checks/{check_id}"),
+    ),
+    "pings.manage": Permission(
+        ROLE_OPERATOR,
+        "creating, changing and deleting ping checks and their ping URLs",
+        api=(
+            "POST /api/v1/integrations/ping/checks",
+            "PATCH /api/v1/integrations/ping/checks/{check_id}",
+            "POST /api/v1/integrations/ping/checks/{check_id}/rotate",
+            "DELETE /api/v1/integrations/ping/checks/{check_id}",
+        ),
+    ),
+    "api.reference": Permission(
+        ROLE_VIEWER,
+        "reading the API reference",
+        pages=("/api-reference",),
+        api=("GET /api/v1/openapi.json",),
+    ),
     "updates.view": Permission(ROLE_VIEWER, "seeing node versions against the newest release", pages=("/updates",), api=("GET /api/v1/updates",)),
     "updates.run": Permission(ROLE_OPERATOR, "starting agent updates", api=("POST /api/v1/updates",)),
     "notifications.view": Permission(

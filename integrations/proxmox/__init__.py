@@ -195,8 +195,9 @@ def roost_capabilities(ctx: IntegrationContext) -> list[str]:
 def roost_actions(ctx: IntegrationContext) -> list[ActionSpec]:
     from .actions import build_actions
     from .pbs_actions import pbs_actions
+    from .vzdump_prune import vzdump_prune_actions
 
-    return build_actions() + (pbs_actions() if ctx.config.get(CONF_PBS) else [])
+    return build_actions() + vzdump_prune_actions() + (pbs_actions() if ctx.config.get(CONF_PBS) else [])
 
 
 @hookimpl
