@@ -133,8 +133,6 @@ def repositories_from_config(config: dict[str, Any]) -> list[Repository]:
 
 @hookimpl
 def roost_setup(ctx: IntegrationContext) -> None:
-    from .inventory import Backups
-
     repos = repositories_from_config(ctx.config)
     if not repos:
         raise NotAvailable(
@@ -146,6 +144,8 @@ def roost_setup(ctx: IntegrationContext) -> None:
         ctx.logger.error("backup: %s is not installed on this host: apt-get install %s (or set binary in its repository)", kind, "borgbackup" if kind == "borg" else kind)
     base = Path(ctx.data_dir) / "backup"
     scratch_root = Path(ctx.config[CONF_SCRATCH_DIR]) if ctx.config.get(CONF_SCRATCH_DIR) else base / "scratch"
+    from .inventory import Backups  # only with repositories configured
+
     backups = Backups(repos, base, scratch_root, ctx.config)
     swept = backups.scratch.sweep()
     if swept:

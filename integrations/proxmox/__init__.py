@@ -149,8 +149,6 @@ def _collector(ctx: IntegrationContext) -> Any:
 
 @hookimpl
 def roost_setup(ctx: IntegrationContext) -> None:
-    from .collector import Collector
-
     settings = settings_from_config(ctx.config, where=WHERE)
     if settings is None:
         if os.path.isdir(PVE_CONFIG_DIR):
@@ -166,6 +164,9 @@ def roost_setup(ctx: IntegrationContext) -> None:
         pbs_settings = settings_from_config(
             pbs_table, where=f"{WHERE}.pbs", service="PBS", default_port=DEFAULT_PBS_PORT, local_default=False
         )
+    # Imported only once configured: an agent without Proxmox never loads the collector (docs/benchmarks.md).
+    from .collector import Collector
+
     collector = Collector(ctx.config, settings, pbs_settings)
     try:
         collector.start()

@@ -60,3 +60,56 @@ def test_a_running_agent_imports_nothing_hub_only_nor_any_hub_half(tmp_path):
     assert result["rc"] == 0
     assert result["loaded"] == [], f"agent process imported hub-only modules or an integration's hub half: {result['loaded']}"
     assert "cannot reach the hub" in out.stderr  # and it went on collecting while the hub was away
+
+
+# Modules a plain agent (linux_host and the built-ins, nothing configured for them) must not load at start-up:
+# each costs resident memory the agent keeps for its whole life (docs/benchmarks.md, "where the agent's MiB go").
+LAZY = (
+    "roost.integrations.proxmox.collector",  # only once integrations.proxmox has a host and a token
+    "roost.integrations.proxmox.pbs",
+    "roost.integrations.backup.inventory",  # only with [[integrations.backup.repositories]]
+    "proxmoxer",
+    "requests",
+    "docker",  # the Docker SDK: the integration talks to the socket itself
+    "zeroconf",  # pairing by discovery only
+)
+
+
+def test_a_plain_agent_start_leaves_the_heavy_modules_of_unconfigured_integrations_unloaded(tmp_path):
+    data = tmp_path / "agent"
+    data.mkdir()
+    (data / "agent.json").write_text(json.dumps({"node_id": "n123456789abc", "hub": "http://127.0.0.1:9"}))
+    config = tmp_path / "roost.toml"
+    config.write_text("[agent]\ninterval = 0.2\n")
+    script = textwrap.dedent(
+        f"""
+        import json, os, signal, sys
+        from roost.agent import runtime
+        from roost.core import cli
+
+        collect_once = runtime.AgentRuntime.collect_once
+        cycles = 0
+
+        async def collect_then_stop(self):
+            global cycles
+            result = await collect_once(self)
+            cycles += 1
+            if cycles == 2:  # set-up done and a cycle after it: what a running agent holds
+                os.kill(os.getpid(), signal.SIGTERM)
+            return result
+
+        runtime.AgentRuntime.collect_once = collect_then_stop
+        rc = cli.main(["agent", "--config", {str(config)!r}, "--data-dir", {str(data)!r}])
+        lazy = {LAZY!r}
+        loaded = sorted(m for m in sys.modules if any(m == name or m.startswith(name + ".") for name in lazy))
+        print(json.dumps({{"rc": rc, "cycles": cycles, "loaded": loaded,
+                           "proxmox": "roost.integrations.proxmox" in sys.modules,
+                           "backup": "roost.integrations.backup" in sys.modules}}))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    # It really started the agent and set up (and declined) the proxmox and backup integrations.
+    assert result["rc"] == 0 and result["cycles"] >= 2 and result["proxmox"] and result["backup"], result
+    assert result["loaded"] == [], f"a plain agent start imported modules it only needs once configured: {result['loaded']}"
