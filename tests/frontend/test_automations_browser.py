@@ -215,7 +215,8 @@ def test_writing_an_automation_in_the_form_and_the_yaml_toml_views(tmp_path, bro
         errors: list[str] = []
         page.on("pageerror", lambda err: errors.append(str(err)))
         page.goto(hub.base + "/automations/edit/new")
-        page.wait_for_selector("#au-f-triggers .au-trigger", timeout=30_000)
+        # The editor builds its form from the kinds it fetches: a busy machine may take a while.
+        page.wait_for_selector("#au-f-triggers .au-trigger", timeout=90_000)
         assert page.input_value("#au-f-name") == "My automation"
         page.fill("#au-f-name", "Nightly check")
         page.dispatch_event("#au-f-name", "change")

@@ -64,8 +64,14 @@ def test_back_up_dry_run_and_a_signed_prune_in_the_browser(browser, tmp_path):
                 tab.goto(f"/backups/{node_id}/{repo.name}")
                 page.click("[data-bk-action=run]")
                 expect(page.locator("#bk-job")).to_have_text(re.compile(r"^succeeded"), timeout=90_000)
-            tab.goto(f"/backups/{node_id}/{repo.name}")
-            assert page.locator("#bk-snapshots tbody tr").count() == 2
+
+
+            def both_listed() -> bool:
+                # The inventory is refreshed after each backup job and reaches the hub with the agent's next report.
+                tab.goto(f"/backups/{node_id}/{repo.name}")
+                return page.locator("#bk-snapshots tbody tr").count() == 2
+
+            wait_for(both_listed, 60, "both snapshots on the repository page")
             for name in ("keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly"):
                 page.fill(f"input[name={name}]", "0")
             page.fill("input[name=keep_last]", "1")
