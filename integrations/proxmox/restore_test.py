@@ -367,6 +367,9 @@ async def restore_test(run: Runner, ctx: ActionContext, params: dict[str, Any]) 
         if params.get("policy"):
             result["policy"] = params["policy"]
         if results is not None:
+            previous = results.read().get(str(guest)) or {}
+            # The last good test's time survives a failed one (the verdict's "last good restore test ... ago").
+            result["last_ok_at"] = result["finished_at"] if result["ok"] else previous.get("last_ok_at")
             results.update(str(guest), copy.deepcopy(result))
     if not result["ok"]:
         raise ActionError(f"restore test of guest {guest} failed: {result['error']}")
