@@ -164,3 +164,38 @@ def test_compare_ignores_new_volume_names_and_macs_but_not_sizes_or_options():
     assert {m["key"] for m in compare(archive, other)["mismatches"]} == {"net0", "scsi0"}
     missing = {k: v for k, v in same.items() if k != "boot"}
     assert compare(archive, missing)["mismatches"][0] == {"key": "boot", "problem": "missing after restore", "expected": "order=scsi0", "actual": None}
+
+
+async def test_the_agent_removes_its_leftover_scratch_guests_when_it_starts(pve, config, tmp_path):
+    from support import until
+    from support_actions import set_up
+
+    pve.add_vm(RANGE[0], "scratch", node="pve1", status="stopped", config={"scsi0": f"local-lvm:vm-{RANGE[0]}-disk-0,size=32G"})
+    ledger = scratch_ledger(tmp_path)
+    ledger.update(str(RANGE[0]), {"node": "pve1", "type": "qemu", "archive": "nas:backup/x.vma.zst", "upid": "UPID:pve1:0:0:0:qmrestore:990000:roost@pve!monitor:"})
+    manager, _integration = await set_up("proxmox", dict(config), tmp_path)
+    try:
+        async def gone():
+            return pve.guest(RANGE[0]) is None and ledger.read() == {}
+
+        await until(gone, 30, "the leftover scratch guest to be destroyed")
+        assert pve.vm(100) is not None and pve.vm(101) is not None
+    finally:
+        await manager.shutdown_all()
+
+
+async def test_the_hub_asking_to_destroy_a_real_guest_as_scratch_is_refused(tmp_path, pve, config):
+    from support_actions import ActionRig
+
+    rig = ActionRig(tmp_path, {"proxmox": {**config, "restore_test": {"vmid_range": RANGE}}}, grants=["proxmox.readonly", "proxmox.manage"])
+    await rig.start()
+    try:
+        job = await rig.run("proxmox.scratch.remove", {"vmid": 101}, timeout=30)
+        assert job.state == "refused"
+        assert job.error == ("guest 101 is not a scratch guest this agent created for a restore test; refusing to destroy it "
+                             "(the agent removes only the scratch guests in its own ledger)")
+        job = await rig.run("proxmox.backup.restore_test", {"guest": 100, "storage": "nas", "scratch_vmid": 101}, timeout=30)
+        assert job.state == "refused" and "extra keys not allowed" in job.error
+        assert pve.vm(101) is not None and not any(m == "DELETE" for m, _p, _ in pve.requests)
+    finally:
+        await rig.close()
