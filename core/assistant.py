@@ -25,7 +25,7 @@ import aiohttp
 from roost.core import jsonparse
 from roost.core.const import __version__
 
-READ_TOOLS = ("list_nodes", "node_health", "query_metrics", "list_jobs", "job_output", "list_containers", "search_logs")
+READ_TOOLS = ("list_nodes", "node_health", "list_firing_alerts", "query_metrics", "list_jobs", "job_output", "list_containers", "search_logs")
 WRITE_TOOLS = ("run_action",)
 ALL_TOOLS = READ_TOOLS + WRITE_TOOLS
 JOB_WAIT_SECONDS = 60.0
@@ -150,6 +150,29 @@ class Tools:
             "headline": summary.get("headline") or {},
             "facts": summary.get("facts") or {},
         }
+
+    async def list_firing_alerts(self, node: str = "") -> list[dict[str, Any]]:
+        """Alerts firing now, most severe first, optionally of one node (by id or name): what is wrong, since when, and whether someone acknowledged or silenced it."""
+        node_id = await self._node_id(node) if node else None
+        instances = (await self.api.get("/api/v1/alerts", node_id=node_id))["instances"]
+        firing = [i for i in instances if i.get("state") == "firing"]
+        firing.sort(key=lambda i: (i.get("severity") != "critical", -(i.get("fired_at") or 0)))
+        return [
+            {
+                "id": i.get("id"),
+                "alert": i.get("rule_name"),
+                "severity": i.get("severity"),
+                "node_id": i.get("node_id"),
+                "node": (i.get("alert_labels") or {}).get("node_name") or i.get("node_id"),
+                "summary": i.get("summary"),
+                "labels": i.get("labels") or {},
+                "since": _iso(i.get("fired_at") or i.get("started_at")),
+                "acknowledged": bool(i.get("acknowledged")),
+                "silenced": bool(i.get("silenced")),
+                "snoozed": bool(i.get("snoozed")),
+            }
+            for i in firing
+        ]
 
     async def query_metrics(self, node: str, series: list[str], range: str = "1h") -> dict[str, Any]:
         """History of a node's series (e.g. linux_host.cpu_percent, linux_host.disk_used_percent[/]) over 1h, 6h, 24h, 7d, 30d or 1y, as [time, avg, min, max] points."""

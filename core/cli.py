@@ -180,8 +180,11 @@ def cmd_hub(args: argparse.Namespace) -> int:
         # run_app calls this once the socket listens: only then may the commands on this host find the hub.
         recorded.append(running_hub.record(config.data_dir, config.url(), args.config))
 
+    _raise_open_files_limit()
     try:
-        web.run_app(app, host=config.bind, port=config.port, ssl_context=ssl_context, access_log=None, shutdown_timeout=5, print=listening)
+        web.run_app(
+            app, host=config.bind, port=config.port, ssl_context=ssl_context, access_log=None, shutdown_timeout=5, print=listening, backlog=HUB_LISTEN_BACKLOG
+        )
     except OSError as err:
         import errno
         import socket
@@ -195,6 +198,29 @@ def cmd_hub(args: argparse.Namespace) -> int:
     return 0
 
 
+# Connections the kernel may queue before the hub accepts them: every agent reconnects at once after a hub
+# restart (with jitter). The kernel caps it at net.core.somaxconn (4096 on current kernels).
+HUB_LISTEN_BACKLOG = 4096
+
+
+def _raise_open_files_limit() -> None:
+    """Lift the soft open-files limit to the hard one: the hub holds a socket per connected agent (docs/benchmarks.md)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else max(soft, 65536), hard))
+        except (ValueError, OSError) as err:
+            logging.getLogger("roost").warning("cannot raise the open-files limit from %d to %d: %s", soft, hard, err)
+            return
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft < 2048:
+        logging.getLogger("roost").warning(
+            "open-files limit is %d: about %d agents can connect; raise it (LimitNOFILE= in the systemd unit, ulimit -n)", soft, soft - 100
+        )
+
+
 def cmd_agent(args: argparse.Namespace) -> int:
     config = load_agent_config(args.config, overrides={"agent": {"data_dir": args.data_dir, "hub": args.hub, "name": args.name}}, flags=_AGENT_FLAGS)
     from .const import ROLE_AGENT
@@ -203,6 +229,10 @@ def cmd_agent(args: argparse.Namespace) -> int:
         config.integrations, [(ROLE_AGENT, config.data_dir, [config.data_dir / "custom_integrations", *config.settings.custom_integrations])], args.config
     )
     _setup_logging(config.log_level)
+    from .memory import limit_arenas
+
+    # Before any thread starts: one malloc arena for the agent's few threads instead of one each (see docs/benchmarks.md).
+    limit_arenas(1)
     return asyncio.run(_run_agent(config, args.join, rotate_key=args.rotate_key, enrol_only=args.enrol_only))
 
 
@@ -217,6 +247,12 @@ async def _run_agent(config: Any, join: str | None, *, rotate_key: bool = False,
     hub_url = config.hub or state.get("hub", "")
     rt = AgentRuntime(data_dir=config.data_dir, settings=config.settings, integrations_config=config.integrations)
     await rt.start()
+    # What start-up made (modules, the plugin kernel, integrations) lives as long as the process:
+    # out of the collector's way, so each collection walks only what cycles make.
+    import gc
+
+    gc.collect()
+    gc.freeze()
     try:
         if not state.get("node_id"):
             try:

@@ -187,6 +187,8 @@ HUB_SCHEMA = vol.Schema(
                 vol.Optional("wol_allowed_ports", default=list): vol.All([_PORT], vol.Length(max=64)),
                 # Wakes of one node (from the hub or relayed) in any minute; 0: no limit.
                 vol.Optional("wol_wakes_per_minute", default=6): vol.All(int, vol.Range(min=0, max=10_000)),
+                # How many automations may chain (one's run causing another's); deeper is refused and audited.
+                vol.Optional("automation_max_depth", default=3): vol.All(int, vol.Range(min=0, max=10)),
                 # "auto": HTTPS unless bound to loopback only.
                 vol.Optional("tls", default="auto"): vol.Any(bool, vol.All(str, vol.In(["auto"], msg="must be true, false or \"auto\""))),
                 vol.Optional("tls_cert"): vol.All(str, vol.Length(min=1)),
@@ -405,6 +407,7 @@ class HubConfig:
     wol_allowed_broadcasts: list[str] = field(default_factory=list)
     wol_allowed_ports: list[int] = field(default_factory=list)
     wol_wakes_per_minute: int = 6
+    automation_max_depth: int = 3
     tls: bool = True
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -520,6 +523,7 @@ def load_hub_config(
         wol_allowed_broadcasts=list(hub["wol_allowed_broadcasts"]),
         wol_allowed_ports=list(hub["wol_allowed_ports"]),
         wol_wakes_per_minute=hub["wol_wakes_per_minute"],
+        automation_max_depth=hub["automation_max_depth"],
         tls=tls,
         tls_cert=_opt_path(hub.get("tls_cert")),
         tls_key=_opt_path(hub.get("tls_key")),

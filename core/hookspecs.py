@@ -55,6 +55,7 @@ if TYPE_CHECKING:
         NodePanel,
         NotificationReceiver,
         Page,
+        PublicRoute,
         SearchResult,
     )
     from .integration import IntegrationContext
@@ -261,7 +262,7 @@ def roost_hub_pages(ctx: HubContext) -> list[Page] | None:
 
 
 @hookspec
-def roost_hub_routes(ctx: HubContext) -> list[ApiRoute] | None:
+def roost_hub_routes(ctx: HubContext) -> list[ApiRoute | PublicRoute] | None:
     """Declare the API routes the integration adds under ``/api/v1/integrations/<domain>``.
 
     Called once while the hub builds its web application, like
@@ -278,6 +279,11 @@ def roost_hub_routes(ctx: HubContext) -> list[ApiRoute] | None:
     (400 with what was wrong). The handler returns JSON data (200) or raises
     ``RouteError(message, status)``; any other exception answers 500 and is
     logged naming the integration.
+
+    A built-in integration may also return ``PublicRoute`` items: routes at
+    ``/<domain><path>`` that answer without a login (a ping URL whose
+    unguessable id is the secret), limited per caller address and per path
+    parameter, with bounded bodies; see ``roost.core.hub_integration.PublicRoute``.
     """
 
 
@@ -388,10 +394,13 @@ def roost_hub_automation_triggers(ctx: HubContext) -> list[AutomationTrigger] | 
     :param ctx: the hub context (see ``roost_hub_setup``).
 
     Return a list of ``roost.core.hub_integration.AutomationTrigger`` (name,
-    description, settings schema and an ``async handler(settings, event)``
-    that says whether a hub event fires it), or ``None``. Collected in
-    ``Hub.registry.automation_triggers``; an invalid or duplicate one is
-    logged and left out.
+    description, settings schema and a ``handler(settings, event, state)``
+    that says whether a hub event fires it: falsy, ``True`` or the trigger's
+    data as a mapping; ``state`` is a ``TriggerState`` with the trigger's own
+    memory), or ``None``. Collected in ``Hub.registry.automation_triggers``;
+    an invalid or duplicate one is logged and left out. The built-in kinds
+    (cron, webhook, metric, node status, job finished, alert, event) come
+    through the same registry, from the ``automation`` integration.
     """
 
 
@@ -405,10 +414,13 @@ def roost_hub_automation_actions(ctx: HubContext) -> list[AutomationAction] | No
     :param ctx: the hub context (see ``roost_hub_setup``).
 
     Return a list of ``roost.core.hub_integration.AutomationAction`` (name,
-    description, settings schema and an ``async handler(settings, hub)``
-    that carries the step out), or ``None``. Collected in
-    ``Hub.registry.automation_actions``; an invalid or duplicate one is
-    logged and left out.
+    description, settings schema and an ``async handler(settings, step)``
+    that carries the step out with the filled-in settings and a ``StepCall``
+    (the run, its variables, ``run_job`` through grants, ceiling and
+    signatures, a dry-run flag) and returns its result), or ``None``.
+    Collected in ``Hub.registry.automation_actions``; an invalid or
+    duplicate one is logged and left out. The built-in steps (job, confirm,
+    notify, raise_alert) come through the same registry.
     """
 
 

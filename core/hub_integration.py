@@ -174,6 +174,8 @@ class HubContext:
     # Settings pushed to each node's agent (None only where no hub runs).
     agent_settings: AgentSettings | None = None
     role: str = "hub"
+    # The hub's time zone ([hub] timezone, an IANA name; "" = the zone of the machine it runs on), for schedules.
+    timezone: str = ""
     # The integration's own place for state kept between calls.
     data: dict[str, Any] = field(default_factory=dict)
 
@@ -336,6 +338,61 @@ class ApiRoute:
             raise DeclarationError(f"route {self.method} {self.path} changes state, so its role must be operator or admin")
 
 
+class PublicRequest(Protocol):
+    """One call of a public route: no login, so only what the caller sent and where from."""
+
+    method: str
+    path: str
+    match_info: Mapping[str, str]
+    query: Mapping[str, str]
+    # The body as sent, at most the route's max_body bytes.
+    body: bytes
+    # The caller's address (after the hub's trusted proxies) and its User-Agent, for the integration's log.
+    peer: str
+    user_agent: str
+    hub: HubContext
+
+
+PublicHandler = Callable[[PublicRequest], Awaitable[str]]
+
+
+@dataclass(frozen=True)
+class PublicRoute:
+    """A route at ``/<domain><path>`` that answers without a login, for callers holding a secret in the URL
+    (a ping URL a cron job calls with curl). Only built-in integrations may declare one.
+
+    The handler returns the text answered with 200 (``text/plain``) or raises
+    ``RouteError``; a refusal with 401, 403 or 404 counts against the caller's
+    address, and an address refused ``max_failures`` times in 5 minutes is
+    banned for 15 (429, kept across restarts). Every call takes a token from
+    the address's bucket (``rate`` per second, ``burst``) and, with
+    ``limit_by``, from the bucket of that path parameter (one check pinged in a
+    loop by many hosts), answering 429 with Retry-After when empty. A body over
+    ``max_body`` bytes answers 413 before the handler runs.
+    """
+
+    method: str
+    path: str
+    handler: PublicHandler
+    max_body: int = 100_000
+    rate: float = 1.0
+    burst: int = 30
+    limit_by: str = ""
+    max_failures: int = 10
+
+    def check(self, domain: str) -> None:
+        if self.method not in ("GET", "POST", "PUT"):
+            raise DeclarationError(f"public route method must be GET, POST or PUT, got {self.method!r}")
+        if not isinstance(self.path, str) or not _ROUTE_PATH_RE.match(self.path) or not self.path.startswith("/"):
+            raise DeclarationError(f"public route path {self.path!r} must look like /name or /name/{{param}}")
+        if not callable(self.handler):
+            raise DeclarationError(f"public route {self.method} {self.path}: handler is not callable")
+        if self.limit_by and "{" + self.limit_by + "}" not in self.path:
+            raise DeclarationError(f"public route {self.path}: limit_by {self.limit_by!r} is not one of its path parameters")
+        if not (0 <= self.max_body <= 1024 * 1024) or self.rate <= 0 or self.burst < 1 or self.max_failures < 1:
+            raise DeclarationError(f"public route {self.path}: max_body must be 0..1 MiB, rate > 0, burst and max_failures >= 1")
+
+
 # ------------------------------------------------- helpers for page authors
 
 
@@ -436,24 +493,107 @@ class AlertRuleKind(_Extension):
     ``NodeReader.get`` shape, and returns ``None`` when all is well, a
     one-sentence description of what is wrong, an ``AlertFinding`` or an
     iterable of them (one per thing wrong: a filesystem, a device).
+
+    ``timed``: what the kind judges changes with the clock alone (a ping that
+    did not come, a backup growing old), so the hub also judges it on its
+    timer, not only when a node reports. A hub-only integration's kind is
+    judged on every node its rules select; an agent integration's only on
+    nodes that run it.
     """
+
+    timed: bool = False
 
 
 @dataclass(frozen=True)
 class AutomationTrigger(_Extension):
-    """Something an automation can start on (an event kind, a schedule).
+    """Something an automation can start on (an event kind, a schedule, a metric crossing a line).
 
-    ``schema`` validates the trigger's settings; ``handler(settings, event)``
-    returns true when the hub event (``.kind``, ``.data``) fires it.
+    ``schema`` validates the trigger's settings (everything of the trigger but
+    ``kind`` and ``id``; ``{{ }}`` templates are not filled in triggers).
+    ``handler(settings, event, state)`` (sync or async) is called for every
+    hub event (``.kind``, ``.data``: ``"node"``, ``"job"``, ``"alert.firing"``,
+    an integration's own ``"<domain>.<thing>"``) and once a second with
+    ``Event("automation.tick", {"now": ts})``. It returns a falsy value when
+    the event does not fire the trigger, ``True`` to fire it with the event's
+    data as the trigger's data, or a mapping to fire it with that data (give
+    ``node_id`` and ``labels`` when the trigger is about a node: throttles and
+    conditions read them). ``state`` is a ``TriggerState``: the trigger's own
+    memory (what it saw last), the time, and the hub's latest metrics.
     """
+
+
+@dataclass
+class TriggerState:
+    """What a trigger handler gets besides its settings and the event."""
+
+    # The trigger's own memory while its automation stays loaded (a previous status, since when a value is over).
+    memo: dict[str, Any]
+    now: float
+    automation_id: str
+    # A node's latest metrics ({series: value}) and status (online, stale, offline), from memory.
+    metrics: Callable[[str], Mapping[str, float]]
+    status: Callable[[str], str]
+
+
+class StepFailed(Exception):
+    """Raise from an action handler: the step failed; the run fails (or goes on, with continue_on_error)."""
+
+
+class StepRefused(StepFailed):
+    """The step was refused by Roost's trust rules (grants, the agent's ceiling, a missing signature)."""
+
+
+class StepStop(Exception):
+    """Raise from an action handler to end the run early and cleanly (a re-measurement that says all is well)."""
+
+
+class StepCall(Protocol):
+    """What an action handler gets: the run it belongs to and the only ways it may act."""
+
+    hub: HubContext
+    automation_id: str
+    run_id: str
+    # ``{"automation": id, "run": run_id, "depth": n}``: put it in what the step causes, so loops are caught.
+    cause: dict[str, Any]
+    variables: Mapping[str, Any]
+    # A dry run: say what would be done (return it) and do nothing.
+    dry_run: bool
+
+    async def run_job(
+        self, node_id: str, action: str, params: dict[str, Any], *, timeout: float = 3600.0
+    ) -> dict[str, Any]:
+        """Run an action as a job on a node as ``automation:<id>`` (grants, the agent's ceiling and, for a
+        destructive action, the operator's envelope given with the run's approval all apply) and wait for
+        its end. At most once per step, even across a hub restart. Returns the job as the API shows it;
+        raises ``StepRefused`` or ``StepFailed``. In a dry run, checks what it can and returns what would run."""
+
+    def node_status(self, node_id: str) -> str:
+        """online, stale, offline or new."""
+
+    def described(self, node_id: str, action: str) -> dict[str, Any]:
+        """How the node describes the action (capability, destructive, timeout), {} when it does not offer it."""
+
+    async def notify(self, **message: Any) -> list[str]:
+        """Queue a notification (``hub.notifications.send`` keywords) caused by this run; returns outbox ids."""
+
+    async def raise_alert(self, **alert: Any) -> dict[str, Any]:
+        """Raise an alert (``hub.alerts.raise_alert`` keywords but source and cause) as this automation."""
+
+    async def resolve_alert(self, node_id: str, name: str, labels: Mapping[str, str]) -> None:
+        """Resolve an alert this automation raised."""
 
 
 @dataclass(frozen=True)
 class AutomationAction(_Extension):
-    """Something an automation can do (create a job, send a notification).
+    """Something an automation can do (run a job, send a notification, raise an alert).
 
-    ``schema`` validates the step's settings; ``handler(settings, hub)``
-    carries it out with the running integration's ``HubContext``.
+    ``schema`` validates the step's ``with`` settings as written (templates
+    may stand for values and are filled just before the step runs).
+    ``handler(settings, step)`` (async) carries it out with the filled
+    settings and a ``StepCall``, and returns a JSON-serialisable result (kept
+    in the run's trace, and in a variable with ``save_as``). It raises
+    ``StepFailed``/``StepRefused`` when the step failed, ``StepStop`` to end
+    the run early without failing it.
     """
 
 
@@ -474,6 +614,11 @@ __all__ = [
     "AutomationAction",
     "AutomationTrigger",
     "DeclarationError",
+    "StepCall",
+    "StepFailed",
+    "StepRefused",
+    "StepStop",
+    "TriggerState",
     "EventPublisher",
     "EXTENSION_KINDS",
     "HeadlineFigure",
@@ -485,6 +630,8 @@ __all__ = [
     "NotificationReceiver",
     "Page",
     "PageRequest",
+    "PublicRequest",
+    "PublicRoute",
     "RouteError",
     "RouteRequest",
     "SearchResult",

@@ -10,12 +10,26 @@ to change.
 
 The hub's HTTP handlers, the agent gateway's WebSocket, the agent's side of
 the WebSocket and the agent's enrolment call all parse through here.
+
+With orjson installed (a dependency; Roost works without it) text is parsed
+by orjson first, about five times faster than ``json``, but only where the
+answer is the same: orjson refuses what ``json`` accepts beyond the JSON
+standard (``NaN``, ``Infinity``, numbers too big for a double, lone
+surrogates) and reads integers past 64 bits as floats, so a refusal, and any
+text with a run of 19 or more digits, is parsed by ``json`` instead, which
+also words the errors. tests/core/test_json_depth.py holds the two to the
+same values on a corpus of awkward inputs.
 """
 
 from __future__ import annotations
 
 import json
 from typing import Any
+
+try:
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - orjson is a dependency; the standard library does the same, slower
+    _orjson = None  # type: ignore[assignment]
 
 # Deeper than any message or body Roost sends (a report's integration state
 # is a handful of levels), far below Python's recursion limit of ~1000.
@@ -43,6 +57,28 @@ def deeper_than(value: Any, max_depth: int) -> bool:
     return False
 
 
+# An integer orjson might read as a float (it keeps 64 bits) has 19 digits or more (so do long
+# fractions, which are only slower). Every digit made a 9, then one substring search: a tenth of a regex's time.
+_DIGITS_AS_NINES = bytes.maketrans(b"0123456789", b"9999999999")
+_LONG_RUN = b"9" * 19
+
+
+def _fast_loads(text: str | bytes) -> tuple[bool, Any]:
+    """(True, value) where orjson gives exactly what ``json.loads`` would, else (False, None)."""
+    if _orjson is None:
+        return False, None
+    try:
+        raw = text.encode() if isinstance(text, str) else bytes(text)
+    except UnicodeEncodeError:  # lone surrogates: json's to read or refuse
+        return False, None
+    if _LONG_RUN in raw.translate(_DIGITS_AS_NINES):
+        return False, None
+    try:
+        return True, _orjson.loads(raw)
+    except _orjson.JSONDecodeError:
+        return False, None
+
+
 def loads(text: str | bytes, *, max_depth: int = MAX_JSON_DEPTH, **options: Any) -> Any:
     """``json.loads`` (with its ``options``) that refuses nesting deeper than ``max_depth`` with JSONTooDeep.
 
@@ -50,10 +86,12 @@ def loads(text: str | bytes, *, max_depth: int = MAX_JSON_DEPTH, **options: Any)
     RecursionError, which becomes JSONTooDeep here; anything it does parse is
     then walked (without recursion) unless it has too few brackets to be deep.
     """
-    try:
-        value = json.loads(text, **options)
-    except RecursionError:
-        raise too_deep(max_depth) from None
+    done, value = _fast_loads(text) if not options else (False, None)
+    if not done:
+        try:
+            value = json.loads(text, **options)
+        except RecursionError:
+            raise too_deep(max_depth) from None
     if isinstance(text, (bytes, bytearray)):
         opening = text.count(b"[") + text.count(b"{")
     else:

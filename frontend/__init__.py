@@ -33,6 +33,9 @@ def setup(app: Any) -> None:
     alerts_views.setup(app)
     notifications_views.setup(app)
     search_views.setup(app)
+    from . import api_views
+
+    api_views.setup(app)
 
 
 __all__ = ["setup"]

@@ -153,6 +153,8 @@ def headline_figures(hub: Any) -> list[dict[str, Any]]:
 
 async def node_page(request: web.Request) -> web.Response:
     """One node: facts, history charts, disks, network, processes, services, integrations."""
+    from roost.core.hub.downloads import rollback_of
+
     node_id = request.match_info["node_id"]
     hub = _hub(request)
     detail = await hub.node_detail(node_id)
@@ -194,6 +196,7 @@ async def node_page(request: web.Request) -> web.Response:
             "page_data": page_data,
             "panels": await node_panels(request, getattr(hub, "plugins", None), node, state),
             "figures": headline_figures(hub),
+            "update_failed": rollback_of(state),
             "node_alerts": await hub.alerts.live_instances(node_id) if hasattr(hub, "alerts") else [],
             "node_labels": hub.alerts.label_sources(node_id) if hasattr(hub, "alerts") else None,
             **await node_trust(request, node),

@@ -49,13 +49,15 @@ from typing import Any
 
 import aiohttp
 import psutil
-from benchlib import HOST, MIB, free_port, machine_busy_seconds, out, roost, stop, tail
+from benchlib import HOST, MIB, free_port, machine_busy_seconds, out, roost, slope_per_hour, stop, tail
 
 from roost.core import protocol
 from roost.core.const import ENROLL_PATH, WS_PATH
 from roost.core.identity import Identity
 
 ACK_PREFIX = '{"v":1,"type":"ack","seq":'
+# Each agent enrols and logs in once: two attempts of the hub's per-address burst of 30.
+AGENTS_PER_ADDRESS = 12
 
 
 # ------------------------------------------------------------------ helpers
@@ -307,6 +309,9 @@ class Bench:
         self.hub_ps: psutil.Process | None = None
         self.me = psutil.Process()
         self.session: aiohttp.ClientSession | None = None
+        # One session per loopback source address: the hub rate-limits enrolments and agent logins per
+        # address (a burst of 30), so the simulated agents come from 127.0.x.y, AGENTS_PER_ADDRESS each.
+        self.sessions: dict[int, aiohttp.ClientSession] = {}
         self.agents: list[SimAgent] = []
         self.readers: list[asyncio.Task[None]] = []
         self.latencies: list[float] = []
@@ -373,15 +378,24 @@ class Bench:
             "nonce": nonce,
             "signature": agent.identity.sign(protocol.enroll_payload(token, agent.identity.public_key, "", stamp, nonce)),
         }
-        async with self.session.post(self.url + ENROLL_PATH, json=body) as resp:
+        async with self.session_for(agent).post(self.url + ENROLL_PATH, json=body) as resp:
             answer = await resp.json(content_type=None)
             if resp.status != 200:
                 raise SystemExit(f"bench_hub: enrolment refused (HTTP {resp.status}): {answer}")
         agent.node_id = answer["node_id"]
         agent.head = '{"v":1,"type":"report","node_id":"%s","seq":' % agent.node_id
 
+    def session_for(self, agent: SimAgent) -> aiohttp.ClientSession:
+        group = agent.index // AGENTS_PER_ADDRESS
+        session = self.sessions.get(group)
+        if session is None:
+            source = f"127.1.{group // 250}.{group % 250 + 2}"
+            connector = aiohttp.TCPConnector(limit=0, local_addr=(source, 0))
+            session = self.sessions[group] = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None, connect=30))
+        return session
+
     async def connect(self, agent: SimAgent) -> None:
-        ws = await self.session.ws_connect(self.url + WS_PATH, autoping=True, heartbeat=None, max_msg_size=4 * MIB)
+        ws = await self.session_for(agent).ws_connect(self.url + WS_PATH, autoping=True, heartbeat=None, max_msg_size=4 * MIB)
         challenge = json.loads((await ws.receive(timeout=30)).data)
         hello = {
             "node_id": agent.node_id,
@@ -429,15 +443,20 @@ class Bench:
             await asyncio.gather(*(a.send(stamp) for a in self.live()))
             await self.drain(20)
 
-    async def steady(self) -> None:
-        """Every agent sends one report a second, spread over the second; latency at a moderate rate."""
+    async def steady(self, agents: list[SimAgent] | None = None, proc: psutil.Process | None = None, prefix: str = "") -> float:
+        """Every agent sends one report a second, spread over the second; latency at a moderate rate.
+
+        Returns the server's CPU seconds per 1,000 reports (NaN if none was acked).
+        """
         seconds = self.args.steady_seconds
+        agents = self.live() if agents is None else [a for a in agents if not a.closed]
+        proc = proc or self.hub_ps
         loop = asyncio.get_running_loop()
         self.latencies, self.acked = [], 0
         start = loop.time() + 0.5
-        hub0, me0, t0 = cpu_seconds(self.hub_ps), cpu_seconds(self.me), time.monotonic()
+        hub0, me0, t0 = cpu_seconds(proc), cpu_seconds(self.me), time.monotonic()
         busy0 = machine_busy_seconds()
-        print(f"# phase: steady (hub pid {self.hub.pid})", flush=True)
+        print(f"# phase: {prefix}steady (server pid {proc.pid})", flush=True)
 
         async def one(agent: SimAgent, offset: float) -> None:
             for k in range(seconds):
@@ -448,21 +467,74 @@ class Bench:
                     return
                 await agent.send(f"{time.time():.3f}")
 
-        await asyncio.gather(*(one(a, self.rng.random()) for a in self.live()))
-        await self.drain(15)
+        await asyncio.gather(*(one(a, self.rng.random()) for a in agents))
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and any(a.pending and not a.closed for a in agents):
+            await asyncio.sleep(0.05)
         elapsed = time.monotonic() - t0
-        hub_cpu, me_cpu = cpu_seconds(self.hub_ps) - hub0, cpu_seconds(self.me) - me0
+        hub_cpu, me_cpu = cpu_seconds(proc) - hub0, cpu_seconds(self.me) - me0
         others = machine_busy_seconds() - busy0 - hub_cpu - me_cpu
-        out("steady_offered_reports_per_s", float(len(self.live())))
-        out("steady_reports_acked", self.acked)
-        out("report_to_store_ms_p50", percentile(self.latencies, 50) * 1000)
-        out("report_to_store_ms_p99", percentile(self.latencies, 99) * 1000)
-        out("report_to_store_ms_max", max(self.latencies, default=float("nan")) * 1000)
+        name = prefix or "hub_"
+        out(f"{prefix}steady_offered_reports_per_s", float(len(agents)))
+        out(f"{prefix}steady_reports_acked", self.acked)
+        out(f"{prefix}report_to_store_ms_p50", percentile(self.latencies, 50) * 1000)
+        out(f"{prefix}report_to_store_ms_p99", percentile(self.latencies, 99) * 1000)
+        out(f"{prefix}report_to_store_ms_max", max(self.latencies, default=float("nan")) * 1000)
+        per_1000 = hub_cpu / self.acked * 1000 if self.acked else float("nan")
         if self.acked:
-            out("hub_cpu_s_per_1000_reports_steady", hub_cpu / self.acked * 1000)
-        out("hub_cpu_percent_steady", hub_cpu / elapsed * 100)
-        out("client_cpu_percent_steady", me_cpu / elapsed * 100)
-        out("other_processes_cpu_percent_steady", max(0.0, others) / elapsed * 100)
+            out(f"{name}cpu_s_per_1000_reports_steady", per_1000)
+        out(f"{name}cpu_percent_steady", hub_cpu / elapsed * 100)
+        out(f"{prefix}client_cpu_percent_steady", me_cpu / elapsed * 100)
+        out(f"{prefix}other_processes_cpu_percent_steady", max(0.0, others) / elapsed * 100)
+        return per_1000
+
+    async def baseline(self) -> float:
+        """The same steady phase against scripts/bare_hub.py (aiohttp + aiosqlite, nothing else), same agents and report."""
+        port = free_port()
+        log = self.tmp / "bare_hub.log"
+        cmd = [sys.executable, str(Path(__file__).with_name("bare_hub.py")), str(port), str(self.tmp / "bare.db")]
+        with log.open("wb") as sink:
+            proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        agents = [SimAgent(i, self.rng) for i in range(self.args.agents)]
+        readers: list[asyncio.Task[None]] = []
+        try:
+            url = f"http://{HOST}:{port}"
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    async with self.session.get(url + "/health", timeout=aiohttp.ClientTimeout(total=2)) as resp:
+                        if resp.status == 200:
+                            break
+                except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+                    pass
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"bench_hub: the bare baseline server did not start:\n{tail(log)}")
+                await asyncio.sleep(0.2)
+
+            async def connect(agent: SimAgent) -> None:
+                agent.node_id = f"bare{agent.index:08d}"
+                agent.head = '{"v":1,"type":"report","node_id":"%s","seq":' % agent.node_id
+                agent.ws = await self.session_for(agent).ws_connect(url + "/ws", autoping=True, heartbeat=None, max_msg_size=4 * MIB)
+                readers.append(asyncio.create_task(agent.reader(self)))
+
+            await self.bounded(50, [connect(a) for a in agents])
+            bare = psutil.Process(proc.pid)
+            out("baseline_rss_mib_idle_agents", bare.memory_info().rss / MIB)
+            for _ in range(2):  # warm-up, as for the hub
+                stamp = f"{time.time():.3f}"
+                await asyncio.gather(*(a.send(stamp) for a in agents if not a.closed))
+                deadline = time.monotonic() + 20
+                while time.monotonic() < deadline and any(a.pending and not a.closed for a in agents):
+                    await asyncio.sleep(0.05)
+            return await self.steady(agents, bare, prefix="baseline_")
+        finally:
+            for agent in agents:
+                if agent.ws is not None:
+                    await agent.ws.close()
+            for task in readers:
+                task.cancel()
+            await asyncio.gather(*readers, return_exceptions=True)
+            await asyncio.to_thread(stop, proc, 15.0)
 
     async def saturate(self) -> None:
         """Every agent keeps up to --window reports in flight until --reports are acked or --max-seconds pass."""
@@ -528,6 +600,56 @@ class Bench:
         # Let the hub finish what was in flight when the deadline hit.
         await self.drain(10)
 
+    async def soak(self) -> None:
+        """1 report/s per agent for --soak-minutes; hub and client RSS every 10 s, and their trend."""
+        seconds = int(self.args.soak_minutes * 60)
+        loop = asyncio.get_running_loop()
+        self.latencies, self.acked = [], 0
+        hub_rss: list[tuple[float, float]] = []
+        client_rss: list[tuple[float, float]] = []
+        hub0, t0 = cpu_seconds(self.hub_ps), time.monotonic()
+        print(f"# phase: soak for {seconds} s (server pid {self.hub.pid})", flush=True)
+
+        async def sample() -> None:
+            while True:
+                at = time.monotonic() - t0
+                hub_rss.append((at, self.hub_ps.memory_info().rss / MIB))
+                client_rss.append((at, self.me.memory_info().rss / MIB))
+                await asyncio.sleep(10)
+
+        async def one(agent: SimAgent, offset: float) -> None:
+            start = loop.time() + offset
+            for k in range(seconds):
+                delay = start + k - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                if agent.closed:
+                    return
+                await agent.send(f"{time.time():.3f}")
+
+        sampler = asyncio.create_task(sample())
+        await asyncio.gather(*(one(a, self.rng.random()) for a in self.live()))
+        await self.drain(15)
+        sampler.cancel()
+        await asyncio.gather(sampler, return_exceptions=True)
+        elapsed = time.monotonic() - t0
+        # The first tenth is warm-up (caches and buffers filling); the trend is taken over the rest.
+        settled = [s for s in hub_rss if s[0] >= elapsed / 10]
+        settled_client = [s for s in client_rss if s[0] >= elapsed / 10]
+        out("soak_seconds", elapsed)
+        out("soak_reports_acked", self.acked)
+        out("soak_report_to_store_ms_p99", percentile(self.latencies, 99) * 1000)
+        out("hub_cpu_s_per_1000_reports_soak", (cpu_seconds(self.hub_ps) - hub0) / self.acked * 1000 if self.acked else float("nan"))
+        out("hub_rss_mib_soak_first", hub_rss[0][1] if hub_rss else float("nan"))
+        out("hub_rss_mib_soak_last", hub_rss[-1][1] if hub_rss else float("nan"))
+        out("hub_rss_mib_soak_max", max((v for _, v in hub_rss), default=float("nan")))
+        out("hub_rss_slope_mib_per_hour", slope_per_hour(settled))
+        # The second half alone: a cache filling up early flattens out, a leak does not.
+        out("hub_rss_slope_mib_per_hour_second_half", slope_per_hour([s for s in hub_rss if s[0] >= elapsed / 2]))
+        step = max(1, len(hub_rss) // 10)
+        print("# hub RSS (s: MiB): " + ", ".join(f"{at:.0f}: {mib:.1f}" for at, mib in hub_rss[::step]), flush=True)
+        out("client_rss_slope_mib_per_hour", slope_per_hour(settled_client))
+
     # -------------------------------------------------------------- run
 
     async def run(self) -> None:
@@ -541,6 +663,7 @@ class Bench:
         connector = aiohttp.TCPConnector(limit=0, force_close=False)
         self.session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None, connect=30))
         try:
+            baseline = await self.baseline() if args.steady_seconds and not args.no_baseline else float("nan")
             self.start_hub()
             await self.wait_healthy()
             await asyncio.sleep(2)
@@ -565,15 +688,27 @@ class Bench:
             rss = hub_rss_mib(self.hub_ps)
             out(f"hub_rss_mib_{n}_agents", rss)
             out("hub_rss_kib_per_idle_agent", (rss - idle) * 1024 / n)
+            cpu0, t0 = cpu_seconds(self.hub_ps), time.monotonic()
+            await asyncio.sleep(5)
+            # What the hub spends with every agent connected and silent (timers, pings): part of every per-report figure.
+            out("hub_cpu_percent_idle_agents", (cpu_seconds(self.hub_ps) - cpu0) / (time.monotonic() - t0) * 100)
 
             await self.warm_up()
             self.check_hub()
             if args.steady_seconds:
-                await self.steady()
+                steady = await self.steady()
+                out("hub_steady_cpu_ratio_to_baseline", steady / baseline)
+                self.check_hub()
+            if args.soak_minutes:
+                await self.soak()
                 self.check_hub()
             await self.saturate()
             self.check_hub()
             out("hub_rss_mib_after_load", hub_rss_mib(self.hub_ps))
+            settled = time.monotonic()
+            for after in (10, 30, 60) if not args.quick else (10, 20):
+                await asyncio.sleep(max(0.0, settled + after - time.monotonic()))
+                out(f"hub_rss_mib_after_load_{after}s", hub_rss_mib(self.hub_ps, samples=1))
             out("hub_threads", self.hub_ps.num_threads())
             db = sum(p.stat().st_size for p in self.hub_dir.glob("*.db*"))
             out("hub_db_mib", db / MIB)
@@ -591,6 +726,8 @@ class Bench:
                 task.cancel()
             await asyncio.gather(*self.readers, return_exceptions=True)
             await self.session.close()
+            for session in self.sessions.values():
+                await session.close()
 
 
 def main() -> int:
@@ -601,10 +738,15 @@ def main() -> int:
     parser.add_argument("--window", type=int, default=32, help="un-acked reports each agent keeps in flight (default 32)")
     parser.add_argument("--steady-seconds", type=int, default=None, help="length of the 1 report/s/agent phase (default 15; 5 with --quick; 0 skips it)")
     parser.add_argument("--max-seconds", type=float, default=None, help="cap on the saturating phase (default 60; 15 with --quick)")
+    parser.add_argument("--soak", action="store_true", help="add a soak phase: 200 agents (unless --agents) at 1 report/s each for --soak-minutes")
+    parser.add_argument("--soak-minutes", type=float, default=None, help="length of the soak phase (default 30 with --soak)")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the bare aiohttp + aiosqlite baseline's steady phase")
     parser.add_argument("--profile", type=Path, help="run the hub under cProfile and write its stats here")
     parser.add_argument("--keep", action="store_true", help="keep the hub's data dir and log")
     args = parser.parse_args()
-    args.agents = max(1, args.agents if args.agents is not None else (200 if args.quick else 1000))
+    args.agents = max(1, args.agents if args.agents is not None else (200 if args.quick or args.soak else 1000))
+    if args.soak_minutes is None:
+        args.soak_minutes = 30.0 if args.soak else 0.0
     args.reports = max(1, args.reports if args.reports is not None else (10_000 if args.quick else 50_000))
     args.steady_seconds = max(0, args.steady_seconds if args.steady_seconds is not None else (5 if args.quick else 15))
     args.max_seconds = args.max_seconds if args.max_seconds is not None else (15.0 if args.quick else 60.0)

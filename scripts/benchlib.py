@@ -64,3 +64,14 @@ def machine_busy_seconds() -> float:
     """CPU seconds all cores spent busy (everything but idle and iowait), system-wide."""
     t = psutil.cpu_times()
     return sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
+
+
+def slope_per_hour(samples: list[tuple[float, float]]) -> float:
+    """Least-squares slope of (seconds, MiB) samples, in MiB per hour: the trend, not the noise."""
+    if len(samples) < 3:
+        return float("nan")
+    n = len(samples)
+    mt = sum(t for t, _ in samples) / n
+    mv = sum(v for _, v in samples) / n
+    var = sum((t - mt) ** 2 for t, _ in samples)
+    return sum((t - mt) * (v - mv) for t, v in samples) / var * 3600 if var else float("nan")

@@ -254,6 +254,14 @@ DEFAULT_RULES: tuple[dict[str, Any], ...] = (
         "description": "A container keeps restarting.",
     },
     {
+        "id": "default-ping-check",
+        "name": "Ping check late or failed",
+        "kind": "ping.check",
+        "severity": WARNING,
+        "settings": {"failed_severity": CRITICAL},
+        "description": "A cron job or backup hook did not ping its check in time (warning) or reported a failure (critical).",
+    },
+    {
         "id": "default-proxmox-quorum",
         "name": "Proxmox quorum lost",
         "kind": "proxmox.quorum_lost",

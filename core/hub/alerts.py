@@ -282,7 +282,7 @@ class AlertEngine:
         """Judge every enabled rule that selects these nodes (only the clock-driven kinds when ``timed_only``)."""
         started = time.perf_counter()
         now = self.clock()
-        rules = [r for r in self.rules.values() if r.get("enabled", True) and (not timed_only or r["kind"] in TIMED_KINDS)]
+        rules = [r for r in self.rules.values() if r.get("enabled", True) and (not timed_only or r["kind"] in TIMED_KINDS or self._timed_kind(r["kind"]))]
         conditions: list[ev.Condition] = []
         scopes: list[tuple[str, str]] = []
         held = self._held()
@@ -470,7 +470,7 @@ class AlertEngine:
                     domain, decl = registry[kind]
                     if domains is None:
                         domains = {i.get("domain") for i in node.integrations if isinstance(i, dict)}
-                    if domain not in domains:
+                    if domain not in domains and not self._hub_only(domain):
                         continue
                     if detail is None:
                         detail = await self._node_mapping(node_id)
@@ -490,6 +490,16 @@ class AlertEngine:
             if held is None or (rule["id"], node_id) in held:
                 scopes.append((rule["id"], node_id))
         return conditions, scopes
+
+    def _timed_kind(self, kind: str) -> bool:
+        """An integration's kind that the clock alone can change (AlertRuleKind.timed): judged on the timer too."""
+        found = self.hub.plugins.registry.alert_rule_kinds.get(kind) if hasattr(self.hub, "plugins") else None
+        return found is not None and bool(getattr(found[1], "timed", False))
+
+    def _hub_only(self, domain: str) -> bool:
+        """A hub-only integration (ping checks) is in no node's report: its kinds judge every node a rule selects."""
+        integ = self.hub.manager.integrations.get(domain) if getattr(self.hub, "manager", None) is not None else None
+        return integ is not None and "agent" not in integ.manifest.roles
 
     async def _node_mapping(self, node_id: str) -> dict[str, Any]:
         """The node as rule kinds see it (NodeReader.get's shape): the report just stored, from memory when the hub has it."""

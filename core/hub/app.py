@@ -21,8 +21,9 @@ from roost.core.store import Store
 from roost.core.store.sqlite import SQLiteStore
 from roost.core.tls import CA_PEM_CONTENT_TYPE, HubTLS, ensure_hub_tls
 
-from . import alerts_api, api, archnest, audit, auth, gateway, jobs_api, jointokens, mcp_http, mqtt, notify, pairing, permissions, prometheus, push, security, wake
+from . import alerts_api, api, archnest, audit, auth, automations_api, gateway, jobs_api, jointokens, mcp_http, mqtt, notify, openapi, pairing, permissions, prometheus, push, security, wake
 from .gateway import AGENT_AUTH_LIMITS, MESSAGE_BURST, MESSAGE_RATE
+from .automations import AutomationEngine
 from .integrations import HubIntegrations
 from .local_agent import local_agent_ctx
 from .pairing import Pairing
@@ -44,12 +45,15 @@ def build_hub(config: HubConfig, store: Store) -> Hub:
     hub.pairing = Pairing(hub)
     hub.plugins = HubIntegrations(hub)
     hub.notifications = notify.Notifier(hub)
+    hub.automations = AutomationEngine(hub)
     hub.manager.context_factory = hub.plugins.context
     # Repeated refusals are counted, not written one by one; bans and failures outlive a restart.
     hub.security_events = SecurityEvents(hub.audit)
     hub.limits = PersistentLimits(store)
     hub.agent_messages = RateLimiter(rate=MESSAGE_RATE, burst=MESSAGE_BURST, max_keys=100_000)
     hub.agent_auth = hub.limits.add("agent", RateLimiter(**AGENT_AUTH_LIMITS))
+    # Automation webhooks are public: a burst of calls is fine, guessing secrets gets an address banned.
+    hub.automations.webhook_limits = hub.limits.add("webhook", RateLimiter(rate=2.0, burst=30, max_failures=20, failure_window=600, ban_seconds=900))
     per_minute = config.pairing_attempts_per_minute
     hub.pairing_attempts = hub.limits.add(
         "pairing", RateLimiter(rate=per_minute / 60.0, burst=max(1, per_minute // 2), max_failures=5, ban_seconds=300)
@@ -126,6 +130,14 @@ async def _jobs_ctx(app: web.Application) -> AsyncIterator[None]:
     await hub.jobs.stop()
 
 
+async def _automations_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Automations start once the integrations registered their trigger and step kinds and jobs run; runs left waiting resume."""
+    hub = app[HUB_KEY]
+    await hub.automations.start()
+    yield
+    await hub.automations.stop()
+
+
 async def _maintenance_ctx(app: web.Application) -> AsyncIterator[None]:
     task = asyncio.create_task(app[HUB_KEY].maintenance(), name="roost-maintenance")
     yield
@@ -191,6 +203,7 @@ def create_app(config: HubConfig, *, store: Store | None = None, tls: HubTLS | N
     app.cleanup_ctx.append(notify.notifications_ctx)
     app.cleanup_ctx.append(_jobs_ctx)
     app.cleanup_ctx.append(_alerts_ctx)
+    app.cleanup_ctx.append(_automations_ctx)
     app.cleanup_ctx.append(_maintenance_ctx)
     app.cleanup_ctx.append(_discovery_ctx)
     if config.local_agent_enabled:
@@ -207,6 +220,7 @@ def create_app(config: HubConfig, *, store: Store | None = None, tls: HubTLS | N
     pairing.setup(app)
     jointokens.setup(app)
     jobs_api.setup(app)
+    automations_api.setup(app)
     audit.setup(app)
     push.setup(app)
     archnest.setup(app)
@@ -215,6 +229,7 @@ def create_app(config: HubConfig, *, store: Store | None = None, tls: HubTLS | N
     mcp_http.setup(app)
     wake.setup(app)
     notify.setup(app)
+    openapi.setup(app)
     from . import downloads
 
     downloads.setup(app)

@@ -88,6 +88,25 @@ UPDATE_ACTION = "self_update.update"
 UPDATES_PATH = "/api/v1/updates"
 
 
+def rollback_of(state: Any) -> dict[str, Any] | None:
+    """The last rolled-back update a node reported while it backs off from it (version, reason, at, retry_after), or None.
+
+    It arrives in the self_update state's facts (reports, not the hello); what an agent sends is not trusted to have a shape.
+    """
+    domain = state.get("self_update") if isinstance(state, dict) else None
+    facts = domain.get("facts") if isinstance(domain, dict) else None
+    failed = facts.get("update_failed") if isinstance(facts, dict) else None
+    if not isinstance(failed, dict):
+        return None
+    number = lambda v: float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None  # noqa: E731
+    return {
+        "version": str(failed.get("version") or "")[:64],
+        "reason": str(failed.get("reason") or "no reason given")[:1000],
+        "at": number(failed.get("at")),
+        "retry_after": number(failed.get("retry_after")),
+    }
+
+
 async def _versions(hub: Any) -> list[dict[str, Any]]:
     """Every active node's agent version against the newest release this hub holds for its architecture."""
     from roost.core.release import ReleaseError, artefact_name, version_key
@@ -104,15 +123,12 @@ async def _versions(hub: Any) -> list[dict[str, Any]]:
         except ReleaseError:
             outdated = False
         offered = UPDATE_ACTION in hub.jobs.actions.get(node.node_id, {})
-        # A rolled-back version arrives in the self_update state's facts (reports, not the hello).
-        state = (await hub.store.latest_state(node.node_id)).data.get("self_update")
-        facts = state.get("facts") if isinstance(state, dict) else None
-        failed = facts.get("update_failed") if isinstance(facts, dict) else None
+        failed = rollback_of((await hub.store.latest_state(node.node_id)).data)
         out.append({
             "node_id": node.node_id, "name": node.name, "version": node.agent_version, "arch": arch,
             "latest": release.version if release else None, "outdated": outdated, "updatable": offered,
             "online": node.node_id in hub.jobs.channels,
-            "update_failed": failed if isinstance(failed, dict) else None,
+            "update_failed": failed,
         })
     return out
 

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from roost.core.memory import release_memory
 from roost.core.store import Report, Store
 
 _LOGGER = logging.getLogger(__name__)
@@ -13,6 +14,11 @@ _LOGGER = logging.getLogger(__name__)
 MAX_BATCH = 2000
 # Reports waiting for the store; each holds ~40 KiB while queued, so keep it near two batches.
 QUEUE_SIZE = 4_000
+# A batch this big means reports queued up (a burst: agents resending after an outage, a hub restart).
+# Once the queue has drained, what the burst took goes back to the system (see _release); a steady
+# hub, whose batches hold a report or a few, is left alone, caches and deferred rollup merges included.
+BURST_BATCH = 200
+TRIM_DELAY = 2.0
 
 
 class IngestError(Exception):
@@ -38,6 +44,10 @@ class Ingestor:
         self._failed_nodes: set[str] = set()
         self.persisted = 0
         self.batches = 0
+        self.trims = 0
+        self._burst = False
+        self._trim_timer: asyncio.TimerHandle | None = None
+        self._trim_task: asyncio.Task[None] | None = None
 
     def reset_node(self, node_id: str) -> None:
         """A node reconnected and will resend from the hub's last persisted report."""
@@ -54,6 +64,11 @@ class Ingestor:
 
     async def stop(self) -> None:
         """Persist what is queued, then stop."""
+        if self._trim_timer is not None:
+            self._trim_timer.cancel()
+            self._trim_timer = None
+        if self._trim_task is not None:
+            await asyncio.gather(self._trim_task, return_exceptions=True)
         if self._task is None:
             return
         async with self._lock:  # let a running transaction finish
@@ -72,6 +87,25 @@ class Ingestor:
             async with self._lock:
                 self._leftover = None
                 await self._flush(first)
+            if self._burst and self._trim_timer is None and self._queue.empty():
+                self._trim_timer = asyncio.get_running_loop().call_later(TRIM_DELAY, self._trim)
+
+    def _trim(self) -> None:
+        """A while after a run of reports the queue is (nearly) empty: give the freed heap back."""
+        self._trim_timer = None
+        if self._queue.qsize() > MAX_BATCH // 10 or self._task is None:
+            return  # still busy (the next drained batch asks again), or stopping
+        self._burst = False
+        self._trim_task = asyncio.create_task(self._release(), name="roost-ingest-trim")
+
+    async def _release(self) -> None:
+        try:
+            async with self._lock:  # between transactions, never inside one
+                await self.store.release_memory()
+        except Exception:
+            _LOGGER.exception("could not release the store's memory")
+        if release_memory():
+            self.trims += 1
 
     async def _flush(self, first: tuple[Report, asyncio.Future[bool]] | None = None) -> None:
         batch = [first] if first is not None else []
@@ -88,6 +122,8 @@ class Ingestor:
         if not batch:
             return
         reports = [r for r, _ in batch]
+        if len(reports) >= BURST_BATCH:
+            self._burst = True
         try:
             results = await self.store.ingest(reports)
         except Exception as err:  # the agents keep these in their spools and resend

@@ -31,14 +31,16 @@ from roost.core.hub_integration import (
     HubContext,
     NodePanel,
     Page,
+    PublicRoute,
     SearchResult,
     RouteError,
 )
-from roost.core.integration import Integration, IntegrationContext, humanize_invalid
+from roost.core.integration import SOURCE_BUILTIN, Integration, IntegrationContext, humanize_invalid
 
 from .api import auto_resolution
-from .auth import AuthError, error_response, read_fields, require
+from .auth import AuthError, add_public_path, error_response, read_fields, require
 from .jobs import JobError, job_view
+from .security import RateLimiter, peer_of, rate_key, retry_after_header
 from .state import Hub
 
 # ctx.store limits: a key's length and a value's JSON size.
@@ -209,6 +211,22 @@ class DeclaredRoute:
 
 
 @dataclass(frozen=True)
+class DeclaredPublicRoute:
+    integration: Integration
+    route: PublicRoute
+
+    @property
+    def url(self) -> str:
+        return f"/{self.integration.domain}{self.route.path}"
+
+
+# A public route's refusals that count against the caller's address (a guessed or revoked secret).
+PUBLIC_FAILURES = (401, 403, 404)
+PUBLIC_FAILURE_WINDOW = 300.0
+PUBLIC_BAN_SECONDS = 900.0
+
+
+@dataclass(frozen=True)
 class PanelView:
     """A panel ready for the node page: an integration's template and context, or the error it raised."""
 
@@ -242,6 +260,7 @@ class HubIntegrations:
         self.hub = hub
         self.pages: list[DeclaredPage] = []
         self.routes: list[DeclaredRoute] = []
+        self.public_routes: list[DeclaredPublicRoute] = []
         self.figures: list[tuple[str, HeadlineFigure]] = []
         self.registry = Registry()
 
@@ -262,6 +281,7 @@ class HubIntegrations:
             audit=HubAudit(self.hub, base.domain),
             store=HubStore(self.hub, base.domain),
             agent_settings=HubAgentSettings(self.hub, base.domain),
+            timezone=str(getattr(getattr(self.hub, "config", None), "timezone", "") or ""),
             data=base.data,
         )
 
@@ -279,7 +299,9 @@ class HubIntegrations:
                 continue
             try:
                 pages = self._declared(integ, self.manager.call_now(integ, "roost_hub_pages"), Page, "roost_hub_pages")
-                routes = self._declared(integ, self.manager.call_now(integ, "roost_hub_routes"), ApiRoute, "roost_hub_routes")
+                found = self.manager.call_now(integ, "roost_hub_routes")
+                public = self._public_declared(integ, found)
+                routes = self._declared(integ, self._without_public(found), ApiRoute, "roost_hub_routes")
             except Exception as err:
                 _LOGGER.exception("integration %s: declaring its pages or routes failed", integ.domain)
                 integ.set_state(STATE_SETUP_ERROR, f"declaring pages or routes failed: {type(err).__name__}: {err}")
@@ -297,6 +319,34 @@ class HubIntegrations:
                     continue
                 taken_routes.add((route.method, declared.url))
                 self.routes.append(declared)
+            for route in public:
+                declared_public = DeclaredPublicRoute(integ, route)
+                if (route.method, declared_public.url) in taken_routes or declared_public.url in taken_pages:
+                    _LOGGER.warning("integration %s: public route %s %s is taken; left out", integ.domain, route.method, declared_public.url)
+                    continue
+                taken_routes.add((route.method, declared_public.url))
+                self.public_routes.append(declared_public)
+
+    @staticmethod
+    def _without_public(found: Any) -> Any:
+        return [item for item in found if not isinstance(item, PublicRoute)] if isinstance(found, (list, tuple)) else found
+
+    @staticmethod
+    def _public_declared(integ: Integration, found: Any) -> list[PublicRoute]:
+        """The PublicRoutes among what roost_hub_routes returned; only a built-in integration may serve routes without a login."""
+        public = [item for item in found if isinstance(item, PublicRoute)] if isinstance(found, (list, tuple)) else []
+        good = []
+        for route in public:
+            if integ.source != SOURCE_BUILTIN:
+                _LOGGER.warning("integration %s: public route %s is refused: only built-in integrations may answer without a login", integ.domain, route.path)
+                continue
+            try:
+                route.check(integ.domain)
+            except DeclarationError as err:
+                _LOGGER.warning("integration %s: %s; left out", integ.domain, err)
+                continue
+            good.append(route)
+        return good
 
     @staticmethod
     def _declared(integ: Integration, found: Any, kind: type, hook: str) -> list[Any]:
@@ -430,6 +480,80 @@ class HubIntegrations:
     def setup_routes(self, app: web.Application) -> None:
         for declared in self.routes:
             app.router.add_route(declared.route.method, declared.url, self._route_handler(declared))
+        limiters: dict[str, tuple[RateLimiter, RateLimiter]] = {}
+        for declared in self.public_routes:
+            domain, route = declared.integration.domain, declared.route
+            if domain not in limiters:
+                # One bucket per caller address for all of an integration's public routes; bans outlive a restart.
+                by_peer = RateLimiter(
+                    rate=route.rate, burst=route.burst, max_failures=route.max_failures,
+                    failure_window=PUBLIC_FAILURE_WINDOW, ban_seconds=PUBLIC_BAN_SECONDS, max_keys=10_000,
+                )
+                if getattr(self.hub, "limits", None) is not None:
+                    self.hub.limits.add(f"public.{domain}", by_peer)
+                limiters[domain] = (by_peer, RateLimiter(rate=route.rate, burst=route.burst, max_keys=10_000))
+            prefix = f"/{domain}/"
+            add_public_path(app, declared.url)
+            if "{" in declared.url:
+                add_public_path(app, prefix, prefix=True)
+            app.router.add_route(route.method, declared.url, self._public_handler(declared, *limiters[domain]))
+
+    def _public_handler(self, declared: DeclaredPublicRoute, by_peer: RateLimiter, by_param: RateLimiter) -> Callable[[web.Request], Any]:
+        integ, route = declared.integration, declared.route
+        domain = integ.domain
+
+        def text(status: int, message: str, **headers: str) -> web.Response:
+            return web.Response(status=status, text=message + "\n", content_type="text/plain", headers=headers or None)
+
+        async def handle(request: web.Request) -> web.StreamResponse:
+            peer = rate_key(peer_of(request))
+            wait = by_peer.allow(peer)
+            if not wait and route.limit_by:
+                wait = by_param.allow(f"{route.limit_by}:{request.match_info.get(route.limit_by, '')}")
+            if wait:
+                return text(429, "too many requests; slow down", **{"Retry-After": retry_after_header(wait)})
+            if not integ.active:
+                return text(503, f"integration {domain} is {integ.state}; try again later")
+            if request.content_length is not None and request.content_length > route.max_body:
+                return text(413, f"the body is larger than the {route.max_body}-byte limit; send less (the tail of a log)")
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in request.content.iter_chunked(64 * 1024):
+                size += len(chunk)
+                if size > route.max_body:
+                    return text(413, f"the body is larger than the {route.max_body}-byte limit; send less (the tail of a log)")
+                chunks.append(chunk)
+            call = _PublicCall(
+                method=request.method,
+                path=request.path,
+                match_info=dict(request.match_info),
+                query=dict(request.query),
+                body=b"".join(chunks),
+                peer=peer,
+                user_agent=request.headers.get("User-Agent", "")[:200],
+                hub=integ.context,
+            )
+            try:
+                answer = await route.handler(call)
+            except RouteError as err:
+                status = err.status if 400 <= err.status < 500 else 400
+                if status in PUBLIC_FAILURES:
+                    banned = by_peer.failure(peer)
+                    if banned:
+                        await self.hub.audit(
+                            f"{domain}.banned", actor=f"peer:{peer}", target=request.path.rsplit("/", 1)[0][:60], outcome="refused",
+                            details={"seconds": banned, "why": err.message},
+                        )
+                return text(status, err.message)
+            except (AuditWriteError, OSError) as err:
+                return text(503, f"the hub could not record this ({type(err).__name__}); try again", **{"Retry-After": "10"})
+            except Exception:
+                _LOGGER.exception("integration %s: public route %s %s failed", domain, request.method, request.path)
+                return text(500, f"integration {domain} failed to answer; the hub's log has the details")
+            return text(200, str(answer))
+
+        handle.__name__ = f"integration_{domain}_public"
+        return handle
 
     def _route_handler(self, declared: DeclaredRoute) -> Callable[[web.Request], Any]:
         integ, route = declared.integration, declared.route
@@ -486,4 +610,16 @@ class _RouteCall:
     hub: HubContext | None
 
 
-__all__ = ["DeclaredPage", "DeclaredRoute", "HubIntegrations", "PanelView", "Registry"]
+@dataclass(frozen=True)
+class _PublicCall:
+    method: str
+    path: str
+    match_info: Mapping[str, str]
+    query: Mapping[str, str]
+    body: bytes
+    peer: str
+    user_agent: str
+    hub: HubContext | None
+
+
+__all__ = ["DeclaredPage", "DeclaredPublicRoute", "DeclaredRoute", "HubIntegrations", "PanelView", "Registry"]

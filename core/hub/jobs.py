@@ -114,7 +114,14 @@ class JobEngine:
         actor: str,
         envelope: dict[str, Any] | None = None,
         schedule_id: str | None = None,
+        job_id: str | None = None,
     ) -> Job:
+        """Queue an action on a node after the hub's checks (the agent checks again).
+
+        ``job_id`` lets a caller that must not run a job twice (an automation's
+        step, resumed after a restart) name the job itself: a second create
+        with the same id fails in the store instead of queuing a copy.
+        """
         node = await self.hub.find_node(node_id)
         if node is None or node.revoked:
             raise JobError(f"no active node {node_id!r}")
@@ -132,7 +139,7 @@ class JobEngine:
         # A signed envelope is single-use, so a destructive job is never retried.
         idempotent = bool(described.get("idempotent")) and not described.get("destructive")
         job = Job(
-            job_id=new_job_id(),
+            job_id=job_id or new_job_id(),
             node_id=node_id,
             action=action,
             params=params,

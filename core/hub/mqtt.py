@@ -5,8 +5,9 @@ The hub connects to the broker named in ``[mqtt] url`` and publishes, retained:
 * ``<base>/status``: ``online`` while the hub is connected, ``offline`` as its
   last will, so Home Assistant greys everything out when the hub is gone;
 * per node ``<base>/<node>/availability`` (``online`` or ``offline``, from
-  the node's liveness) and ``<base>/<node>/state`` (JSON: status, online, and
-  the node's headline figures);
+  the node's liveness) and ``<base>/<node>/state`` (JSON: status, online, the
+  node's headline figures and ``alerts_firing`` with ``alerts`` by severity,
+  published again whenever the count changes);
 * Home Assistant discovery configs under ``<prefix>/sensor/roost_<node>/…``,
   ``<prefix>/binary_sensor/roost_<node>/online`` and, for the actions an admin
   listed in ``[[mqtt.buttons]]``, ``<prefix>/button/roost_<node>/…``.
@@ -153,6 +154,25 @@ class HomeAssistantBridge:
             )
         out.append(
             (
+                f"{prefix}/sensor/roost_{node_id}/alerts_firing/config",
+                {
+                    "name": "Firing alerts",
+                    "unique_id": f"roost_{node_id}_alerts_firing",
+                    "object_id": f"roost_{slug(str(summary.get('name') or node_id))}_alerts_firing",
+                    "state_topic": state,
+                    "value_template": "{{ value_json.alerts_firing }}",
+                    "state_class": "measurement",
+                    "icon": "mdi:alert",
+                    "json_attributes_topic": state,
+                    "json_attributes_template": "{{ value_json.alerts | tojson }}",
+                    # The hub judges an offline node too (node offline is itself an alert): only the hub's availability.
+                    "availability": [{"topic": self.status_topic()}],
+                    "device": device,
+                },
+            )
+        )
+        out.append(
+            (
                 f"{prefix}/binary_sensor/roost_{node_id}/online/config",
                 {
                     "name": "Online",
@@ -190,6 +210,9 @@ class HomeAssistantBridge:
             value = (summary.get("headline") or {}).get(key)
             # An offline node's last figures would look live; Home Assistant shows them as unknown instead.
             state[key] = value if online else None
+        alerts = summary.get("alerts") if isinstance(summary.get("alerts"), dict) else {}
+        state["alerts_firing"] = int(alerts.get("firing") or 0)
+        state["alerts"] = {"critical": int(alerts.get("critical") or 0), "warning": int(alerts.get("warning") or 0)}
         return state
 
     def _buttons_for(self, summary: dict[str, Any]) -> list[dict[str, Any]]:

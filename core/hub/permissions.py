@@ -85,6 +85,39 @@ PERMISSIONS: dict[str, Permission] = {
             "DELETE /api/v1/schedules/{schedule_id}",
         ),
     ),
+    "automations.view": Permission(
+        ROLE_VIEWER,
+        "seeing automations, their runs, traces and approvals",
+        pages=("/automations", "/automations/runs/{run_id}", "/automations/approvals/{approval_id}"),
+        api=(
+            "GET /api/v1/automations",
+            "GET /api/v1/automations/kinds",
+            "GET /api/v1/automations/blueprints",
+            "GET /api/v1/automations/{automation_id}",
+            "GET /api/v1/automations/{automation_id}/runs",
+            "GET /api/v1/automation-runs",
+            "GET /api/v1/automation-runs/{run_id}",
+            "GET /api/v1/approvals",
+            "GET /api/v1/approvals/{approval_id}",
+        ),
+    ),
+    "automations.manage": Permission(
+        ROLE_OPERATOR,
+        "creating, changing, running and cancelling automations",
+        pages=("/automations/edit/{automation_id}",),
+        api=(
+            "POST /api/v1/automations",
+            "POST /api/v1/automations/validate",
+            "POST /api/v1/automations/blueprints/{name}",
+            "PUT /api/v1/automations/{automation_id}",
+            "DELETE /api/v1/automations/{automation_id}",
+            "POST /api/v1/automations/{automation_id}/enable",
+            "POST /api/v1/automations/{automation_id}/disable",
+            "POST /api/v1/automations/{automation_id}/run",
+            "POST /api/v1/automation-runs/{run_id}/cancel",
+        ),
+    ),
+    "automations.approve": Permission(ROLE_OPERATOR, "deciding automations' approvals", api=("POST /api/v1/approvals/{approval_id}",)),
     "alerts.view": Permission(
         ROLE_VIEWER,
         "seeing alerts, their history, rules, silences, maintenance windows and node labels",
@@ -140,6 +173,28 @@ PERMISSIONS: dict[str, Permission] = {
     "join_tokens.view": Permission(ROLE_ADMIN, "seeing join tokens", pages=("/join-tokens",), api=("GET /api/v1/join-tokens",)),
     "join_tokens.manage": Permission(
         ROLE_ADMIN, "creating and revoking join tokens", api=("POST /api/v1/join-tokens", "DELETE /api/v1/join-tokens/{token_id}")
+    ),
+    "pings.view": Permission(
+        ROLE_VIEWER,
+        "seeing ping checks, where they stand and when they were pinged",
+        pages=("/pings", "/pings/{check_id}"),
+        api=("GET /api/v1/integrations/ping/checks", "GET /api/v1/integrations/ping/checks/{check_id}"),
+    ),
+    "pings.manage": Permission(
+        ROLE_OPERATOR,
+        "creating, changing and deleting ping checks and their ping URLs",
+        api=(
+            "POST /api/v1/integrations/ping/checks",
+            "PATCH /api/v1/integrations/ping/checks/{check_id}",
+            "POST /api/v1/integrations/ping/checks/{check_id}/rotate",
+            "DELETE /api/v1/integrations/ping/checks/{check_id}",
+        ),
+    ),
+    "api.reference": Permission(
+        ROLE_VIEWER,
+        "reading the API reference",
+        pages=("/api-reference",),
+        api=("GET /api/v1/openapi.json",),
     ),
     "updates.view": Permission(ROLE_VIEWER, "seeing node versions against the newest release", pages=("/updates",), api=("GET /api/v1/updates",)),
     "updates.run": Permission(ROLE_OPERATOR, "starting agent updates", api=("POST /api/v1/updates",)),

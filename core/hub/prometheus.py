@@ -233,9 +233,15 @@ class Exposition:
         ]
         static: dict[str, list[bytes]] = {name: [] for name, _ in self.STATIC}
         families: dict[str, list[bytes]] = {}
+        engine = getattr(hub, "alerts", None)
+        alerts = ["# HELP roost_alerts_firing Alerts firing on the node, by severity.\n# TYPE roost_alerts_firing gauge\n"]
         for node_id in node_ids:
             entry = self._node(node_id, now)
             up.append(f"roost_node_up{{{entry.ident}}} {'1.0' if entry.status == NODE_ONLINE else '0.0'}\n")
+            if engine is not None:
+                counts = engine.counts(node_id)
+                for severity in ("critical", "warning"):
+                    alerts.append(f'roost_alerts_firing{{{entry.ident},severity="{severity}"}} {floatToGoString(counts.get(severity, 0))}\n')
             last = hub._last_seen.get(node_id)
             if last:
                 seen.append(f"roost_node_last_seen_timestamp_seconds{{{entry.ident}}} {floatToGoString(last)}\n")
@@ -247,7 +253,7 @@ class Exposition:
                     families[family] = [text]
                 else:
                     chunks.append(text)
-        yield "".join(up + seen).encode()
+        yield "".join(up + seen + (alerts if engine is not None else [])).encode()
         for name, help_text in self.STATIC:
             yield f"# HELP {name} {help_text}\n# TYPE {name} gauge\n".encode() + b"".join(static[name])
         if only is None:

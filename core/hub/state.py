@@ -56,6 +56,7 @@ from .limits import Refusal, SeriesGuard
 from .security import rate_key
 
 if TYPE_CHECKING:
+    from .automations import AutomationEngine
     from .integrations import HubIntegrations
     from .notify import Notifier
     from .pairing import Pairing
@@ -224,6 +225,7 @@ class Hub:
         # Wired by the app factory (app.build_hub): their modules serve routes, so they import this one.
         self.pairing: Pairing
         self.plugins: HubIntegrations
+        self.automations: AutomationEngine
         self.notifications: Notifier
         self.agent_messages: RateLimiter
         self.pairing_attempts: RateLimiter

@@ -13,6 +13,7 @@ from .push import PushHost, PushStore, PushToken
 from .users import ApiTokenRecord, LastAdminError, SessionRecord, UserExistsError, UserRecord, UserStore
 from .audit import AuditFilter, AuditStore
 from .jobs import Job, JobFilter, JobStore, Schedule
+from .automations import AutomationStore
 from .limits import LimitStore
 from .notify import NotifyStore
 
@@ -82,8 +83,11 @@ class NodeState:
     metrics: dict[str, float]
 
 
-class Store(PairingStore, PushStore, IntegrationDataStore, UserStore, AuditStore, JobStore, LimitStore, NotifyStore, abc.ABC):
+class Store(PairingStore, PushStore, IntegrationDataStore, UserStore, AuditStore, JobStore, LimitStore, NotifyStore, AutomationStore, abc.ABC):
     """Hub state. Implementations: roost.core.store.sqlite (default)."""
+
+    async def release_memory(self) -> None:
+        """The hub went quiet after a burst: give back what is only kept to go faster (caches, buffered aggregates)."""
 
     @abc.abstractmethod
     async def open(self) -> None:

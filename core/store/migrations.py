@@ -519,6 +519,63 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        13,
+        "automations, their persisted runs and approvals",
+        (
+            """
+            CREATE TABLE automations (
+                automation_id TEXT PRIMARY KEY,
+                definition TEXT NOT NULL,
+                enabled INTEGER NOT NULL DEFAULT 1,
+                source TEXT NOT NULL DEFAULT 'api',
+                webhook_secret TEXT NOT NULL,
+                created_by TEXT NOT NULL,
+                created_at REAL NOT NULL,
+                updated_at REAL NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE automation_runs (
+                run_id TEXT PRIMARY KEY,
+                automation_id TEXT NOT NULL,
+                state TEXT NOT NULL,
+                trigger TEXT NOT NULL,
+                context TEXT NOT NULL,
+                trace TEXT NOT NULL,
+                depth INTEGER NOT NULL DEFAULT 0,
+                started_at REAL NOT NULL,
+                updated_at REAL NOT NULL,
+                node_id TEXT NOT NULL DEFAULT '',
+                throttle_key TEXT NOT NULL DEFAULT '',
+                finished_at REAL,
+                error TEXT NOT NULL DEFAULT '',
+                dry_run INTEGER NOT NULL DEFAULT 0
+            )
+            """,
+            "CREATE INDEX automation_runs_by_automation ON automation_runs (automation_id, started_at)",
+            "CREATE INDEX automation_runs_by_state ON automation_runs (state)",
+            """
+            CREATE TABLE automation_approvals (
+                approval_id TEXT PRIMARY KEY,
+                run_id TEXT NOT NULL,
+                automation_id TEXT NOT NULL,
+                step TEXT NOT NULL,
+                summary TEXT NOT NULL,
+                state TEXT NOT NULL,
+                created_at REAL NOT NULL,
+                expires_at REAL NOT NULL,
+                node_id TEXT NOT NULL DEFAULT '',
+                details TEXT,
+                decided_by TEXT NOT NULL DEFAULT '',
+                decided_at REAL,
+                note TEXT NOT NULL DEFAULT '',
+                envelope TEXT
+            )
+            """,
+            "CREATE INDEX automation_approvals_by_state ON automation_approvals (state, created_at)",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

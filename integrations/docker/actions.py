@@ -22,6 +22,7 @@ from roost.core.actions import MAX_OUTPUT_BYTES, ActionContext, ActionError, Act
 from .collector import describe_container
 from .const import (
     ACTION_COMPOSE_RESTART,
+    ACTION_IMAGE_PRUNE,
     ACTION_LOGS,
     ACTION_PAUSE,
     ACTION_REMOVE,
@@ -226,6 +227,24 @@ container_stop = _lifecycle("stop", lambda c, p: c.stop(timeout=p["timeout"]), f
 container_restart = _lifecycle("restart", lambda c, p: c.restart(timeout=p["timeout"]), frozenset())
 container_pause = _lifecycle("pause", lambda c, p: c.pause(), frozenset({"paused"}), ("already paused",))
 container_unpause = _lifecycle("unpause", lambda c, p: c.unpause(), frozenset({"running", "exited", "created", "dead"}), ("is not paused",))
+
+
+IMAGE_PRUNE_SCHEMA = vol.Schema({}, extra=vol.PREVENT_EXTRA)
+
+
+async def image_prune(ctx: ActionContext, params: dict[str, Any]) -> dict[str, Any]:
+    """Remove dangling images (untagged layers no container uses): what `docker image prune` does, never a tagged or used image."""
+    _validate(IMAGE_PRUNE_SCHEMA, params)
+
+    def work() -> dict[str, Any]:
+        found = _client(ctx).images.prune(filters={"dangling": True}) or {}
+        deleted = [d.get("Deleted") or d.get("Untagged") for d in found.get("ImagesDeleted") or [] if isinstance(d, dict)]
+        reclaimed = int(found.get("SpaceReclaimed") or 0)
+        output = f"docker: removed {len(deleted)} dangling image layer(s), {reclaimed} bytes reclaimed"
+        _LOGGER.info("%s", output)
+        return {"output": output, "deleted": [d for d in deleted if d], "space_reclaimed_bytes": reclaimed}
+
+    return await _in_thread(ctx, work)
 
 
 async def container_remove(ctx: ActionContext, params: dict[str, Any]) -> dict[str, Any]:
@@ -505,6 +524,15 @@ def action_specs() -> list[ActionSpec]:
             destructive=True,
             target="container",
             timeout=180,
+        ),
+        ActionSpec(
+            name=ACTION_IMAGE_PRUNE,
+            capability=CAP_MANAGE,
+            handler=image_prune,
+            schema=IMAGE_PRUNE_SCHEMA,
+            description="Remove dangling images (untagged layers no container uses), like docker image prune; reports the space reclaimed.",
+            idempotent=True,
+            timeout=600,
         ),
         ActionSpec(
             name=ACTION_LOGS,

@@ -77,6 +77,7 @@ ACTION_UNPAUSE: Final = "docker.container.unpause"
 ACTION_REMOVE: Final = "docker.container.remove"
 ACTION_COMPOSE_RESTART: Final = "docker.compose.restart"
 ACTION_LOGS: Final = "docker.container.logs"
+ACTION_IMAGE_PRUNE: Final = "docker.image.prune"
 
 DEFAULT_STOP_TIMEOUT: Final = 10
 MAX_STOP_TIMEOUT: Final = 600

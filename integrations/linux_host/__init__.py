@@ -8,6 +8,7 @@ from typing import Any
 import voluptuous as vol
 
 from roost.core import hookimpl
+from roost.core.actions import ActionContext, ActionError, ActionSpec
 from roost.core.integration import IntegrationContext, NotAvailable
 
 from .collector import Collector
@@ -88,6 +89,42 @@ def roost_metric_fields(ctx: IntegrationContext) -> dict[str, dict[str, str]]:
 @hookimpl
 def roost_capabilities(ctx: IntegrationContext) -> list[str]:
     return _collector(ctx).capabilities()
+
+
+async def disk_usage(ctx: ActionContext, params: dict[str, Any]) -> dict[str, Any]:
+    """Measure one reported filesystem now, as the collector would (an automation confirming a stale sample)."""
+    import asyncio
+
+    collector: Collector = ctx.data[DATA_COLLECTOR]
+    entry = await asyncio.to_thread(collector.disk_usage, params["mount"])
+    if entry is None:
+        raise ActionError(f"{params['mount']} is not one of the filesystems this node reports; see its Disks section")
+    if "percent" not in entry:
+        raise ActionError(f"{params['mount']}: {entry.get('error', 'cannot be measured')}")
+    return {
+        "mount": entry["mount"],
+        "device": entry.get("device", ""),
+        "fstype": entry.get("fstype", ""),
+        "total_bytes": entry["total_bytes"],
+        "used_bytes": entry["used_bytes"],
+        "free_bytes": entry["free_bytes"],
+        "used_percent": entry["percent"],
+    }
+
+
+@hookimpl
+def roost_actions(ctx: IntegrationContext) -> list[ActionSpec]:
+    return [
+        ActionSpec(
+            name="linux_host.disk_usage",
+            capability="host.metrics.read",
+            handler=disk_usage,
+            schema=vol.Schema({vol.Required("mount"): vol.All(str, vol.Length(min=1, max=4096))}, extra=vol.PREVENT_EXTRA),
+            description="Measure one of the node's filesystems now (total, used, free bytes and used percent, like df).",
+            idempotent=True,
+            timeout=30.0,
+        )
+    ]
 
 
 @hookimpl

@@ -140,9 +140,32 @@ class _Sample:
 
 @dataclass
 class _TrackedProcess:
-    process: psutil.Process
+    pid: int
+    start: int  # start time in clock ticks since boot: a pid reused by a younger process has another
     cpu_seconds: float | None = None  # user + system time at the last scan
     username: str | None = None
+    process: psutil.Process | None = None  # made for the processes that make a top list, then kept
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def _read_stat(pid: int) -> tuple[float, int, int]:
+    """(user + system CPU seconds, resident bytes, start ticks) of one process from /proc/PID/stat.
+
+    The same kernel figures psutil's cpu_times() and memory_info().rss read
+    (utime and stime, and the resident pages statm also shows), in one read
+    instead of two and without a Process object per process. Raises OSError
+    as open() does: FileNotFoundError or ProcessLookupError once it exited,
+    PermissionError where the kernel hides it.
+    """
+    with open(f"{psutil.PROCFS_PATH}/{pid}/stat", "rb") as f:
+        data = f.read()
+    # The command name (field 2) is in parentheses and may hold spaces or parentheses itself.
+    fields = data[data.rfind(b")") + 2 :].split()
+    # From field 3 (state) on: utime is field 14, stime 15, starttime 22, rss 24.
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS, int(fields[21]) * _PAGE_SIZE, int(fields[19])
 
 
 # ------------------------------------------------------------------- collector
@@ -427,6 +450,13 @@ class Collector:
             disks.append(entry)
         return disks
 
+    def disk_usage(self, mount_point: str) -> dict[str, Any] | None:
+        """A fresh measurement of one of the mounts the collector reports (the disk_usage action), or None if it reports no such mount."""
+        for entry in self._collect_disks():
+            if entry["mount"] == mount_point:
+                return entry
+        return None
+
     def _whole_disks(self, names: frozenset[str]) -> dict[str, bool]:
         if names == self._block_names:
             return self._disks
@@ -616,9 +646,8 @@ class Collector:
         read. CPU percent is of one core, as top shows it: a busy process with
         two threads reads 200.
         """
-        # Two reads per process (stat, statm) and one clock for the whole scan keep
-        # this close to the cost of psutil's own cpu_percent loop, without its
-        # per-call timer and core count.
+        # One read per process (stat) and one clock for the whole scan: cheaper than psutil's own
+        # cpu_percent loop, which reads stat and statm through a Process object per process.
         now = time.monotonic()
         elapsed = now - self._scan_at if self._scan_at is not None else None
         self._scan_at = now
@@ -626,27 +655,24 @@ class Collector:
         count = 0
         tracked: dict[int, _TrackedProcess] = {}
         for pid in psutil.pids():
-            entry = self._processes.get(pid)
             try:
-                if entry is None:
-                    entry = _TrackedProcess(psutil.Process(pid))
-                times = entry.process.cpu_times()
-                rss = entry.process.memory_info().rss
-            except psutil.NoSuchProcess:  # exited since the listing (zombies included)
-                continue
-            except psutil.AccessDenied:
+                busy, rss, start = _read_stat(pid)
+            except PermissionError:
                 count += 1
                 continue
+            except (OSError, ValueError, IndexError):  # exited since the listing, or a stat line cut short as it exited
+                continue
             count += 1
-            busy = times.user + times.system
+            entry = self._processes.get(pid)
+            if entry is None or entry.start != start:
+                entry = _TrackedProcess(pid, start)
             cpu = None
             if entry.cpu_seconds is not None and elapsed:
                 delta = busy - entry.cpu_seconds
-                # Less CPU time than last scan: the pid now belongs to a younger process.
                 if delta >= 0:
                     cpu = round(delta / elapsed * 100, 1)
-                else:
-                    entry = _TrackedProcess(entry.process)
+                else:  # less CPU time than last scan: the pid now belongs to another process
+                    entry = _TrackedProcess(pid, start)
             entry.cpu_seconds = busy
             tracked[pid] = entry
             rows.append((entry, cpu, rss))
@@ -657,9 +683,11 @@ class Collector:
         self, entry: _TrackedProcess, cpu: float | None, rss: int, mem_total: int
     ) -> dict[str, Any] | None:
         """The dashboard row for one process; None when it exited meanwhile."""
-        proc = entry.process
-        item: dict[str, Any] = {"pid": proc.pid}
+        item: dict[str, Any] = {"pid": entry.pid}
         try:
+            if entry.process is None:
+                entry.process = psutil.Process(entry.pid)
+            proc = entry.process
             with proc.oneshot():
                 name = _allowed(proc.name)
                 if entry.username is None:
@@ -693,7 +721,7 @@ class Collector:
         def describe(selected: Iterable[tuple[_TrackedProcess, float | None, int]]) -> list[dict[str, Any]]:
             items = []
             for entry, cpu, rss in selected:
-                pid = entry.process.pid
+                pid = entry.pid
                 if pid not in described:  # the two lists mostly share their processes
                     described[pid] = self._describe_process(entry, cpu, rss, mem_total)
                 item = described[pid]

@@ -28,7 +28,7 @@ def roost_collect(ctx: IntegrationContext) -> dict[str, Any]:
     from roost.agent.update import last_failure_fact
 
     failed = last_failure_fact(ctx.data_dir)
-    return {"facts": {"update_failed": failed}} if failed else {}
+    return {"state": {"facts": {"update_failed": failed}}} if failed else {}
 
 
 @hookimpl

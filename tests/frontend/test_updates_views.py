@@ -69,3 +69,30 @@ async def test_updates_api_lists_and_skips_with_reasons_and_refuses_viewers(hub)
     assert "self_update.update" in answer["skipped"][0]["reason"]
     resp = await hub.client.post("/api/v1/updates", json={"nodes": "all"}, headers={"Authorization": f"Bearer {hub.tokens['admin']}"})
     assert resp.status == 400
+
+
+async def test_a_rolled_back_update_shows_its_version_reason_and_back_off_on_both_pages(hub, aiohttp_client):
+    agent = FakeAgent(hub.client)
+    await agent.enroll()
+    assert (await agent.connect())["type"] == "welcome"
+    at = time.time() - 60
+    failed = {"version": "0.2.0", "reason": "roost 0.2.0 did not become healthy <script>alert(1)</script>", "at": at, "retry_after": at + 86400}
+    await agent.send(agent.report(
+        integrations=[{"domain": "self_update", "state": "loaded", "reason": ""}],
+        data={"self_update": {"facts": {"update_failed": failed}}},
+    ))
+    assert (await agent.expect("ack"))["seq"] == agent.seq
+    status, body = await get(hub, "/api/v1/updates", role="viewer")
+    import json
+
+    row = {n["node_id"]: n for n in json.loads(body)["nodes"]}[agent.node_id]
+    assert row["update_failed"] == failed
+    for path in ("/updates", f"/nodes/{agent.node_id}"):
+        status, html = await get(hub, path, role="viewer")
+        assert status == 200, path
+        assert 'data-testid="update-rollback" data-version="0.2.0"' in html and "Update to 0.2.0 rolled back" in html, path
+        assert "did not become healthy &lt;script&gt;" in html and "<script>alert(1)" not in html, path
+        assert "will not try 0.2.0 again before" in html, path
+    # A node that never rolled back shows nothing of the kind.
+    status, html = await get(hub, f"/nodes/{hub.node_id}")
+    assert 'data-testid="update-rollback"' not in html

@@ -269,11 +269,12 @@ async def test_acknowledge_and_snooze_by_operators_not_viewers_and_audited(setup
 )
 async def test_bad_rules_are_refused_with_the_field_named(setup, body, words):
     client, _, tokens = setup
+    before = len(client.app[HUB_KEY].alerts.rules)
     resp = await client.post("/api/v1/alerts/rules", headers=auth(tokens["admin"]), json=body)
     assert resp.status == 400
     error = (await resp.json())["error"]
     assert words in error, error
-    assert len(client.app[HUB_KEY].alerts.rules) == 6  # nothing was added
+    assert len(client.app[HUB_KEY].alerts.rules) == before  # nothing was added
 
 
 async def test_hostile_labels_matchers_and_oversized_bodies_are_refused_or_inert(setup):

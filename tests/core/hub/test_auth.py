@@ -407,7 +407,9 @@ def state_changing_routes(app: Any) -> list[tuple[str, str]]:
             continue
         info = route.resource.get_info() if route.resource is not None else {}
         path = info.get("path") or re.sub(r"\{[^}]+\}", "x", info.get("formatter", ""))
-        if not path or path in service.public_paths or path.startswith("/static/") or (path == auth.SESSION_API and route.method == "POST"):
+        # Public paths and prefixes (a ping URL, an automation's webhook URL) authenticate on their own, without a session.
+        public = path in service.public_paths or any(path.startswith(prefix) for prefix in service.public_prefixes)
+        if not path or public or path.startswith("/static/") or (path == auth.SESSION_API and route.method == "POST"):
             continue
         routes.append((route.method, path))
     return sorted(set(routes))

@@ -150,10 +150,13 @@ async def test_the_registry_collects_one_extension_of_each_kind(hub_with) -> Non
     registry = client.app[HUB_KEY].plugins.registry
     # Beside the built-in receivers of the notify and apprise integrations.
     assert set(registry.notification_receivers) - {"notify.webhook", "notify.email", "notify.mqtt", "notify.alertmanager", "apprise.url"} == {"hub_demo.log"}
-    # Built-in integrations (docker, proxmox, storage) bring rule kinds of their own; the demo's is the one it declared.
+    # Built-in integrations (docker, proxmox, storage, ping) bring rule kinds of their own; the demo's is the one it declared.
     assert {name for name, (domain, _) in registry.alert_rule_kinds.items() if domain == "hub_demo"} == {"hub_demo.value_high"}
-    assert set(registry.automation_triggers) == {"hub_demo.echoed"}
-    assert set(registry.automation_actions) == {"hub_demo.say"}  # other.say is not under its domain: left out
+    # Beside the built-in kinds of the automation integration, which go through the same registry.
+    assert {n for n in registry.automation_triggers if not n.startswith("automation.")} == {"hub_demo.echoed"}
+    assert {n for n in registry.automation_actions if not n.startswith("automation.")} == {"hub_demo.say"}  # other.say is not under its domain: left out
+    assert {"automation.cron", "automation.metric", "automation.alert", "automation.webhook"} <= set(registry.automation_triggers)
+    assert {"automation.job", "automation.confirm", "automation.notify", "automation.raise_alert"} <= set(registry.automation_actions)
     domain, receiver = registry.notification_receivers["hub_demo.log"]
     assert domain == "hub_demo" and isinstance(receiver, NotificationReceiver)
     assert isinstance(registry.alert_rule_kinds["hub_demo.value_high"][1], AlertRuleKind)
@@ -297,3 +300,14 @@ def test_a_hub_half_is_found_where_no_hub_py_is_on_disk(tmp_path, monkeypatch) -
     finally:
         for name in [m for m in sys.modules if m.startswith(("roost_zipped_half", "roost_zipped_whole"))]:
             del sys.modules[name]
+
+
+async def test_only_built_in_integrations_answer_without_a_login(hub_with) -> None:
+    anon = await hub_with(as_role=None)
+    routes = anon.app[HUB_KEY].plugins.public_routes
+    assert {r.url for r in routes if r.integration.domain == "ping"} == {"/ping/{uuid}", "/ping/{uuid}/{op}"}
+    assert not [r for r in routes if r.integration.domain == "hub_demo"]
+    async with anon.get("/hub_demo/open/anything", allow_redirects=False, headers={"Accept": "application/json"}) as resp:
+        assert resp.status in (302, 303, 401, 404) and await resp.text() != "opened\n"  # hub_demo declared it; the hub left it out
+    async with anon.get("/ping/00000000-0000-4000-8000-000000000000") as resp:  # the built-in ping's: no login needed
+        assert resp.status == 404 and "no check has this ping URL" in await resp.text()

@@ -30,6 +30,43 @@ def test_the_parser_refuses_past_the_limit_and_accepts_up_to_it() -> None:
         jsonparse.loads("[1,")
 
 
+# What json accepts beyond the standard, what orjson reads differently, and plain JSON.
+AWKWARD_JSON = [
+    '{"a": 1, "b": [1.5, -0.0, 2.5e-7, 1e16, 1E5, 0.1, 5e-324, 1.7976931348623157e308]}',
+    "NaN", "[Infinity, -Infinity]", '{"x": NaN}', "1e400", "-1e400", "[1e309]",
+    "18446744073709551616", "-9223372036854775809", "9223372036854775807", "[123456789012345678901234567890]",
+    '{"f": 0.12345678901234567890123}', '"\\ud800"', '"\\ud83d\\ude00"', '"\u00fc\\u00fc"',
+    '{"a": 1, "a": 2}', " [ 1 , 2 ] ", "", "[1,", "[1,]", "01", '"\x01"', "\ufeff[1]", "true", "null", "-", "[-]",
+    '{"k": "' + "9" * 40 + '"}', '[' * 70 + ']' * 70,
+]
+
+
+@pytest.mark.parametrize("text", AWKWARD_JSON + [t.encode() for t in AWKWARD_JSON] + [b"\xef\xbb\xbf[1]", b"[\xff]", "[1]".encode("utf-16")])
+def test_the_fast_parser_gives_what_json_gives(text: str | bytes) -> None:
+    """orjson is used only where it agrees with json.loads: same value (and type), or a refusal either way."""
+    try:
+        expected: object = json.loads(text)
+    except RecursionError:
+        expected = jsonparse.JSONTooDeep
+    except ValueError:
+        expected = ValueError
+    try:
+        got: object = jsonparse.loads(text, max_depth=1000)
+    except ValueError:
+        got = ValueError
+    assert repr(got) == repr(expected)
+    assert type(got) is type(expected) or expected is ValueError
+
+
+def test_reports_are_parsed_by_orjson_when_it_is_installed() -> None:
+    """The hot path really is the fast one where orjson is installed (CI installs it)."""
+    pytest.importorskip("orjson")
+    done, value = jsonparse._fast_loads('{"v": 1, "metrics": {"a": 1.5}}')
+    assert done and value == {"v": 1, "metrics": {"a": 1.5}}
+    assert jsonparse._fast_loads("NaN") == (False, None)
+    assert jsonparse._fast_loads("18446744073709551616") == (False, None)
+
+
 def test_the_wire_protocol_refuses_deep_messages_on_both_sides() -> None:
     for schemas in (protocol.AGENT_OPENERS, protocol.AGENT_MESSAGES, protocol.HUB_MESSAGES):
         for text in (DEEP, '{"v": 1, "type": "report", "data": {"x": ' + JUST_TOO_DEEP + "}}"):

@@ -91,6 +91,26 @@ async def test_read_only_tools_answer_what_is_wrong(client, homelab):
         await api.close()
 
 
+async def test_list_firing_alerts_says_what_is_wrong_critical_first(client, homelab):
+    hub = client.app[HUB_KEY]
+    viewer = await seed_user(hub.config, "assistant", "viewer")
+    api = api_for(client, viewer)
+    try:
+        async with Client(build_server(api, read_only=True)) as session:
+            tool = next(t for t in (await session.list_tools()).tools if t.name == "list_firing_alerts")
+            assert tool.annotations.read_only_hint
+            assert content(await session.call_tool("list_firing_alerts", {})) == []
+            await hub.alerts.raise_alert(source="test", node_id=homelab.node_id, name="Warm", summary="CPU at 80 °C", severity="warning")
+            await hub.alerts.raise_alert(source="test", node_id=homelab.node_id, name="Disk gone", summary="sdb vanished", severity="critical", labels={"device": "sdb"})
+            alerts = content(await session.call_tool("list_firing_alerts", {"node": "box"}))
+            assert [(a["alert"], a["severity"], a["node"]) for a in alerts] == [("Disk gone", "critical", "box"), ("Warm", "warning", "box")]
+            assert alerts[0]["summary"] == "sdb vanished" and alerts[0]["labels"]["device"] == "sdb" and alerts[0]["since"]
+            await hub.alerts.resolve_alert("test", homelab.node_id, "Disk gone", {"device": "sdb"})
+            assert [a["alert"] for a in content(await session.call_tool("list_firing_alerts", {}))] == ["Warm"]
+    finally:
+        await api.close()
+
+
 async def test_run_action_goes_through_the_job_path_and_never_signs(client, homelab):
     hub = client.app[HUB_KEY]
     nid = homelab.node_id

@@ -27,7 +27,7 @@ aiomqtt = pytest.importorskip("aiomqtt")
 # binary_sensor.mqtt, button.mqtt; device classes from the sensor and binary_sensor pages).
 COMMON_KEYS = {"name", "unique_id", "object_id", "availability", "availability_mode", "device", "icon"}
 COMPONENT_KEYS = {
-    "sensor": COMMON_KEYS | {"state_topic", "value_template", "unit_of_measurement", "device_class", "state_class"},
+    "sensor": COMMON_KEYS | {"state_topic", "value_template", "unit_of_measurement", "device_class", "state_class", "json_attributes_topic", "json_attributes_template"},
     "binary_sensor": COMMON_KEYS | {"state_topic", "value_template", "device_class"},
     "button": COMMON_KEYS | {"command_topic", "payload_press"},
 }
@@ -136,7 +136,7 @@ async def test_nodes_appear_in_home_assistant_through_discovery(make_hub, mosqui
         configs = {t: json.loads(p) for t, p in listener.seen.items() if t.startswith("homeassistant/") and t.endswith("/config")}
         mine = {t: c for t, c in configs.items() if f"/roost_{nid}/" in t}
         components = sorted(check_discovery(t, c) for t, c in mine.items())
-        assert components == ["binary_sensor"] + ["sensor"] * len(SENSORS)
+        assert components == ["binary_sensor"] + ["sensor"] * (len(SENSORS) + 1)  # the headline figures and firing alerts
         cpu = mine[f"homeassistant/sensor/roost_{nid}/cpu_percent/config"]
         assert cpu["state_topic"] == state_topic and cpu["unit_of_measurement"] == "%" and cpu["state_class"] == "measurement"
         assert cpu["value_template"] == "{{ value_json.cpu_percent }}"
@@ -156,6 +156,26 @@ async def test_nodes_appear_in_home_assistant_through_discovery(make_hub, mosqui
         await wait_until(lambda: listener.seen.get(f"roost/{nid}/availability") == b"offline", 20, "the node to go offline")
         gone = listener.json(state_topic)
         assert gone["online"] is False and gone["cpu_percent"] is None
+
+
+async def test_each_node_publishes_its_firing_alert_count(make_hub, mosquitto):
+    async with Listener(mosquitto.port) as listener:
+        client, agent, bridge = await hub_with_node(make_hub, mosquitto.port)
+        nid = agent.node_id
+        state_topic = f"roost/{nid}/state"
+        await wait_until(lambda: (listener.json(state_topic) or {}).get("alerts_firing") == 0, 20, "a state with no alert firing")
+        config = await wait_until(lambda: listener.json(f"homeassistant/sensor/roost_{nid}/alerts_firing/config"), 20, "the alerts sensor's config")
+        check_discovery(f"homeassistant/sensor/roost_{nid}/alerts_firing/config", config)
+        assert config["value_template"] == "{{ value_json.alerts_firing }}" and config["state_topic"] == state_topic
+        assert [a["topic"] for a in config["availability"]] == ["roost/status"]  # an offline node still has its alerts
+        hub = client.app[HUB_KEY]
+        await hub.alerts.raise_alert(source="test", node_id=nid, name="disk gone", summary="sdb vanished", severity="critical")
+        await hub.alerts.raise_alert(source="test", node_id=nid, name="warm", summary="42 °C", severity="warning")
+        state = await wait_until(lambda: (s := listener.json(state_topic)) and s.get("alerts_firing") == 2 and s, 20, "two firing alerts")
+        assert state["alerts"] == {"critical": 1, "warning": 1}
+        await hub.alerts.resolve_alert("test", nid, "disk gone")
+        state = await wait_until(lambda: (s := listener.json(state_topic)) and s.get("alerts_firing") == 1 and s, 20, "one alert resolved")
+        assert state["alerts"] == {"critical": 0, "warning": 1}
 
 
 async def test_a_broker_that_was_down_gets_everything_again(make_hub, mosquitto):

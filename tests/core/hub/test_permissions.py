@@ -29,7 +29,7 @@ async def hub(aiohttp_client, tmp_path):
     await hub.store.add_job(Job(job_id="jperm0000000001", node_id=node.node_id, action="demo.echo", params={}, state="succeeded", created_by="test", created_at=now, timeout=5, next_attempt_at=now))
     await create_join_token(hub.store, ttl=3600, uses=1, note="secret-note")
     user = await hub.store.get_user_by_name("viewer-user")
-    values = {"node_id": node.node_id, "job_id": "jperm0000000001", "container": "web", "vmid": "100", "receiver": "no-such-receiver", "outbox_id": "1", "user_id": user.user_id, "host_id": "h1", "container_id": "web", "rule_id": "default-node-offline", "device": "wwn-0x5000c500a1b2c3d4"}
+    values = {"node_id": node.node_id, "job_id": "jperm0000000001", "container": "web", "vmid": "100", "receiver": "no-such-receiver", "outbox_id": "1", "user_id": user.user_id, "host_id": "h1", "container_id": "web", "rule_id": "default-node-offline", "device": "wwn-0x5000c500a1b2c3d4", "automation_id": "no-such-automation", "run_id": "rnone", "approval_id": "apnone", "check_id": "c000000000000"}
     return client, tokens, values
 
 

@@ -125,6 +125,24 @@ async def test_job_counts_follow_the_job_engine(client, fake_agent):
     assert 'roost_jobs_finished_total{action="logs.journal",state="timed_out"} 1.0' in text
 
 
+async def test_alert_counts_by_severity_follow_the_alert_engine(client, fake_agent):
+    agent = await reporting_node(fake_agent, {"linux_host.cpu_percent": 1.0})
+    hub = client.app[HUB_KEY]
+    ident = f'node="{agent.node_id}",name="{hub.node(agent.node_id).name}"'
+    text = await (await client.get(METRICS)).text()
+    assert "# TYPE roost_alerts_firing gauge" in text
+    assert f'roost_alerts_firing{{{ident},severity="critical"}} 0.0' in text
+    await hub.alerts.raise_alert(source="test", node_id=agent.node_id, name="disk gone", summary="sdb vanished", severity="critical")
+    await hub.alerts.raise_alert(source="test", node_id=agent.node_id, name="warm", summary="42 °C", severity="warning", labels={"sensor": "cpu"})
+    await hub.alerts.raise_alert(source="test", node_id=agent.node_id, name="warmer", summary="43 °C", severity="warning")
+    text = await (await client.get(METRICS)).text()
+    assert f'roost_alerts_firing{{{ident},severity="critical"}} 1.0' in text
+    assert f'roost_alerts_firing{{{ident},severity="warning"}} 2.0' in text
+    await hub.alerts.resolve_alert("test", agent.node_id, "disk gone")
+    text = await (await client.get(METRICS)).text()
+    assert f'roost_alerts_firing{{{ident},severity="critical"}} 0.0' in text
+
+
 async def test_a_scrape_never_touches_the_database(make_hub, monkeypatch):
     # A LAN-open hub, so not even the login layer looks a token up: what is left is the scrape itself.
     client = await make_hub(metrics_public_lan=True)

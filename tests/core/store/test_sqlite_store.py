@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import sqlite3
 import sys
@@ -417,6 +418,93 @@ async def test_a_failed_ingest_leaves_no_trace(rollup_store: SQLiteStore, db_pat
     # The failed report's 1000.0 must not have reached the rollups.
     assert rollup_table(db_path, "metric_minute", "node-1", CPU) == [(T0, 4.0, 2, 1.0, 3.0)]
     assert (await store.history("node-1", [CPU], T0, T0, "minute"))[CPU] == [(T0, 2.0, 1.0, 3.0)]
+
+
+async def test_a_steady_report_is_one_trip_to_sqlites_thread(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node's usual report (series known, no merge due) is stored by one call in SQLite's thread, not one per statement."""
+    store = SQLiteStore(db_path, rollup_flush_seconds=60)
+    await store.open()
+    try:
+        await store.add_node(make_node(1))
+        await store.ingest([make_report("node-1", 1, T0, {CPU: 1.0, MEM: 5.0})])  # creates the series
+        db = store._db
+        trips = 0
+        execute = db._execute
+
+        async def counted(fn: Any, *args: Any, **kwargs: Any) -> Any:
+            nonlocal trips
+            trips += 1
+            return await execute(fn, *args, **kwargs)
+
+        monkeypatch.setattr(db, "_execute", counted)
+        assert await store.ingest([make_report("node-1", 2, T0 + 10, {CPU: 2.0, MEM: 6.0})]) == [True]
+        assert trips == 1
+        assert rows(db_path, "SELECT last_seq FROM nodes WHERE node_id = 'node-1'") == [(2,)]
+        assert rows(db_path, "SELECT count(*) FROM metric_raw") == [(2,)]
+    finally:
+        await store.close()
+
+
+async def test_the_one_trip_path_stores_what_the_general_path_stores(tmp_path: Path) -> None:
+    """Same reports into a store that takes the one-trip path and one that merges rollups in every batch (the general path)."""
+    batches = [
+        [make_report("node-1", 1, T0, {CPU: 1.0}), make_report("node-2", 1, T0 + 1, {CPU: 7.0, MEM: 3.0})],
+        [make_report("node-1", 2, T0 + 10, {CPU: 2.0}, data={"linux_host": {"a": [1, "ü"]}, "docker": {"n": 2}})],
+        # A resend, an out-of-order pair, an unknown node, a non-finite value and late backlog.
+        [make_report("node-1", 2, T0 + 10, {CPU: 99.0}), make_report("node-2", 3, T0 + 21, {CPU: 8.0, MEM: math.nan}),
+         make_report("node-2", 2, T0 + 20, {CPU: 9.0}), make_report("node-9", 1, T0, {CPU: 1.0})],
+        [make_report("node-1", 4, T0 + 5, {CPU: 3.0}, interval=30.0, spool_dropped=2, integrations=[{"domain": "docker", "state": "failed"}])],
+        [make_report("node-1", 5, T0 + 40, {CPU: 4.0}, epoch="e2")],
+    ]
+    answers: dict[str, list[list[bool]]] = {}
+    paths = {"one-trip": tmp_path / "a.db", "general": tmp_path / "b.db"}
+    for name, path in paths.items():
+        store = SQLiteStore(path, rollup_flush_seconds=3600 if name == "one-trip" else 0)
+        await store.open()
+        try:
+            for n in (1, 2):
+                await store.add_node(make_node(n))
+            answers[name] = [await store.ingest(batch) for batch in batches]
+            await store.flush_rollups()
+        finally:
+            await store.close()
+    assert answers["one-trip"] == answers["general"]
+    assert answers["general"][2] == [False, True, False, False]
+    for sql in (
+        "SELECT node_id, ts, \"values\" FROM metric_raw ORDER BY id",
+        "SELECT * FROM node_metrics_latest ORDER BY node_id",
+        "SELECT * FROM node_state ORDER BY node_id, domain",
+        "SELECT node_id, epoch, last_seq, last_seen, spool_dropped, integrations, interval, last_collected_at FROM nodes ORDER BY node_id",
+        "SELECT s.node_id, s.series, m.bucket_ts, m.sum, m.count, m.min, m.max FROM metric_minute AS m JOIN metric_series AS s USING (series_id) ORDER BY 1, 2, 3",
+    ):
+        assert rows(paths["one-trip"], sql) == rows(paths["general"], sql), sql
+
+
+class _Word(str):
+    pass
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"cpu": 1.5, "big": 1e16, "tiny": 2.5e-7, "neg": -0.0, "int": 2**63 - 1, "u64": 2**64 - 1, "s": "ü\u2028\x7f\n\x01\"\\"},
+        {"nan": math.nan}, {"inf": [math.inf, -math.inf]}, {"none": None}, {"huge": 2**64}, {"small": -(2**63) - 1},
+        {"surrogate": "\ud800"}, {"set": {1, 2}}, {1: "int key"}, {"tuple": (1, 2)}, {"word": _Word("x")}, {"true": True, "list": [[], {}]},
+    ],
+)
+def test_report_encoding_writes_what_json_writes(value: Any) -> None:
+    """The store's fast encoder for report state and metrics gives the same values as json, or refuses the same."""
+    from roost.core.store.sqlite import _encode, _encode_report
+
+    try:
+        expected: Any = repr(json.loads(_encode(value)))
+    except (TypeError, ValueError) as err:
+        expected = type(err)
+    try:
+        got: Any = repr(json.loads(_encode_report(value)))
+    except (TypeError, ValueError) as err:
+        got = type(err)
+    assert got == expected
 
 
 # -- rollups and history -------------------------------------------------------------

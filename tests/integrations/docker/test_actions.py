@@ -18,6 +18,7 @@ from roost.integrations.docker.actions import (
     container_start,
     container_stop,
     container_unpause,
+    image_prune,
 )
 from roost.integrations.docker.const import MASK
 
@@ -39,10 +40,14 @@ def test_every_action_is_a_valid_spec_with_a_form():
         "docker.container.remove",
         "docker.compose.restart",
         "docker.container.logs",
+        "docker.image.prune",
     }
     for spec in specs.values():
         assert isinstance(spec, ActionSpec)
         described = spec.describe()
+        if spec.name == "docker.image.prune":
+            assert described["params"] == [] and spec.idempotent and not spec.destructive  # dangling layers only: no one's data
+            continue
         assert described["params"] and described["params"][0]["name"] in ("container", "project")
         assert spec.capability == ("logs.read" if spec.name.endswith(".logs") else "docker.manage")
     remove = specs["docker.container.remove"]
@@ -253,3 +258,27 @@ def test_progress_messages_keep_whole_lines_under_the_agent_limit():
     assert progress_messages("a\nb\nc\n", limit=3) == ["a\nb", "c"]
     assert progress_messages("x" * 7 + "\ny\n", limit=3) == ["xxx", "xxx", "x\ny"]
     assert progress_messages("") == []
+
+
+async def test_image_prune_removes_dangling_images_and_keeps_tagged_ones(docker_containers, action_ctx):
+    engine = docker_containers
+    box = engine.run(["sh", "-c", "echo one > /layer; sleep 600"], name=engine.name("prn"))
+    repo = "local/prune-test"
+    old = box.commit(repository=repo, tag="v")
+    box.exec_run(["sh", "-c", "echo two >> /layer"])
+    new = box.commit(repository=repo, tag="v")  # the tag moves: the first image is dangling now
+    try:
+        assert old.id != new.id and not engine.client.images.get(old.id).tags
+        result = await image_prune(action_ctx(), {})
+        assert old.id in result["deleted"] and result["space_reclaimed_bytes"] >= 0, result
+        assert engine.client.images.get(new.id).tags == [f"{repo}:v"]  # tagged: kept
+        assert engine.client.images.get(engine.image).tags  # the base image is in use and tagged: kept
+        import docker.errors
+
+        with pytest.raises(docker.errors.ImageNotFound):
+            engine.client.images.get(old.id)
+        with pytest.raises(ActionRefused):
+            await image_prune(action_ctx(), {"all": True})  # only dangling ones, ever
+    finally:
+        box.remove(force=True)
+        engine.client.images.remove(new.id, force=True)

@@ -443,3 +443,54 @@ async def test_no_sensors_leaves_the_key_out(start_linux_host, monkeypatch):
     state, metrics = await collect(manager)
     assert "sensors" not in state
     assert not any(k.startswith(("temperature_c", "fan_rpm")) for k in metrics)
+
+
+def test_the_proc_stat_reader_gives_what_psutil_gives(tmp_path: Path) -> None:
+    """The process scan reads /proc/PID/stat itself: same CPU time and RSS as psutil, also for a name with spaces and parentheses."""
+    from roost.integrations.linux_host.collector import _read_stat
+
+    odd = tmp_path / "a b) (c"
+    odd.symlink_to(sys.executable)
+    child = subprocess.Popen([str(odd), "-c", "import sys; sum(range(5_000_000)); x = [0] * 3_000_000; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        proc = psutil.Process(child.pid)
+        deadline = time.monotonic() + 30
+        last = 0
+        while time.monotonic() < deadline:  # until the list is allocated and the child blocks on its stdin
+            now = proc.memory_info().rss
+            if now > 20 * 1024 * 1024 and now == last:
+                break
+            last = now
+            time.sleep(0.2)
+        assert proc.name() == "a b) (c"
+        # The child is idle now, blocked on its stdin: its figures hold still.
+        busy, rss, start = _read_stat(child.pid)
+        times, mem = proc.cpu_times(), proc.memory_info()
+        assert busy == pytest.approx(times.user + times.system, abs=0.011)
+        assert abs(rss - mem.rss) <= 256 * 1024  # the kernel's per-CPU page counters, summed a moment apart
+        assert _read_stat(child.pid)[2] == start
+        mine = psutil.Process().cpu_times()
+        assert _read_stat(os.getpid())[0] == pytest.approx(mine.user + mine.system, abs=0.05)
+    finally:
+        child.stdin.close()
+        child.wait(10)
+    with pytest.raises(OSError):
+        _read_stat(child.pid)  # exited and reaped
+async def test_disk_usage_measures_a_reported_filesystem_now_and_refuses_others(start_linux_host, tmp_path):
+    from roost.core.actions import ActionContext, ActionError
+
+    manager = await start_linux_host()
+    integ, spec = manager.actions()["linux_host.disk_usage"]
+    assert spec.capability == "host.metrics.read" and not spec.destructive and spec.idempotent
+
+    async def progress(message, percent=None):
+        return None
+
+    ctx = ActionContext(domain=DOMAIN, job_id="j1", node_id="n1", config=integ.context.config, data=integ.context.data, progress=progress)
+    state, metrics = await collect(manager)
+    result = await spec.handler(ctx, spec.schema({"mount": "/"}))
+    usage = psutil.disk_usage("/")
+    assert result["mount"] == "/" and result["total_bytes"] == usage.total
+    assert abs(result["used_percent"] - metrics["disk_used_percent[/]"]) < 5  # the same figure the reports give, measured again
+    with pytest.raises(ActionError, match="not one of the filesystems"):
+        await spec.handler(ctx, spec.schema({"mount": str(tmp_path)}))  # a plain folder is no reported mount: nothing else is probed
