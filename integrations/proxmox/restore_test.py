@@ -402,6 +402,8 @@ def restore_test_actions() -> list[ActionSpec]:
             SCHEMA_RESTORE_TEST,
             "restore a guest's newest (or a given) backup into a throwaway guest this agent creates, compare its config and disk sizes with the archive's, destroy it",
             timeout=6 * 3600,
+            # The dashboard offers the guests this node's cluster reports (the tested guest; never the scratch one).
+            pickers={"guest": "proxmox.guests[].vmid"},
         ),
         ActionSpec(
             ACTION_SCRATCH_REMOVE,
