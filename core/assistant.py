@@ -25,7 +25,10 @@ import aiohttp
 from roost.core import jsonparse
 from roost.core.const import __version__
 
-READ_TOOLS = ("list_nodes", "node_health", "list_firing_alerts", "query_metrics", "list_jobs", "job_output", "list_containers", "search_logs")
+READ_TOOLS = (
+    "list_nodes", "node_health", "list_firing_alerts", "query_metrics", "list_jobs", "job_output", "list_containers", "search_logs",
+    "storage_health", "backup_status",
+)
 WRITE_TOOLS = ("run_action",)
 ALL_TOOLS = READ_TOOLS + WRITE_TOOLS
 JOB_WAIT_SECONDS = 60.0
@@ -216,6 +219,30 @@ class Tools:
                     }
                 )
         return out
+
+    async def _integration(self, domain: str, path: str) -> Any:
+        try:
+            return await self.api.get(f"/api/v1/integrations/{domain}{path}")
+        except ToolError as err:
+            if "404" in str(err) or "503" in str(err):
+                raise ToolError(f"the {domain} integration is not running on this hub ({err})") from None
+            raise
+
+    async def storage_health(self, node: str = "") -> list[dict[str, Any]]:
+        """Every disk, pool, array and expected storage target with its verdict and the reasons, worst first, optionally of one node (by id or name)."""
+        node_id = await self._node_id(node) if node else None
+        rows = (await self._integration("storage", ""))["rows"]
+        return [
+            {k: r.get(k) for k in ("host", "node_id", "kind", "name", "detail", "verdict", "reasons")}
+            for r in rows
+            if node_id is None or r.get("node_id") == node_id
+        ]
+
+    async def backup_status(self, node: str = "") -> list[dict[str, Any]]:
+        """Every backup policy and repository with its verdict (fresh, stale, failed, unverified, restore test failed), the reasons and the last backup, check and restore test, worst first, optionally of one node."""
+        node_id = await self._node_id(node) if node else None
+        rows = (await self._integration("backup", "/overview"))["rows"]
+        return [r for r in rows if node_id is None or (r.get("node") or {}).get("id") == node_id]
 
     async def search_logs(self, node: str, unit: str = "", match: str = "", lines: int = 100) -> dict[str, Any]:
         """Search a node's journal (one systemd unit, or all) for a text, through its logs.journal action (needs logs.read); waits up to a minute."""

@@ -47,8 +47,12 @@ LOW_DISK_INPUTS = vol.Schema(
         vol.Optional("mount", default="*"): vol.All(str, vol.Length(min=1, max=300)),
         vol.Optional("threshold", default=90): vol.All(vol.Any(int, float), vol.Range(min=1, max=100, msg="threshold is a percentage, 1-100")),
         vol.Optional("for", default="10m"): _duration,
-        # docker_image_prune: the docker integration's docker.image.prune (dangling images); command: an allowlisted command.
-        vol.Optional("cleanup", default="command"): vol.In(("command", "docker_image_prune"), msg="cleanup is command or docker_image_prune"),
+        # docker_image_prune: the docker integration's docker.image.prune (dangling images); docker_system_prune:
+        # docker.system.prune (also stopped containers and unused networks: destructive, so the approval must carry
+        # the operator's signed envelope); command: an allowlisted command.
+        vol.Optional("cleanup", default="command"): vol.In(
+            ("command", "docker_image_prune", "docker_system_prune"), msg="cleanup is command, docker_image_prune or docker_system_prune"
+        ),
         vol.Optional("cleanup_command"): vol.All(str, vol.Length(min=1, max=100)),
         vol.Optional("cleanup_args", default=dict): dict,
         vol.Optional("approval_timeout", default="1h"): _duration,
@@ -61,7 +65,7 @@ LOW_DISK_INPUTS = vol.Schema(
 
 def _cleanup_named(inputs: dict[str, Any]) -> dict[str, Any]:
     if inputs["cleanup"] == "command" and not inputs.get("cleanup_command"):
-        raise vol.Invalid("name the allowlisted command that cleans up (e.g. journal_vacuum), or set cleanup: docker_image_prune", path=["cleanup_command"])
+        raise vol.Invalid("name the allowlisted command that cleans up (e.g. journal_vacuum), or set cleanup: docker_image_prune or docker_system_prune", path=["cleanup_command"])
     return inputs
 
 
@@ -72,6 +76,8 @@ def low_disk(inputs: dict[str, Any]) -> dict[str, Any]:
     mount = inputs["mount"]
     if inputs["cleanup"] == "docker_image_prune":
         what, cleanup_with = "docker image prune", {"action": "docker.image.prune", "params": {}}
+    elif inputs["cleanup"] == "docker_system_prune":
+        what, cleanup_with = "docker system prune", {"action": "docker.system.prune", "params": {}}
     else:
         what, cleanup_with = inputs["cleanup_command"], {"action": "commands.run", "params": {"command": inputs["cleanup_command"], "args": inputs["cleanup_args"]}}
     series = f"linux_host.disk_used_percent[{mount}]"

@@ -23,6 +23,7 @@ from .collector import describe_container
 from .const import (
     ACTION_COMPOSE_RESTART,
     ACTION_IMAGE_PRUNE,
+    ACTION_SYSTEM_PRUNE,
     ACTION_LOGS,
     ACTION_PAUSE,
     ACTION_REMOVE,
@@ -243,6 +244,49 @@ async def image_prune(ctx: ActionContext, params: dict[str, Any]) -> dict[str, A
         output = f"docker: removed {len(deleted)} dangling image layer(s), {reclaimed} bytes reclaimed"
         _LOGGER.info("%s", output)
         return {"output": output, "deleted": [d for d in deleted if d], "space_reclaimed_bytes": reclaimed}
+
+    return await _in_thread(ctx, work)
+
+
+SYSTEM_PRUNE_SCHEMA = vol.Schema(
+    {
+        # Only what carries this label (key or key=value), as `docker system prune --filter label=...`.
+        vol.Optional("label"): vol.All(str, vol.Match(r"^[A-Za-z0-9_.\-/]{1,128}(=[^\s,]{0,256})?\Z", msg="label is KEY or KEY=VALUE")),
+    },
+    extra=vol.PREVENT_EXTRA,
+)
+
+
+async def system_prune(ctx: ActionContext, params: dict[str, Any]) -> dict[str, Any]:
+    """What `docker system prune` removes: stopped containers, unused networks, dangling images and (without a
+    label filter) the build cache; never a volume. Destructive (a stopped container's writable layer is gone),
+    so it runs only with an operator's signed envelope for this action."""
+    p = _validate(SYSTEM_PRUNE_SCHEMA, params)
+    envelope = ctx.envelope
+    if not envelope:
+        raise ActionRefused("docker system prune removes stopped containers: it needs an operator's signed operation; none came with this job")
+    if envelope.get("action") not in (None, ACTION_SYSTEM_PRUNE) or (envelope.get("params") or {}).get("label") != p.get("label"):
+        raise ActionRefused("the signed operation is not this prune (another action or another label filter)")
+    filters = {"label": [p["label"]]} if p.get("label") else {}
+
+    def work() -> dict[str, Any]:
+        client = _client(ctx)
+        containers = client.containers.prune(filters=filters) or {}
+        networks = client.networks.prune(filters=filters) or {}
+        images = client.images.prune(filters={"dangling": True, **filters}) or {}
+        cache = {} if filters else (client.api.prune_builds() or {})
+        removed = {
+            "containers": list(containers.get("ContainersDeleted") or []),
+            "networks": list(networks.get("NetworksDeleted") or []),
+            "images": [d.get("Deleted") or d.get("Untagged") for d in images.get("ImagesDeleted") or [] if isinstance(d, dict)],
+        }
+        reclaimed = sum(int(part.get("SpaceReclaimed") or 0) for part in (containers, images, cache))
+        output = (
+            f"docker: removed {len(removed['containers'])} stopped container(s), {len(removed['networks'])} network(s), "
+            f"{len(removed['images'])} dangling image layer(s); {reclaimed} bytes reclaimed"
+        )
+        _LOGGER.info("%s", output)
+        return {"output": output, "deleted": removed, "space_reclaimed_bytes": reclaimed}
 
     return await _in_thread(ctx, work)
 
@@ -533,6 +577,16 @@ def action_specs() -> list[ActionSpec]:
             description="Remove dangling images (untagged layers no container uses), like docker image prune; reports the space reclaimed.",
             idempotent=True,
             timeout=600,
+        ),
+        ActionSpec(
+            name=ACTION_SYSTEM_PRUNE,
+            capability=CAP_MANAGE,
+            handler=system_prune,
+            schema=SYSTEM_PRUNE_SCHEMA,
+            description="Remove stopped containers, unused networks, dangling images and the build cache, like docker system prune (volumes stay); needs an operator's signature.",
+            destructive=True,
+            target="label",
+            timeout=900,
         ),
         ActionSpec(
             name=ACTION_LOGS,

@@ -78,6 +78,7 @@ ACTION_REMOVE: Final = "docker.container.remove"
 ACTION_COMPOSE_RESTART: Final = "docker.compose.restart"
 ACTION_LOGS: Final = "docker.container.logs"
 ACTION_IMAGE_PRUNE: Final = "docker.image.prune"
+ACTION_SYSTEM_PRUNE: Final = "docker.system.prune"
 
 DEFAULT_STOP_TIMEOUT: Final = 10
 MAX_STOP_TIMEOUT: Final = 600

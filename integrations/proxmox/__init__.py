@@ -209,8 +209,9 @@ def roost_actions(ctx: IntegrationContext) -> list[ActionSpec]:
     from .actions import build_actions
     from .pbs_actions import pbs_actions
     from .restore_test import restore_test_actions
+    from .vzdump_prune import vzdump_prune_actions
 
-    return build_actions() + (pbs_actions() if ctx.config.get(CONF_PBS) else []) + restore_test_actions()
+    return build_actions() + vzdump_prune_actions() + (pbs_actions() if ctx.config.get(CONF_PBS) else []) + restore_test_actions()
 
 
 @hookimpl

@@ -345,6 +345,10 @@ async def test_the_low_disk_blueprint_takes_a_docker_prune_or_an_allowlisted_com
     cleanup = next(s for s in definition["steps"] if s.get("id") == "cleanup")
     assert cleanup["with"]["action"] == "docker.image.prune"
     assert definition["triggers"][0]["series"] == "linux_host.disk_used_percent[*]" and definition["throttle"]["per"] == "node"
+    resp = await rig.client.post("/api/v1/automations/blueprints/low_disk", json={"inputs": {"id": "system", "cleanup": "docker_system_prune", "threshold": 85}})
+    assert resp.status == 201, await resp.text()
+    definition = (await (await rig.client.get("/api/v1/automations/system")).json())["definition"]
+    assert next(s for s in definition["steps"] if s.get("id") == "cleanup")["with"]["action"] == "docker.system.prune"
     resp = await rig.client.post("/api/v1/automations/blueprints/low_disk", json={"inputs": {"threshold": 85}})
     body = await resp.json()
     assert resp.status == 400 and body["errors"][0]["path"] == "cleanup_command", body

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from support_auth import seed_user
@@ -189,3 +190,62 @@ async def test_mcp_over_http_on_the_hub_for_the_callers_token(client, homelab):
         headers = {"Authorization": f"Bearer {viewer}"}
         assert (await http.post(url, json=body, headers={**headers, "Host": "evil.example:80"})).status_code == 421
         assert (await http.post(url, json=body, headers={**headers, "Origin": "https://evil.example"})).status_code == 403
+
+
+def _repo(name: str, **extra) -> dict:
+    now = time.time()
+    return {
+        "name": name, "kind": "restic", "location": "/srv/backup/" + name, "paths": ["/home"], "excludes": [], "snapshot_count": 1,
+        "latest_at": now - 3600, "latest_size_bytes": 1024, "busy": False,
+        "snapshots": [{"id": "a" * 64, "short_id": "aaaaaaaa", "time": now - 3600, "host": "box", "paths": ["/home"], "tags": [], "size_bytes": 1024, "verification": "ok"}],
+        "backup": {"ok": True, "at": now - 3700, "snapshot_id": "a" * 64}, "last_success": {"ok": True, "at": now - 3700},
+        "verify": {"ok": True, "at": now - 1800}, "last_verified": {"ok": True, "at": now - 1800},
+        "restore_test": {"ok": True, "at": now - 1200, "files_checked": 20, "bytes_checked": 1, "mismatches": []}, "last_restore_test_ok": {"ok": True, "at": now - 1200},
+        **extra,
+    }
+
+
+BACKUP_STATE = {
+    "repositories": [
+        _repo("home"),
+        _repo("photos", restore_test={"ok": False, "at": time.time() - 600, "error": "1 of 20 files did not restore intact", "files_checked": 19, "bytes_checked": 1, "mismatches": [{"path": "/x"}]}),
+    ],
+    "scratch_leftovers": 0,
+}
+
+
+async def test_storage_and_backup_verdicts_come_worst_first(client):
+    """What the storage and backup integrations judge, for an assistant: every disk, pool and target with its reasons."""
+    from roost.integrations.storage import mdraid
+
+    fixtures = Path(__file__).resolve().parents[2] / "integrations" / "storage" / "fixtures"
+    arrays = mdraid.parse_mdstat((fixtures / "mdstat_degraded.txt").read_text())
+    agent = FakeAgent(client)
+    await agent.enroll()
+    assert (await agent.connect())["type"] == "welcome"
+    targets = [{"id": "usb-backup", "state": "attached", "status": "missing", "durable_id": "LABEL=b", "type": "usb"}]
+    await agent.send(
+        agent.report(
+            integrations=[{"domain": d, "state": "loaded", "reason": ""} for d in ("linux_host", "storage", "backup")],
+            data={"storage": {"smart": {"available": True, "devices": []}, "targets": targets, "mdraid": arrays}, "backup": BACKUP_STATE},
+        )
+    )
+    hub = client.app[HUB_KEY]
+    await wait_until(lambda: (hub._nodes.get(agent.node_id) and any(i.get("domain") == "storage" for i in hub._nodes[agent.node_id].integrations)), 10, "the storage report")
+    viewer = await seed_user(hub.config, "assistant", "viewer")
+    api = api_for(client, viewer)
+    try:
+        async with Client(build_server(api, read_only=True)) as session:
+            rows = content(await session.call_tool("storage_health", {"node": agent.node_id}))
+            assert rows, "the storage rows"
+            assert {r["name"] for r in rows if r["kind"].startswith("target")} == {"usb-backup"}
+            target = next(r for r in rows if r["name"] == "usb-backup")
+            assert target["verdict"] != "ok" and target["reasons"], target
+            assert rows[0]["verdict"] in ("failing", "critical", "missing"), rows  # worst first
+            missing = await session.call_tool("storage_health", {"node": "nope"})
+            assert missing.is_error and "no single node" in missing.content[0].text
+            backups = content(await session.call_tool("backup_status", {"node": agent.node_id}))
+            assert [b["name"] for b in backups] == ["photos", "home"], backups  # the failed restore test first
+            assert backups[0]["verdict"] != backups[1]["verdict"] and any("did not restore" in r for r in backups[0]["reasons"]), backups
+    finally:
+        await api.close()

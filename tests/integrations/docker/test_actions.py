@@ -19,6 +19,7 @@ from roost.integrations.docker.actions import (
     container_stop,
     container_unpause,
     image_prune,
+    system_prune,
 )
 from roost.integrations.docker.const import MASK
 
@@ -41,12 +42,16 @@ def test_every_action_is_a_valid_spec_with_a_form():
         "docker.compose.restart",
         "docker.container.logs",
         "docker.image.prune",
+        "docker.system.prune",
     }
     for spec in specs.values():
         assert isinstance(spec, ActionSpec)
         described = spec.describe()
         if spec.name == "docker.image.prune":
             assert described["params"] == [] and spec.idempotent and not spec.destructive  # dangling layers only: no one's data
+            continue
+        if spec.name == "docker.system.prune":
+            assert spec.destructive and spec.target == "label" and spec.capability == "docker.manage"  # stopped containers go too
             continue
         assert described["params"] and described["params"][0]["name"] in ("container", "project")
         assert spec.capability == ("logs.read" if spec.name.endswith(".logs") else "docker.manage")
@@ -282,3 +287,44 @@ async def test_image_prune_removes_dangling_images_and_keeps_tagged_ones(docker_
     finally:
         box.remove(force=True)
         engine.client.images.remove(new.id, force=True)
+
+
+async def test_system_prune_needs_a_signature_and_removes_only_what_it_was_signed_for(docker_containers, action_ctx):
+    import uuid
+
+    import docker.errors
+
+    engine = docker_containers
+    mark = f"roost-prune-{uuid.uuid4().hex[:8]}"
+    stopped = engine.run(["true"], name=engine.name("sp"), labels={mark: "1"}, detach=True)
+    other = engine.run(["true"], name=engine.name("keep"), detach=True)  # stopped too, but not labelled
+    running = engine.run(["sleep", "600"], name=engine.name("run"), labels={mark: "1"}, detach=True)
+    net = engine.client.networks.create(engine.name("net"), labels={mark: "1"})
+    try:
+        for box in (stopped, other):
+            box.wait(timeout=30)
+        params = {"label": mark}
+        with pytest.raises(ActionRefused, match="signed operation"):
+            await system_prune(action_ctx(), params)
+        with pytest.raises(ActionRefused, match="not this prune"):
+            await system_prune(action_ctx(envelope={"action": "docker.system.prune", "params": {"label": "other"}}), params)
+        with pytest.raises(ActionRefused, match="not this prune"):
+            await system_prune(action_ctx(envelope={"action": "docker.image.prune", "params": params}), params)
+        with pytest.raises(ActionRefused, match="invalid parameters"):
+            await system_prune(action_ctx(envelope={"action": "docker.system.prune", "params": {}}), {"label": "a b"})
+        result = await system_prune(action_ctx(envelope={"action": "docker.system.prune", "params": params}), params)
+        assert stopped.id in result["deleted"]["containers"] and net.name in result["deleted"]["networks"], result
+        with pytest.raises(docker.errors.NotFound):
+            engine.client.containers.get(stopped.id)
+        assert engine.client.containers.get(running.id).status == "running"  # in use: kept
+        assert engine.client.containers.get(other.id)  # not what the prune was signed for: kept
+    finally:
+        for box in (stopped, other, running):
+            try:
+                box.remove(force=True)
+            except docker.errors.NotFound:
+                pass
+        try:
+            net.remove()
+        except docker.errors.NotFound:
+            pass

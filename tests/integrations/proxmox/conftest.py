@@ -96,6 +96,7 @@ def _recorded_pve_class() -> type:
             # Per backup volume: {"config": {...}} restored over the archive's, or {"fail": "message"} failing the task.
             self.restore_faults: dict[str, dict[str, Any]] = {}
             self.restore_requests: list[dict[str, Any]] = []
+            self.prune_requests: list[dict[str, Any]] = []
             self.served: Served | None = None
 
         def _routes_recorded(self) -> list[tuple[str, str, Callable[..., Any]]]:
@@ -105,6 +106,8 @@ def _recorded_pve_class() -> type:
                 ("GET", "/cluster/backup-info/not-backed-up", self._rec_not_backed_up),
                 ("POST", "/nodes/{node}/vzdump", self._rec_vzdump),
                 ("GET", "/nodes/{node}/vzdump/extractconfig", self._rec_extractconfig),
+                ("GET", "/nodes/{node}/storage/{storage}/prunebackups", self._rec_prune_list),
+                ("DELETE", "/nodes/{node}/storage/{storage}/prunebackups", self._rec_prune),
             ]
 
         def backup_volume(self, volid: str) -> dict[str, Any] | None:
@@ -143,6 +146,67 @@ def _recorded_pve_class() -> type:
             fault = self.restore_faults.get(volid, {})
             config.update(fault.get("config", {}))
             return config
+
+        def _prune_marks(self, values: dict[str, Any]) -> list[dict[str, Any]]:
+            """PVE's prune_mark_backup_group: each keep-* option keeps the newest backup of each of its periods,
+            in the order last, hourly, daily, weekly, monthly, yearly; protected ones stay; the rest is removed."""
+            sid = values["storage"]
+            store = self.storages.get(sid)
+            if store is None:
+                raise PveError(500, f"storage '{sid}' does not exist")
+            rule = dict(part.split("=", 1) for part in str(values.get("prune-backups") or "").split(",") if "=" in part)
+            vmid = int(values["vmid"]) if values.get("vmid") else None
+            kind = values.get("type")
+            entries = []
+            for volname, vol_ in (store.get("volumes") or {}).items():
+                if vol_.get("content") != "backup" or (vmid is not None and vol_.get("vmid") != vmid):
+                    continue
+                vtype = "qemu" if "-qemu-" in volname else "lxc"
+                if kind and vtype != kind:
+                    continue
+                entries.append({"volid": f"{sid}:{volname}", "ctime": int(vol_["ctime"]), "vmid": vol_.get("vmid"), "type": vtype,
+                                "mark": "protected" if vol_.get("protected") else None})
+            entries.sort(key=lambda e: -e["ctime"])
+            periods = (("keep-last", lambda t: t), ("keep-hourly", "%Y-%m-%d %H"), ("keep-daily", "%Y-%m-%d"), ("keep-weekly", "%G-%V"),
+                       ("keep-monthly", "%Y-%m"), ("keep-yearly", "%Y"))
+            for option, period in periods:
+                count = int(rule.get(option) or 0)
+                if not count:
+                    continue
+                of = period if callable(period) else (lambda t, f=period: time.strftime(f, time.gmtime(t)))
+                already = {of(e["ctime"]) for e in entries if e["mark"] == "keep"}
+                new: set[Any] = set()
+                for e in entries:
+                    pid = of(e["ctime"])
+                    if e["mark"] is not None or pid in already:
+                        continue
+                    if pid not in new:
+                        if len(new) >= count:
+                            break
+                        new.add(pid)
+                        e["mark"] = "keep"
+                    else:
+                        e["mark"] = "remove"
+            for e in entries:
+                e["mark"] = e["mark"] or "remove"
+            self.prune_requests.append(dict(values))
+            return entries
+
+        async def _rec_prune_list(self, values: dict[str, Any], user: str) -> list[dict[str, Any]]:
+            return self._prune_marks(values)
+
+        async def _rec_prune(self, values: dict[str, Any], user: str) -> str:
+            marks = self._prune_marks(values)
+            store = self.storages[values["storage"]]
+            pve = self
+
+            async def body() -> str:
+                for e in marks:
+                    if e["mark"] == "remove":
+                        store["volumes"].pop(e["volid"].split(":", 1)[1], None)
+                return "TASK OK"
+
+            return await pve.task(values["node"], "prunebackups", values.get("vmid") or values["storage"], user, body, vm=None, lock=False)
 
         async def _rec_node_status(self, values: dict[str, Any], user: str) -> dict[str, Any]:
             status = copy.deepcopy(self.node_status)

@@ -181,3 +181,45 @@ async def test_a_vzdump_policy_restore_tests_its_guests_and_a_damaged_archive_tu
         assert "guest 101" in alert["summary"] and alert["severity"] == "critical"
     finally:
         await rig.close()
+
+
+async def test_vzdump_prune_is_a_dry_run_first_and_signed_for_the_guest(tmp_path, pve, config):
+    """vzdump retention through PVE's prunebackups: the dry run removes nothing; the prune needs the operator's envelope for that guest."""
+    from roost.core import signing
+
+    now = int(time.time())
+    day = 86400
+    archives = {f"backup/vzdump-qemu-101-{i}.vma.zst": {"content": "backup", "format": "vma.zst", "size": 1000, "ctime": now - i * day, "vmid": 101} for i in range(1, 6)}
+    archives["backup/vzdump-qemu-101-9.vma.zst"] = {"content": "backup", "format": "vma.zst", "size": 1000, "ctime": now - 9 * day, "vmid": 101, "protected": 1}
+    pve.storages["nas"]["volumes"].update(archives)
+    others = {k for k, v in pve.storages["nas"]["volumes"].items() if v.get("vmid") != 101}
+    rig = ActionRig(tmp_path, {"proxmox": config}, grants=["proxmox.readonly", "proxmox.manage"])
+    await rig.start()
+    rig.key = signing.generate_operator_key()
+    rig.rt.settings.operator_keys = [signing.public_key_of(rig.key)]
+    try:
+        params = {"vmid": 101, "storage": "nas", "retention": {"keep_last": 2}}
+        preview = await rig.run("proxmox.vzdump.prune.preview", params)
+        assert preview.state == "succeeded", preview.error
+        assert preview.result["dry_run"] and preview.result["rule"] == "keep-last=2"
+        assert sorted(k["volid"] for k in preview.result["keep"]) == sorted(["nas:backup/vzdump-qemu-101-1.vma.zst", "nas:backup/vzdump-qemu-101-2.vma.zst", "nas:backup/vzdump-qemu-101-9.vma.zst"])
+        assert len(preview.result["remove"]) == 3 and len(pve.storages["nas"]["volumes"]) == len(others) + 6  # a dry run removes nothing
+        # Unsigned, or signed for another guest: refused by the agent, nothing removed.
+        raw = await rig.raw("proxmox.vzdump.prune", params)
+        assert raw.state == "refused" and "signed" in raw.error
+        other = signing.sign_envelope(signing.make_envelope("proxmox.vzdump.prune", {**params, "vmid": 100}, rig.node_id, "100"), rig.key)
+        job = await rig.hub.jobs.create(rig.node_id, "proxmox.vzdump.prune", params, actor="user:test", envelope=other)
+        assert (await rig.final(job.job_id)).state == "refused"
+        loose = signing.sign_envelope(signing.make_envelope("proxmox.vzdump.prune", {**params, "retention": {"keep_last": 1}}, rig.node_id, "101"), rig.key)
+        job = await rig.hub.jobs.create(rig.node_id, "proxmox.vzdump.prune", params, actor="user:test", envelope=loose)
+        assert (await rig.final(job.job_id)).state == "refused"  # signed for another rule
+        assert len(pve.storages["nas"]["volumes"]) == len(others) + 6
+        envelope = signing.sign_envelope(signing.make_envelope("proxmox.vzdump.prune", params, rig.node_id, "101"), rig.key)
+        job = await rig.hub.jobs.create(rig.node_id, "proxmox.vzdump.prune", params, actor="user:test", envelope=envelope)
+        final = await rig.final(job.job_id)
+        assert final.state == "succeeded", final.error
+        left = set(pve.storages["nas"]["volumes"])
+        assert left == others | {"backup/vzdump-qemu-101-1.vma.zst", "backup/vzdump-qemu-101-2.vma.zst", "backup/vzdump-qemu-101-9.vma.zst"}
+        assert pve.prune_requests[-1]["prune-backups"] == "keep-last=2" and pve.prune_requests[-1]["type"] == "qemu"
+    finally:
+        await rig.close()
