@@ -22,8 +22,9 @@ import fnmatch
 import hashlib
 import json
 import re
-from functools import lru_cache
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
+from functools import lru_cache
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -133,6 +134,109 @@ def reduce(reducer: str, points: Sequence[tuple[float, float]], window: float, n
     if reducer == "max":
         return max(values)
     return min(values)
+
+
+class RollingWindow:
+    """The recent points of one series for one window length, kept as reports arrive, with its max and min remembered.
+
+    ``add`` takes a point newer than the newest (an older or equal time stamp
+    is ignored, as a report seen twice must not count twice), ``expire`` drops
+    the points older than a cut-off, and ``reduced`` gives what ``reduce``
+    would over the same points. The max and min are kept as points arrive (one
+    comparison each) and forgotten only when the point holding one leaves the
+    window, to be found again in one pass in C when next asked for; an avg is
+    summed over the points in order (the same float ``reduce`` computes, so a
+    value on a threshold lands on the same side). At most ``limit`` points are
+    kept; the oldest goes first.
+    """
+
+    __slots__ = ("limit", "stamps", "values", "_high", "_low")
+
+    def __init__(self, limit: int = 720) -> None:
+        self.limit = limit
+        self.stamps: deque[float] = deque()
+        self.values: deque[float] = deque()
+        self._high: float | None = None  # None: not known (found again when asked for)
+        self._low: float | None = None
+
+    def __len__(self) -> int:
+        return len(self.stamps)
+
+    def add(self, ts: float, value: float) -> bool:
+        stamps = self.stamps
+        if stamps and ts <= stamps[-1]:
+            return False
+        if len(stamps) >= self.limit:
+            stamps.popleft()
+            self._forget(self.values.popleft())
+        stamps.append(ts)
+        self.values.append(value)
+        if self._high is not None and value > self._high:
+            self._high = value
+        if self._low is not None and value < self._low:
+            self._low = value
+        return True
+
+    def push(self, ts: float, value: float, cutoff: float) -> None:
+        """``add`` then ``expire`` in one call (the engine's step on every report)."""
+        stamps = self.stamps
+        if not stamps or ts > stamps[-1]:
+            if len(stamps) >= self.limit:
+                self.add(ts, value)
+            else:  # add() without the call, on the path every report takes
+                stamps.append(ts)
+                self.values.append(value)
+                high, low = self._high, self._low
+                if high is not None and value > high:
+                    self._high = value
+                if low is not None and value < low:
+                    self._low = value
+        if stamps[0] < cutoff:
+            self.expire(cutoff)
+
+    def _forget(self, value: float) -> None:
+        if value == self._high:
+            self._high = None
+        if value == self._low:
+            self._low = None
+
+    def expire(self, cutoff: float) -> None:
+        """Drop the points stamped before ``cutoff`` (``reduce`` keeps ts >= now - window)."""
+        stamps = self.stamps
+        values = self.values
+        while stamps and stamps[0] < cutoff:
+            stamps.popleft()
+            value = values.popleft()
+            if value == self._high:
+                self._high = None
+            if value == self._low:
+                self._low = None
+
+    def reduced(self, reducer: str) -> float | None:
+        values = self.values
+        if not values:
+            return None
+        if reducer == "max":
+            return self.high()
+        if reducer == "min":
+            return self.low()
+        if reducer == "avg":
+            return sum(values) / len(values)
+        return values[-1]
+
+    def high(self) -> float:
+        """The largest point kept (an avg never exceeds it); only when not empty."""
+        if self._high is None:
+            self._high = max(self.values)
+        return self._high
+
+    def low(self) -> float:
+        if self._low is None:
+            self._low = min(self.values)
+        return self._low
+
+    def points(self) -> list[tuple[float, float]]:
+        return list(zip(self.stamps, self.values))
 
 
 _BRACKET = re.compile(r"^(?P<base>[^\[\]]+)\[(?P<label>.*)\]$")
@@ -394,6 +498,7 @@ def tick(state: Mapping[str, dict[str, Any]], rules: Mapping[str, Mapping[str, A
 __all__ = [
     "Condition",
     "Outcome",
+    "RollingWindow",
     "Transition",
     "advance",
     "evaluate",

@@ -18,7 +18,6 @@ import inspect
 import logging
 import math
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -55,12 +54,10 @@ _LOGGER = logging.getLogger(__name__)
 TICK_SECONDS = 1.0
 # Points kept per series for windowed reducers (a 1 s interval over a 10 minute window fits).
 MAX_POINTS = 720
-# How often a wildcard series pattern is matched again against a node's series even if their count did not change.
-RESCAN_SECONDS = 60.0
 DEFAULT_RETENTION = 90 * 86400.0
 INTEGRATION_OK = (STATE_LOADED, "disabled", "not_available")
 RAISED_KIND = "raised"
-_NO_MATCHES: dict[str, Any] = {}
+_NOTHING = object()  # no series of the pattern on the node
 
 
 def _finding_conditions(rule: Mapping[str, Any], node_id: str, found: Any) -> list[ev.Condition]:
@@ -98,10 +95,12 @@ class AlertEngine:
         self._labels: dict[str, tuple[dict[str, str], dict[str, str]]] = {}
         self._raised: dict[str, dict[str, Any]] = {}
         self._counts: dict[str, dict[str, int]] = {}
-        # Recent values of windowed series, per (node, series, window): (timestamps, values).
-        self._points: dict[tuple[str, str, float], tuple[deque[float], deque[float]]] = {}
-        # Per node, per wildcard pattern: (series count, when, [(series, part)], [series]) — matched again when the count changes.
-        self._matched: dict[str, dict[str, tuple[int, float, list[tuple[str, str | None]], list[str]]]] = {}
+        # Recent values of windowed series, per (node, series, window), with their max and min kept as they come.
+        self._points: dict[tuple[str, str, float], ev.RollingWindow] = {}
+        # Per node: [the metrics mapping last seen, its series names, {pattern: ([(series, part)], [series])},
+        # {(pattern, window): [(series, buffer)]}, {(pattern, window, cut-off): bounds until the next report}]. A new report
+        # with the same series keeps the matches; other series match again.
+        self._shapes: dict[str, list[Any]] = {}
         # Per metric rule: what judging it needs, read once from its settings (the rule dict itself first, to notice an edit).
         self._plans: dict[str, tuple[Any, ...]] = {}
         self._dirty: set[str] = set()
@@ -282,7 +281,11 @@ class AlertEngine:
         """Judge every enabled rule that selects these nodes (only the clock-driven kinds when ``timed_only``)."""
         started = time.perf_counter()
         now = self.clock()
-        rules = [r for r in self.rules.values() if r.get("enabled", True) and (not timed_only or r["kind"] in TIMED_KINDS or self._timed_kind(r["kind"]))]
+        if timed_only:
+            rules = [r for r in self.rules.values() if r.get("enabled", True) and (r["kind"] in TIMED_KINDS or self._timed_kind(r["kind"]))]
+        else:
+            # A report cannot change what only the clock and the hub itself decide (ping checks): the timer judges those.
+            rules = [r for r in self.rules.values() if r.get("enabled", True) and not self._clock_only(r["kind"])]
         conditions: list[ev.Condition] = []
         scopes: list[tuple[str, str]] = []
         held = self._held()
@@ -333,7 +336,6 @@ class AlertEngine:
         window = float(settings.get("window", 0) or 0)
         reducer = settings.get("reducer", "last")
         simple = not window or reducer == "last"
-        points = self._points
         selector = rule.get("selector")
         selective = bool(selector and (selector.get("nodes") or selector.get("name") or selector.get("labels")))
         exact = not pattern.endswith("]")
@@ -341,64 +343,41 @@ class AlertEngine:
         nodes = self.hub._nodes
         all_metrics = self.hub._metrics
         metrics_at = self.hub._metrics_at
-        matched = self._matched
+        shapes = self._shapes
+        cutoff = now - window
+        # A window's bounds hold for one cut-off: judged again later (a rule changed), points may have left it.
+        wkey = (pattern, 0.0, 0.0) if simple else (pattern, window, cutoff)
         for node_id in node_ids:
             metrics = all_metrics.get(node_id)
             if not metrics:
                 continue
             live_here = node_id in holding
-            if not simple and limit is not None and not live_here:
-                # Windowed: every value joins its buffer; only a buffer whose bound reaches the threshold is judged further.
-                if exact:
-                    names = [pattern]
-                else:
-                    cached = matched.get(node_id, _NO_MATCHES).get(pattern)
-                    if cached is None or cached[0] != len(metrics) or now - cached[1] > RESCAN_SECONDS:
-                        names = None
-                    else:
-                        names = cached[3]
-                if names is not None:
-                    at = metrics_at.get(node_id, now)
-                    hot = False
-                    for name in names:
-                        value = metrics.get(name)
-                        if value is None:
-                            continue
-                        key = (node_id, name, window)
-                        buf = points.get(key)
-                        if buf is None:
-                            buf = points[key] = (deque(maxlen=MAX_POINTS), deque(maxlen=MAX_POINTS))
-                        stamps, values = buf
-                        if not stamps or at > stamps[-1]:
-                            stamps.append(at)
-                            values.append(value)
-                        while stamps and stamps[0] < now - window:
-                            stamps.popleft()
-                            values.popleft()
-                        if not hot and values:
-                            if rising:
-                                hot = (value if reducer == "min" else max(values)) >= limit
-                            else:
-                                hot = (value if reducer == "max" else min(values)) <= limit
-                    if not hot:
-                        continue
-            elif simple and limit is not None and not live_here:
-                if exact:
+            if limit is not None and not live_here:
+                if simple and exact:
                     value = metrics.get(pattern)
                     if value is None or (value < limit if rising else value > limit):
                         continue
                 else:
-                    cached = matched.get(node_id, _NO_MATCHES).get(pattern)
-                    if cached is not None and cached[0] == len(metrics) and now - cached[1] <= RESCAN_SECONDS:
-                        names = cached[3]
-                        if not names:
+                    shape = shapes.get(node_id)
+                    if shape is None or shape[0] is not metrics:
+                        shape = self._shape(node_id, metrics)
+                    # Bounds over the series a pattern covers, worked out once per report and shared by every rule of
+                    # that pattern (and window): each value joins its window's buffer there.
+                    bounds = shape[4].get(wkey)
+                    if bounds is None:
+                        bounds = self._bounds(node_id, shape, metrics, pattern, wkey[1], metrics_at.get(node_id, now), cutoff)
+                    if bounds is _NOTHING:
+                        continue
+                    if simple:
+                        if bounds[0] < limit if rising else bounds[1] > limit:
                             continue
-                        try:
-                            bound = max(map(metrics.__getitem__, names)) if rising else min(map(metrics.__getitem__, names))
-                        except KeyError:  # a series gone since the match: judged the long way
-                            bound = None
-                        if bound is not None and (bound < limit if rising else bound > limit):
+                    # Windowed: an avg lies between its window's min and max; a node is judged further only when
+                    # some window's bound reaches the threshold.
+                    elif rising:
+                        if (bounds[3] if reducer == "min" else bounds[0]) < limit:
                             continue
+                    elif (bounds[2] if reducer == "max" else bounds[1]) > limit:
+                        continue
             node = nodes.get(node_id)
             if node is None or node.revoked:
                 continue
@@ -416,6 +395,63 @@ class AlertEngine:
                 continue
             if live_here:
                 scopes.append((rid, node_id))
+
+    def _shape(self, node_id: str, metrics: Mapping[str, float]) -> list[Any]:
+        """The node's series as matched so far, kept while a new report carries the same series names (compared in C)."""
+        shape = self._shapes.get(node_id)
+        if shape is not None and shape[1] == metrics.keys():
+            shape[0] = metrics
+            shape[4] = {}
+            return shape
+        shape = self._shapes[node_id] = [metrics, frozenset(metrics), {}, {}, {}]
+        return shape
+
+    @staticmethod
+    def _match(shape: list[Any], pattern: str) -> tuple[list[tuple[str, str | None]], list[str]]:
+        found = ev.match_series(pattern, shape[1])
+        matched = shape[2][pattern] = (found, [name for name, _ in found])
+        return matched
+
+    def _buffers(self, node_id: str, shape: list[Any], pattern: str, window: float) -> list[tuple[str, ev.RollingWindow]]:
+        """The window buffers of the series a pattern covers on this node (shared by every rule of the same series and window)."""
+        names = (shape[2].get(pattern) or self._match(shape, pattern))[1] if pattern.endswith("]") else ([pattern] if pattern in shape[1] else [])
+        points = self._points
+        bufs = []
+        for name in names:
+            key = (node_id, name, window)
+            buf = points.get(key)
+            if buf is None:
+                buf = points[key] = ev.RollingWindow(MAX_POINTS)
+            bufs.append((name, buf))
+        shape[3][(pattern, window)] = bufs
+        return bufs
+
+    def _bounds(
+        self, node_id: str, shape: list[Any], metrics: Mapping[str, float], pattern: str, window: float, at: float, cutoff: float
+    ) -> Any:
+        """(max, min) of the values a pattern covers on this node now, or for a window (window > 0: each value joins its
+        buffer first) (highest max, lowest min, lowest max, highest min) over its buffers; _NOTHING when none is there.
+        Kept in shape[4] until the node's next report."""
+        if not window:
+            names = (shape[2].get(pattern) or self._match(shape, pattern))[1] if pattern.endswith("]") else ([pattern] if pattern in shape[1] else [])
+            if names:
+                values = list(map(metrics.__getitem__, names))
+                bounds: Any = (max(values), min(values))
+            else:
+                bounds = _NOTHING
+        else:
+            bufs = shape[3].get((pattern, window))
+            if bufs is None:
+                bufs = self._buffers(node_id, shape, pattern, window)
+            highs, lows = [], []
+            for name, buf in bufs:
+                buf.push(at, metrics[name], cutoff)
+                if buf.stamps:
+                    highs.append(buf.high())
+                    lows.append(buf.low())
+            bounds = (max(highs), min(lows), min(highs), max(lows)) if highs else _NOTHING
+        shape[4][(pattern, window, cutoff if window else 0.0)] = bounds
+        return bounds
 
     def _held(self) -> dict[tuple[str, str], dict[str | None, dict[str, Any]]]:
         """Live instances by (rule, node), then by their one label's value (a metric rule's [part]; None without labels)."""
@@ -476,7 +512,9 @@ class AlertEngine:
                         detail = await self._node_mapping(node_id)
                     found = decl.handler(copy.deepcopy(rule.get("settings") or {}), detail)
                     if inspect.isawaitable(found):
-                        found = await asyncio.wait_for(found, 10.0)
+                        # The same 10 s bound as wait_for, without a task per node and rule.
+                        async with asyncio.timeout(10.0):
+                            found = await found
                     conditions.extend(_finding_conditions(rule, node_id, found))
                 else:
                     continue  # a kind whose integration is not loaded: its instances stay as they are
@@ -495,6 +533,11 @@ class AlertEngine:
         """An integration's kind that the clock alone can change (AlertRuleKind.timed): judged on the timer too."""
         found = self.hub.plugins.registry.alert_rule_kinds.get(kind) if hasattr(self.hub, "plugins") else None
         return found is not None and bool(getattr(found[1], "timed", False))
+
+    def _clock_only(self, kind: str) -> bool:
+        """A timed kind of a hub-only integration: nothing in a node's report bears on it."""
+        found = self.hub.plugins.registry.alert_rule_kinds.get(kind) if hasattr(self.hub, "plugins") else None
+        return found is not None and bool(getattr(found[1], "timed", False)) and self._hub_only(found[0])
 
     def _hub_only(self, domain: str) -> bool:
         """A hub-only integration (ping checks) is in no node's report: its kinds judge every node a rule selects."""
@@ -532,14 +575,10 @@ class AlertEngine:
             )
         _, pattern, wild, window, reducer, limit, rising = plan
         if wild:
-            per_node = self._matched.get(node_id)
-            if per_node is None:
-                per_node = self._matched[node_id] = {}
-            cached = per_node.get(pattern)
-            if cached is None or cached[0] != len(metrics) or now - cached[1] > RESCAN_SECONDS:
-                found = ev.match_series(pattern, metrics)
-                cached = per_node[pattern] = (len(metrics), now, found, [name for name, _ in found])
-            pairs, names = cached[2], cached[3]
+            shape = self._shapes.get(node_id)
+            if shape is None or shape[0] is not metrics:
+                shape = self._shape(node_id, metrics)
+            pairs, names = shape[2].get(pattern) or self._match(shape, pattern)
         else:
             if pattern not in metrics:
                 return []
@@ -572,22 +611,13 @@ class AlertEngine:
             key = (node_id, name, window)
             buf = points.get(key)
             if buf is None:
-                buf = points[key] = (deque(maxlen=MAX_POINTS), deque(maxlen=MAX_POINTS))
-            stamps, values = buf
-            if record and (not stamps or at > stamps[-1]):
-                stamps.append(at)
-                values.append(value)
-            while stamps and stamps[0] < now - window:
-                stamps.popleft()
-                values.popleft()
-            if not values:
+                buf = points[key] = ev.RollingWindow(MAX_POINTS)
+            if record:
+                buf.add(at, value)
+            buf.expire(now - window)
+            reduced = buf.reduced(reducer)
+            if reduced is None:
                 continue
-            if reducer == "avg":
-                reduced = sum(values) / len(values)
-            elif reducer == "max":
-                reduced = max(values)
-            else:
-                reduced = min(values)
             if limit is not None and part not in held and ((reduced < limit) if rising else (reduced > limit)):
                 continue
             out.append((name, part, reduced))

@@ -15,6 +15,7 @@ Hub only: agents never load it.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 
@@ -301,12 +302,21 @@ RULE_SCHEMA = vol.Schema(
 
 @hookimpl
 def roost_hub_alert_rule_kinds(ctx: HubContext) -> list[AlertRuleKind]:
+    # A rule's settings with their defaults, validated once per distinct settings rather than once per node and second.
+    validated: dict[str, dict[str, Any]] = {}
+
     async def evaluate(settings: dict[str, Any], node: Any) -> list[AlertFinding]:
         node_id = str((node.get("node") or {}).get("id", "")) if hasattr(node, "get") else ""
         svc = ctx.data.get(SERVICE)
         if not node_id or not isinstance(svc, PingChecks):
             return []
-        return svc.findings(node_id, RULE_SCHEMA(dict(settings)))
+        key = json.dumps(settings, sort_keys=True, default=str)
+        full = validated.get(key)
+        if full is None:
+            if len(validated) > 1000:
+                validated.clear()
+            full = validated[key] = RULE_SCHEMA(dict(settings))
+        return svc.findings(node_id, full)
 
     return [
         AlertRuleKind(
