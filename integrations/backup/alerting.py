@@ -100,11 +100,18 @@ def rule_kinds(ctx: HubContext) -> list[AlertRuleKind]:
             test = as_dict(repo.get("restore_test"))
             if test.get("ok") is False:
                 found.append(AlertFinding(f"{repo['name']}: the restore test failed: {str(test.get('error') or '')[:300]}", _label(repo["name"]), severity="critical", value=len(as_list(test.get("mismatches")))))
+        # vzdump and PBS backups restore-tested into scratch guests by the proxmox integration, as proxmox:<vmid>.
+        pattern = settings.get("repository") or "*"
+        proxmox = as_dict(as_dict(as_dict(node).get("state")).get("proxmox"))
+        for vmid, test in sorted(as_dict(proxmox.get("restore_tests")).items()):
+            name = f"proxmox:{vmid}"
+            if as_dict(test).get("ok") is False and fnmatch.fnmatchcase(name, pattern):
+                found.append(AlertFinding(f"guest {vmid}: the restore test of {test.get('archive') or 'its backup'} failed: {str(test.get('error') or '')[:300]}", _label(name), severity="critical", value=len(as_list(test.get("mismatches")))))
         return found
 
     return [
         AlertRuleKind("backup.stale", "a repository's (or PBS group's) newest snapshot is older than its policy's maximum age", STALE_SETTINGS, stale),
         AlertRuleKind("backup.failed", "a repository's last backup run failed", SETTINGS, failed),
         AlertRuleKind("backup.verify_failed", "a repository check (restic check, borg check) or a PBS verification found damage", SETTINGS, verify_failed),
-        AlertRuleKind("backup.restore_test_failed", "a restore test did not bring back every sampled file intact", SETTINGS, restore_test_failed),
+        AlertRuleKind("backup.restore_test_failed", "a restore test did not bring back every sampled file intact (or a vzdump/PBS backup restored into a scratch guest differs from its archive)", SETTINGS, restore_test_failed),
     ]

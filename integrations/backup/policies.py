@@ -184,7 +184,7 @@ def judge_repository(repo: Mapping[str, Any] | None, policy: Mapping[str, Any] |
     return {"verdict": verdict, "reasons": [p[1] for p in problems], "problems": [p[0] for p in problems]}
 
 
-def judge_pbs(store: Mapping[str, Any], policy: Mapping[str, Any] | None, now: float) -> dict[str, Any]:
+def judge_pbs(store: Mapping[str, Any], policy: Mapping[str, Any] | None, now: float, restore_tests: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """A PBS datastore: its snapshots' verification states and the newest backup of each group against the maximum age."""
     policy = policy or {}
     problems: list[tuple[str, str]] = []
@@ -213,12 +213,32 @@ def judge_pbs(store: Mapping[str, Any], policy: Mapping[str, Any] | None, now: f
             problems.append((UNVERIFIED, f"{len(unverified)} snapshot(s) not verified"))
     if store.get("error"):
         problems.append((FAILED, f"datastore error: {str(store['error'])[:200]}"))
+    if policy.get("storage"):
+        problems.extend(judge_guest_restore_tests(restore_tests, policy, now))
     verdict = min((p[0] for p in problems), key=VERDICT_ORDER.__getitem__, default=FRESH)
     return {"verdict": verdict, "reasons": [p[1] for p in problems], "problems": [p[0] for p in problems]}
 
 
-def judge_vzdump(guests_state: list[dict[str, Any]], policy: Mapping[str, Any], now: float) -> dict[str, Any]:
-    """The guests of a vzdump policy, from the proxmox state's per-guest backup status (last success, last task)."""
+def judge_guest_restore_tests(restore_tests: Mapping[str, Any] | None, policy: Mapping[str, Any], now: float) -> list[tuple[str, str]]:
+    """The policy's guests' last restore tests into scratch guests (the proxmox state's restore_tests, per vmid)."""
+    problems: list[tuple[str, str]] = []
+    tests = as_dict(restore_tests)
+    interval = _num(policy.get("restore_test_interval_hours"))
+    for vmid in policy.get("guests") or ():
+        test = as_dict(tests.get(str(vmid)))
+        if test and test.get("ok") is False:
+            problems.append((RESTORE_TEST_FAILED, f"guest {vmid}: the last restore test failed: {str(test.get('error') or '')[:300]}"))
+        if interval:
+            tested = _num(test.get("last_ok_at"))
+            if tested is None:
+                problems.append((UNVERIFIED, f"guest {vmid}: never restore-tested"))
+            elif now - tested > interval * HOUR:
+                problems.append((UNVERIFIED, f"guest {vmid}: last good restore test {_ago(now - tested)} ago (every {_ago(interval * HOUR)} wanted)"))
+    return problems
+
+
+def judge_vzdump(guests_state: list[dict[str, Any]], policy: Mapping[str, Any], now: float, restore_tests: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The guests of a vzdump policy, from the proxmox state's per-guest backup status (last success, last task) and restore tests."""
     problems: list[tuple[str, str]] = []
     max_age = (_num(policy.get("max_age_hours")) or DEFAULT_MAX_AGE_HOURS) * HOUR
     by_id = {g.get("vmid"): g for g in guests_state}
@@ -236,5 +256,6 @@ def judge_vzdump(guests_state: list[dict[str, Any]], policy: Mapping[str, Any], 
             problems.append((STALE, f"guest {vmid}: no successful backup found"))
         elif now - last > max_age:
             problems.append((STALE, f"guest {vmid}: last backup {_ago(now - last)} old"))
+    problems.extend(judge_guest_restore_tests(restore_tests, policy, now))
     verdict = min((p[0] for p in problems), key=VERDICT_ORDER.__getitem__, default=FRESH)
     return {"verdict": verdict, "reasons": [p[1] for p in problems], "problems": [p[0] for p in problems]}

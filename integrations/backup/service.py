@@ -128,12 +128,12 @@ class BackupService:
                         row.update(kind="pbs", name=policy["datastore"], verdict="unknown", reasons=["the datastore is not in this node's proxmox report"], problems=[])
                     else:
                         covered.add((summary["id"], "pbs:" + policy["datastore"]))
-                        row.update(kind="pbs", name=policy["datastore"], datastore=store, **judge_pbs(store, policy, now))
+                        row.update(kind="pbs", name=policy["datastore"], datastore=store, **judge_pbs(store, policy, now, as_dict(node["proxmox"]).get("restore_tests")))
                 else:
                     guests = as_list(as_dict(node["proxmox"]).get("guests"))
                     if node["proxmox"] is None:
                         continue
-                    row.update(kind="vzdump", name=f"{len(policy['guests'])} guests to {policy['storage']}", guests=[g for g in guests if g.get("vmid") in policy["guests"]], **judge_vzdump(guests, policy, now))
+                    row.update(kind="vzdump", name=f"{len(policy['guests'])} guests to {policy['storage']}", guests=[g for g in guests if g.get("vmid") in policy["guests"]], **judge_vzdump(guests, policy, now, as_dict(node["proxmox"]).get("restore_tests")))
                 rows.append(row)
         # Repositories and PBS datastores no policy covers, judged by the defaults.
         for node in nodes:
@@ -212,6 +212,8 @@ class BackupService:
                         wants.extend(self._backup_jobs(policy, node))
                 if policy["kind"] == KIND_REPOSITORY:
                     wants.extend(self._upkeep_jobs(policy, node, sched, now))
+                elif node["proxmox"] is not None:
+                    wants.extend(self._guest_restore_tests(policy, node, sched, now))
                 for action, params, what in wants:
                     made.append(await self._create(summary["id"], action, params, policy, sched, what, now))
                 if sched != before:
@@ -258,6 +260,26 @@ class BackupService:
         if policy.get("prune_after_backup") and policy.get("retention") and success.get("at") and float(success["at"]) > float(sched.get("pruned_after") or 0):
             sched["pruned_after"] = float(success["at"])
             wants.append((ACTION_PRUNE_APPROVED, {"repository": name, "retention": policy["retention"]}, "retention"))
+        return wants
+
+    def _guest_restore_tests(self, policy: dict[str, Any], node: dict[str, Any], sched: dict[str, Any], now: float) -> list[tuple[str, dict[str, Any], str]]:
+        """vzdump and PBS policies: each guest's newest backup on the policy's storage, restored into a scratch guest the agent picks."""
+        interval = policy.get("restore_test_interval_hours")
+        if not interval or not policy.get("storage"):
+            return []  # a PBS policy names the PVE storage of its datastore to be restore-tested
+        tests = as_dict(as_dict(node["proxmox"]).get("restore_tests"))
+        backed_up = {g.get("vmid") for g in as_list(as_dict(node["proxmox"]).get("guests")) if as_dict(g.get("backup")).get("last_ok_at")}
+        requested = as_dict(sched.get("restore_test_requested_guests"))
+        wants = []
+        for vmid in policy.get("guests") or ():
+            if policy["kind"] == KIND_VZDUMP and vmid not in backed_up:
+                continue  # nothing to restore until the guest's first backup exists
+            last = max(float(as_dict(tests.get(str(vmid))).get("at") or 0), float(requested.get(str(vmid)) or 0))
+            if now - last >= float(interval) * 3600:
+                requested = {**requested, str(vmid): now}
+                wants.append(("proxmox.backup.restore_test", {"guest": vmid, "storage": policy["storage"], "policy": policy["id"]}, f"restore-test {vmid}"))
+        if wants:
+            sched["restore_test_requested_guests"] = requested
         return wants
 
     async def _create(self, node_id: str, action: str, params: dict[str, Any], policy: dict[str, Any], sched: dict[str, Any], what: str, now: float) -> dict[str, Any]:

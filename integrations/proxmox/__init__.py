@@ -41,6 +41,7 @@ from .const import (
     PVE_CONFIG_DIR,
 )
 from .errors import ProxmoxApiError
+from .restore_test import CONF_RESTORE_TEST, DATA_RESULTS, DATA_SCRATCH, RESTORE_TEST_SCHEMA, results_file, scratch_ledger
 
 DATA_COLLECTOR = "collector"
 WHERE = "integrations.proxmox"
@@ -136,6 +137,7 @@ CONFIG_SCHEMA = vol.All(
             vol.Optional(CONF_BACKUP_EXCLUDE, default=list): [_whole(100, 999_999_999)],
             vol.Optional(CONF_TASKS, default=DEFAULT_TASKS): _whole(1, MAX_TASKS),
             vol.Optional(CONF_PBS): PBS_SCHEMA,
+            vol.Optional(CONF_RESTORE_TEST): RESTORE_TEST_SCHEMA,
         },
         extra=vol.PREVENT_EXTRA,
     ),
@@ -174,11 +176,23 @@ def roost_setup(ctx: IntegrationContext) -> None:
         collector.close()
         raise NotReady(str(err)) from None
     ctx.data[DATA_COLLECTOR] = collector
+    from .restore_test import sweep_in_background
+
+    # The scratch guests this agent made for restore tests (its own provenance) and their results.
+    ctx.data[DATA_SCRATCH] = scratch_ledger(ctx.data_dir)
+    ctx.data[DATA_RESULTS] = results_file(ctx.data_dir)
+    if not ctx.config.get(CONF_READ_ONLY):
+        sweep_in_background(ctx.config, ctx.data[DATA_SCRATCH], ctx.logger)
 
 
 @hookimpl
 def roost_collect(ctx: IntegrationContext) -> dict[str, Any]:
-    return _collector(ctx).collect()
+    snapshot = _collector(ctx).collect()
+    results = ctx.data.get(DATA_RESULTS)
+    if results is not None and isinstance(snapshot.get("state"), dict):
+        # Per tested guest, its last restore test (the backup integration's verdicts and alerts read it).
+        snapshot["state"]["restore_tests"] = results.read()
+    return snapshot
 
 
 @hookimpl
@@ -195,9 +209,10 @@ def roost_capabilities(ctx: IntegrationContext) -> list[str]:
 def roost_actions(ctx: IntegrationContext) -> list[ActionSpec]:
     from .actions import build_actions
     from .pbs_actions import pbs_actions
+    from .restore_test import restore_test_actions
     from .vzdump_prune import vzdump_prune_actions
 
-    return build_actions() + vzdump_prune_actions() + (pbs_actions() if ctx.config.get(CONF_PBS) else [])
+    return build_actions() + vzdump_prune_actions() + (pbs_actions() if ctx.config.get(CONF_PBS) else []) + restore_test_actions()
 
 
 @hookimpl

@@ -15,6 +15,8 @@ import asyncio
 import copy
 import json
 import logging
+import re
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -91,6 +93,9 @@ def _recorded_pve_class() -> type:
             # slowed down by a busy host still sees every step (tests of progress set it).
             self.vzdump_paced_by_reads = False
             self.vzdump_requests: list[dict[str, Any]] = []
+            # Per backup volume: {"config": {...}} restored over the archive's, or {"fail": "message"} failing the task.
+            self.restore_faults: dict[str, dict[str, Any]] = {}
+            self.restore_requests: list[dict[str, Any]] = []
             self.prune_requests: list[dict[str, Any]] = []
             self.served: Served | None = None
 
@@ -100,9 +105,47 @@ def _recorded_pve_class() -> type:
                 ("GET", "/cluster/backup", self._rec_backup_jobs),
                 ("GET", "/cluster/backup-info/not-backed-up", self._rec_not_backed_up),
                 ("POST", "/nodes/{node}/vzdump", self._rec_vzdump),
+                ("GET", "/nodes/{node}/vzdump/extractconfig", self._rec_extractconfig),
                 ("GET", "/nodes/{node}/storage/{storage}/prunebackups", self._rec_prune_list),
                 ("DELETE", "/nodes/{node}/storage/{storage}/prunebackups", self._rec_prune),
             ]
+
+        def backup_volume(self, volid: str) -> dict[str, Any] | None:
+            sid, _, volname = str(volid).partition(":")
+            volume = self.storages.get(sid, {}).get("volumes", {}).get(volname)
+            return volume if volume is not None and volume.get("content") == "backup" else None
+
+        async def _rec_extractconfig(self, values: dict[str, Any], user: str) -> str:
+            """GET /nodes/{node}/vzdump/extractconfig: the guest config stored in the archive, as PVE's config file text."""
+            volid = str(values["volume"])
+            sid = volid.partition(":")[0]
+            self.require(user, f"/storage/{sid}", "Datastore.Audit")
+            volume = self.backup_volume(volid)
+            if volume is None:
+                raise PveError(500, f"volume '{volid}' does not exist")
+            if volume.get("config") is None:
+                raise PveError(500, f"unable to extract configuration for backup format '{volume.get('format')}'")
+            return "".join(f"{key}: {value}\n" for key, value in sorted(volume["config"].items()) if key != "lock")
+
+        def restored_config(self, volid: str, vmid: int, storage: str | None, unique: bool) -> dict[str, Any]:
+            """What qmrestore/pct restore writes: the archive's config, disks allocated anew for the new id, MACs fresh when unique."""
+            volume = self.backup_volume(volid) or {}
+            config = copy.deepcopy(volume.get("config") or {})
+            config.pop("lock", None)
+            index = 0
+            for key in sorted(config):
+                value = str(config[key])
+                if re.fullmatch(r"(scsi|virtio|sata|ide)\d+|efidisk0|tpmstate0|rootfs|mp\d+", key) and "media=cdrom" not in value:
+                    volume_part, _, options = value.partition(",")
+                    source_store = volume_part.split(":", 1)[0]
+                    config[key] = f"{storage or source_store}:vm-{vmid}-disk-{index}" + (f",{options}" if options else "")
+                    index += 1
+                elif unique and re.fullmatch(r"net\d+", key):
+                    config[key] = re.sub(r"([=,]|^)([0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5})", lambda m: m.group(1) + "BC:24:11:%02X:%02X:%02X" % tuple(secrets.token_bytes(3)), value)
+            # A damaged archive restores something else than it claims (tests set restore_faults[volid]).
+            fault = self.restore_faults.get(volid, {})
+            config.update(fault.get("config", {}))
+            return config
 
         def _prune_marks(self, values: dict[str, Any]) -> list[dict[str, Any]]:
             """PVE's prune_mark_backup_group: each keep-* option keeps the newest backup of each of its periods,
@@ -265,11 +308,15 @@ def _recorded_pve_class() -> type:
                 raise PveError(500, f"unable to restore VM {vmid} - VM {vmid} already exists on node '{existing.node}'")
             if existing is not None and existing.status == "running":
                 raise PveError(500, f"unable to restore VM {vmid} - VM is running")
+            self.restore_requests.append(dict(v))
             target = existing or self.add_vm(vmid, f"VM {vmid}", node=node)
 
             async def body() -> str:
-                config = copy.deepcopy(volume.get("config") or {})
-                config.pop("lock", None)
+                if "fail" in self.restore_faults.get(archive, {}):
+                    if existing is None and target in self.vms:
+                        self.vms.remove(target)
+                    raise TaskError(f"unable to restore VM {vmid} - {self.restore_faults[archive]['fail']}")
+                config = self.restored_config(archive, vmid, v.get("storage"), bool(v.get("unique")))
                 target.config = config
                 target.name = config.get("name") or f"VM {vmid}"
                 target.snapshots = {}
@@ -280,6 +327,27 @@ def _recorded_pve_class() -> type:
                 return f"restore vma archive: zstd -q -d -c /mnt/pve/{sid}/dump/{volname.split('/', 1)[1]} | vma extract -v -r /var/tmp/vzdumptmp.fifo - /var/tmp/vzdumptmp"
 
             return await self.task(node, "qmrestore", vmid, user, body, vm=target)
+
+        async def _lxc_create(self, user: str, v: dict[str, Any]) -> str:
+            """pct restore of a backup vzdump wrote: the archive's config comes back (fakepve builds one from the parameters)."""
+            archive = str(v.get("ostemplate") or "")
+            volume = self.backup_volume(archive) if v.get("restore") else None
+            if volume is None or volume.get("config") is None or self.ct(int(v["vmid"])) is not None:
+                return await super()._lxc_create(user, v)
+            self.need_quorum()
+            node, vmid = v["node"], int(v["vmid"])
+            self._check_vmid_unused(vmid)
+            self.restore_requests.append(dict(v))
+            ct = self.add_ct(vmid, f"CT{vmid}", node=node, status="stopped")
+
+            async def body() -> str:
+                if "fail" in self.restore_faults.get(archive, {}):
+                    self._drop(ct)
+                    raise TaskError(f"unable to restore CT {vmid} - {self.restore_faults[archive]['fail']}")
+                ct.config = self.restored_config(archive, vmid, v.get("storage"), bool(v.get("unique")))
+                return f"extracting archive '/mnt/pve/{archive.partition(':')[0]}/dump/{archive.split('/', 1)[1]}'"
+
+            return await self.task(node, "vzrestore", vmid, user, body, vm=ct)
 
     RecordedPve.PveError = PveError  # type: ignore[attr-defined]
     RecordedPve.TaskError = TaskError  # type: ignore[attr-defined]

@@ -114,6 +114,75 @@ async def test_pbs_prune_needs_the_host_owners_allow_prune(tmp_path, pve, config
         await rig.close()
 
 
+async def test_a_vzdump_policy_restore_tests_its_guests_and_a_damaged_archive_turns_red_and_alerts(tmp_path, pve, config):
+    config = {**config, "backup_refresh": 0, "restore_test": {"vmid_range": [990000, 990009]}}
+    rig = ActionRig(tmp_path, {"proxmox": config}, grants=["proxmox.readonly", "proxmox.manage"])
+    rig.config.integrations["backup"] = {"tick_seconds": 3600}
+    await rig.start(api_role="admin")
+    try:
+        from roost.integrations.backup.hub import DATA_SERVICE
+
+        service = rig.hub.manager.integrations["backup"].context.data[DATA_SERVICE]
+        status, body = await rig.api("POST", "/api/v1/alerts/rules", json={"name": "restore tests", "kind": "backup.restore_test_failed", "severity": "critical"})
+        assert status in (200, 201), body
+        status, body = await rig.api(
+            "POST", f"{API}/policies",
+            json={"name": "db tested", "kind": "vzdump", "nodes": [rig.node_id], "guests": [101], "storage": "nas", "restore_test_interval_hours": 24},
+        )
+        assert status == 200, body
+        backup = await rig.run("proxmox.guest.backup", {"vmid": 101, "storage": "nas"}, timeout=60)
+        assert backup.state == "succeeded", backup.error
+        volid = backup.result["volid"]
+
+        async def proxmox_state(check):
+            detail = await rig.hub.node_detail(rig.node_id)
+            state = (detail or {}).get("state", {}).get("proxmox", {})
+            return state if check(state) else None
+
+        def backed_up(state):
+            return any(g.get("vmid") == 101 and (g.get("backup") or {}).get("last_ok_at") for g in state.get("guests") or [])
+
+        await until(lambda: proxmox_state(backed_up), 30, "guest 101's backup in the report")
+        status, overview = await rig.api("GET", f"{API}/overview")
+        (row,) = [r for r in overview["rows"] if r["kind"] == "vzdump"]
+        assert row["verdict"] == "unverified" and "guest 101: never restore-tested" in row["reasons"]
+
+        made = await service.tick()
+        assert [(m["action"]) for m in made] == ["proxmox.backup.restore_test"], made
+        job = await rig.final(made[0]["job"], timeout=60)
+        assert job.state == "succeeded", job.error
+        assert job.created_by.startswith("backup:policy:") and job.result["archive"] == volid and job.result["scratch_vmid"] == 990000
+        assert pve.guest(990000) is None
+        await until(lambda: proxmox_state(lambda s: (s.get("restore_tests") or {}).get("101", {}).get("ok") is True), 30, "the restore test in the report")
+
+        async def verdict(want):
+            status, overview = await rig.api("GET", f"{API}/overview")
+            (row,) = [r for r in overview["rows"] if r["kind"] == "vzdump"]
+            return row if row["verdict"] == want else None
+
+        await until(lambda: verdict("fresh"), 30, "the vzdump verdict to turn fresh")
+        assert await service.tick() == []  # not due again before its interval
+
+        # A day later the archive restores something else than it holds.
+        pve.restore_faults[volid] = {"config": {"memory": "512"}}
+        made = await service.tick(now=time.time() + 25 * 3600)
+        assert [(m["action"]) for m in made] == ["proxmox.backup.restore_test"], made
+        job = await rig.final(made[0]["job"], timeout=60)
+        assert job.state == "failed" and "restore test of guest 101 failed" in job.error and "memory" in job.error
+        assert pve.guest(990000) is None
+        row = await until(lambda: verdict("restore_test_failed"), 30, "the vzdump verdict to turn restore-test failed")
+        assert any("guest 101: the last restore test failed" in why for why in row["reasons"])
+
+        async def firing():
+            alerts = await rig.hub.alerts.firing(rig.node_id)
+            return [a for a in alerts if a["rule_name"] == "restore tests" and a["labels"].get("repository") == "proxmox:101"]
+
+        (alert,) = await until(firing, 30, "the restore-test alert to fire")
+        assert "guest 101" in alert["summary"] and alert["severity"] == "critical"
+    finally:
+        await rig.close()
+
+
 async def test_vzdump_prune_is_a_dry_run_first_and_signed_for_the_guest(tmp_path, pve, config):
     """vzdump retention through PVE's prunebackups: the dry run removes nothing; the prune needs the operator's envelope for that guest."""
     from roost.core import signing
