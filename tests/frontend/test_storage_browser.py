@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from fakesmart import fake_smart
 from frontend_support import page_factory
-from support import free_port
+from support import free_port, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
@@ -119,13 +119,11 @@ def test_an_admin_edits_the_manifest_on_the_page_and_the_agent_reports_the_targe
         assert '"state": "attached"' in text.input_value()  # the schema's defaults, as the agent got them
 
         # The agent (collecting every second) reports the new target; the page lists it as missing.
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
+        def listed_missing() -> bool:
             page.goto(f"{base}/storage/manifest/{node_id}")
-            if page.locator('tr[data-target="usb-backup"][data-status="missing"]').count():
-                break
-            time.sleep(0.5)
-        assert page.locator('tr[data-target="usb-backup"][data-status="missing"]').count() == 1
+            return page.locator('tr[data-target="usb-backup"][data-status="missing"]').count() == 1
+
+        wait_for(listed_missing, 20, "the new target listed as missing")
         page.screenshot(path="/tmp/roost-storage-manifest.png", full_page=True)
         # The one refused save is the browser's only complaint.
         assert [e for e in errors if "status of 400" not in e] == [], errors
